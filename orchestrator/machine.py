@@ -1,0 +1,318 @@
+"""One QEMU process: render argv, launch, console, readiness, hotplug, escalating shutdown.
+
+Modelled on qemu.machine: this object owns the process, its sockets (in a private 0700 run
+directory) and its throw-away disks; the artifacts (argv, console, QMP events, stderr, guest
+commands) go to a separate directory that outlives it. Every wait has a deadline, and when one
+fires the QEMU is killed and the error says what hung.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import guest, registry
+from .console import Console
+from .errors import ConfigError, DeadlineError, MachineError, TbctlError
+from .image import MARKER_FAILED, MARKER_READY, Image
+from .qmp import QMP, blockdev
+from .registry import Record
+from .render import render
+from .ssh import SSH, Result
+from .topology import Controller, Topology
+
+QEMU = "qemu-system-x86_64"
+BIOS = "/usr/share/qemu/qboot.rom"
+DEFAULT_BOOT_TIMEOUT = 60.0
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
+_PORT_IN_USE = "Could not set up host forwarding rule"
+_READY = re.compile(re.escape(MARKER_READY) + r" ([0-9.]+)")
+_BOOT_FAILED = re.compile(re.escape(MARKER_FAILED) + r".*|Kernel panic - not syncing.*")
+
+
+def free_port() -> int:
+    """A currently free loopback port. QEMU may still lose it to a race: launch retries."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_name() -> str:
+    return f"vm-{secrets.token_hex(3)}"
+
+
+class Machine:
+    """A guest under QEMU. `with Machine(...) as m:` launches it and always shuts it down."""
+
+    def __init__(self, topology: Topology, image: Image, artifacts: Path, *, name: str | None = None,
+                 accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT):
+        name = name or new_name()
+        if not _NAME.match(name):
+            raise ConfigError(f"machine name {name!r}: must be 1-31 of a-z 0-9 _ -, starting with a letter or digit")
+        self.name, self.topology, self.image, self.accel = name, topology, image, accel
+        self.persistent, self.boot_timeout = persistent, boot_timeout
+        self.artifacts = artifacts
+        self.run_dir = registry.vms_dir() / name
+        self.record: Record | None = None
+        self.console: Console | None = None
+        self._qmp: QMP | None = None
+        self._ssh: SSH | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.timings: dict[str, float] = {}
+
+    # -- building the command line -------------------------------------------------------------
+
+    def backing(self, ctrl: Controller, nsid: int) -> Path:
+        return self.run_dir / "nvme" / f"{ctrl.node(nsid)}.raw"
+
+    def argv(self, ssh_port: int) -> list[str]:
+        topo = self.topology
+        blockdevs = [blockdev(c.node(i), self.backing(c, i))
+                     for c in topo.controllers for i in range(1, len(c.namespaces) + 1)]
+        objects = [{"qom-type": "memory-backend-file", "id": f"{c.id}-pmr", "share": True,
+                    "mem-path": str(self.run_dir / "nvme" / f"{c.id}.pmr"), "size": c.pmr_size_mib << 20}
+                   for c in topo.controllers if c.pmr_size_mib]
+        root_ports = {c.id: {"driver": "pcie-root-port", "id": c.root_port, "chassis": i, "slot": i, "bus": "pcie.0"}
+                      for i, c in enumerate(topo.controllers, 1) if c.hotplug}
+        cmdline = " ".join(filter(None, [self.image.cmdline, topo.kernel_args()]))
+        text = render("qemu/argv.j2", qemu=QEMU, name=self.name, topology=topo, accel=self.accel, bios=BIOS,
+                      image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
+                      run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,
+                      objects=objects, root_ports=root_ports)
+        return [line for line in text.splitlines() if line]
+
+    # -- launch and readiness -----------------------------------------------------------------
+
+    def __enter__(self) -> "Machine":
+        return self.launch()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def launch(self) -> "Machine":
+        registry.reap()
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        with registry.locked():
+            if self.run_dir.exists():
+                raise ConfigError(f"a VM named {self.name!r} already exists (tbctl status; tbctl down {self.name})")
+            self.run_dir.mkdir(mode=0o700)
+            me = os.getpid()
+            self.record = Record(name=self.name, run_dir=str(self.run_dir), artifacts=str(self.artifacts),
+                                 image=str(self.image.dir), topology=self.topology.source, accel=self.accel,
+                                 ssh_port=0, owner_pid=None if self.persistent else me,
+                                 owner_start=None if self.persistent else registry.start_time(me), created=time.time())
+            registry.save(self.record)
+        try:
+            self._prepare_disks()
+            self._start_qemu()
+            self.wait_ready(self.boot_timeout)
+        except BaseException:
+            self.shutdown(graceful=False)
+            raise
+        return self
+
+    def _prepare_disks(self) -> None:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.disk), "-F", "qcow2",
+                        str(self.run_dir / "root.qcow2")], check=True, timeout=30, capture_output=True)
+        (self.run_dir / "nvme").mkdir()
+        for c in self.topology.controllers:
+            for nsid, ns in enumerate(c.namespaces, 1):
+                with open(self.backing(c, nsid), "wb") as f:
+                    f.truncate(ns.size_mib << 20)
+            if c.pmr_size_mib:
+                with open(self.run_dir / "nvme" / f"{c.id}.pmr", "wb") as f:
+                    f.truncate(c.pmr_size_mib << 20)
+
+    def _start_qemu(self, attempts: int = 5) -> None:
+        assert self.record is not None
+        for attempt in range(1, attempts + 1):
+            port = free_port()
+            argv = self.argv(port)
+            (self.artifacts / "qemu.argv").write_text(shlex.join(argv) + "\n")
+            # Owned VMs die with tbctl (pdeathsig); `up` VMs live on in their own session until `down`.
+            wrapper = [] if self.persistent else ["setpriv", "--pdeathsig", "KILL", "--"]
+            stderr = open(self.artifacts / "qemu.stderr", "ab")
+            self.timings["launched"] = time.monotonic()
+            self._proc = subprocess.Popen(wrapper + argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                                          start_new_session=True, close_fds=True)
+            stderr.close()
+            self.record.pid, self.record.ssh_port = self._proc.pid, port
+            self.record.pid_start = registry.start_time(self._proc.pid)
+            registry.save(self.record)
+            try:
+                self.console = Console(self.run_dir / "console.sock", self.name)
+                self.console.connect(10, self.qemu_alive)
+                self._qmp = QMP(self.run_dir / "qmp.sock", self.artifacts / "qmp-events.jsonl", self.name)
+                self._qmp.connect(10, self.qemu_alive)
+                return
+            except MachineError:
+                self._close_channels()
+                self._wait_exit(5)
+                err = (self.artifacts / "qemu.stderr").read_text(errors="replace")
+                if _PORT_IN_USE in err and attempt < attempts:
+                    continue  # another process took the port between our check and QEMU's bind
+                raise MachineError(f"{self.name}: QEMU failed to start (exit {self._proc.returncode}): "
+                                   f"{err.strip()[-1500:]}") from None
+
+    def qemu_alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self.record is not None and self.record.qemu_alive()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Ready = the guest printed its sshd marker and a first SSH command succeeded."""
+        assert self.console is not None and self.record is not None
+        deadline = time.monotonic() + timeout
+        stage = "console marker"
+        try:
+            m = self.console.wait_for([_READY, _BOOT_FAILED], timeout)
+            if not m.group(0).startswith(MARKER_READY):
+                raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
+            self.timings["marker"] = time.monotonic()
+            stage = "first SSH command"
+            self.ssh.connect(max(1.0, deadline - time.monotonic()))
+            self.ssh.run("true", timeout=max(1.0, deadline - time.monotonic()), check=True)
+            self.timings["ready"] = time.monotonic()
+        except TbctlError as e:
+            raise type(e)(f"{self.name}: guest not ready ({stage}) within {timeout:g} s: {e}\n"
+                          f"--- console tail ({self.artifacts / 'console.log'}) ---\n{self.console.tail()}") from None
+        self._log(f"ready in {self.timings['ready'] - self.timings['launched']:.2f} s "
+                  f"(sshd marker at {self.timings['marker'] - self.timings['launched']:.2f} s), accel {self.accel}")
+
+    # -- channels -------------------------------------------------------------------------------
+
+    @classmethod
+    def attach(cls, rec: Record) -> "Machine":
+        """A handle on a VM another tbctl process launched (`tbctl up`), for ssh/qmp/hotplug/down."""
+        from .topology import default, load
+
+        topo = default() if rec.topology == "<built-in default>" else load(rec.topology)
+        m = cls(topo, Image(Path(rec.image)), Path(rec.artifacts), name=rec.name, accel=rec.accel,
+                persistent=rec.owner_pid is None)
+        m.record = rec
+        return m
+
+    @property
+    def ssh(self) -> SSH:
+        if self._ssh is None:
+            assert self.record is not None
+            self._ssh = SSH(self.record.ssh_port, self.image.client_key, self.image.host_key_pub, log=self._log_command)
+        return self._ssh
+
+    def connect_ssh(self, timeout: float = 15) -> SSH:
+        self.ssh.connect(timeout)
+        return self.ssh
+
+    @property
+    def qmp(self) -> QMP:
+        if self._qmp is None:
+            assert self.record is not None
+            self._qmp = QMP(self.record.qmp_socket, self.artifacts / "qmp-events.jsonl", self.name)
+            self._qmp.connect(10, self.qemu_alive)
+        return self._qmp
+
+    def _log(self, msg: str) -> None:
+        with open(self.artifacts / "machine.log", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {self.name}: {msg}\n")
+
+    def _log_command(self, r: Result) -> None:
+        with open(self.artifacts / "commands.log", "a") as f:
+            f.write(f"$ {r.cmd}\n# exit {r.rc} in {r.seconds:.3f} s\n{r.stdout}{r.stderr}\n")
+
+    # -- hotplug ----------------------------------------------------------------------------------
+
+    def hot_remove(self, ctrl_id: str, timeout: float = 10) -> dict[str, float]:
+        """device_del a controller and confirm from the guest that it is gone. Returns latencies."""
+        ctrl = self.topology.controller(ctrl_id)
+        t0 = time.monotonic()
+        event = self.qmp.hot_remove(ctrl, timeout)
+        t_event = event["host_time"] - time.time() + time.monotonic()
+        seen = guest.wait_nvme(self.ssh, ctrl.serial, present=False, timeout=timeout)
+        t_guest = time.monotonic()
+        self._log(f"hot-removed {ctrl_id}: DEVICE_DELETED {t_event - t0:.3f} s, guest confirmed {t_guest - t0:.3f} s")
+        return {"device_deleted": t_event - t0, "guest": t_guest - t0, "guest_waited": seen.waited}
+
+    def hot_add(self, ctrl_id: str, timeout: float = 10) -> dict[str, float]:
+        """blockdev-add + device_add a controller and confirm from the guest that its namespace is there."""
+        ctrl = self.topology.controller(ctrl_id)
+        t0 = time.monotonic()
+        self.qmp.hot_add(ctrl, self.backing(ctrl, 1), timeout)
+        seen = guest.wait_nvme(self.ssh, ctrl.serial, present=True, timeout=timeout)
+        t_guest = time.monotonic()
+        self._log(f"hot-added {ctrl_id}: guest confirmed {t_guest - t0:.3f} s ({seen.controllers[ctrl.serial]})")
+        return {"guest": t_guest - t0, "guest_waited": seen.waited}
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    def _wait_exit(self, timeout: float) -> bool:
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while self.qemu_alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _close_channels(self) -> None:
+        for ch in (self._ssh, self._qmp, self.console):
+            if ch is not None:
+                ch.close()
+        self._ssh = self._qmp = self.console = None
+
+    def shutdown(self, graceful: bool = True) -> str:
+        """Guest poweroff -> QMP quit -> SIGTERM -> SIGKILL, each with a deadline; then remove the
+        run directory and the registry record. Returns the step that ended QEMU."""
+        how = "already exited"
+        if self.qemu_alive():
+            how = self._stop(graceful)
+        self._close_channels()
+        if self._proc is not None:
+            self._proc.wait(5)
+        if self.record is not None:
+            registry.remove(self.record)
+        self._log(f"shut down: {how}")
+        return how
+
+    def _stop(self, graceful: bool) -> str:
+        if graceful:
+            try:
+                ssh = self._ssh if self._ssh is not None else self.connect_ssh(3)
+                ssh.run("poweroff", timeout=5)
+            except Exception:  # any failure here just moves shutdown to the next, harder step
+                pass
+            else:
+                if self._wait_exit(10):
+                    return "guest poweroff"
+        try:
+            self.qmp.execute("quit", timeout=3)
+        except TbctlError:
+            pass
+        if self._wait_exit(5):
+            return "QMP quit"
+        assert self.record is not None and self.record.pid is not None
+        registry.kill(self.record.pid, self.record.pid_start)
+        self._wait_exit(5)
+        return "signal (QEMU ignored poweroff and quit)"
+
+    def status(self) -> dict[str, Any]:
+        assert self.record is not None
+        return {"name": self.name, "alive": self.qemu_alive(), "pid": self.record.pid, "accel": self.accel,
+                "ssh": f"root@127.0.0.1:{self.record.ssh_port}", "qmp": str(self.record.qmp_socket),
+                "artifacts": str(self.artifacts), "owner": self.record.owner_pid or "none (tbctl up)"}
+
+
+def describe(m: Machine) -> str:
+    return json.dumps(m.status(), indent=2)

@@ -1,0 +1,165 @@
+"""SSH into the guest with paramiko: pinned host key, bounded connect retries, bounded commands.
+
+The host key is the one baked into the image: anything else is refused, never learned. Each
+command runs under the guest's `timeout`, which kills its whole process group at the deadline;
+a host-side deadline a few seconds later closes the channel in case the guest itself is stuck.
+"""
+
+from __future__ import annotations
+
+import base64
+import select
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+import tenacity
+
+from .errors import DeadlineError, SSHError
+
+KILL_GRACE = 2  # seconds between the guest's SIGTERM and SIGKILL at a command's deadline
+HOST_SLACK = 5  # seconds the host waits past a command's deadline before giving the channel up
+_TIMEOUT_MARK = "timeout: sending signal"
+
+
+@dataclass(frozen=True)
+class Result:
+    cmd: str
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def check(self) -> "Result":
+        if self.rc != 0:
+            tail = (self.stderr or self.stdout).strip().splitlines()[-5:]
+            raise SSHError(f"guest command failed (exit {self.rc}): {self.cmd}\n" + "\n".join(tail))
+        return self
+
+
+def _retryable(e: BaseException) -> bool:
+    """Network-level failures while sshd is still coming up; never a host key or auth refusal."""
+    if isinstance(e, (paramiko.BadHostKeyException, paramiko.AuthenticationException)):
+        return False
+    return isinstance(e, (OSError, EOFError, paramiko.SSHException))
+
+
+class SSH:
+    def __init__(self, port: int, client_key: Path, host_key_pub: Path, host: str = "127.0.0.1",
+                 user: str = "root", log: Callable[[Result], None] | None = None):
+        self.host, self.port, self.user = host, port, user
+        self._pkey = paramiko.Ed25519Key.from_private_key_file(str(client_key))
+        kind, b64 = host_key_pub.read_text().split()[:2]
+        self._host_key = paramiko.Ed25519Key(data=base64.b64decode(b64))
+        if kind != self._host_key.get_name():
+            raise SSHError(f"{host_key_pub}: expected an ssh-ed25519 host key, found {kind}")
+        self._client: paramiko.SSHClient | None = None
+        self._log = log
+
+    def connect(self, timeout: float) -> None:
+        """Connect under one overall deadline, retrying only failures that can pass."""
+        deadline = time.monotonic() + timeout
+
+        def attempt() -> None:
+            client = paramiko.SSHClient()
+            client.get_host_keys().add(f"[{self.host}]:{self.port}", self._host_key.get_name(), self._host_key)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            per_try = max(0.5, min(3.0, deadline - time.monotonic()))
+            try:
+                client.connect(self.host, self.port, username=self.user, pkey=self._pkey, timeout=per_try,
+                               banner_timeout=per_try, auth_timeout=per_try, channel_timeout=per_try,
+                               look_for_keys=False, allow_agent=False)
+            except BaseException:
+                client.close()
+                raise
+            self._client = client
+
+        try:
+            for att in tenacity.Retrying(stop=tenacity.stop_after_delay(timeout),
+                                         wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+                                         retry=tenacity.retry_if_exception(_retryable), reraise=True):
+                with att:
+                    attempt()
+        except paramiko.BadHostKeyException:
+            raise SSHError(f"ssh {self.host}:{self.port}: host key does not match the image's pinned key; "
+                           "refusing to connect") from None
+        except paramiko.AuthenticationException as e:
+            raise SSHError(f"ssh {self.user}@{self.host}:{self.port}: authentication refused: {e}") from None
+        except Exception as e:
+            raise DeadlineError(f"ssh {self.host}:{self.port}: no session within {timeout:g} s "
+                                f"({type(e).__name__}: {e})") from None
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        t = self._client.get_transport() if self._client else None
+        if t is None or not t.is_active():
+            raise SSHError(f"ssh {self.host}:{self.port}: not connected")
+        return t
+
+    def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None, check: bool = False) -> Result:
+        """Run `cmd` with sh in the guest; past `timeout` its process group is killed and
+        DeadlineError says which command hung."""
+        started = time.monotonic()
+        wrapped = f"exec timeout --verbose -k {KILL_GRACE} {timeout:g} sh -c {shlex.quote(cmd)}"
+        try:
+            chan = self.transport.open_session(timeout=10)
+            chan.settimeout(timeout + KILL_GRACE + HOST_SLACK)
+            chan.exec_command(wrapped)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+        except (OSError, paramiko.SSHException) as e:
+            raise SSHError(f"ssh {self.host}:{self.port}: cannot start {cmd!r}: {e}") from None
+        out, err = bytearray(), bytearray()
+        host_deadline = started + timeout + KILL_GRACE + HOST_SLACK
+        try:
+            while True:
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                remaining = host_deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineError(f"guest command hung past {timeout:g} s and the guest did not kill it "
+                                        f"(is the guest stuck?): {cmd}")
+                select.select([chan], [], [], min(remaining, 1.0))
+            rc = chan.recv_exit_status()
+        finally:
+            chan.close()
+        result = Result(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"),
+                        time.monotonic() - started)
+        if self._log:
+            self._log(result)
+        if rc in (124, 137) and _TIMEOUT_MARK in result.stderr:
+            raise DeadlineError(f"guest command did not finish within {timeout:g} s and was killed: {cmd}\n"
+                                + result.stdout[-2000:] + result.stderr[-2000:])
+        return result.check() if check else result
+
+    def put(self, local: Path, remote: str, timeout: float = 60) -> None:
+        with self._sftp(timeout) as sftp:
+            sftp.put(str(local), remote)
+
+    def get(self, remote: str, local: Path, timeout: float = 60) -> None:
+        with self._sftp(timeout) as sftp:
+            sftp.get(remote, str(local))
+
+    def _sftp(self, timeout: float) -> paramiko.SFTPClient:
+        sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=None)
+        if sftp is None:
+            raise SSHError("could not open an SFTP session")
+        sftp.get_channel().settimeout(timeout)
+        return sftp
+
+    def close(self) -> None:
+        if self._client:
+            self._client.close()
+            self._client = None
