@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import DeadlineError, MachineError
 from .render import render
-from .ssh import SSH
+from .ssh import SSH, Result
 
 
 @dataclass(frozen=True)
@@ -18,11 +19,11 @@ class NvmeWait:
     controllers: dict[str, Any]
 
 
-def nvme_state(ssh: SSH, serial: str | None = None, present: bool = True, timeout: float = 10) -> NvmeWait:
-    """The guest's NVMe controllers by serial; with `serial`, first wait until that controller is
-    present (live, with a namespace block device) or absent."""
-    script = render("guest/nvme_state.py.j2", serial=serial, present=present, timeout=timeout)
-    res = ssh.run("python3 -", timeout=timeout + 10, stdin=script.encode())
+def _script(serials: list[str], present: bool, timeout: float) -> bytes:
+    return render("guest/nvme_state.py.j2", serials=serials, present=present, timeout=timeout).encode()
+
+
+def _parse(res: Result) -> NvmeWait:
     try:
         data = json.loads(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -30,10 +31,33 @@ def nvme_state(ssh: SSH, serial: str | None = None, present: bool = True, timeou
     return NvmeWait(data["ok"], data["waited"], data["controllers"])
 
 
-def wait_nvme(ssh: SSH, serial: str, present: bool, timeout: float = 10) -> NvmeWait:
-    state = nvme_state(ssh, serial, present, timeout)
-    if not state.ok:
-        what = "appear (live, with a namespace)" if present else "disappear"
-        raise DeadlineError(f"guest: NVMe controller {serial} did not {what} within {timeout:g} s; "
-                            f"guest sees {json.dumps(state.controllers)}")
-    return state
+def nvme_state(ssh: SSH, timeout: float = 20) -> dict[str, Any]:
+    """The guest's NVMe controllers by serial: kernel name, state, PCI address, block devices."""
+    return _parse(ssh.run("python3 -", timeout=timeout, stdin=_script([], True, 0))).controllers
+
+
+class NvmeWatch:
+    """Waits in the guest until the controllers `serials` are all present (live, with a namespace
+    block device) or all gone. Start it *before* the host acts: the time it reports is when the
+    guest saw the change, not when we got around to asking."""
+
+    def __init__(self, ssh: SSH, serials: list[str], present: bool, timeout: float = 10, expect_change: bool = True):
+        self.serials, self.present, self.timeout = serials, present, timeout
+        self._proc = ssh.start("python3 -", timeout=timeout + 15, stdin=_script(serials, present, timeout))
+        first = self._proc.readline(timeout + 10)
+        if first not in ("armed", "already"):
+            raise MachineError(f"guest NVMe watcher for {serials} did not start: {first}")
+        if first == "already" and expect_change:
+            self._proc.wait()
+            state = "present" if present else "absent"
+            raise MachineError(f"NVMe controller(s) {', '.join(serials)} already {state} in the guest before the change")
+
+    def result(self) -> tuple[NvmeWait, float]:
+        """The watcher's verdict and the host's monotonic time it arrived."""
+        state = _parse(self._proc.wait())
+        seen_at = time.monotonic()
+        if not state.ok:
+            what = "appear (live, with a namespace)" if self.present else "disappear"
+            raise DeadlineError(f"guest: NVMe controller(s) {', '.join(self.serials)} did not {what} within "
+                                f"{self.timeout:g} s; guest sees {json.dumps(state.controllers)}")
+        return state, seen_at

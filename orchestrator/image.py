@@ -50,7 +50,7 @@ HOST_KEY_ALIAS = "tbctl-guest"
 _RECIPE_FIELDS = {
     "name": str, "suite": str, "hostname": str, "disk_size_mib": int, "packages": list,
     "path_excludes": list, "path_includes": list, "prune_modules": list, "initrd_modules": list,
-    "cmdline": str,
+    "early_modules": list, "cmdline": str,
 }
 
 
@@ -65,6 +65,7 @@ class Recipe:
     path_includes: list[str]
     prune_modules: list[str]
     initrd_modules: list[str]
+    early_modules: list[str]
     cmdline: str
     path: Path = field(compare=False)
 
@@ -256,7 +257,7 @@ def _write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
 def _customize(recipe: Recipe, rootfs: Path, work: Path, log: Path) -> None:
     ctx = dict(hostname=recipe.hostname, libdir=GUEST_LIBDIR, guest_ip="10.0.2.15", gateway_ip="10.0.2.2",
                marker_ready=MARKER_READY, marker_udev=MARKER_UDEV, marker_shutdown=MARKER_SHUTDOWN,
-               marker_failed=MARKER_FAILED)
+               marker_failed=MARKER_FAILED, early_modules=recipe.early_modules)
     lib = rootfs / GUEST_LIBDIR.lstrip("/")
     _write(lib / "rc.boot", render("image/rc.boot.sh.j2", **ctx), 0o755)
     _write(lib / "rc.shutdown", render("image/rc.shutdown.sh.j2", **ctx), 0o755)

@@ -103,45 +103,23 @@ class SSH:
             raise SSHError(f"ssh {self.host}:{self.port}: not connected")
         return t
 
-    def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None, check: bool = False) -> Result:
-        """Run `cmd` with sh in the guest; past `timeout` its process group is killed and
-        DeadlineError says which command hung."""
-        started = time.monotonic()
+    def start(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> "RemoteProcess":
+        """Start `cmd` with sh in the guest, under the guest's `timeout`, without waiting for it."""
         wrapped = f"exec timeout --verbose -k {KILL_GRACE} {timeout:g} sh -c {shlex.quote(cmd)}"
         try:
             chan = self.transport.open_session(timeout=10)
-            chan.settimeout(timeout + KILL_GRACE + HOST_SLACK)
             chan.exec_command(wrapped)
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
         except (OSError, paramiko.SSHException) as e:
             raise SSHError(f"ssh {self.host}:{self.port}: cannot start {cmd!r}: {e}") from None
-        out, err = bytearray(), bytearray()
-        host_deadline = started + timeout + KILL_GRACE + HOST_SLACK
-        try:
-            while True:
-                while chan.recv_ready():
-                    out += chan.recv(65536)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                remaining = host_deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineError(f"guest command hung past {timeout:g} s and the guest did not kill it "
-                                        f"(is the guest stuck?): {cmd}")
-                select.select([chan], [], [], min(remaining, 1.0))
-            rc = chan.recv_exit_status()
-        finally:
-            chan.close()
-        result = Result(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"),
-                        time.monotonic() - started)
-        if self._log:
-            self._log(result)
-        if rc in (124, 137) and _TIMEOUT_MARK in result.stderr:
-            raise DeadlineError(f"guest command did not finish within {timeout:g} s and was killed: {cmd}\n"
-                                + result.stdout[-2000:] + result.stderr[-2000:])
+        return RemoteProcess(chan, cmd, timeout, self._log)
+
+    def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None, check: bool = False) -> Result:
+        """Run `cmd` to completion; past `timeout` its process group is killed and DeadlineError
+        says which command hung."""
+        result = self.start(cmd, timeout, stdin).wait()
         return result.check() if check else result
 
     def put(self, local: Path, remote: str, timeout: float = 60) -> None:
@@ -163,3 +141,71 @@ class SSH:
         if self._client:
             self._client.close()
             self._client = None
+
+
+class RemoteProcess:
+    """A guest command in flight: read its output line by line while the host acts, then wait."""
+
+    def __init__(self, chan: paramiko.Channel, cmd: str, timeout: float, log: Callable[[Result], None] | None):
+        self.cmd, self.timeout, self._chan, self._log = cmd, timeout, chan, log
+        self.started = time.monotonic()
+        self._host_deadline = self.started + timeout + KILL_GRACE + HOST_SLACK
+        self._out, self._err = bytearray(), bytearray()
+        self._consumed = 0
+
+    def _pump(self, until: float) -> bool:
+        """Read what is there, then block for more until `until` (at most 1 s). True once exited."""
+        chan = self._chan
+
+        def drain() -> bool:
+            while chan.recv_ready():
+                self._out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                self._err += chan.recv_stderr(65536)
+            return chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()
+
+        if drain():
+            return True
+        now = time.monotonic()
+        if now >= self._host_deadline:
+            chan.close()
+            raise DeadlineError(f"guest command hung past {self.timeout:g} s and the guest did not kill it "
+                                f"(is the guest stuck?): {self.cmd}")
+        remaining = min(until, self._host_deadline) - now
+        if remaining > 0:
+            select.select([chan], [], [], min(remaining, 1.0))
+        return drain()
+
+    def readline(self, timeout: float) -> str:
+        """The next line of stdout; DeadlineError if none comes within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nl = self._out.find(b"\n", self._consumed)
+            if nl >= 0:
+                line = self._out[self._consumed:nl].decode(errors="replace")
+                self._consumed = nl + 1
+                return line
+            exited = self._pump(deadline)
+            if self._out.find(b"\n", self._consumed) >= 0:
+                continue
+            if exited:
+                raise SSHError(f"guest command exited before printing a line: {self.cmd}\n"
+                               + self._err.decode(errors="replace")[-1000:])
+            if time.monotonic() >= deadline:
+                raise DeadlineError(f"guest command printed no line within {timeout:g} s: {self.cmd}")
+
+    def wait(self) -> Result:
+        try:
+            while not self._pump(self._host_deadline):
+                pass
+            rc = self._chan.recv_exit_status()
+        finally:
+            self._chan.close()
+        result = Result(self.cmd, rc, self._out.decode(errors="replace"), self._err.decode(errors="replace"),
+                        time.monotonic() - self.started)
+        if self._log:
+            self._log(result)
+        if rc in (124, 137) and _TIMEOUT_MARK in result.stderr:
+            raise DeadlineError(f"guest command did not finish within {self.timeout:g} s and was killed: "
+                                f"{self.cmd}\n" + result.stdout[-2000:] + result.stderr[-2000:])
+        return result

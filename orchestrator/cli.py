@@ -1,0 +1,246 @@
+"""tbctl command line: argument parsing only; everything it does is a call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__, accel, image, registry, topology
+from .errors import ConfigError, TbctlError
+from .machine import Machine
+
+EPILOG = """examples:
+  tbctl image build                      build (or reuse) the default guest image
+  tbctl up --name dev                    boot a VM that stays up; prints its SSH and QMP endpoints
+  tbctl ssh dev -- nvme list             run a command in it
+  tbctl qmp dev query-pci                any QMP command, arguments as JSON
+  tbctl hotplug dev remove nvme0         device_del + wait until the guest lost it
+  tbctl hotplug dev add nvme0            device_add + wait until the guest has its namespace
+  tbctl smoke                            boot, hot-remove and hot-add every controller, shut down
+  tbctl status ; tbctl down dev | --all
+"""
+
+
+def _artifacts_root() -> Path:
+    return Path(os.environ.get("TBCTL_ARTIFACTS") or Path.cwd() / "tbctl-artifacts")
+
+
+def _load_topology(path: str | None) -> topology.Topology:
+    return topology.load(path) if path else topology.default()
+
+
+def _machine(args: argparse.Namespace, persistent: bool) -> Machine:
+    """Validate everything, build the image if needed, pick the accelerator: all before booting."""
+    topo = _load_topology(args.topology)
+    name = args.name or None
+    img = image.ensure(topo.image, mirror=getattr(args, "mirror", None))
+    acc = accel.resolve(args.accel or topo.accel, img)
+    m = Machine(topo, img, Path("."), name=name, accel=acc, persistent=persistent, boot_timeout=args.boot_timeout)
+    m.artifacts = _artifacts_root() / f"{m.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return m
+
+
+def _attach(name: str) -> Machine:
+    registry.reap()
+    rec = registry.load(name)
+    if rec is None or not rec.qemu_alive():
+        known = ", ".join(r.name for r in registry.records()) or "none"
+        raise ConfigError(f"no running VM named {name!r} (running: {known})")
+    return Machine.attach(rec)
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    if args.image_cmd == "build":
+        img = image.ensure(args.recipe, mirror=args.mirror)
+        print(f"{img.dir}  ({img.manifest['kernel']}, built in {img.manifest['build_seconds']} s)")
+    else:
+        for img in image.list_cached():
+            m = img.manifest
+            size = sum(f.stat().st_size for f in img.dir.iterdir()) >> 20
+            print(f"{m['name']:12} {m['digest']}  kernel {m['kernel']}  {size} MiB  built {m['built']}  {img.dir}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    m = _machine(args, persistent=True)
+    m.launch()
+    print(json.dumps(m.status(), indent=2))
+    print(f"ssh: tbctl ssh {m.name}   qmp: tbctl qmp {m.name} query-status   stop: tbctl down {m.name}")
+    m.release()
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    m = _attach(args.name)
+    cmd = shlex.join(args.command) if args.command else None
+    try:
+        if cmd is None:
+            rec = m.record
+            assert rec is not None
+            os.execvp("ssh", ["ssh", "-i", str(m.image.client_key), "-p", str(rec.ssh_port),
+                              "-o", f"UserKnownHostsFile={m.image.dir / 'known_hosts'}",
+                              "-o", f"HostKeyAlias={image.HOST_KEY_ALIAS}", "-o", "StrictHostKeyChecking=yes",
+                              "root@127.0.0.1"])
+        res = m.connect_ssh(args.timeout).run(cmd, timeout=args.timeout)
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        return res.rc
+    finally:
+        m.release()
+
+
+def cmd_qmp(args: argparse.Namespace) -> int:
+    m = _attach(args.name)
+    try:
+        try:
+            qargs = json.loads(args.arguments) if args.arguments else None
+        except ValueError as e:
+            raise ConfigError(f"qmp arguments: not valid JSON: {e}") from None
+        print(json.dumps(m.qmp.execute(args.command, qargs, timeout=args.timeout), indent=2))
+        return 0
+    finally:
+        m.release()
+
+
+def cmd_hotplug(args: argparse.Namespace) -> int:
+    m = _attach(args.name)
+    try:
+        m.connect_ssh()
+        lat = m.hot_remove(args.ctrl, args.timeout) if args.action == "remove" else m.hot_add(args.ctrl, args.timeout)
+        print(f"{args.action} {args.ctrl}: seen by the guest after {lat['guest']:.3f} s")
+        return 0
+    finally:
+        m.release()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reaped = registry.reap()
+    if reaped:
+        print(f"reaped: {', '.join(reaped)}", file=sys.stderr)
+    rows = [Machine.attach(r).status() for r in registry.records()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    for r in rows if not args.json else []:
+        print(f"{r['name']:14} pid {r['pid']:<8} {r['accel']:4} {r['ssh']:22} owner {r['owner']}  {r['artifacts']}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    registry.reap()
+    names = [r.name for r in registry.records()] if args.all else [args.name]
+    if not names or names == [None]:
+        raise ConfigError("down: give a VM name or --all")
+    for name in names:
+        rec = registry.load(name)
+        if rec is None:
+            raise ConfigError(f"no VM named {name!r}")
+        how = Machine.attach(rec).shutdown(graceful=not args.force)
+        print(f"{name}: {how}")
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    """Boot, hot-remove and re-add every hot-pluggable controller, shut down: the core job."""
+    m = _machine(args, persistent=False)
+    print(f"booting {m.name} ({m.accel}); artifacts: {m.artifacts}", flush=True)
+    with m:
+        t = m.timings
+        print(f"ready: SSH after {t['ready'] - t['launched']:.2f} s, NVMe after {t['nvme'] - t['launched']:.2f} s")
+        for ctrl in m.topology.controllers:
+            if ctrl.hotplug:
+                removed, added = m.hot_remove(ctrl.id), m.hot_add(ctrl.id)
+                print(f"{ctrl.id}: removal seen by the guest in {removed['guest']:.3f} s, "
+                      f"insertion in {added['guest']:.3f} s")
+    print(f"passed; artifacts: {m.artifacts}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tbctl", description="QEMU-based VM test-bed for NVMe and SPDK testing.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tbctl {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def boot_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--topology", "-t", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
+        sp.add_argument("--name", help="VM name (default: generated)")
+        sp.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
+        sp.add_argument("--boot-timeout", type=float, default=90, metavar="S", help="deadline to SSH-ready (90)")
+        sp.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")
+
+    sp = sub.add_parser("image", help="build or list guest images")
+    isub = sp.add_subparsers(dest="image_cmd", required=True)
+    b = isub.add_parser("build", help="build the image of a recipe (a no-op when cached)")
+    b.add_argument("recipe", nargs="?", default=image.DEFAULT_IMAGE)
+    b.add_argument("--mirror", help="Debian mirror URL (default: the host's apt source)")
+    isub.add_parser("list", help="list cached images")
+    sp.set_defaults(fn=cmd_image)
+
+    sp = sub.add_parser("up", help="boot a VM that outlives this command")
+    boot_opts(sp)
+    sp.set_defaults(fn=cmd_up)
+
+    sp = sub.add_parser("smoke", help="boot, hot-remove/add each controller, shut down")
+    boot_opts(sp)
+    sp.set_defaults(fn=cmd_smoke)
+
+    sp = sub.add_parser("ssh", help="run a command in a VM (no command: interactive ssh)")
+    sp.add_argument("name")
+    sp.add_argument("command", nargs=argparse.REMAINDER, help="after --")
+    sp.add_argument("--timeout", type=float, default=60)
+    sp.set_defaults(fn=cmd_ssh)
+
+    sp = sub.add_parser("qmp", help="send one QMP command to a VM")
+    sp.add_argument("name")
+    sp.add_argument("command")
+    sp.add_argument("arguments", nargs="?", help="JSON object")
+    sp.add_argument("--timeout", type=float, default=10)
+    sp.set_defaults(fn=cmd_qmp)
+
+    sp = sub.add_parser("hotplug", help="hot-remove or hot-add an NVMe controller")
+    sp.add_argument("name")
+    sp.add_argument("action", choices=("remove", "add"))
+    sp.add_argument("ctrl")
+    sp.add_argument("--timeout", type=float, default=10)
+    sp.set_defaults(fn=cmd_hotplug)
+
+    sp = sub.add_parser("status", help="list running VMs (and reap orphans)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_status)
+
+    sp = sub.add_parser("down", help="shut a VM down (poweroff -> quit -> SIGTERM -> SIGKILL)")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--all", action="store_true")
+    sp.add_argument("--force", action="store_true", help="skip the guest poweroff")
+    sp.set_defaults(fn=cmd_down)
+    return p
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every `with Machine` and `finally`
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.cmd == "ssh" and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.fn(args)
+    except TbctlError as e:
+        print(f"tbctl: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tbctl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
