@@ -1,0 +1,50 @@
+"""Shared fixtures. VM tests (marker `vm`) boot the real guest under QEMU; `-m "not vm"` runs the rest."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from orchestrator import accel, image, registry
+
+
+@pytest.fixture(autouse=True)
+def private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own VM registry, so tests never see (or reap) each other's or a user's VMs."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("TBCTL_STATE", str(state))
+    return state
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> image.Image:
+    return image.ensure(image.DEFAULT_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def accelerator(guest_image: image.Image) -> str:
+    return accel.resolve("auto", guest_image)
+
+
+def qemu_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-x", "qemu-system-x86"], capture_output=True, text=True).stdout
+    # A zombie has exited; it only waits for a parent (PID 1 after `tbctl up` exits) to reap it.
+    return {int(p) for p in out.split() if registry.start_time(int(p)) is not None}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest, private_state: Path) -> Iterator[None]:
+    """A VM test must leave no QEMU process, run directory or registry record behind."""
+    before = qemu_pids()
+    yield
+    if request.node.get_closest_marker("vm") is None:
+        return
+    leaked = qemu_pids() - before
+    for pid in leaked:  # don't let one leak break every later test, but fail this one
+        registry.kill(pid, registry.start_time(pid))
+    assert not leaked, f"QEMU processes leaked: {leaked}"
+    vms = private_state / "vms"
+    assert not vms.exists() or not any(vms.iterdir()), f"run directories left: {list(vms.iterdir())}"

@@ -1,0 +1,69 @@
+"""The QEMU command line rendered from templates/qemu/argv.j2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from orchestrator import topology
+from orchestrator.image import Image
+from orchestrator.machine import Machine
+
+
+def fake_image(tmp_path: Path) -> Image:
+    d = tmp_path / "img"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"cmdline": "console=ttyS0 root=/dev/vda", "digest": "x"}))
+    return Image(d)
+
+
+def opts(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def devices(argv: list[str]) -> list[dict]:
+    return [json.loads(d) for d in opts(argv, "-device")]
+
+
+def test_default_topology(tmp_path: Path) -> None:
+    m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t1", accel="tcg")
+    argv = m.argv(40022)
+    assert argv[0] == "qemu-system-x86_64"
+    assert opts(argv, "-machine") == ["q35"] and opts(argv, "-accel") == ["tcg"] and opts(argv, "-cpu") == ["max"]
+    assert opts(argv, "-netdev") == ["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]
+    devs = devices(argv)
+    ports = [d for d in devs if d["driver"] == "pcie-root-port"]
+    ctrls = [d for d in devs if d["driver"] == "nvme"]
+    assert [p["id"] for p in ports] == ["rp-nvme0", "rp-nvme1"]
+    assert len({p["chassis"] for p in ports}) == 2
+    assert [c["bus"] for c in ctrls] == ["rp-nvme0", "rp-nvme1"]
+    # hotplug re-adds exactly what the command line had
+    assert ctrls[0] == m.topology.controller("nvme0").device()
+    assert {"driver": "pvpanic-pci", "id": "pvpanic"} in devs
+    qmp = [c for c in opts(argv, "-chardev") if c.startswith("socket,id=qmp")]
+    assert qmp == [f"socket,id=qmp,path={m.run_dir}/qmp.sock,server=on,wait=off"]
+    assert "-qtest" not in argv and not any(d["driver"] == "intel-iommu" for d in devs)
+    nodes = [json.loads(b)["node-name"] for b in opts(argv, "-blockdev")]
+    assert nodes == ["nvme0-ns1", "nvme1-ns1"]
+
+
+def test_iommu_qtest_hugepages_and_fixed_controllers(tmp_path: Path) -> None:
+    topo = topology.parse({"machine": {"iommu": True, "qtest": True, "hugepages": 32},
+                           "nvme": [{"id": "n0", "hotplug": False, "namespace": [{}, {"block_size": 4096}]}]}, "x")
+    m = Machine(topo, fake_image(tmp_path), tmp_path / "art", name="t2", accel="kvm")
+    argv = m.argv(1)
+    assert opts(argv, "-machine") == ["q35,kernel-irqchip=split"] and opts(argv, "-cpu") == ["host"]
+    devs = devices(argv)
+    assert devs[0]["driver"] == "intel-iommu"  # must precede the PCI devices it translates
+    assert opts(argv, "-qtest") == [f"unix:{m.run_dir}/qtest.sock,server=on,wait=off"]
+    assert opts(argv, "-append")[0].endswith("intel_iommu=on hugepages=32")
+    assert not any(d["driver"] == "pcie-root-port" for d in devs)
+    ns = [d for d in devs if d["driver"] == "nvme-ns"]
+    assert [(d["nsid"], d["bus"], d["logical_block_size"]) for d in ns] == [(1, "n0", 512), (2, "n0", 4096)]
+
+
+def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
+    m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t3", accel="tcg")
+    argv = m.argv(1)
+    assert all(a and a == a.strip() for a in argv)
+    assert opts(argv, "-append") == ["console=ttyS0 root=/dev/vda"]

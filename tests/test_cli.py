@@ -1,0 +1,38 @@
+"""CLI behaviour that needs no VM: bad input is one line and exit 2, before anything boots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator import cli
+
+
+def test_bad_topology_is_rejected_before_boot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "t.toml"
+    bad.write_text("[machine]\ncpus = 99\n")
+    assert cli.main(["smoke", "--topology", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tbctl: {bad}: machine.cpus: must be an integer from 1 to 16 (got 99)"
+    assert list(cli.registry.vms_dir().iterdir()) == []
+
+
+def test_commands_on_unknown_vm(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ssh", "ghost", "--", "true"]) == 2
+    assert "no running VM named 'ghost' (running: none)" in capsys.readouterr().err
+    assert cli.main(["down"]) == 2
+    assert "give a VM name or --all" in capsys.readouterr().err
+
+
+def test_status_with_no_vms_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_help_lists_commands_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("image", "up", "ssh", "qmp", "hotplug", "status", "down", "smoke", "examples:"):
+        assert cmd in out

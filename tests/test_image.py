@@ -1,0 +1,67 @@
+"""Image recipe pieces that need no build: recipe validation, module order, vmlinux, apt mirror."""
+
+from __future__ import annotations
+
+import lzma
+from pathlib import Path
+
+import pytest
+
+from orchestrator import apt, image
+from orchestrator.errors import ConfigError, ImageError
+
+DEP = """kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+kernel/fs/mbcache.ko:
+kernel/fs/jbd2/jbd2.ko:
+kernel/lib/crc16.ko:
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio_ring.ko
+"""
+
+
+def test_module_order_puts_dependencies_first_and_skips_builtins() -> None:
+    order = image.module_load_order(DEP, {"virtio_pci"}, ["virtio_blk", "virtio-net", "virtio_pci", "ext4"])
+    names = [p.rsplit("/", 1)[1] for p in order]
+    assert names.count("virtio_ring.ko") == 1
+    for before, after in [("virtio_ring.ko", "virtio_blk.ko"), ("failover.ko", "net_failover.ko"),
+                          ("net_failover.ko", "virtio_net.ko"), ("jbd2.ko", "ext4.ko"), ("crc16.ko", "ext4.ko")]:
+        assert names.index(before) < names.index(after)
+    with pytest.raises(ImageError, match="'nosuch' is neither in modules.dep nor built in"):
+        image.module_load_order(DEP, set(), ["nosuch"])
+
+
+def test_vmlinux_is_the_xz_payload() -> None:
+    elf = b"\x7fELF" + bytes(range(256)) * 10
+    bz = b"MZ setup code" + b"\0" * 100 + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"trailer"
+    assert image.extract_vmlinux(bz) == elf
+    with pytest.raises(ImageError, match="no XZ payload"):
+        image.extract_vmlinux(b"MZ gzip kernel")
+
+
+def test_recipe_loads_and_hash_is_stable() -> None:
+    r = image.Recipe.load("bookworm")
+    assert "linux-image-amd64" in r.packages and "nvme" in r.early_modules
+    assert r.digest() == image.Recipe.load("bookworm").digest() and len(r.digest()) == 16
+
+
+def test_unknown_recipe_lists_known_ones() -> None:
+    with pytest.raises(ConfigError, match="image 'nope'.*known images: bookworm"):
+        image.Recipe.load("nope")
+
+
+def test_mirror_from_deb822_and_one_line_sources(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://example.invalid/other cloud-sdk-bookworm main\n"
+                                           "# deb http://commented.invalid/debian bookworm main\n")
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
+        "Types: deb deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    assert apt.host_mirror("bookworm", tmp_path) == "http://mirror.invalid/debian"
+    with pytest.raises(ConfigError, match="no apt source serves suite 'trixie'.*--mirror"):
+        apt.host_mirror("trixie", tmp_path)
+    (tmp_path / "sources.list").write_text("deb http://one.invalid/debian trixie main\n")
+    assert apt.host_mirror("trixie", tmp_path) == "http://one.invalid/debian"

@@ -1,0 +1,126 @@
+"""SSH client behaviour against local stand-in servers: retries, deadlines, pinned host key."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from orchestrator.errors import DeadlineError, SSHError
+from orchestrator.ssh import SSH, _retryable
+
+
+def keypair(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    key = Ed25519PrivateKey.generate()
+    priv = tmp_path / name
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    pub = tmp_path / f"{name}.pub"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+    return priv, pub
+
+
+class _Server(paramiko.ServerInterface):
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield s
+    s.close()
+
+
+def serve_ssh(sock: socket.socket, host_key: Path) -> None:
+    """Accept one connection and run the SSH handshake with `host_key` (enough to test host key pinning)."""
+    def run() -> None:
+        conn, _ = sock.accept()
+        t = paramiko.Transport(conn)
+        t.add_server_key(paramiko.Ed25519Key.from_private_key_file(str(host_key)))
+        try:
+            t.start_server(server=_Server())
+            time.sleep(2)
+        except Exception:
+            pass
+        finally:
+            t.close()
+    threading.Thread(target=run, daemon=True).start()
+
+
+def test_retry_classification(tmp_path: Path) -> None:
+    key = paramiko.Ed25519Key.from_private_key_file(str(keypair(tmp_path, "k")[0]))
+    assert _retryable(ConnectionRefusedError())
+    assert _retryable(EOFError())
+    assert _retryable(paramiko.SSHException("Error reading SSH protocol banner"))
+    assert not _retryable(paramiko.AuthenticationException())
+    assert not _retryable(paramiko.BadHostKeyException("h", key, key))
+
+
+def test_nothing_listening_fails_at_the_deadline(tmp_path: Path) -> None:
+    client, _ = keypair(tmp_path, "c")
+    _, host_pub = keypair(tmp_path, "h")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineError, match=f"ssh 127.0.0.1:{port}: no session within 1.5 s"):
+        SSH(port, client, host_pub).connect(1.5)
+    assert time.monotonic() - t0 < 5
+
+
+def test_silent_accept_like_slirp_is_retried_until_the_deadline(tmp_path: Path, listener: socket.socket) -> None:
+    """slirp accepts at once while no sshd listens yet; the client must neither hang nor give up early."""
+    client, _ = keypair(tmp_path, "c")
+    _, host_pub = keypair(tmp_path, "h")
+    accepted: list[socket.socket] = []
+
+    def accept_and_hold() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+    threading.Thread(target=accept_and_hold, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineError):
+        SSH(listener.getsockname()[1], client, host_pub).connect(2.0)
+    assert 1.5 < time.monotonic() - t0 < 7
+    assert len(accepted) >= 1
+    for c in accepted:
+        c.close()
+
+
+def test_wrong_host_key_is_refused_not_learned(tmp_path: Path, listener: socket.socket) -> None:
+    client, _ = keypair(tmp_path, "c")
+    _, pinned_pub = keypair(tmp_path, "pinned")
+    impostor, _ = keypair(tmp_path, "impostor")
+    serve_ssh(listener, impostor)
+    t0 = time.monotonic()
+    with pytest.raises(SSHError, match="host key does not match the image's pinned key"):
+        SSH(listener.getsockname()[1], client, pinned_pub).connect(10)
+    assert time.monotonic() - t0 < 5, "a host key mismatch must fail at once, not be retried"
+
+
+def test_pinned_host_key_is_accepted(tmp_path: Path, listener: socket.socket) -> None:
+    client, _ = keypair(tmp_path, "c")
+    host, host_pub = keypair(tmp_path, "h")
+    serve_ssh(listener, host)
+    ssh = SSH(listener.getsockname()[1], client, host_pub)
+    ssh.connect(10)
+    assert ssh.transport.is_active()
+    ssh.close()

@@ -1,0 +1,131 @@
+"""VM tests: the real guest under QEMU (TCG here). Marked `vm`; run alone with `-m vm`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import accel, guest, registry, topology
+from orchestrator.errors import DeadlineError
+from orchestrator.image import MARKER_READY, Image
+from orchestrator.machine import Machine
+
+pytestmark = pytest.mark.vm
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_boot_ssh_hotplug_and_clean_shutdown(guest_image: Image, accelerator: str, tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    m = Machine(topology.default(), guest_image, art, accel=accelerator)
+    with m:
+        assert m.ssh.run("uname -r", timeout=10, check=True).stdout.strip() == guest_image.manifest["kernel"]
+        seen = guest.nvme_state(m.ssh)
+        assert set(seen) == {"TBCTL0001", "TBCTL0002"} and all(c["block"] for c in seen.values())
+        run_dir = m.run_dir
+        assert oct(run_dir.stat().st_mode & 0o777) == "0o700" and (run_dir / "qmp.sock").exists()
+        for ctrl in ("nvme0", "nvme1"):
+            removed = m.hot_remove(ctrl)
+            assert "TBCTL0001" if ctrl == "nvme0" else "TBCTL0002" not in guest.nvme_state(m.ssh)
+            added = m.hot_add(ctrl)
+            assert removed["guest"] < 10 and added["guest"] < 10
+        after = guest.nvme_state(m.ssh)
+        assert all(after[s]["state"] == "live" and after[s]["block"] for s in ("TBCTL0001", "TBCTL0002"))
+        # the re-added namespace takes I/O
+        dev = "/dev/" + after["TBCTL0001"]["block"][0]
+        m.ssh.run(f"dd if=/dev/urandom of={dev} bs=4k count=16 oflag=direct && sync", timeout=30, check=True)
+        pid = m.record.pid  # type: ignore[union-attr]
+    assert m.shutdown() == "already exited"
+    assert not registry.alive(pid, None) and not run_dir.exists()
+    assert MARKER_READY in (art / "console.log").read_text()
+    events = [json.loads(line)["event"] for line in (art / "qmp-events.jsonl").read_text().splitlines()]
+    assert events.count("DEVICE_DELETED") == 2
+    assert "qemu-system-x86_64" in (art / "qemu.argv").read_text()
+    assert "shut down: guest poweroff" in (art / "machine.log").read_text()
+    assert "uname -r" in (art / "commands.log").read_text()
+
+
+def test_guest_command_past_its_deadline_is_killed(guest_image: Image, accelerator: str, tmp_path: Path) -> None:
+    topo = topology.parse({"nvme": []}, "no-nvme")
+    with Machine(topo, guest_image, tmp_path / "art", accel=accelerator) as m:
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineError, match="did not finish within 2 s and was killed: sleep 600"):
+            m.ssh.run("sleep 600", timeout=2)
+        assert time.monotonic() - t0 < 2 + 5
+        assert m.ssh.run("pgrep -x sleep", timeout=10).rc == 1  # nothing left running in the guest
+
+
+def test_guest_not_ready_by_its_deadline_is_killed_with_console_tail(guest_image: Image, accelerator: str,
+                                                                       tmp_path: Path) -> None:
+    m = Machine(topology.default(), guest_image, tmp_path / "art", accel=accelerator, boot_timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineError) as err:
+        m.launch()
+    assert time.monotonic() - t0 < 1.0 + 15
+    msg = str(err.value)
+    assert "guest not ready (console marker) within 1 s" in msg and "--- console tail" in msg
+    assert not m.qemu_alive() and not m.run_dir.exists()
+
+
+def test_sigkilled_tbctl_leaves_nothing_after_the_next_start(guest_image: Image, accelerator: str,
+                                                              tmp_path: Path) -> None:
+    script = (f"import sys, time; from pathlib import Path; from orchestrator import image, topology;"
+              f"from orchestrator.machine import Machine;"
+              f"m = Machine(topology.default(), image.ensure(), Path({str(tmp_path / 'art')!r}), accel={accelerator!r});"
+              f"m.launch(); print(m.name, m.record.pid, flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO, env=os.environ.copy())
+    try:
+        assert proc.stdout is not None
+        name, pid = proc.stdout.readline().split()
+        rec = registry.load(name.decode())
+        assert rec is not None and rec.qemu_alive()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert registry.reap() == [name.decode()]  # the next tbctl start reaps the orphan
+        assert not rec.qemu_alive() and not Path(rec.run_dir).exists() and registry.records() == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str, tmp_path: Path) -> None:
+    env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
+
+    def tbctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=REPO)
+
+    up = tbctl("up", "--name", "clitest", "--accel", accelerator)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert '"name": "clitest"' in up.stdout
+        assert "clitest" in tbctl("status").stdout
+        r = tbctl("ssh", "clitest", "--", "cat", "/sys/class/nvme/nvme0/serial")
+        assert r.returncode == 0 and r.stdout.strip() in ("TBCTL0001", "TBCTL0002")
+        assert json.loads(tbctl("qmp", "clitest", "query-status").stdout)["status"] == "running"
+        bad = tbctl("qmp", "clitest", "device_del", '{"id": "nosuch"}')
+        assert bad.returncode == 2 and "Device 'nosuch' not found" in bad.stderr
+        rm = tbctl("hotplug", "clitest", "remove", "nvme1")
+        assert rm.returncode == 0 and "remove nvme1: seen by the guest after" in rm.stdout, rm.stderr
+        assert tbctl("hotplug", "clitest", "add", "nvme1").returncode == 0
+        assert tbctl("ssh", "clitest", "--", "sh", "-c", "exit 7").returncode == 7
+    finally:
+        down = tbctl("down", "clitest")
+    assert down.returncode == 0 and "clitest: guest poweroff" in down.stdout, down.stderr
+    assert tbctl("status").stdout.strip() == ""
+
+
+def test_auto_accel_never_hangs(guest_image: Image) -> None:
+    t0 = time.monotonic()
+    ok, detail = accel.probe_kvm(guest_image, timeout=10) if accel.kvm_usable() else (False, "no /dev/kvm")
+    assert time.monotonic() - t0 < 10 + 5
+    assert detail
+    assert accel.resolve("auto", guest_image) in ("kvm", "tcg")
+    if not ok:
+        assert accel.resolve("auto", guest_image) == "tcg"
