@@ -129,3 +129,16 @@ def test_auto_accel_never_hangs(guest_image: Image) -> None:
     assert accel.resolve("auto", guest_image) in ("kvm", "tcg")
     if not ok:
         assert accel.resolve("auto", guest_image) == "tcg"
+
+
+def test_example_topology_fixed_controller_with_two_namespaces(guest_image: Image, accelerator: str,
+                                                               tmp_path: Path) -> None:
+    topo = topology.load(REPO / "examples" / "topology.toml")
+    with Machine(topo, guest_image, tmp_path / "art", accel=accelerator) as m:
+        fixed = guest.nvme_state(m.ssh)["TBCTL0002"]
+        assert len(fixed["block"]) == 2
+        sizes = m.ssh.run(" ; ".join(f"cat /sys/block/{b}/queue/logical_block_size" for b in fixed["block"]),
+                          timeout=10, check=True).stdout.split()
+        assert sorted(sizes) == ["4096", "512"]
+        with pytest.raises(Exception, match="nvme1 is not hot-pluggable"):
+            m.hot_remove("nvme1")
