@@ -106,7 +106,8 @@ class Machine:
             self.run_dir.mkdir(mode=0o700)
             me = os.getpid()
             self.record = Record(name=self.name, run_dir=str(self.run_dir), artifacts=str(self.artifacts),
-                                 image=str(self.image.dir), topology=self.topology.source, accel=self.accel,
+                                 image=str(self.image.dir), accel=self.accel,
+                                 topology=self._topology_ref(),
                                  ssh_port=0, owner_pid=None if self.persistent else me,
                                  owner_start=None if self.persistent else registry.start_time(me), created=time.time())
             registry.save(self.record)
@@ -118,6 +119,11 @@ class Machine:
             self.shutdown(graceful=False)
             raise
         return self
+
+    def _topology_ref(self) -> str:
+        """How `attach` finds the topology again: an absolute path, so any working directory works."""
+        src = Path(self.topology.source)
+        return str(src.resolve()) if src.is_file() else self.topology.source
 
     def _prepare_disks(self) -> None:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.disk), "-F", "qcow2",
@@ -292,8 +298,8 @@ class Machine:
         if self.qemu_alive():
             how = self._stop(graceful)
         self._close_channels()
-        if self._proc is not None:
-            self._proc.wait(5)
+        if self._proc is not None and not self._wait_exit(5):
+            how += " (QEMU did not exit after SIGKILL)"
         if self.record is not None:
             registry.remove(self.record)
         self._log(f"shut down: {how}")
