@@ -8,7 +8,6 @@ fires the QEMU is killed and the error says what hung.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -21,7 +20,7 @@ from typing import Any
 
 from . import guest, registry
 from .console import Console
-from .errors import ConfigError, DeadlineError, MachineError, TbctlError
+from .errors import ConfigError, MachineError, TbctlError
 from .image import MARKER_FAILED, MARKER_READY, Image
 from .qmp import QMP, blockdev
 from .registry import Record
@@ -332,6 +331,3 @@ class Machine:
                 "ssh": f"root@127.0.0.1:{self.record.ssh_port}", "qmp": str(self.record.qmp_socket),
                 "artifacts": str(self.artifacts), "owner": self.record.owner_pid or "none (tbctl up)"}
 
-
-def describe(m: Machine) -> str:
-    return json.dumps(m.status(), indent=2)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Coroutine, TypeVar
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ExecuteError, QMPClient
 from qemu.qmp.protocol import Runstate
 
 from .errors import DeadlineError, MachineError
@@ -111,8 +111,6 @@ class QMP:
         return self._client.runstate == Runstate.RUNNING and not self._closed
 
     def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        from qemu.qmp import ExecuteError
-
         if not self.connected:
             raise MachineError(f"QMP {cmd}: not connected to QEMU")
         try:
