@@ -142,3 +142,15 @@ def test_example_topology_fixed_controller_with_two_namespaces(guest_image: Imag
         assert sorted(sizes) == ["4096", "512"]
         with pytest.raises(Exception, match="nvme1 is not hot-pluggable"):
             m.hot_remove("nvme1")
+
+
+def test_viommu_qtest_and_hugepages_boot(guest_image: Image, accelerator: str, tmp_path: Path) -> None:
+    topo = topology.parse({"machine": {"iommu": True, "qtest": True, "hugepages": 16},
+                           "nvme": [{"id": "nvme0", "serial": "IOMMU0"}]}, "viommu")
+    with Machine(topo, guest_image, tmp_path / "art", accel=accelerator) as m:
+        assert (m.run_dir / "qtest.sock").exists()
+        addr = guest.nvme_state(m.ssh)["IOMMU0"]["address"]
+        group = m.ssh.run(f"readlink /sys/bus/pci/devices/{addr}/iommu_group", timeout=10, check=True).stdout
+        assert "/iommu_groups/" in group
+        assert "HugePages_Total:      16" in m.ssh.run("cat /proc/meminfo", timeout=10, check=True).stdout
+        assert m.hot_remove("nvme0")["guest"] < 10 and m.hot_add("nvme0")["guest"] < 10
