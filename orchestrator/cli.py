@@ -12,11 +12,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from . import __version__, accel, image, registry, topology
 from .errors import ConfigError, TbctlError
 from .machine import Machine
+from .paths import SOURCE_ROOT
+
+SUITES = SOURCE_ROOT / "suites"
 
 EPILOG = """examples:
+  tbctl run sw_hotplug                   run a suite on the default guest; summary + artifacts
+  tbctl run sw_hotplug -k kernel --junit out.xml
+  tbctl run sw_hotplug -- -x --pdb          anything after -- goes to pytest
+  tbctl list                             suites and their tests
   tbctl image build                      build (or reuse) the default guest image
   tbctl up --name dev                    boot a VM that stays up; prints its SSH and QMP endpoints
   tbctl ssh dev -- nvme list             run a command in it
@@ -146,6 +155,69 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def known_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES.glob("*.py") if not p.name.startswith(("_", "conftest")))
+
+
+def _suite_paths(names: list[str]) -> list[str]:
+    """Suite names (suites/<name>.py, optionally ::test) or paths to suite files -> pytest args."""
+    out = []
+    known = known_suites()
+    for name in names:
+        base, sep, rest = name.partition("::")
+        path = SUITES / f"{base}.py" if (SUITES / f"{base}.py").is_file() else Path(base)
+        if not path.is_file() or path.suffix != ".py":
+            raise ConfigError(f"suite {base!r}: no suites/{base}.py and no such file; known suites: {', '.join(known)}")
+        out.append(str(path.resolve()) + sep + rest)
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Thin front over pytest: validate, build the image, pick the accelerator, then hand over."""
+    paths = _suite_paths(args.suites)
+    topo = _load_topology(args.topology)
+    img = image.ensure(topo.image, mirror=args.mirror)
+    acc = accel.resolve(args.accel or topo.accel, img)
+    if args.spdk_dir and not Path(args.spdk_dir).is_dir():
+        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
+    run_dir = _artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
+    results = Path(args.json) if args.json else run_dir / "results.json"
+    argv = [*paths, "-p", "orchestrator.pytest_plugin", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
+            "--tb-artifacts", str(run_dir), "--tb-accel", acc, "--tb-results", str(results), "-rN"]
+    for flag, value in (("--tb-topology", args.topology), ("--tb-timeout", args.timeout), ("-k", args.k),
+                        ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.keep_vm:
+        argv.append("--tb-keep-vm")
+    pytest.main(argv + args.pytest_args)
+    try:
+        return int(json.loads(results.read_text())["exit_code"])
+    except (OSError, ValueError, KeyError):
+        print(f"tbctl: the run wrote no results ({results}): incomplete", file=sys.stderr)
+        return 2
+
+
+class _Lister:
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        module = None
+        for item in session.items:
+            mod = getattr(item, "module", None)
+            if mod is not module:
+                module = mod
+                doc = (mod.__doc__ or "").strip().splitlines()
+                print(f"{Path(str(item.fspath)).stem}: {doc[0] if doc else ''}")
+            doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+            print(f"  {item.name:40} {doc[0] if doc else ''}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    paths = _suite_paths(args.suites or known_suites())
+    rc = pytest.main([*paths, "--collect-only", "-o", "addopts=", "-p", "no:terminal", "-p", "no:cacheprovider",
+                      "-p", "orchestrator.pytest_plugin"], plugins=[_Lister()])
+    return 0 if rc == 0 else 2
+
+
 def cmd_smoke(args: argparse.Namespace) -> int:
     """Boot, hot-remove and re-add every hot-pluggable controller, shut down: the core job."""
     m = _machine(args, persistent=False)
@@ -186,6 +258,24 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("up", help="boot a VM that outlives this command")
     boot_opts(sp)
     sp.set_defaults(fn=cmd_up)
+
+    sp = sub.add_parser("run", help="run suites (pytest underneath); exit 0 passed, 1 failed, 2 infrastructure")
+    sp.add_argument("suites", nargs="+", metavar="SUITE", help="suite name (see `tbctl list`), SUITE::TEST, or a file")
+    sp.add_argument("-k", metavar="EXPR", help="select tests, as pytest -k")
+    sp.add_argument("--topology", "-t", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
+    sp.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
+    sp.add_argument("--junit", metavar="FILE", help="write JUnit XML")
+    sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
+    sp.add_argument("--timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
+    sp.add_argument("--keep-vm", action="store_true", help="leave the VMs running (tbctl status / down)")
+    sp.add_argument("--spdk-dir", metavar="DIR", help="built SPDK tree, shared read-only into the guest")
+    sp.add_argument("--seed", type=int, help="replay the random choices of an earlier run")
+    sp.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("list", help="list suites and their tests")
+    sp.add_argument("suites", nargs="*", metavar="SUITE")
+    sp.set_defaults(fn=cmd_list)
 
     sp = sub.add_parser("smoke", help="boot, hot-remove/add each controller, shut down")
     boot_opts(sp)
@@ -228,7 +318,12 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:  # `tbctl run SUITE -- PYTEST-ARGS`
+        extra, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
     args = parser().parse_args(argv)
+    args.pytest_args = extra
     if args.cmd == "ssh" and args.command[:1] == ["--"]:
         args.command = args.command[1:]
     signal.signal(signal.SIGTERM, _terminate)

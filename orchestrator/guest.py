@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,48 @@ class NvmeWait:
     ok: bool
     waited: float
     controllers: dict[str, Any]
+
+
+DRIVERS = ("nvme", "uio_pci_generic", "vfio-pci")
+
+
+def bind(ssh: SSH, bdf: str, driver: str, timeout: float = 30) -> None:
+    """Bind PCI function `bdf` to `driver` (retried: a probe can race with udev), and verify."""
+    if driver not in DRIVERS:
+        raise MachineError(f"driver {driver!r}: must be one of {', '.join(DRIVERS)}")
+    script = render("guest/bind.sh.j2", bdf=bdf, driver=driver).encode()
+    last = None
+    for _ in range(3):
+        last = ssh.run("sh -s", timeout=timeout, stdin=script)
+        if last.ok:
+            return
+    assert last is not None
+    raise MachineError(f"could not bind {bdf} to {driver}: {last.stderr.strip()[-500:]}")
+
+
+def identities(ssh: SSH) -> dict[str, dict[str, str]]:
+    """BDF -> {serial, model} recorded by `bind` while the kernel nvme driver still had each one."""
+    res = ssh.run('for f in /run/tbctl/nvme/*.json; do [ -e "$f" ] && printf "%s " "$(basename "$f" .json)" '
+                  '&& cat "$f"; done; true', timeout=10, check=True)
+    out = {}
+    for line in res.stdout.splitlines():
+        bdf, _, record = line.partition(" ")
+        out[bdf] = json.loads(record)
+    return out
+
+
+def mount_share(ssh: SSH, tag: str, path: str, timeout: float = 30) -> None:
+    """Mount a virtfs share of the host read-only at `path`."""
+    q = shlex.quote
+    ssh.run(f"modprobe 9pnet_virtio && modprobe 9p && mkdir -p {q(path)} && "
+            f"(mountpoint -q {q(path)} || mount -t 9p -o trans=virtio,version=9p2000.L,ro {q(tag)} {q(path)})",
+            timeout=timeout, check=True)
+
+
+def reserve_hugepages(ssh: SSH, pages: int, timeout: float = 30) -> None:
+    """At least `pages` free 2 MiB pages (SPDK/DPDK need them)."""
+    ssh.run(f"n=$(cat /proc/sys/vm/nr_hugepages); [ $n -ge {pages:d} ] || echo {pages:d} > /proc/sys/vm/nr_hugepages; "
+            f"[ $(cat /proc/sys/vm/nr_hugepages) -ge {pages:d} ]", timeout=timeout, check=True)
 
 
 def _script(serials: list[str], present: bool, timeout: float) -> bytes:

@@ -52,12 +52,14 @@ class Machine:
     """A guest under QEMU. `with Machine(...) as m:` launches it and always shuts it down."""
 
     def __init__(self, topology: Topology, image: Image, artifacts: Path, *, name: str | None = None,
-                 accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT):
+                 accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
+                 shares: dict[str, Path] | None = None):
         name = name or new_name()
         if not _NAME.match(name):
             raise ConfigError(f"machine name {name!r}: must be 1-31 of a-z 0-9 _ -, starting with a letter or digit")
         self.name, self.topology, self.image, self.accel = name, topology, image, accel
         self.persistent, self.boot_timeout = persistent, boot_timeout
+        self.shares = shares or {}  # virtfs mount tag -> host directory, exported read-only
         self.artifacts = artifacts
         self.run_dir = registry.vms_dir() / name
         self.record: Record | None = None
@@ -85,7 +87,7 @@ class Machine:
         text = render("qemu/argv.j2", qemu=QEMU, name=self.name, topology=topo, accel=self.accel, bios=BIOS,
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
                       run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,
-                      objects=objects, root_ports=root_ports)
+                      objects=objects, root_ports=root_ports, shares=self.shares)
         return [line for line in text.splitlines() if line]
 
     # -- launch and readiness -----------------------------------------------------------------
@@ -218,6 +220,14 @@ class Machine:
             assert self.record is not None
             self._ssh = SSH(self.record.ssh_port, self.image.client_key, self.image.host_key_pub, log=self._log_command)
         return self._ssh
+
+    def ssh_alive(self, timeout: float = 10) -> bool:
+        """Does the guest still run commands? (A test may have left it hung or dead.)"""
+        try:
+            self.ssh.run("true", timeout=timeout)
+            return True
+        except Exception:
+            return False
 
     def connect_ssh(self, timeout: float = 15) -> SSH:
         self.ssh.connect(timeout)

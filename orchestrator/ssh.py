@@ -23,6 +23,7 @@ from .errors import DeadlineError, SSHError
 KILL_GRACE = 2  # seconds between the guest's SIGTERM and SIGKILL at a command's deadline
 HOST_SLACK = 5  # seconds the host waits past a command's deadline before giving the channel up
 _TIMEOUT_MARK = "timeout: sending signal"
+_PID_MARK = "tbctl-pid "
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class SSH:
             raise SSHError(f"{host_key_pub}: expected an ssh-ed25519 host key, found {kind}")
         self._client: paramiko.SSHClient | None = None
         self._log = log
+        self.active: set[RemoteProcess] = set()  # commands started and not yet waited for
 
     def connect(self, timeout: float) -> None:
         """Connect under one overall deadline, retrying only failures that can pass."""
@@ -104,8 +106,12 @@ class SSH:
         return t
 
     def start(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> "RemoteProcess":
-        """Start `cmd` with sh in the guest, under the guest's `timeout`, without waiting for it."""
-        wrapped = f"exec timeout --verbose -k {KILL_GRACE} {timeout:g} sh -c {shlex.quote(cmd)}"
+        """Start `cmd` with sh in the guest, under the guest's `timeout`, without waiting for it.
+
+        The wrapper first reports its pid on stderr: `timeout` keeps that pid and leads the
+        command's process group, so the host can kill the whole group (RemoteProcess.kill)."""
+        wrapped = (f"echo {_PID_MARK}$$ >&2; "
+                   f"exec timeout --verbose -k {KILL_GRACE} {timeout:g} sh -c {shlex.quote(cmd)}")
         try:
             chan = self.transport.open_session(timeout=10)
             chan.exec_command(wrapped)
@@ -114,7 +120,9 @@ class SSH:
             chan.shutdown_write()
         except (OSError, paramiko.SSHException) as e:
             raise SSHError(f"ssh {self.host}:{self.port}: cannot start {cmd!r}: {e}") from None
-        return RemoteProcess(chan, cmd, timeout, self._log)
+        proc = RemoteProcess(self, chan, cmd, timeout, self._log)
+        self.active.add(proc)
+        return proc
 
     def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None, check: bool = False) -> Result:
         """Run `cmd` to completion; past `timeout` its process group is killed and DeadlineError
@@ -146,8 +154,9 @@ class SSH:
 class RemoteProcess:
     """A guest command in flight: read its output line by line while the host acts, then wait."""
 
-    def __init__(self, chan: paramiko.Channel, cmd: str, timeout: float, log: Callable[[Result], None] | None):
-        self.cmd, self.timeout, self._chan, self._log = cmd, timeout, chan, log
+    def __init__(self, ssh: SSH, chan: paramiko.Channel, cmd: str, timeout: float,
+                 log: Callable[[Result], None] | None):
+        self.cmd, self.timeout, self._ssh, self._chan, self._log = cmd, timeout, ssh, chan, log
         self.started = time.monotonic()
         self._host_deadline = self.started + timeout + KILL_GRACE + HOST_SLACK
         self._out, self._err = bytearray(), bytearray()
@@ -194,15 +203,48 @@ class RemoteProcess:
             if time.monotonic() >= deadline:
                 raise DeadlineError(f"guest command printed no line within {timeout:g} s: {self.cmd}")
 
-    def wait(self) -> Result:
+    def unread_lines(self) -> list[str]:
+        """stdout lines that readline() has not returned yet."""
+        return self._out[self._consumed:].decode(errors="replace").splitlines()
+
+    @property
+    def pid(self) -> int | None:
+        """The guest pid of the command's process group leader, once the wrapper has reported it."""
+        line = self._err.split(b"\n", 1)[0].decode(errors="replace")
+        return int(line[len(_PID_MARK):]) if line.startswith(_PID_MARK) else None
+
+    def signal(self, sig: str = "KILL") -> None:
+        """Send `sig` (KILL, INT, STOP, CONT...) to every process the command started, in the guest.
+
+        By descent, not by process group: some tools (fio's job processes, for one) start their
+        own sessions, and they keep the command's output open."""
+        self._pump(time.monotonic())
+        if self.pid is not None and not self._chan.exit_status_ready():
+            self._ssh.run(f"tree() {{ echo $1; for c in $(pgrep -P $1); do tree $c; done; }}; "
+                          f"kill -{shlex.quote(sig)} $(tree {self.pid}) 2>/dev/null; true", timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL the command's process group (a stopped process dies too) and let it go."""
         try:
-            while not self._pump(self._host_deadline):
-                pass
-            rc = self._chan.recv_exit_status()
+            self.signal("KILL")
         finally:
-            self._chan.close()
-        result = Result(self.cmd, rc, self._out.decode(errors="replace"), self._err.decode(errors="replace"),
-                        time.monotonic() - self.started)
+            self._release()
+
+    def _release(self) -> None:
+        self._chan.close()
+        self._ssh.active.discard(self)
+
+    def wait(self) -> Result:
+        """Until the command exits. If this is interrupted (a test deadline), the command stays
+        registered as active, so whoever handles the interruption can still kill it."""
+        while not self._pump(self._host_deadline):
+            pass
+        rc = self._chan.recv_exit_status()
+        self._release()
+        err = self._err.decode(errors="replace")
+        if err.startswith(_PID_MARK):
+            err = err.split("\n", 1)[1] if "\n" in err else ""
+        result = Result(self.cmd, rc, self._out.decode(errors="replace"), err, time.monotonic() - self.started)
         if self._log:
             self._log(result)
         if rc in (124, 137) and _TIMEOUT_MARK in result.stderr:

@@ -1,0 +1,196 @@
+"""Apps in the guest that watch NVMe controllers come and go, and what they reported.
+
+Two variants report the same events: `KernelHotplugApp` (the guest kernel's nvme driver under
+test, watched by templates/guest/nvme_hotplug_app.py.j2) and `SpdkHotplugApp` (SPDK's
+build/examples/hotplug, on controllers bound to uio_pci_generic or vfio-pci). Every line an app
+prints goes to its log in the test's artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DeadlineError, SSHError
+from .render import render
+from .ssh import SSH, RemoteProcess, Result
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "insert" | "remove"
+    serial: str
+    seen_at: float  # host monotonic time the line arrived
+    line: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    rc: int
+    inserts: int
+    removals: int
+    result: Result
+
+
+class MissedEvent(AssertionError):
+    """The app did not report an event the test-bed caused: a test failure, not a hang."""
+
+
+class HotplugApp:
+    name = "app"
+
+    def __init__(self, ssh: SSH, log: Path):
+        self.ssh, self.log = ssh, log
+        self.events: list[Event] = []
+        self._proc: RemoteProcess | None = None
+        self._cursor = 0
+
+    # -- what each variant defines --
+    def command(self, inserts: int, removals: int, seconds: int) -> tuple[str, bytes | None]:
+        raise NotImplementedError
+
+    def parse(self, line: str) -> tuple[str, str] | None:
+        """(kind, serial) when `line` reports an event, "ready" handling aside."""
+        raise NotImplementedError
+
+    def is_ready(self, line: str) -> bool:
+        raise NotImplementedError
+
+    def summary(self, result: Result) -> Summary:
+        raise NotImplementedError
+
+    # -- shared --
+    def start(self, inserts: int, removals: int, seconds: int, ready_timeout: float = 60) -> None:
+        cmd, stdin = self.command(inserts, removals, seconds)
+        self._proc = self.ssh.start(cmd, timeout=seconds + 30, stdin=stdin)
+        deadline = time.monotonic() + ready_timeout
+        while not self.is_ready(self._line(deadline - time.monotonic(), "get ready")):
+            pass
+
+    def _record(self, line: str) -> None:
+        with open(self.log, "a") as f:
+            f.write(line + "\n")
+        parsed = self.parse(line)
+        if parsed:
+            self.events.append(Event(parsed[0], parsed[1], time.monotonic(), line))
+
+    def _line(self, timeout: float, doing: str) -> str:
+        assert self._proc is not None
+        try:
+            line = self._proc.readline(max(0.0, timeout))
+        except DeadlineError:
+            raise DeadlineError(f"{self.name} app did not {doing} within {timeout:.0f} s") from None
+        self._record(line)
+        return line
+
+    def expect(self, kind: str, serial: str, timeout: float, what: str = "") -> Event:
+        """The next reported event, which must be `kind` of `serial`; MissedEvent names what is missing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._cursor < len(self.events):
+                ev = self.events[self._cursor]
+                self._cursor += 1
+                if (ev.kind, ev.serial) == (kind, serial):
+                    return ev
+                raise MissedEvent(f"{self.name} app reported {ev.kind} {ev.serial} while the test-bed expected "
+                                  f"{kind} {serial}{what}")
+            try:
+                self._line(deadline - time.monotonic(), f"report {kind} {serial}")
+            except (DeadlineError, SSHError):
+                seen = ", ".join(f"{e.kind} {e.serial}" for e in self.events) or "nothing"
+                raise MissedEvent(f"{self.name} app missed {kind} {serial}{what}: not reported within "
+                                  f"{timeout:g} s (it reported: {seen})") from None
+
+    def finish(self) -> Summary:
+        """Wait for the app to exit by itself (it stops once it saw every expected event)."""
+        assert self._proc is not None
+        result = self._proc.wait()
+        for line in self._proc.unread_lines():
+            self._record(line)
+        if result.stderr:
+            with open(self.log, "a") as f:
+                f.write(result.stderr)
+        return self.summary(result)
+
+    def signal(self, sig: str) -> None:
+        """Send STOP/CONT/KILL to the app's process group (pause it, resume it, kill it)."""
+        assert self._proc is not None
+        self._proc.signal(sig)
+
+
+class KernelHotplugApp(HotplugApp):
+    name = "kernel"
+
+    def __init__(self, ssh: SSH, log: Path, poll: float = 0.02):
+        super().__init__(ssh, log)
+        self.poll = poll
+
+    def command(self, inserts: int, removals: int, seconds: int) -> tuple[str, bytes | None]:
+        script = render("guest/nvme_hotplug_app.py.j2", inserts=inserts, removals=removals, seconds=seconds,
+                        poll=self.poll)
+        return "python3 -", script.encode()
+
+    def _json(self, line: str) -> dict:
+        try:
+            return json.loads(line)
+        except ValueError:
+            return {}
+
+    def is_ready(self, line: str) -> bool:
+        return self._json(line).get("event") == "ready"
+
+    def parse(self, line: str) -> tuple[str, str] | None:
+        d = self._json(line)
+        return (d["event"], d["serial"]) if d.get("event") in ("insert", "remove") else None
+
+    def summary(self, result: Result) -> Summary:
+        last = [self._json(line) for line in result.stdout.splitlines() if '"summary"' in line]
+        s = last[-1] if last else {"inserts": -1, "removals": -1}
+        return Summary(result.rc, s["inserts"], s["removals"], result)
+
+
+_ATTACHED = re.compile(r"^Attached to (\S+)$")
+_REMOVED = re.compile(r"^Controller removed: .*\((.+?)\s*\)\s*$")
+_MISMATCH = re.compile(r"^Expected (inserts|removals) (-?\d+) != actual \w+ (-?\d+)$")
+
+
+class SpdkHotplugApp(HotplugApp):
+    """SPDK's examples/nvme/hotplug: `-i shm -t secs -n inserts -r removals`, reports on stderr.
+
+    It names an attached controller by PCI address and a removed one by "model (serial)", and
+    counts only controllers attached after its start-up probe as insertions."""
+
+    name = "spdk"
+
+    def __init__(self, ssh: SSH, log: Path, binary: str, serial_of: dict[str, str]):
+        super().__init__(ssh, log)
+        self.binary, self.serial_of = binary, serial_of
+        self._started = False
+
+    def command(self, inserts: int, removals: int, seconds: int) -> tuple[str, bytes | None]:
+        argv = [self.binary, "-i", "0", "-t", str(seconds), "-n", str(inserts), "-r", str(removals)]
+        return f"{shlex.join(argv)} 2>&1", None
+
+    def is_ready(self, line: str) -> bool:
+        if line.startswith("Initialization complete"):
+            self._started = True
+        return self._started
+
+    def parse(self, line: str) -> tuple[str, str] | None:
+        if self._started and (m := _ATTACHED.match(line)):
+            return "insert", self.serial_of.get(m.group(1), m.group(1))
+        if m := _REMOVED.match(line):
+            return "remove", m.group(1).strip()
+        return None
+
+    def summary(self, result: Result) -> Summary:
+        counts = {"inserts": len([e for e in self.events if e.kind == "insert"]),
+                  "removals": len([e for e in self.events if e.kind == "remove"])}
+        for line in result.stdout.splitlines():
+            if m := _MISMATCH.match(line.strip()):
+                counts[m.group(1)] = int(m.group(3))
+        return Summary(result.rc, counts["inserts"], counts["removals"], result)

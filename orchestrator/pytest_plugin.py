@@ -1,0 +1,400 @@
+"""The suite engine, as a pytest plugin: suites are pytest modules; this hands them booted
+machines and tells outcomes apart.
+
+Fixtures: `machine` (booted once per module, re-booted if a test left it dead), `fresh_machine`
+(a VM of the test's own), `ssh`, `qmp`, `hotplug` (fault injector), `artifacts` (per-test dir),
+`bed` (session settings: topology, image, accelerator, SPDK tree, seed).
+
+Every test body runs under a deadline (module `TIMEOUT`, `--tb-timeout`, times the accelerator's
+scale). When it fires, the guest commands in flight are killed (their whole process group), or
+the VM if the guest no longer answers, and the outcome says what hung. Outcomes: passed, failed,
+timed out, guest crashed, infrastructure error, skipped; each becomes a JUnit property
+`outcome`, and the run's results.json holds them with the run's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from . import __version__, accel, crash, image, topology
+from .errors import DeadlineError, TbctlError
+from .faults import Hotplug
+from .machine import Machine
+from .qmp import QMP
+from .ssh import SSH
+
+DEFAULT_TIMEOUT = 120.0
+ACCEL_SCALE = {"kvm": 1.0, "tcg": 3.0}  # suite deadlines are written for KVM
+SEVERITY = ["passed", "skipped", "failed", "timed out", "guest crashed", "infrastructure error"]
+EXIT_PASSED, EXIT_FAILED, EXIT_INFRA = 0, 1, 2
+
+
+class TestDeadline(DeadlineError):
+    """The per-test deadline fired."""
+
+    __test__ = False  # not a pytest test class
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("tbctl")
+    g.addoption("--tb-topology", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
+    g.addoption("--tb-accel", choices=topology.ACCELS, help="override the topology's accelerator")
+    g.addoption("--tb-timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
+    g.addoption("--tb-artifacts", metavar="DIR", help="where each test's artifacts go")
+    g.addoption("--tb-results", metavar="FILE", help="results.json path (default: in the artifacts dir)")
+    g.addoption("--tb-spdk-dir", metavar="DIR", help="SPDK tree (built) shared read-only into the guest")
+    g.addoption("--tb-keep-vm", action="store_true", help="leave module VMs running after the run")
+    g.addoption("--tb-seed", type=int, help="seed of the run's random choices (default: random)")
+
+
+@dataclass
+class Bed:
+    """Session-wide settings and the run's results."""
+
+    config: pytest.Config
+    topology: topology.Topology
+    artifacts: Path
+    seed: int
+    spdk_dir: Path | None
+    keep_vm: bool
+    timeout_override: float | None
+    _image: image.Image | None = None
+    _accel: str | None = None
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def image(self) -> image.Image:
+        if self._image is None:
+            self._image = image.ensure(self.topology.image)
+        return self._image
+
+    @property
+    def accel(self) -> str:
+        if self._accel is None:
+            self._accel = accel.resolve(self.config.getoption("tb_accel") or self.topology.accel, self.image)
+        return self._accel
+
+    def rng(self, *salt: object) -> random.Random:
+        """A generator drawn from the run's seed: record the seed, replay the choices."""
+        return random.Random(f"{self.seed}:{':'.join(map(str, salt))}")
+
+    def deadline(self, item: pytest.Item) -> float:
+        if self.timeout_override:
+            return self.timeout_override
+        marker = item.get_closest_marker("tb_timeout")
+        base = marker.args[0] if marker else getattr(item.module, "TIMEOUT", DEFAULT_TIMEOUT)
+        return base * ACCEL_SCALE.get(self._accel or "tcg", 1.0)
+
+    def boot(self, artifacts: Path) -> Machine:
+        shares = {"spdk": self.spdk_dir} if self.spdk_dir else None
+        return Machine(self.topology, self.image, artifacts, accel=self.accel, shares=shares,
+                       persistent=False).launch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tb_timeout(seconds): this test's deadline, before accelerator scaling")
+    path = config.getoption("tb_topology")
+    spdk = config.getoption("tb_spdk_dir")
+    config.stash[_BED] = Bed(
+        config=config, topology=topology.load(path) if path else topology.default(),
+        artifacts=Path(config.getoption("tb_artifacts") or Path.cwd() / "tbctl-artifacts" /
+                       time.strftime("run-%Y%m%d-%H%M%S")).resolve(),
+        seed=config.getoption("tb_seed") if config.getoption("tb_seed") is not None else random.randrange(1 << 31),
+        spdk_dir=Path(spdk).resolve() if spdk else None, keep_vm=config.getoption("tb_keep_vm"),
+        timeout_override=config.getoption("tb_timeout"))
+
+
+_BED = pytest.StashKey[Bed]()
+_MACHINES = pytest.StashKey[list]()
+_KIND = pytest.StashKey[str]()
+_DIR = pytest.StashKey[Path]()
+
+
+def _safe(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.split("::", 1)[-1])[:120]
+
+
+@pytest.fixture(scope="session")
+def bed(request: pytest.FixtureRequest) -> Bed:
+    return request.config.stash[_BED]
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest, bed: Bed) -> Path:
+    return _test_dir(request.node, bed)
+
+
+def _test_dir(item: pytest.Item, bed: Bed) -> Path:
+    if _DIR not in item.stash:
+        mod = Path(str(item.fspath)).stem
+        item.stash[_DIR] = bed.artifacts / mod / _safe(item.nodeid)
+        item.stash[_DIR].mkdir(parents=True, exist_ok=True)
+    return item.stash[_DIR]
+
+
+class _ModuleVM:
+    """The module's machine: booted on first use, booted again if a test left it dead."""
+
+    def __init__(self, bed: Bed, name: str):
+        self.bed, self.name, self.machine, self.boots = bed, name, None, 0
+
+    def get(self) -> Machine:
+        m = self.machine
+        if m is None or not m.qemu_alive() or not m.ssh_alive():
+            if m is not None:
+                m.shutdown(graceful=False)
+            self.boots += 1
+            self.machine = self.bed.boot(self.bed.artifacts / self.name / f"vm-{self.boots}")
+        assert self.machine is not None
+        return self.machine
+
+    def close(self) -> None:
+        if self.machine is not None and not self.bed.keep_vm:
+            self.machine.shutdown()
+
+
+@pytest.fixture(scope="module")
+def _module_vm(request: pytest.FixtureRequest, bed: Bed) -> Iterator[_ModuleVM]:
+    holder = _ModuleVM(bed, Path(str(request.module.__file__)).stem)
+    yield holder
+    holder.close()
+
+
+def _use(item: pytest.Item, m: Machine) -> Machine:
+    """Remember where each log of `m` stood when the test got it, to cut the test's slice later."""
+    item.stash.setdefault(_MACHINES, []).append(
+        (m, m.console.mark() if m.console else 0, m.qmp.mark(), _size(m.artifacts / "commands.log")))
+    return m
+
+
+def _size(p: Path) -> int:
+    return p.stat().st_size if p.exists() else 0
+
+
+@pytest.fixture
+def machine(request: pytest.FixtureRequest, _module_vm: _ModuleVM) -> Machine:
+    return _use(request.node, _module_vm.get())
+
+
+@pytest.fixture
+def fresh_machine(request: pytest.FixtureRequest, bed: Bed, artifacts: Path) -> Iterator[Machine]:
+    m = bed.boot(artifacts / "vm")
+    try:
+        yield _use(request.node, m)
+    finally:
+        m.shutdown()
+
+
+@pytest.fixture
+def ssh(machine: Machine) -> SSH:
+    return machine.ssh
+
+
+@pytest.fixture
+def qmp(machine: Machine) -> QMP:
+    return machine.qmp
+
+
+@pytest.fixture
+def hotplug(machine: Machine) -> Hotplug:
+    return Hotplug(machine)
+
+
+# -- deadlines ------------------------------------------------------------------------------------
+
+def _in_flight(item: pytest.Item) -> str:
+    cmds = [p.cmd for m, *_ in item.stash.get(_MACHINES, []) if m._ssh for p in list(m._ssh.active)]
+    return "guest command(s) in flight: " + "; ".join(c[:200] for c in cmds) if cmds else "no guest command in flight"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    bed = item.config.stash[_BED]
+    limit = bed.deadline(item)
+
+    def fire(signum: int, frame: Any) -> None:
+        raise TestDeadline(f"test deadline of {limit:g} s fired; {_in_flight(item)}")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _kill_hung(item: pytest.Item) -> list[str]:
+    """After a deadline: kill the guest commands still running, or the VM if the guest is gone."""
+    done = []
+    for m, *_ in item.stash.get(_MACHINES, []):
+        for proc in list(m._ssh.active) if m._ssh else []:
+            try:
+                proc.kill()
+                done.append(f"killed guest command: {proc.cmd[:200]}")
+            except Exception as e:  # the guest no longer answers: kill the VM itself
+                m.shutdown(graceful=False)
+                done.append(f"guest did not answer ({e}); killed VM {m.name}")
+                break
+    return done
+
+
+# -- outcomes -------------------------------------------------------------------------------------
+
+def _crashes(item: pytest.Item) -> list[crash.Finding]:
+    found: list[crash.Finding] = []
+    for m, console_mark, qmp_mark, _ in item.stash.get(_MACHINES, []):
+        if m.console is not None:
+            found += crash.kernel_findings(m.console.text[console_mark:])
+        if m._qmp is not None:
+            found += crash.qmp_findings(m._qmp.events(qmp_mark))
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    rep: pytest.TestReport = outcome.get_result()
+    kind = None
+    if rep.when == "setup":
+        kind = "skipped" if rep.skipped else "infrastructure error" if rep.failed else None
+    elif rep.when == "call":
+        kind = "passed" if rep.passed else "skipped" if rep.skipped else "failed"
+        if rep.failed:
+            findings = _crashes(item)
+            exc = call.excinfo.value if call.excinfo else None
+            if findings:
+                kind = "guest crashed"
+                rep.sections.append(("guest crash", "\n".join(f.title for f in findings)))
+            elif isinstance(exc, DeadlineError):
+                kind = "timed out"
+                if isinstance(exc, TestDeadline):
+                    rep.sections.append(("deadline", "\n".join(_kill_hung(item)) or "nothing left to kill"))
+    elif rep.when == "teardown" and rep.failed:
+        kind = "infrastructure error"
+    if kind:
+        prev = item.stash.get(_KIND, "passed")
+        item.stash[_KIND] = kind if SEVERITY.index(kind) >= SEVERITY.index(prev) else prev
+    if rep.when == "teardown":
+        final = item.stash.get(_KIND, "infrastructure error")
+        rep.user_properties.append(("outcome", final))
+        bed = item.config.stash[_BED]
+        entry = bed.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
+        entry["outcome"] = final
+        entry["artifacts"] = str(item.stash[_DIR]) if _DIR in item.stash else None
+    if rep.failed or rep.when == "call":
+        bed = item.config.stash[_BED]
+        entry = bed.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
+        entry["duration"] = round(entry["duration"] + rep.duration, 3)
+        if rep.failed and "message" not in entry:
+            entry["message"] = _message(call)
+
+
+def _message(call: pytest.CallInfo[None]) -> str:
+    if call.excinfo is None:
+        return ""
+    return f"{call.excinfo.typename}: {call.excinfo.value}"[:4000]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    _collect(item)  # before the fixtures shut a fresh machine down
+    yield
+
+
+def _collect(item: pytest.Item) -> None:
+    """Every test, passed or not, leaves its slice of console, QMP events and guest commands,
+    plus the guest's dmesg."""
+    machines = item.stash.get(_MACHINES, [])
+    if not machines:
+        return
+    d = _test_dir(item, item.config.stash[_BED])
+    for i, (m, console_mark, qmp_mark, cmd_mark) in enumerate(machines):
+        sfx = "" if len(machines) == 1 else f"-{i}"
+        if m.console is not None:
+            (d / f"console{sfx}.log").write_text(m.console.text[console_mark:])
+        if m._qmp is not None:
+            (d / f"qmp-events{sfx}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in m._qmp.events(qmp_mark)))
+        log = m.artifacts / "commands.log"
+        if log.exists():
+            with open(log, "rb") as f:
+                f.seek(cmd_mark)
+                (d / f"commands{sfx}.log").write_bytes(f.read())
+        (d / f"vm{sfx}.txt").write_text(f"{m.name}: full logs in {m.artifacts}\n")
+        try:
+            if m.qemu_alive() and m._ssh is not None:
+                (d / f"dmesg{sfx}.txt").write_text(m._ssh.run("dmesg", timeout=15).stdout)
+        except TbctlError as e:
+            (d / f"dmesg{sfx}.txt").write_text(f"dmesg unavailable: {e}\n")
+
+
+# -- run results ----------------------------------------------------------------------------------
+
+def exit_code(results: dict[str, dict[str, Any]], session_status: int) -> int:
+    """0 all passed, 1 a test failed/timed out/crashed, 2 infrastructure error or incomplete."""
+    kinds = {r.get("outcome", "infrastructure error") for r in results.values()}
+    if "infrastructure error" in kinds or session_status not in (0, 1) or not results:
+        return EXIT_INFRA
+    if kinds & {"failed", "timed out", "guest crashed"}:
+        return EXIT_FAILED
+    return EXIT_PASSED
+
+
+def _qemu_version() -> str:
+    try:
+        out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, timeout=10)
+        return out.stdout.splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "unknown"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    bed = session.config.stash.get(_BED, None)
+    if bed is None or session.config.option.collectonly:
+        return
+    code = exit_code(bed.results, int(exitstatus))
+    img = bed._image.manifest if bed._image else {}
+    doc = {
+        "tbctl": __version__, "qemu": _qemu_version(), "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
+        "topology": bed.topology.source, "accel": bed._accel, "seed": bed.seed,
+        "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
+        "duration": round(time.time() - bed.started, 2), "exit_code": code,
+        "counts": {k: sum(1 for r in bed.results.values() if r.get("outcome") == k) for k in SEVERITY},
+        "tests": list(bed.results.values()), "artifacts": str(bed.artifacts),
+    }
+    path = Path(session.config.getoption("tb_results") or bed.artifacts / "results.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    session.config.stash[_RESULTS] = (path, code)
+
+
+_RESULTS = pytest.StashKey[tuple]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    bed = config.stash.get(_BED, None)
+    if bed is None or not bed.results:
+        return
+    tr = terminalreporter
+    tr.section("tbctl summary")
+    for r in bed.results.values():
+        tr.write_line(f"{r.get('outcome', '?'):21} {r['duration']:7.1f} s  {r['nodeid']}")
+        if r.get("outcome") not in ("passed", "skipped") and r.get("message"):
+            tr.write_line(f"{'':21} {r['message'].splitlines()[0][:300]}")
+    if _RESULTS in config.stash:
+        path, code = config.stash[_RESULTS]
+        tr.write_line(f"artifacts: {bed.artifacts}")
+        tr.write_line(f"results:   {path} (exit code {code})")
+
