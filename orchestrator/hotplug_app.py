@@ -66,7 +66,7 @@ class HotplugApp:
     # -- shared --
     def start(self, inserts: int, removals: int, seconds: int, ready_timeout: float = 60) -> None:
         cmd, stdin = self.command(inserts, removals, seconds)
-        self._proc = self.ssh.start(cmd, timeout=seconds + 30, stdin=stdin)
+        self._proc = self.ssh.start(cmd, timeout=seconds + 30, stdin=stdin, label=f"{self.name} hotplug app ({cmd})")
         deadline = time.monotonic() + ready_timeout
         while not self.is_ready(self._line(deadline - time.monotonic(), "get ready")):
             pass
@@ -115,6 +115,14 @@ class HotplugApp:
             with open(self.log, "a") as f:
                 f.write(result.stderr)
         return self.summary(result)
+
+    def __enter__(self) -> "HotplugApp":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """An app still running when the test ends (it failed midway) is killed, not left behind."""
+        if self._proc is not None and self._proc in self.ssh.active:
+            self._proc.kill()
 
     def signal(self, sig: str) -> None:
         """Send STOP/CONT/KILL to the app's process group (pause it, resume it, kill it)."""

@@ -214,7 +214,7 @@ def hotplug(machine: Machine) -> Hotplug:
 # -- deadlines ------------------------------------------------------------------------------------
 
 def _in_flight(item: pytest.Item) -> str:
-    cmds = [p.cmd for m, *_ in item.stash.get(_MACHINES, []) if m._ssh for p in list(m._ssh.active)]
+    cmds = [p.label for m, *_ in item.stash.get(_MACHINES, []) if m._ssh for p in list(m._ssh.active)]
     return "guest command(s) in flight: " + "; ".join(c[:200] for c in cmds) if cmds else "no guest command in flight"
 
 
@@ -242,7 +242,7 @@ def _kill_hung(item: pytest.Item) -> list[str]:
         for proc in list(m._ssh.active) if m._ssh else []:
             try:
                 proc.kill()
-                done.append(f"killed guest command: {proc.cmd[:200]}")
+                done.append(f"killed guest command: {proc.label[:200]}")
             except Exception as e:  # the guest no longer answers: kill the VM itself
                 m.shutdown(graceful=False)
                 done.append(f"guest did not answer ({e}); killed VM {m.name}")

@@ -105,7 +105,7 @@ class SSH:
             raise SSHError(f"ssh {self.host}:{self.port}: not connected")
         return t
 
-    def start(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> "RemoteProcess":
+    def start(self, cmd: str, timeout: float = 60, stdin: bytes | None = None, label: str = "") -> "RemoteProcess":
         """Start `cmd` with sh in the guest, under the guest's `timeout`, without waiting for it.
 
         The wrapper first reports its pid on stderr: `timeout` keeps that pid and leads the
@@ -120,7 +120,7 @@ class SSH:
             chan.shutdown_write()
         except (OSError, paramiko.SSHException) as e:
             raise SSHError(f"ssh {self.host}:{self.port}: cannot start {cmd!r}: {e}") from None
-        proc = RemoteProcess(self, chan, cmd, timeout, self._log)
+        proc = RemoteProcess(self, chan, cmd, timeout, self._log, label or cmd)
         self.active.add(proc)
         return proc
 
@@ -155,8 +155,9 @@ class RemoteProcess:
     """A guest command in flight: read its output line by line while the host acts, then wait."""
 
     def __init__(self, ssh: SSH, chan: paramiko.Channel, cmd: str, timeout: float,
-                 log: Callable[[Result], None] | None):
+                 log: Callable[[Result], None] | None, label: str):
         self.cmd, self.timeout, self._ssh, self._chan, self._log = cmd, timeout, ssh, chan, log
+        self.label = label  # how errors and deadline reports name it
         self.started = time.monotonic()
         self._host_deadline = self.started + timeout + KILL_GRACE + HOST_SLACK
         self._out, self._err = bytearray(), bytearray()
@@ -220,8 +221,12 @@ class RemoteProcess:
         own sessions, and they keep the command's output open."""
         self._pump(time.monotonic())
         if self.pid is not None and not self._chan.exit_status_ready():
+            # After SIGKILL, wait (at most 5 s) until every one of them is gone or a zombie.
+            wait = ("for i in $(seq 50); do left=; for p in $pids; do "
+                    "grep -qs '^State:.*[^Z] ' /proc/$p/status && left=1; done; [ -z \"$left\" ] && break; "
+                    "sleep 0.1; done" if sig == "KILL" else "true")
             self._ssh.run(f"tree() {{ echo $1; for c in $(pgrep -P $1); do tree $c; done; }}; "
-                          f"kill -{shlex.quote(sig)} $(tree {self.pid}) 2>/dev/null; true", timeout=10)
+                          f"pids=$(tree {self.pid}); kill -{shlex.quote(sig)} $pids 2>/dev/null; {wait}", timeout=15)
 
     def kill(self) -> None:
         """SIGKILL the command's process group (a stopped process dies too) and let it go."""

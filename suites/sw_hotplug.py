@@ -98,24 +98,24 @@ def variant(request: pytest.FixtureRequest, machine: Machine, hotplug: Hotplug, 
 def run_cycles(machine: Machine, hotplug: Hotplug, v: Variant, ctrls: list[str], cycles: int,
                surprise: bool = False) -> HotplugApp:
     """Remove and re-add each of `ctrls` `cycles` times, each step confirmed by the app's report."""
-    app = v.app()
     n = cycles * len(ctrls)
-    app.start(inserts=n, removals=n, seconds=int(n * EVENT_TIMEOUT * 2))
-    for cycle in range(1, cycles + 1):
-        for c in ctrls:
-            sn, where = serial(machine, c), f" ({c}, cycle {cycle}/{cycles})"
-            if surprise:
-                hotplug.surprise_remove(c)
-            else:
-                hotplug.remove(c)
-            app.expect("remove", sn, EVENT_TIMEOUT, where)
-            if surprise:
-                hotplug.rescan()
-            else:
-                hotplug.add(c)
-            v.returned(c)
-            app.expect("insert", sn, EVENT_TIMEOUT, where)
-    summary = app.finish()
+    with v.app() as app:
+        app.start(inserts=n, removals=n, seconds=int(n * EVENT_TIMEOUT * 2))
+        for cycle in range(1, cycles + 1):
+            for c in ctrls:
+                sn, where = serial(machine, c), f" ({c}, cycle {cycle}/{cycles})"
+                if surprise:
+                    hotplug.surprise_remove(c)
+                else:
+                    hotplug.remove(c)
+                app.expect("remove", sn, EVENT_TIMEOUT, where)
+                if surprise:
+                    hotplug.rescan()
+                else:
+                    hotplug.add(c)
+                v.returned(c)
+                app.expect("insert", sn, EVENT_TIMEOUT, where)
+        summary = app.finish()
     assert (summary.rc, summary.inserts, summary.removals) == (0, n, n), (
         f"{v.kind} app: exit {summary.rc}, saw {summary.inserts} insertions and {summary.removals} removals "
         f"of {n} each; output: {summary.result.stdout[-1500:]}")

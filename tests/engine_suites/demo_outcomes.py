@@ -1,0 +1,41 @@
+"""Deliberate failures: how tbctl tells outcomes apart (driven by tests/test_engine.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.faults import Hotplug
+from orchestrator.hotplug_app import KernelHotplugApp
+from orchestrator.machine import Machine
+
+TIMEOUT = 5  # KVM seconds; x3 under TCG
+
+
+def test_passes(machine: Machine) -> None:
+    """A guest command works."""
+    assert machine.ssh.run("true", timeout=10).ok
+
+
+def test_app_misses_events(machine: Machine, hotplug: Hotplug, artifacts: Path) -> None:
+    """The app is paused across a remove + add: it misses both, and the failure names them."""
+    with KernelHotplugApp(machine.ssh, artifacts / "app.log") as app:
+        app.start(inserts=1, removals=1, seconds=60)
+        app.signal("STOP")
+        machine.hot_remove("nvme0")  # each confirmed from the guest's side, not by the app
+        machine.hot_add("nvme0")
+        app.signal("CONT")
+        app.expect("remove", "TBCTL0001", 3, " (nvme0, cycle 1/1)")
+
+
+def test_app_hangs(machine: Machine, artifacts: Path) -> None:
+    """The app stops and never exits: the test deadline fires and the app is killed."""
+    app = KernelHotplugApp(machine.ssh, artifacts / "app.log")
+    app.start(inserts=1, removals=1, seconds=600)
+    app.signal("STOP")
+    app.finish()
+
+
+def test_after_the_hang_no_app_is_left(machine: Machine) -> None:
+    """The hung app of the test before was killed at its deadline."""
+    ps = machine.ssh.run("ps -eo stat=,comm=", timeout=10, check=True).stdout.splitlines()
+    assert [line for line in ps if line.split()[-1] == "python3" and not line.startswith("Z")] == []

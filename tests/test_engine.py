@@ -1,0 +1,99 @@
+"""The suite engine end to end: `tbctl run` on real VMs, outcomes, exit codes, JUnit, results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from orchestrator.pytest_plugin import exit_code
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
+
+
+def tbctl(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=tmp_path)
+
+
+def junit_cases(path: Path) -> dict[str, ET.Element]:
+    return {c.get("name"): c for c in ET.parse(path).getroot().iter("testcase")}  # type: ignore[misc]
+
+
+def prop(case: ET.Element, name: str) -> str | None:
+    for p in case.iter("property"):
+        if p.get("name") == name:
+            return p.get("value")
+    return None
+
+
+def test_exit_codes() -> None:
+    ok = {"a": {"outcome": "passed"}, "b": {"outcome": "skipped"}}
+    assert exit_code(ok, 0) == 0
+    assert exit_code({**ok, "c": {"outcome": "timed out"}}, 1) == 1
+    assert exit_code({**ok, "c": {"outcome": "guest crashed"}}, 1) == 1
+    assert exit_code({**ok, "c": {"outcome": "failed"}, "d": {"outcome": "infrastructure error"}}, 1) == 2
+    assert exit_code({}, 5) == 2  # nothing ran: incomplete
+    assert exit_code(ok, 2) == 2  # interrupted
+
+
+def test_unknown_suite_is_one_line_exit_2(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", "nosuch")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; known suites: sw_hotplug"
+
+
+@pytest.mark.vm
+def test_outcomes_are_told_apart(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", str(DEMO), "--junit", str(tmp_path / "j.xml"), "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    res = json.loads((tmp_path / "r.json").read_text())
+    by = {t["nodeid"].rsplit("::", 1)[1]: t for t in res["tests"]}
+    assert by["test_passes"]["outcome"] == "passed"
+    missed = by["test_app_misses_events"]
+    assert missed["outcome"] == "failed"
+    assert "kernel app missed remove TBCTL0001 (nvme0, cycle 1/1)" in missed["message"]
+    hung = by["test_app_hangs"]
+    assert hung["outcome"] == "timed out"
+    deadline = 5 * {"kvm": 1, "tcg": 3}[res["accel"]]
+    assert f"test deadline of {deadline} s fired" in hung["message"] and "kernel hotplug app" in hung["message"]
+    assert hung["duration"] <= deadline + 5
+    assert by["test_after_the_hang_no_app_is_left"]["outcome"] == "passed"  # the hung app was killed
+    assert res["exit_code"] == 1 and res["image"]["digest"] and res["qemu"].startswith("QEMU emulator")
+    assert isinstance(res["seed"], int) and res["tbctl"]
+    for t in res["tests"]:  # every test, passed or not, has its artifacts
+        d = Path(t["artifacts"])
+        assert (d / "console.log").exists() and (d / "dmesg.txt").exists() and (d / "qmp-events.jsonl").exists()
+    assert (Path(missed["artifacts"]) / "app.log").read_text().count('"ready"') == 1
+    cases = junit_cases(tmp_path / "j.xml")
+    assert prop(cases["test_app_hangs"], "outcome") == "timed out"
+    assert cases["test_app_hangs"].find("failure") is not None
+    assert cases["test_passes"].find("failure") is None and prop(cases["test_passes"], "outcome") == "passed"
+    assert "killed guest command: kernel hotplug app" in r.stdout
+
+
+@pytest.mark.vm
+def test_sw_hotplug_kernel_passes_with_junit(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", "sw_hotplug", "-k", "kernel", "--junit", str(tmp_path / "j.xml"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "tbctl summary" in r.stdout and "artifacts:" in r.stdout
+    cases = junit_cases(tmp_path / "j.xml")
+    assert set(cases) == {"test_orderly_hotplug[kernel]", "test_surprise_removal[kernel]",
+                          "test_hotplug_under_io[kernel]"}
+    assert all(prop(c, "outcome") == "passed" and c.find("failure") is None for c in cases.values())
+    logs = list((tmp_path / "art").glob("run-*/sw_hotplug/test_orderly_hotplug_kernel_/app-kernel.log"))
+    events = [json.loads(line) for line in logs[0].read_text().splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events].count("remove") == 8 and [e["event"] for e in events].count("insert") == 8
+
+
+@pytest.mark.vm
+def test_no_tests_selected_is_incomplete(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", "sw_hotplug", "-k", "no_such_test")
+    assert r.returncode == 2
