@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -97,3 +98,37 @@ def test_sw_hotplug_kernel_passes_with_junit(tmp_path: Path) -> None:
 def test_no_tests_selected_is_incomplete(tmp_path: Path) -> None:
     r = tbctl(tmp_path, "run", "sw_hotplug", "-k", "no_such_test")
     assert r.returncode == 2
+
+
+@pytest.mark.vm
+def test_spdk_path_with_the_stand_in_app(tmp_path: Path) -> None:
+    """The SPDK variant end to end: virtfs share, hugepages, uio binding, SPDK's output parsed."""
+    r = tbctl(tmp_path, "run", "sw_hotplug", "-k", "spdk", "--spdk-dir", str(REPO / "tests" / "spdk_standin"),
+              "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    res = {t["nodeid"].rsplit("::", 1)[1]: t["outcome"] for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
+    assert res == {"test_orderly_hotplug[spdk]": "passed", "test_surprise_removal[spdk]": "passed",
+                   "test_hotplug_under_io[spdk]": "skipped"}
+
+
+@pytest.mark.vm
+def test_sigterm_mid_run_cleans_up_and_still_writes_results(tmp_path: Path) -> None:
+    from orchestrator import registry
+
+    env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "sw_hotplug", "-k", "kernel",
+                             "--json", str(tmp_path / "r.json")], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.qemu_alive() for r in registry.records()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never started a VM"
+            time.sleep(0.2)
+        time.sleep(3)
+        proc.terminate()
+        assert proc.wait(30) == 2
+    finally:
+        proc.kill()
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["exit_code"] == 2
+    assert registry.records() == []

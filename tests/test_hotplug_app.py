@@ -1,0 +1,46 @@
+"""Parsing what the hotplug apps print (SPDK's lines as its examples/nvme/hotplug prints them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.hotplug_app import KernelHotplugApp, SpdkHotplugApp
+from orchestrator.ssh import Result
+
+SPDK_OUTPUT = """Initializing NVMe Controllers
+Attaching to 0000:01:00.0
+Attached to 0000:01:00.0
+Initialization complete. Starting I/O...
+QEMU NVMe Ctrl       (TBCTL0001           ):        120 I/Os completed (+120)
+Controller removed: QEMU NVMe Ctrl       (TBCTL0001           )
+unregister_dev: QEMU NVMe Ctrl       (TBCTL0001           )
+Attaching to 0000:01:00.0
+Attached to 0000:01:00.0
+Expected removals 2 != actual removals 1
+"""
+
+
+def test_spdk_lines() -> None:
+    app = SpdkHotplugApp(None, Path("/dev/null"), "/x/hotplug", {"0000:01:00.0": "TBCTL0001"})  # type: ignore[arg-type]
+    events, ready_at = [], None
+    for i, line in enumerate(SPDK_OUTPUT.splitlines()):
+        if ready_at is None and app.is_ready(line):
+            ready_at = i
+        if p := app.parse(line):
+            events.append(p)
+    assert ready_at == 3  # controllers attached at start-up are not insertions
+    assert events == [("remove", "TBCTL0001"), ("insert", "TBCTL0001")]
+    app.events = []
+    s = app.summary(Result("x", 1, SPDK_OUTPUT, "", 1.0))
+    assert (s.rc, s.removals) == (1, 1)
+    assert app.command(2, 2, 30)[0] == "/x/hotplug -i 0 -t 30 -n 2 -r 2 2>&1"
+
+
+def test_kernel_app_lines() -> None:
+    app = KernelHotplugApp(None, Path("/dev/null"))  # type: ignore[arg-type]
+    assert app.is_ready('{"event": "ready", "controllers": [], "t": 1.0}')
+    assert app.parse('{"event": "remove", "serial": "S1", "name": "nvme0", "address": "0000:01:00.0", "t": 2}') \
+        == ("remove", "S1")
+    assert app.parse("Traceback (most recent call last):") is None
+    s = app.summary(Result("x", 0, '{"event": "summary", "inserts": 3, "removals": 4}\n', "", 1.0))
+    assert (s.inserts, s.removals) == (3, 4)
