@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from . import __version__, accel, image, registry, topology
+from . import __version__, accel, faults, image, registry, topology
 from .errors import ConfigError, TbctlError
 from .machine import Machine
 from .paths import SOURCE_ROOT
@@ -32,6 +32,8 @@ EPILOG = """examples:
   tbctl qmp dev query-pci                any QMP command, arguments as JSON
   tbctl hotplug dev remove nvme0         device_del + wait until the guest lost it
   tbctl hotplug dev add nvme0            device_add + wait until the guest has its namespace
+  tbctl inject dev doorbell nvme0 sq-tail-too-big     invalid doorbell write (qtest), trace shown
+  tbctl inject dev bus-master nvme0 off --via guest
   tbctl smoke                            boot, hot-remove and hot-add every controller, shut down
   tbctl status ; tbctl down dev | --all
 """
@@ -124,6 +126,31 @@ def cmd_hotplug(args: argparse.Namespace) -> int:
         m.connect_ssh()
         lat = m.hot_remove(args.ctrl, args.timeout) if args.action == "remove" else m.hot_add(args.ctrl, args.timeout)
         print(f"{args.action} {args.ctrl}: seen by the guest after {lat['guest']:.3f} s")
+        return 0
+    finally:
+        m.release()
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    """One fault into a running VM; prints what QEMU's NVMe trace showed for it."""
+    m = _attach(args.name)
+    try:
+        m.connect_ssh()
+        with faults.NvmeTrace(m) as trace:
+            if args.fault == "doorbell":
+                offset, value = faults.invalid_doorbell(m, args.ctrl, args.kind, args.via)
+                print(f"{args.ctrl}: wrote {value:#x} to BAR0+{offset:#x} ({args.kind}, from the {args.via})")
+                typ, info = faults.DOORBELL_KINDS[args.kind]
+                trace.wait("pci_nvme_enqueue_event", f"type {typ:#x} info {info:#x}", args.timeout)
+            elif args.fault == "bus-master":
+                before = faults.bus_master(m, args.ctrl, args.state == "on", args.via)
+                print(f"{args.ctrl}: PCI command {before:#06x} -> bus master {args.state} (from the {args.via})")
+            else:
+                how = m.hot_remove(args.ctrl) if args.fault == "remove" else m.hot_add(args.ctrl)
+                print(f"{args.fault} {args.ctrl}: seen by the guest after {how['guest']:.3f} s")
+        for line in trace.lines():  # what a fault is about, not the I/O chatter around it
+            if line.startswith(("pci_nvme_ub_", "pci_nvme_err", "pci_nvme_aer", "pci_nvme_enqueue_event")):
+                print(f"  trace: {line}")
         return 0
     finally:
         m.release()
@@ -300,6 +327,22 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("ctrl")
     sp.add_argument("--timeout", type=float, default=10)
     sp.set_defaults(fn=cmd_hotplug)
+
+    sp = sub.add_parser("inject", help="inject a fault into a running VM (doorbell, bus-master, remove, add)")
+    sp.add_argument("name")
+    fsub = sp.add_subparsers(dest="fault", required=True)
+    f = fsub.add_parser("doorbell", help="an invalid doorbell write")
+    f.add_argument("ctrl")
+    f.add_argument("kind", choices=list(faults.DOORBELL_KINDS))
+    f = fsub.add_parser("bus-master", help="clear or restore PCI bus mastering")
+    f.add_argument("ctrl")
+    f.add_argument("state", choices=("off", "on"))
+    for name in ("remove", "add"):
+        fsub.add_parser(name, help=f"orderly hot-{name}").add_argument("ctrl")
+    for f in fsub.choices.values():
+        f.add_argument("--via", choices=faults.VIAS, default="host", help="qtest socket (host) or /dev/mem (guest)")
+        f.add_argument("--timeout", type=float, default=10)
+    sp.set_defaults(fn=cmd_inject)
 
     sp = sub.add_parser("status", help="list running VMs (and reap orphans)")
     sp.add_argument("--json", action="store_true")

@@ -1,27 +1,33 @@
-"""Fault injectors, usable from suites and the CLI. This wave: NVMe hotplug, orderly and surprise.
+"""Fault injectors, usable from suites and the CLI (`tbctl inject`).
 
-Orderly: QMP device_del / device_add (the guest is asked, and acknowledges). Surprise: the guest's
-own PCI core removes the function (`/sys/bus/pci/devices/BDF/remove`) with no notice to the
-driver beforehand, then a bus rescan brings it back - what SPDK's sw_hotplug does today.
+- Hotplug. Orderly: QMP device_del / device_add (the guest is asked, and acknowledges).
+  Surprise: the guest's own PCI core removes the function (`/sys/bus/pci/devices/BDF/remove`)
+  with no notice to the driver, then a bus rescan brings it back, as SPDK's sw_hotplug does.
+- Invalid NVMe doorbell writes and PCI bus-master clear/restore, from the host (qtest socket:
+  lands whatever the guest is doing) or from the guest (one aligned 32-bit store through
+  /dev/mem with busybox devmem: two 16-bit stores make QEMU see a tail of 0 and replay stale
+  commands, DESIGN.md section 3).
+- QEMU's NVMe trace events for a window, parsed.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from .errors import MachineError
+from .errors import DeadlineError, MachineError
 from .machine import Machine
+from .qtest import QTest
 from .topology import Controller
 
 
-def pci_address(pci: list[dict[str, Any]], qdev_id: str) -> str | None:
-    """The guest-visible BDF of device `qdev_id` in a `query-pci` answer (bridges included)."""
-    def walk(devices: list[dict[str, Any]]) -> str | None:
+def pci_device(pci: list[dict[str, Any]], qdev_id: str) -> dict[str, Any] | None:
+    """Device `qdev_id` in a `query-pci` answer, behind bridges too."""
+    def walk(devices: list[dict[str, Any]]) -> dict[str, Any] | None:
         for d in devices:
             if d.get("qdev_id") == qdev_id:
-                return f"0000:{d['bus']:02x}:{d['slot']:02x}.{d['function']:x}"
-            found = walk(d.get("pci_bridge", {}).get("devices", []))
-            if found:
+                return d
+            if found := walk(d.get("pci_bridge", {}).get("devices", [])):
                 return found
         return None
 
@@ -29,6 +35,12 @@ def pci_address(pci: list[dict[str, Any]], qdev_id: str) -> str | None:
         if found := walk(bus.get("devices", [])):
             return found
     return None
+
+
+def pci_address(pci: list[dict[str, Any]], qdev_id: str) -> str | None:
+    """The guest-visible BDF of device `qdev_id` (the bus numbers the guest programmed)."""
+    d = pci_device(pci, qdev_id)
+    return f"0000:{d['bus']:02x}:{d['slot']:02x}.{d['function']:x}" if d else None
 
 
 class Hotplug:
@@ -64,3 +76,153 @@ class Hotplug:
     def rescan(self, timeout: float = 30) -> None:
         """Bring surprise-removed functions back: the guest rescans its PCI buses."""
         self.machine.ssh.run("echo 1 > /sys/bus/pci/rescan", timeout=timeout, check=True)
+
+
+# NVMe register map (NVMe base spec 3.1); QEMU's doorbell stride is 4 bytes (CAP.DSTRD = 0).
+REG_AQA, REG_CSTS, DOORBELLS = 0x24, 0x1C, 0x1000
+CSTS_CFS = 1 << 1
+PCI_COMMAND, PCI_COMMAND_MASTER = 0x04, 1 << 2
+# Invalid doorbell kinds -> the Error AER QEMU posts: (type, info). Type 0 = error status;
+# info 0 = write to an invalid doorbell register, 1 = invalid doorbell write value.
+DOORBELL_KINDS = {"sq-nonexistent": (0, 0), "cq-nonexistent": (0, 0), "sq-tail-too-big": (0, 1),
+                  "cq-head-too-big": (0, 1)}
+VIAS = ("host", "guest")
+
+
+class Registers:
+    """BAR0 and config-space access to one controller, from the host (qtest) or the guest."""
+
+    def __init__(self, machine: Machine, ctrl_id: str, via: str):
+        if via not in VIAS:
+            raise MachineError(f"via {via!r}: must be one of {', '.join(VIAS)}")
+        if via == "host" and not machine.topology.qtest:
+            raise MachineError("host-side register access needs a qtest socket: qtest = true in the topology")
+        self.machine, self.ctrl, self.via = machine, machine.topology.controller(ctrl_id), via
+        dev = pci_device(machine.qmp.execute("query-pci"), ctrl_id)
+        if dev is None:
+            raise MachineError(f"controller {ctrl_id} is not on the PCI bus")
+        self.bdf = f"0000:{dev['bus']:02x}:{dev['slot']:02x}.{dev['function']:x}"
+        bars = [r for r in dev.get("regions", []) if r.get("bar") == 0]
+        if not bars or not bars[0].get("address"):
+            raise MachineError(f"controller {ctrl_id}: BAR0 is not mapped (is the function enabled?)")
+        self.bar0 = int(bars[0]["address"])
+
+    def _qtest(self) -> QTest:
+        assert self.machine.record is not None
+        return QTest(self.machine.record.qtest_socket)
+
+    def readl(self, offset: int) -> int:
+        if self.via == "host":
+            q = self._qtest()
+            try:
+                return q.readl(self.bar0 + offset)
+            finally:
+                q.close()
+        out = self.machine.ssh.run(f"busybox devmem {self.bar0 + offset:#x} 32", timeout=10, check=True)
+        return int(out.stdout.strip(), 16)
+
+    def writel(self, offset: int, value: int) -> None:
+        if self.via == "host":
+            q = self._qtest()
+            try:
+                q.writel(self.bar0 + offset, value)
+            finally:
+                q.close()
+        else:
+            self.machine.ssh.run(f"busybox devmem {self.bar0 + offset:#x} 32 {value:#x}", timeout=10, check=True)
+
+    def command(self) -> int:
+        if self.via == "host":
+            q = self._qtest()
+            try:
+                return q.config_read16(self.bdf, PCI_COMMAND)
+            finally:
+                q.close()
+        return int(self.machine.ssh.run(f"setpci -s {self.bdf} COMMAND", timeout=10, check=True).stdout, 16)
+
+    def set_command(self, value: int) -> None:
+        if self.via == "host":
+            q = self._qtest()
+            try:
+                q.config_write16(self.bdf, PCI_COMMAND, value)
+            finally:
+                q.close()
+        else:
+            self.machine.ssh.run(f"setpci -s {self.bdf} COMMAND={value:04x}", timeout=10, check=True)
+
+
+def invalid_doorbell(machine: Machine, ctrl_id: str, kind: str, via: str = "host") -> tuple[int, int]:
+    """Ring a doorbell QEMU must reject. Returns the (offset, value) written."""
+    if kind not in DOORBELL_KINDS:
+        raise MachineError(f"doorbell kind {kind!r}: must be one of {', '.join(DOORBELL_KINDS)}")
+    regs = Registers(machine, ctrl_id, via)
+    ctrl = regs.ctrl
+    missing_qid = (ctrl.max_ioqpairs or 64) + 1  # QEMU's default max_ioqpairs is 64
+    aqa = regs.readl(REG_AQA)
+    asq_size, acq_size = (aqa & 0xFFF) + 1, ((aqa >> 16) & 0xFFF) + 1
+    offset, value = {
+        "sq-nonexistent": (DOORBELLS + 8 * missing_qid, 1),
+        "cq-nonexistent": (DOORBELLS + 8 * missing_qid + 4, 1),
+        "sq-tail-too-big": (DOORBELLS, asq_size + 5),
+        "cq-head-too-big": (DOORBELLS + 4, acq_size + 5),
+    }[kind]
+    regs.writel(offset, value)
+    return offset, value
+
+
+def bus_master(machine: Machine, ctrl_id: str, enable: bool, via: str = "host") -> int:
+    """Set or clear PCI Command.BME: without it every DMA and MSI-X of the device fails.
+    Returns the command register as it was."""
+    regs = Registers(machine, ctrl_id, via)
+    before = regs.command()
+    regs.set_command(before | PCI_COMMAND_MASTER if enable else before & ~PCI_COMMAND_MASTER)
+    return before
+
+
+def controller_fatal(machine: Machine, ctrl_id: str, via: str = "host") -> bool:
+    """CSTS.CFS: the controller declared itself dead."""
+    return bool(Registers(machine, ctrl_id, via).readl(REG_CSTS) & CSTS_CFS)
+
+
+class NvmeTrace:
+    """QEMU's NVMe trace events (pci_nvme_*) while the block runs, from QEMU's stderr.
+
+    `with NvmeTrace(machine) as t: ...; t.wait("pci_nvme_enqueue_event", "type 0x0 info 0x1")`
+    """
+
+    PATTERN = "pci_nvme_*"
+
+    def __init__(self, machine: Machine):
+        self.machine = machine
+        self.log = machine.artifacts / "qemu.stderr"
+        self._start = 0
+
+    def __enter__(self) -> "NvmeTrace":
+        self._start = self.log.stat().st_size
+        self.machine.qmp.execute("trace-event-set-state", {"name": self.PATTERN, "enable": True})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.machine.qmp.execute("trace-event-set-state", {"name": self.PATTERN, "enable": False})
+        except Exception:
+            pass  # QEMU may be gone; the lines written so far stay readable
+
+    def lines(self) -> list[str]:
+        with open(self.log, "rb") as f:
+            f.seek(self._start)
+            text = f.read().decode(errors="replace")
+        return [ln.split(":", 1)[-1] if "@" in ln.split(" ", 1)[0] else ln
+                for ln in text.splitlines() if "pci_nvme_" in ln]
+
+    def find(self, event: str, contains: str = "") -> list[str]:
+        return [ln for ln in self.lines() if ln.split(" ", 1)[0] == event and contains in ln]
+
+    def wait(self, event: str, contains: str = "", timeout: float = 10) -> str:
+        """The first trace line of `event` containing `contains`; QEMU writes it asynchronously."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.find(event, contains)):
+            if time.monotonic() > deadline:
+                raise DeadlineError(f"QEMU trace: no {event} {contains!r} within {timeout:g} s")
+            time.sleep(0.05)
+        return found[0]

@@ -104,3 +104,25 @@ class NvmeWatch:
             raise DeadlineError(f"guest: NVMe controller(s) {', '.join(self.serials)} did not {what} within "
                                 f"{self.timeout:g} s; guest sees {json.dumps(state.controllers)}")
         return state, seen_at
+
+
+class UeventWatch:
+    """Kernel uevents of one subsystem, as `udevadm monitor` sees them, from the moment it is armed."""
+
+    def __init__(self, ssh: SSH, subsystem: str, timeout: float = 120):
+        self._proc = ssh.start(f"udevadm monitor --kernel --property --subsystem-match={shlex.quote(subsystem)}",
+                               timeout=timeout, label=f"uevent watch ({subsystem})")
+        # udevadm prints this line once its netlink socket listens: from then on nothing is missed.
+        while not self._proc.readline(20).startswith("KERNEL - the kernel uevent"):
+            pass
+
+    def wait_for(self, key: str, value_prefix: str = "", timeout: float = 10) -> str:
+        """The first `KEY=value` property line whose value starts with `value_prefix`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._proc.readline(max(0.0, deadline - time.monotonic()))
+            if line.startswith(f"{key}={value_prefix}"):
+                return line
+
+    def close(self) -> None:
+        self._proc.kill()

@@ -92,7 +92,7 @@ class Topology:
     accel: str = "auto"
     iommu: bool = False
     hugepages: int = 0
-    qtest: bool = False
+    qtest: bool = True
     controllers: tuple[Controller, ...] = field(default_factory=tuple)
     source: str = "<built-in default>"
 
@@ -118,7 +118,8 @@ class Topology:
 
 
 def default() -> Topology:
-    """Two hot-pluggable controllers with one 256 MiB namespace each."""
+    """Two hot-pluggable controllers with one 256 MiB namespace each, and a qtest socket for
+    host-side fault injection (private to the run directory, like QMP)."""
     return Topology(controllers=(Controller("nvme0", "TBCTL0001"), Controller("nvme1", "TBCTL0002")))
 
 
@@ -219,7 +220,7 @@ def parse(data: dict[str, Any], source: str) -> Topology:
         accel=m.str("accel", "auto", choices=ACCELS) or "auto",
         iommu=m.bool("iommu", False),
         hugepages=hugepages,
-        qtest=m.bool("qtest", False),
+        qtest=m.bool("qtest", True),
         controllers=controllers,
         source=source,
     )

@@ -42,7 +42,8 @@ def test_default_topology(tmp_path: Path) -> None:
     assert {"driver": "pvpanic-pci", "id": "pvpanic"} in devs
     qmp = [c for c in opts(argv, "-chardev") if c.startswith("socket,id=qmp")]
     assert qmp == [f"socket,id=qmp,path={m.run_dir}/qmp.sock,server=on,wait=off"]
-    assert "-qtest" not in argv and not any(d["driver"] == "intel-iommu" for d in devs)
+    assert opts(argv, "-qtest") == [f"unix:{m.run_dir}/qtest.sock,server=on,wait=off"]
+    assert not any(d["driver"] == "intel-iommu" for d in devs)
     nodes = [json.loads(b)["node-name"] for b in opts(argv, "-blockdev")]
     assert nodes == ["nvme0-ns1", "nvme1-ns1"]
 

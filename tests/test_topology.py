@@ -47,7 +47,7 @@ def test_default_has_two_hotpluggable_controllers() -> None:
     t = topology.default()
     assert [c.id for c in t.controllers] == ["nvme0", "nvme1"]
     assert all(c.hotplug and len(c.namespaces) == 1 for c in t.controllers)
-    assert t.accel == "auto" and not t.iommu
+    assert t.accel == "auto" and not t.iommu and t.qtest
 
 
 def test_good_file_loads(tmp_path: Path) -> None:
