@@ -295,10 +295,12 @@ class Machine:
         self._close_channels()
 
     def _close_channels(self) -> None:
+        """Close SSH, QMP and console. The closed QMP and console objects are kept: their events
+        and text are still read for a test's artifacts after the VM is gone."""
         for ch in (self._ssh, self._qmp, self.console):
             if ch is not None:
                 ch.close()
-        self._ssh = self._qmp = self.console = None
+        self._ssh = None
 
     def shutdown(self, graceful: bool = True) -> str:
         """Guest poweroff -> QMP quit -> SIGTERM -> SIGKILL, each with a deadline; then remove the

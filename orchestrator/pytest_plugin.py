@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, crash, image, topology
+from . import __version__, accel, crash, faults, image, topology
 from .errors import DeadlineError, TbctlError
 from .faults import Hotplug
 from .machine import Machine
@@ -119,6 +119,7 @@ _BED = pytest.StashKey[Bed]()
 _MACHINES = pytest.StashKey[list]()
 _KIND = pytest.StashKey[str]()
 _DIR = pytest.StashKey[Path]()
+_DIAGNOSIS = pytest.StashKey[str]()
 
 
 def _safe(nodeid: str) -> str:
@@ -250,6 +251,26 @@ def _kill_hung(item: pytest.Item) -> list[str]:
     return done
 
 
+def _diagnose(item: pytest.Item) -> str:
+    """Why a wait may never have ended: NVMe controllers that declared themselves dead
+    (CSTS.CFS, read from the host through qtest), with QEMU's NVMe error trace lines."""
+    found = []
+    for m, *_ in item.stash.get(_MACHINES, []):
+        if not m.topology.qtest or not m.qemu_alive():
+            continue
+        for c in m.topology.controllers:
+            try:
+                fatal = faults.controller_fatal(m, c.id, "host")
+            except TbctlError:
+                continue  # not on the bus, or BAR0 unmapped: nothing to read
+            if fatal:
+                stderr = (m.artifacts / "qemu.stderr").read_text(errors="replace").splitlines()
+                trace = [ln for ln in stderr if ln.startswith("pci_nvme_err")][-4:]
+                found.append(f"{m.name} {c.id}: controller fatal status (CSTS.CFS=1)"
+                             + (f"; QEMU trace: {' | '.join(trace)}" if trace else ""))
+    return "\n".join(found)
+
+
 # -- outcomes -------------------------------------------------------------------------------------
 
 def _crashes(item: pytest.Item) -> list[crash.Finding]:
@@ -279,6 +300,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 rep.sections.append(("guest crash", "\n".join(f.title for f in findings)))
             elif isinstance(exc, DeadlineError):
                 kind = "timed out"
+                diagnosis = _diagnose(item)  # first, while everything that hung is still there
+                if diagnosis:
+                    rep.sections.append(("diagnosis", diagnosis))
+                    item.stash[_DIAGNOSIS] = diagnosis
                 if isinstance(exc, TestDeadline):
                     rep.sections.append(("deadline", "\n".join(_kill_hung(item)) or "nothing left to kill"))
     elif rep.when == "teardown" and rep.failed:
@@ -299,6 +324,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         entry["duration"] = round(entry["duration"] + rep.duration, 3)
         if rep.failed and "message" not in entry:
             entry["message"] = _message(call)
+            if _DIAGNOSIS in item.stash:
+                entry["message"] += "\ndiagnosis: " + item.stash[_DIAGNOSIS]
 
 
 def _message(call: pytest.CallInfo[None]) -> str:
@@ -333,8 +360,9 @@ def _collect(item: pytest.Item) -> None:
                 (d / f"commands{sfx}.log").write_bytes(f.read())
         (d / f"vm{sfx}.txt").write_text(f"{m.name}: full logs in {m.artifacts}\n")
         try:
-            if m.qemu_alive() and m._ssh is not None:
-                (d / f"dmesg{sfx}.txt").write_text(m._ssh.run("dmesg", timeout=15).stdout)
+            if not m.qemu_alive() or m._ssh is None:
+                raise TbctlError("the VM was already shut down or killed (console.log has what it printed)")
+            (d / f"dmesg{sfx}.txt").write_text(m._ssh.run("dmesg", timeout=15).stdout)
         except TbctlError as e:
             (d / f"dmesg{sfx}.txt").write_text(f"dmesg unavailable: {e}\n")
 

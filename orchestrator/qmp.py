@@ -178,7 +178,10 @@ class QMP:
         self.execute("device_add", ctrl.device(), timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Disconnect and stop the loop thread; never raises, QEMU may already be gone."""
+        """Disconnect and stop the loop thread; never raises, QEMU may already be gone. Idempotent;
+        the recorded events stay readable."""
+        if self._loop.is_closed():
+            return
         try:
             self._call(self._shutdown(), timeout, "disconnect")
         except Exception:

@@ -24,6 +24,18 @@ KILL_GRACE = 2  # seconds between the guest's SIGTERM and SIGKILL at a command's
 HOST_SLACK = 5  # seconds the host waits past a command's deadline before giving the channel up
 _TIMEOUT_MARK = "timeout: sending signal"
 _PID_MARK = "tbctl-pid "
+# Signal a command's process tree in the guest. Only /proc/PID/stat is read: tools such as pgrep
+# also read .../status or .../cmdline, which block on a task stuck in the kernel (an NVMe
+# command that never completes), the very case this has to handle.
+_SIGNAL_TREE = (
+    "pids=$(awk -v root={root} '{{ sub(/.*\\) /, \"\"); split(FILENAME, a, \"/\"); parent[a[3]] = $2 }} "
+    "END {{ want[root] = 1; print root; more = 1; while (more) {{ more = 0; for (p in parent) "
+    "if (!(p in want) && (parent[p] in want)) {{ want[p] = 1; print p; more = 1 }} }} }}' "
+    "/proc/[0-9]*/stat 2>/dev/null); kill -{sig} $pids 2>/dev/null; {wait}")
+# After SIGKILL: wait a few seconds until each is gone or a zombie (a task in D state may stay).
+_WAIT_GONE = ("for i in 1 2 3 4 5 6 7 8 9 10; do left=$(for p in $pids; do cat /proc/$p/stat 2>/dev/null; done | "
+              "awk '{ sub(/.*\\) /, \"\"); if ($1 != \"Z\") n++ } END { print n + 0 }'); "
+              "[ \"$left\" = 0 ] && break; sleep 0.1; done; true")
 
 
 @dataclass(frozen=True)
@@ -221,12 +233,8 @@ class RemoteProcess:
         own sessions, and they keep the command's output open."""
         self._pump(time.monotonic())
         if self.pid is not None and not self._chan.exit_status_ready():
-            # After SIGKILL, wait (at most 5 s) until every one of them is gone or a zombie.
-            wait = ("for i in $(seq 50); do left=; for p in $pids; do "
-                    "grep -qs '^State:.*[^Z] ' /proc/$p/status && left=1; done; [ -z \"$left\" ] && break; "
-                    "sleep 0.1; done" if sig == "KILL" else "true")
-            self._ssh.run(f"tree() {{ echo $1; for c in $(pgrep -P $1); do tree $c; done; }}; "
-                          f"pids=$(tree {self.pid}); kill -{shlex.quote(sig)} $pids 2>/dev/null; {wait}", timeout=15)
+            self._ssh.run(_SIGNAL_TREE.format(root=self.pid, sig=shlex.quote(sig),
+                                              wait=_WAIT_GONE if sig == "KILL" else "true"), timeout=30)
 
     def kill(self) -> None:
         """SIGKILL the command's process group (a stopped process dies too) and let it go."""

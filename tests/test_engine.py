@@ -78,6 +78,10 @@ def test_outcomes_are_told_apart(tmp_path: Path) -> None:
     assert cases["test_app_hangs"].find("failure") is not None
     assert cases["test_passes"].find("failure") is None and prop(cases["test_passes"], "outcome") == "passed"
     assert "killed guest command: kernel hotplug app" in r.stdout
+    dead = by["test_controller_dies_under_a_waiting_app"]
+    assert dead["outcome"] == "timed out" and dead["duration"] <= deadline + 5
+    assert "nvme0: controller fatal status (CSTS.CFS=1); QEMU trace: pci_nvme_err" in dead["message"]
+    assert "pci_nvme_err_cfs" in dead["message"]
 
 
 @pytest.mark.vm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator import faults
 from orchestrator.faults import Hotplug
 from orchestrator.hotplug_app import KernelHotplugApp
 from orchestrator.machine import Machine
@@ -39,3 +40,11 @@ def test_after_the_hang_no_app_is_left(machine: Machine) -> None:
     """The hung app of the test before was killed at its deadline."""
     ps = machine.ssh.run("ps -eo stat=,comm=", timeout=10, check=True).stdout.splitlines()
     assert [line for line in ps if line.split()[-1] == "python3" and not line.startswith("Z")] == []
+
+
+def test_controller_dies_under_a_waiting_app(fresh_machine: Machine) -> None:
+    """Bus mastering cleared, then an admin command: it never completes; the deadline fires and
+    the diagnosis names the controller's fatal status."""
+    with faults.NvmeTrace(fresh_machine):
+        faults.bus_master(fresh_machine, "nvme0", enable=False)
+        fresh_machine.ssh.run("nvme id-ctrl /dev/nvme0", timeout=300)
