@@ -226,3 +226,28 @@ class NvmeTrace:
                 raise DeadlineError(f"QEMU trace: no {event} {contains!r} within {timeout:g} s")
             time.sleep(0.05)
         return found[0]
+
+
+REG_CC, REG_ASQ, REG_ACQ = 0x14, 0x28, 0x30
+CC_ENABLE_4K = 0x00460001  # EN, 4 KiB pages, NVM command set, 64-byte SQ and 16-byte CQ entries
+
+
+def userspace_admin_command(machine: Machine, ctrl_id: str, ring: int = 0x1000000, via: str = "host",
+                            timeout: float = 10) -> None:
+    """Do what a userspace driver (SPDK on uio/vfio) does with a controller no kernel driver owns:
+    admin queues at guest-physical `ring`, CC.EN, wait for CSTS.RDY, then ring the admin SQ tail
+    doorbell for one command. Meant for the bus-master-off case: with BME clear QEMU's fetch of
+    the command fails (CSTS.CFS); with BME set it would run whatever the ring holds."""
+    regs = Registers(machine, ctrl_id, via)
+    regs.writel(REG_CC, 0)
+    regs.writel(REG_AQA, 0x001F001F)  # 32-entry admin queues (0-based sizes)
+    for reg, addr in ((REG_ASQ, ring), (REG_ACQ, ring + 0x1000)):
+        regs.writel(reg, addr & 0xFFFFFFFF)
+        regs.writel(reg + 4, addr >> 32)
+    regs.writel(REG_CC, CC_ENABLE_4K)
+    deadline = time.monotonic() + timeout
+    while not regs.readl(REG_CSTS) & 1:
+        if time.monotonic() > deadline:
+            raise DeadlineError(f"{ctrl_id}: CSTS.RDY not set within {timeout:g} s after CC.EN")
+        time.sleep(0.02)
+    regs.writel(DOORBELLS, 1)

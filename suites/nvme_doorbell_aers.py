@@ -17,6 +17,7 @@ import pytest
 
 from orchestrator import faults, guest
 from orchestrator.errors import DeadlineError
+from orchestrator.faults import Hotplug
 from orchestrator.machine import Machine
 
 TIMEOUT = 30  # seconds per test under KVM (scaled for TCG)
@@ -76,3 +77,22 @@ def test_bus_master_clear_makes_controller_fatal(fresh_machine: Machine, via: st
     assert dma, "no failed DMA in QEMU's trace"
     assert faults.controller_fatal(m, "nvme0", "host" if m.topology.qtest else via)
     print(f"diagnosis: controller fatal status (CSTS.CFS=1); QEMU trace: {dma[0]} / {cfs}")
+
+
+def test_uio_close_clears_bus_master_and_the_next_admin_command_is_fatal(fresh_machine: Machine) -> None:
+    """The CI hang itself: controller on uio_pci_generic, bus mastering on (as SPDK's env sets it),
+    a secondary process opens and closes /dev/uioN -> uio's release clears bus mastering; the
+    primary's next admin command cannot be fetched and the controller goes fatal."""
+    m = fresh_machine
+    guest.bind(m.ssh, Hotplug(m).address("nvme0"), "uio_pci_generic")
+    regs = faults.Registers(m, "nvme0", "host")
+    regs.set_command(regs.command() | faults.PCI_COMMAND_MASTER)
+    m.ssh.run("python3 -c \"import glob; open(sorted(glob.glob('/dev/uio*'))[0], 'rb').close()\"",
+              timeout=20, check=True)
+    assert not regs.command() & faults.PCI_COMMAND_MASTER, "closing /dev/uioN left bus mastering on"
+    with faults.NvmeTrace(m) as trace:
+        faults.userspace_admin_command(m, "nvme0")
+        cfs = trace.wait("pci_nvme_err_cfs")
+        assert trace.find("pci_nvme_err_addr_read"), "no failed SQ entry fetch in QEMU's trace"
+    assert faults.controller_fatal(m, "nvme0", "host")
+    print(f"diagnosis: controller fatal status (CSTS.CFS=1) after uio close; QEMU trace: {cfs}")

@@ -68,3 +68,15 @@ def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
     argv = m.argv(1)
     assert all(a and a == a.strip() for a in argv)
     assert opts(argv, "-append") == ["console=ttyS0 root=/dev/vda"]
+
+
+def test_pci_lookup_behind_bridges_and_config_address() -> None:
+    from orchestrator.faults import pci_address
+    from orchestrator.qtest import _config_addr
+
+    pci = [{"bus": 0, "devices": [{"bus": 0, "slot": 2, "function": 0, "qdev_id": "rp-nvme0",
+                                   "pci_bridge": {"devices": [{"bus": 1, "slot": 0, "function": 0,
+                                                               "qdev_id": "nvme0"}]}}]}]
+    assert pci_address(pci, "nvme0") == "0000:01:00.0" and pci_address(pci, "nvme9") is None
+    assert _config_addr("0000:01:00.0", 0x04) == 0x80010004
+    assert _config_addr("0000:00:1f.2", 0x06) == 0x8000FA04

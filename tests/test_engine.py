@@ -136,3 +136,24 @@ def test_sigterm_mid_run_cleans_up_and_still_writes_results(tmp_path: Path) -> N
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["exit_code"] == 2
     assert registry.records() == []
+
+
+@pytest.mark.vm
+def test_nvme_doorbell_aers_passes(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", "nvme_doorbell_aers", "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["counts"]["passed"] == 11 and res["exit_code"] == 0
+
+
+@pytest.mark.vm
+def test_no_doorbell_case_runs_past_its_deadline(tmp_path: Path) -> None:
+    """With a 3 s deadline most cases cannot finish: each must end within 3 + 5 s, killed or not."""
+    r = tbctl(tmp_path, "run", "nvme_doorbell_aers", "--timeout", "3", "--json", str(tmp_path / "r.json"))
+    assert r.returncode in (1, 2), r.stdout[-3000:]
+    res = json.loads((tmp_path / "r.json").read_text())
+    timed_out = [t for t in res["tests"] if t["outcome"] == "timed out"]
+    assert timed_out, "no case hit the 3 s deadline"
+    for t in res["tests"]:
+        if t["outcome"] in ("passed", "failed", "timed out"):
+            assert t["duration"] <= 3 + 5, t
