@@ -211,8 +211,9 @@ class RemoteProcess:
             if self._out.find(b"\n", self._consumed) >= 0:
                 continue
             if exited:
-                raise SSHError(f"guest command exited before printing a line: {self.cmd}\n"
-                               + self._err.decode(errors="replace")[-1000:])
+                out = (self._out[self._consumed:] + self._err).decode(errors="replace")
+                raise SSHError(f"{self.label} exited (status {self._chan.recv_exit_status()}) before printing "
+                               f"a line: {out.replace(_PID_MARK, 'pid ')[-1000:]}")
             if time.monotonic() >= deadline:
                 raise DeadlineError(f"guest command printed no line within {timeout:g} s: {self.cmd}")
 

@@ -88,8 +88,11 @@ class Variant:
 @pytest.fixture(params=["kernel", "spdk"])
 def variant(request: pytest.FixtureRequest, machine: Machine, hotplug: Hotplug, bed: Bed,
             artifacts: Path) -> Iterator[Variant]:
-    if request.param == "spdk" and bed.spdk_dir is None:
-        pytest.skip("needs an SPDK tree: tbctl run sw_hotplug --spdk-dir DIR")
+    if request.param == "spdk":
+        if bed.spdk_dir is None:
+            pytest.skip("needs an SPDK tree: tbctl run sw_hotplug --spdk-dir DIR")
+        if not (bed.spdk_dir / "build/examples/hotplug").is_file():
+            pytest.fail(f"--spdk-dir {bed.spdk_dir}: no build/examples/hotplug (is SPDK built?)")
     v = Variant(request.param, machine, hotplug, bed, artifacts)
     yield v
     restore(machine, hotplug)
