@@ -114,6 +114,11 @@ def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str
         rm = tbctl("hotplug", "clitest", "remove", "nvme1")
         assert rm.returncode == 0 and "remove nvme1: seen by the guest after" in rm.stdout, rm.stderr
         assert tbctl("hotplug", "clitest", "add", "nvme1").returncode == 0
+        inj = tbctl("inject", "clitest", "doorbell", "nvme0", "sq-tail-too-big")
+        assert inj.returncode == 0 and "trace: pci_nvme_enqueue_event type 0x0 info 0x1" in inj.stdout, inj.stderr
+        inj = tbctl("inject", "clitest", "bus-master", "nvme1", "off", "--via", "guest")
+        assert inj.returncode == 0 and "-> bus master off (from the guest)" in inj.stdout, inj.stderr
+        assert tbctl("inject", "clitest", "bus-master", "nvme1", "on").returncode == 0
         assert tbctl("ssh", "clitest", "--", "sh", "-c", "exit 7").returncode == 7
     finally:
         down = tbctl("down", "clitest")
