@@ -9,8 +9,9 @@ import shlex
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -88,72 +89,64 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ssh(args: argparse.Namespace) -> int:
-    m = _attach(args.name)
-    cmd = shlex.join(args.command) if args.command else None
+@contextmanager
+def _attached(name: str, ssh: bool = False) -> Iterator[Machine]:
+    """A running VM of another tbctl process, let go of (not stopped) afterwards."""
+    m = _attach(name)
     try:
-        if cmd is None:
-            rec = m.record
-            assert rec is not None
-            os.execvp("ssh", ["ssh", "-i", str(m.image.client_key), "-p", str(rec.ssh_port),
+        if ssh:
+            m.connect_ssh()
+        yield m
+    finally:
+        m.release()
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    with _attached(args.name) as m:
+        if not args.command:  # an interactive shell: OpenSSH, pinned to the image's host key
+            assert m.record is not None
+            os.execvp("ssh", ["ssh", "-i", str(m.image.client_key), "-p", str(m.record.ssh_port),
                               "-o", f"UserKnownHostsFile={m.image.dir / 'known_hosts'}",
                               "-o", f"HostKeyAlias={image.HOST_KEY_ALIAS}", "-o", "StrictHostKeyChecking=yes",
                               "root@127.0.0.1"])
-        res = m.connect_ssh(args.timeout).run(cmd, timeout=args.timeout)
+        res = m.connect_ssh(args.timeout).run(shlex.join(args.command), timeout=args.timeout)
         sys.stdout.write(res.stdout)
         sys.stderr.write(res.stderr)
         return res.rc
-    finally:
-        m.release()
 
 
 def cmd_qmp(args: argparse.Namespace) -> int:
-    m = _attach(args.name)
     try:
-        try:
-            qargs = json.loads(args.arguments) if args.arguments else None
-        except ValueError as e:
-            raise ConfigError(f"qmp arguments: not valid JSON: {e}") from None
+        qargs = json.loads(args.arguments) if args.arguments else None
+    except ValueError as e:
+        raise ConfigError(f"qmp arguments: not valid JSON: {e}") from None
+    with _attached(args.name) as m:
         print(json.dumps(m.qmp.execute(args.command, qargs, timeout=args.timeout), indent=2))
-        return 0
-    finally:
-        m.release()
+    return 0
 
 
 def cmd_hotplug(args: argparse.Namespace) -> int:
-    m = _attach(args.name)
-    try:
-        m.connect_ssh()
+    with _attached(args.name, ssh=True) as m:
         lat = m.hot_remove(args.ctrl, args.timeout) if args.action == "remove" else m.hot_add(args.ctrl, args.timeout)
         print(f"{args.action} {args.ctrl}: seen by the guest after {lat['guest']:.3f} s")
-        return 0
-    finally:
-        m.release()
+    return 0
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
     """One fault into a running VM; prints what QEMU's NVMe trace showed for it."""
-    m = _attach(args.name)
-    try:
-        m.connect_ssh()
-        with faults.NvmeTrace(m) as trace:
-            if args.fault == "doorbell":
-                offset, value = faults.invalid_doorbell(m, args.ctrl, args.kind, args.via)
-                print(f"{args.ctrl}: wrote {value:#x} to BAR0+{offset:#x} ({args.kind}, from the {args.via})")
-                typ, info = faults.DOORBELL_KINDS[args.kind]
-                trace.wait("pci_nvme_enqueue_event", f"type {typ:#x} info {info:#x}", args.timeout)
-            elif args.fault == "bus-master":
-                before = faults.bus_master(m, args.ctrl, args.state == "on", args.via)
-                print(f"{args.ctrl}: PCI command {before:#06x} -> bus master {args.state} (from the {args.via})")
-            else:
-                how = m.hot_remove(args.ctrl) if args.fault == "remove" else m.hot_add(args.ctrl)
-                print(f"{args.fault} {args.ctrl}: seen by the guest after {how['guest']:.3f} s")
+    with _attached(args.name, ssh=True) as m, faults.NvmeTrace(m) as trace:
+        if args.fault == "doorbell":
+            offset, value = faults.invalid_doorbell(m, args.ctrl, args.kind, args.via)
+            print(f"{args.ctrl}: wrote {value:#x} to BAR0+{offset:#x} ({args.kind}, from the {args.via})")
+            typ, info = faults.DOORBELL_KINDS[args.kind]
+            trace.wait("pci_nvme_enqueue_event", f"type {typ:#x} info {info:#x}", args.timeout)
+        else:
+            before = faults.bus_master(m, args.ctrl, args.state == "on", args.via)
+            print(f"{args.ctrl}: PCI command {before:#06x} -> bus master {args.state} (from the {args.via})")
         for line in trace.lines():  # what a fault is about, not the I/O chatter around it
             if line.startswith(("pci_nvme_ub_", "pci_nvme_err", "pci_nvme_aer", "pci_nvme_enqueue_event")):
                 print(f"  trace: {line}")
-        return 0
-    finally:
-        m.release()
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -328,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=10)
     sp.set_defaults(fn=cmd_hotplug)
 
-    sp = sub.add_parser("inject", help="inject a fault into a running VM (doorbell, bus-master, remove, add)")
+    sp = sub.add_parser("inject", help="inject a fault into a running VM (doorbell, bus-master; see also hotplug)")
     sp.add_argument("name")
     fsub = sp.add_subparsers(dest="fault", required=True)
     f = fsub.add_parser("doorbell", help="an invalid doorbell write")
@@ -337,8 +330,6 @@ def parser() -> argparse.ArgumentParser:
     f = fsub.add_parser("bus-master", help="clear or restore PCI bus mastering")
     f.add_argument("ctrl")
     f.add_argument("state", choices=("off", "on"))
-    for name in ("remove", "add"):
-        fsub.add_parser(name, help=f"orderly hot-{name}").add_argument("ctrl")
     for f in fsub.choices.values():
         f.add_argument("--via", choices=faults.VIAS, default="host", help="qtest socket (host) or /dev/mem (guest)")
         f.add_argument("--timeout", type=float, default=10)
