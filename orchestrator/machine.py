@@ -31,6 +31,10 @@ from .topology import Controller, Topology
 QEMU = "qemu-system-x86_64"
 BIOS = "/usr/share/qemu/qboot.rom"
 DEFAULT_BOOT_TIMEOUT = 60.0
+# Under TCG a controller was once seen stuck "connecting" at boot (an admin completion whose
+# interrupt never came). The nvme driver polls the queue when an admin command times out; 20 s
+# instead of 60 s lets that recovery happen well inside the boot deadline.
+TCG_KERNEL_ARGS = "nvme_core.admin_timeout=20"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 _PORT_IN_USE = "Could not set up host forwarding rule"
 _READY = re.compile(re.escape(MARKER_READY) + r" ([0-9.]+)")
@@ -83,7 +87,8 @@ class Machine:
                    for c in topo.controllers if c.pmr_size_mib]
         root_ports = {c.id: {"driver": "pcie-root-port", "id": c.root_port, "chassis": i, "slot": i, "bus": "pcie.0"}
                       for i, c in enumerate(topo.controllers, 1) if c.hotplug}
-        cmdline = " ".join(filter(None, [self.image.cmdline, topo.kernel_args()]))
+        cmdline = " ".join(filter(None, [self.image.cmdline, topo.kernel_args(),
+                                         TCG_KERNEL_ARGS if self.accel == "tcg" else ""]))
         text = render("qemu/argv.j2", qemu=QEMU, name=self.name, topology=topo, accel=self.accel, bios=BIOS,
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
                       run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,

@@ -67,7 +67,7 @@ def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
     m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t3", accel="tcg")
     argv = m.argv(1)
     assert all(a and a == a.strip() for a in argv)
-    assert opts(argv, "-append") == ["console=ttyS0 root=/dev/vda"]
+    assert opts(argv, "-append") == ["console=ttyS0 root=/dev/vda nvme_core.admin_timeout=20"]  # TCG only
 
 
 def test_pci_lookup_behind_bridges_and_config_address() -> None:
