@@ -108,6 +108,8 @@ class Registers:
         self.bar0 = int(bars[0]["address"])
 
     def _qtest(self) -> QTest:
+        # A connection per access: QEMU's qtest socket serves one client at a time, and another
+        # injector (or the deadline diagnosis) may need it next.
         assert self.machine.record is not None
         return QTest(self.machine.record.qtest_socket)
 

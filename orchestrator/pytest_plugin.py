@@ -54,7 +54,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--tb-results", metavar="FILE", help="results.json path (default: in the artifacts dir)")
     g.addoption("--tb-spdk-dir", metavar="DIR", help="SPDK tree (built) shared read-only into the guest")
     g.addoption("--tb-keep-vm", action="store_true", help="leave module VMs running after the run")
-    g.addoption("--tb-seed", type=int, help="seed of the run's random choices (default: random)")
+    g.addoption("--tb-seed", type=int, help="the run's seed, recorded in results.json (default: random)")
 
 
 @dataclass
@@ -84,10 +84,6 @@ class Bed:
         if self._accel is None:
             self._accel = accel.resolve(self.config.getoption("tb_accel") or self.topology.accel, self.image)
         return self._accel
-
-    def rng(self, *salt: object) -> random.Random:
-        """A generator drawn from the run's seed: record the seed, replay the choices."""
-        return random.Random(f"{self.seed}:{':'.join(map(str, salt))}")
 
     def deadline(self, item: pytest.Item) -> float:
         if self.timeout_override:
@@ -314,18 +310,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if rep.when == "teardown":
         final = item.stash.get(_KIND, "infrastructure error")
         rep.user_properties.append(("outcome", final))
-        bed = item.config.stash[_BED]
-        entry = bed.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
+        entry = _entry(item)
         entry["outcome"] = final
         entry["artifacts"] = str(item.stash[_DIR]) if _DIR in item.stash else None
     if rep.failed or rep.when == "call":
-        bed = item.config.stash[_BED]
-        entry = bed.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
+        entry = _entry(item)
         entry["duration"] = round(entry["duration"] + rep.duration, 3)
         if rep.failed and "message" not in entry:
             entry["message"] = _message(call)
             if _DIAGNOSIS in item.stash:
                 entry["message"] += "\ndiagnosis: " + item.stash[_DIAGNOSIS]
+
+
+def _entry(item: pytest.Item) -> dict[str, Any]:
+    """This test's record in the run's results."""
+    results = item.config.stash[_BED].results
+    return results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
 
 
 def _message(call: pytest.CallInfo[None]) -> str:

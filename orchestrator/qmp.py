@@ -118,9 +118,6 @@ class QMP:
         except ExecuteError as e:
             raise QMPError(f"QMP {cmd} {json.dumps(args or {})}: {e}") from None
 
-    def hmp(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> str:
-        return str(self.execute("human-monitor-command", {"command-line": command}, timeout))
-
     def mark(self) -> int:
         """A cursor: waits with `after=mark` only see events that arrive from now on."""
         with self._cond:
