@@ -27,15 +27,19 @@ _PID_MARK = "tbctl-pid "
 # Signal a command's process tree in the guest. Only /proc/PID/stat is read: tools such as pgrep
 # also read .../status or .../cmdline, which block on a task stuck in the kernel (an NVMe
 # command that never completes), the very case this has to handle.
+# The tree is read through cat: awk given the stat files itself aborts (mawk, without running END)
+# when a process exits between the glob and the open, and then nothing would be signalled.
 _SIGNAL_TREE = (
-    "pids=$(awk -v root={root} '{{ sub(/.*\\) /, \"\"); split(FILENAME, a, \"/\"); parent[a[3]] = $2 }} "
-    "END {{ want[root] = 1; print root; more = 1; while (more) {{ more = 0; for (p in parent) "
-    "if (!(p in want) && (parent[p] in want)) {{ want[p] = 1; print p; more = 1 }} }} }}' "
-    "/proc/[0-9]*/stat 2>/dev/null); kill -{sig} $pids 2>/dev/null; {wait}")
-# After SIGKILL: wait a few seconds until each is gone or a zombie (a task in D state may stay).
-_WAIT_GONE = ("for i in 1 2 3 4 5 6 7 8 9 10; do left=$(for p in $pids; do cat /proc/$p/stat 2>/dev/null; done | "
-              "awk '{ sub(/.*\\) /, \"\"); if ($1 != \"Z\") n++ } END { print n + 0 }'); "
-              "[ \"$left\" = 0 ] && break; sleep 0.1; done; true")
+    "pids=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v root={root} '{{ pid = $1; sub(/.*\\) /, \"\"); "
+    "parent[pid] = $2 }} END {{ want[root] = 1; print root; more = 1; while (more) {{ more = 0; "
+    "for (p in parent) if (!(p in want) && (parent[p] in want)) {{ want[p] = 1; print p; more = 1 }} }} }}'); "
+    "kill -{sig} $pids 2>/dev/null; {wait}")
+# Then wait a few seconds until each is in one of `states` or gone: after SIGKILL a zombie (Z; a
+# task in D state may stay), after SIGSTOP stopped (T), so the caller knows the signal took.
+_WAIT_STATE = ("for i in 1 2 3 4 5 6 7 8 9 10; do left=$(for p in $pids; do cat /proc/$p/stat 2>/dev/null; done | "
+               "awk '{{ sub(/.*\\) /, \"\"); if (index(\"{states}\", $1) == 0) n++ }} END {{ print n + 0 }}'); "
+               "[ \"$left\" = 0 ] && break; sleep 0.1; done; true")
+_SETTLED = {"KILL": "Z", "STOP": "TtZ"}
 
 
 @dataclass(frozen=True)
@@ -234,8 +238,9 @@ class RemoteProcess:
         own sessions, and they keep the command's output open."""
         self._pump(time.monotonic())
         if self.pid is not None and not self._chan.exit_status_ready():
-            self._ssh.run(_SIGNAL_TREE.format(root=self.pid, sig=shlex.quote(sig),
-                                              wait=_WAIT_GONE if sig == "KILL" else "true"), timeout=30)
+            settled = _SETTLED.get(sig)
+            wait = _WAIT_STATE.format(states=settled) if settled else "true"
+            self._ssh.run(_SIGNAL_TREE.format(root=self.pid, sig=shlex.quote(sig), wait=wait), timeout=30)
 
     def kill(self) -> None:
         """SIGKILL the command's process group (a stopped process dies too) and let it go."""
