@@ -230,6 +230,24 @@ class NvmeTrace:
         return found[0]
 
 
+    def aer_diagnosis(self) -> str:
+        """Why a driver waiting for an Error AER got none, as QEMU's trace tells it (7.2's
+        nvme_process_db / nvme_process_aers)."""
+        bad = [ln for ln in self.lines() if ln.startswith("pci_nvme_ub_db_wr_invalid")]
+        if cfs := self.find("pci_nvme_err_cfs"):
+            errs = self.find("pci_nvme_err_addr_read") + self.find("pci_nvme_err_addr_write")
+            return f"controller fatal status (CSTS.CFS): {' | '.join((errs + cfs)[:2])}"
+        if not bad:
+            return "QEMU saw no invalid doorbell write"
+        if masked := self.find("pci_nvme_aer_masked") + self.find("pci_nvme_enqueue_event_masked"):
+            return (f"QEMU saw {bad[0]} but masked the error event until log page 01h is read: {masked[-1]}")
+        if self.find("pci_nvme_no_outstanding_aers") or not self.find("pci_nvme_enqueue_event"):
+            return f"QEMU saw {bad[0]} but no Asynchronous Event Request was outstanding"
+        if posted := self.find("pci_nvme_aer_post_cqe"):
+            return f"QEMU posted the AER completion ({posted[-1]}): the driver did not reap it"
+        return f"QEMU saw {bad[0]} and queued the event, but posted no AER completion"
+
+
 REG_CC, REG_ASQ, REG_ACQ = 0x14, 0x28, 0x30
 CC_ENABLE_4K = 0x00460001  # EN, 4 KiB pages, NVM command set, 64-byte SQ and 16-byte CQ entries
 

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, crash, faults, image, topology
+from . import __version__, accel, crash, faults, image, spdk, topology
 from .errors import DeadlineError, TbctlError
 from .faults import Hotplug
 from .machine import Machine
@@ -91,6 +91,15 @@ class Bed:
         marker = item.get_closest_marker("tb_timeout")
         base = marker.args[0] if marker else getattr(item.module, "TIMEOUT", DEFAULT_TIMEOUT)
         return base * ACCEL_SCALE.get(self._accel or "tcg", 1.0)
+
+    def spdk_app(self, rel: str) -> str:
+        """Where the guest sees SPDK app `rel`: skips the test without an SPDK tree, fails it when
+        the tree lacks the app."""
+        if self.spdk_dir is None:
+            pytest.skip("needs an SPDK tree: tbctl run SUITE --spdk-dir DIR")
+        if not (self.spdk_dir / rel).is_file():
+            pytest.fail(f"--spdk-dir {self.spdk_dir}: no {rel} (is SPDK built?)")
+        return spdk.app(rel)
 
     def boot(self, artifacts: Path) -> Machine:
         shares = {"spdk": self.spdk_dir} if self.spdk_dir else None

@@ -38,7 +38,8 @@ _SIGNAL_TREE = (
 # task in D state may stay), after SIGSTOP stopped (T), so the caller knows the signal took.
 _WAIT_STATE = ("for i in 1 2 3 4 5 6 7 8 9 10; do left=$(for p in $pids; do cat /proc/$p/stat 2>/dev/null; done | "
                "awk '{{ sub(/.*\\) /, \"\"); if (index(\"{states}\", $1) == 0) n++ }} END {{ print n + 0 }}'); "
-               "[ \"$left\" = 0 ] && break; sleep 0.1; done; true")
+               "[ \"$left\" = 0 ] && break; sleep 0.1; done; [ \"$left\" = 0 ] || "
+               "{{ for p in $pids; do cat /proc/$p/stat 2>/dev/null; done >&2; exit 3; }}")
 _SETTLED = {"KILL": "Z", "STOP": "TtZ"}
 
 
@@ -240,7 +241,9 @@ class RemoteProcess:
         if self.pid is not None and not self._chan.exit_status_ready():
             settled = _SETTLED.get(sig)
             wait = _WAIT_STATE.format(states=settled) if settled else "true"
-            self._ssh.run(_SIGNAL_TREE.format(root=self.pid, sig=shlex.quote(sig), wait=wait), timeout=30)
+            res = self._ssh.run(_SIGNAL_TREE.format(root=self.pid, sig=shlex.quote(sig), wait=wait), timeout=30)
+            if res.rc == 3 and sig != "KILL":  # a task in D state outlives KILL for a while; that is no error
+                raise SSHError(f"SIG{sig} to {self.label}: not every process took it within 1 s: {res.stderr.strip()}")
 
     def kill(self) -> None:
         """SIGKILL the command's process group (a stopped process dies too) and let it go."""

@@ -9,19 +9,27 @@ in dmesg, no reset, the controller stays `live`; it emits a `change` uevent on t
 device with NVME_AEN=0x01IITT (log page 01h, info II, type TT) and re-arms the AER. It never
 reads log page 01h, so QEMU masks further error events until someone does (`nvme error-log`,
 rae=0): each case here reads it, as SPDK's test does.
+
+With --spdk-dir, SPDK's own test/nvme/doorbell_aers runs too, on the controller bound to
+uio_pci_generic: judged by its "Success:"/"Failure:" lines (it exits 0 after "Failure:") and by
+QEMU's trace; a wait for an AER that never comes is interrupted and reported with QEMU's reason.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from orchestrator import faults, guest
+from orchestrator import faults, guest, spdk
 from orchestrator.errors import DeadlineError
 from orchestrator.faults import Hotplug
 from orchestrator.machine import Machine
+from orchestrator.pytest_plugin import Bed
 
 TIMEOUT = 30  # seconds per test under KVM (scaled for TCG)
 ADMIN_WAIT = 10  # how long the "app" may wait for an admin completion that never comes
+AER_WAIT = 20  # how long SPDK's doorbell_aers may wait for one Error AER before it is interrupted
 
 
 def ctrl_dev(machine: Machine, ctrl_id: str = "nvme0") -> str:
@@ -96,3 +104,24 @@ def test_uio_close_clears_bus_master_and_the_next_admin_command_is_fatal(fresh_m
         assert trace.find("pci_nvme_err_addr_read"), "no failed SQ entry fetch in QEMU's trace"
     assert faults.controller_fatal(m, "nvme0", "host")
     print(f"diagnosis: controller fatal status (CSTS.CFS=1) after uio close; QEMU trace: {cfs}")
+
+
+def test_spdk_doorbell_aers(machine: Machine, hotplug: Hotplug, bed: Bed, artifacts: Path) -> None:
+    """SPDK's own test (test/nvme/doorbell_aers from --spdk-dir) on a controller bound to
+    uio_pci_generic: judged by its "Success:" lines, since it exits 0 after "Failure:" too, and
+    by QEMU's trace, which must show the three Error AERs posted. An AER that never comes is a
+    timeout with QEMU's reason, the app interrupted, never a hang."""
+    bed.spdk_app(spdk.DOORBELL_AERS)
+    ctrl = machine.topology.controller("nvme0")
+    bdf = hotplug.address(ctrl.id)
+    spdk.prepare(machine.ssh, [bdf], max(machine.topology.hugepages, spdk.HUGEPAGES))
+    try:
+        with faults.NvmeTrace(machine) as trace:
+            run = spdk.doorbell_aers(machine.ssh, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
+            why = trace.aer_diagnosis() if run.hung else ""
+            posted = [ln.split("info ", 1)[1].split()[0] for ln in trace.find("pci_nvme_aer_post_cqe", "type 0x0 ")]
+    finally:
+        guest.bind(machine.ssh, bdf, "nvme")
+        guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
+    run.check(AER_WAIT, why)
+    assert posted == ["0x0", "0x1", "0x1"], f"QEMU posted Error AERs with info {posted}, expected 0x0, 0x1, 0x1"

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from orchestrator import guest
+from orchestrator import guest, spdk
 from orchestrator.faults import Hotplug
 from orchestrator.hotplug_app import HotplugApp, KernelHotplugApp, SpdkHotplugApp
 from orchestrator.machine import Machine
@@ -28,8 +28,6 @@ from orchestrator.pytest_plugin import Bed
 TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
 CYCLES = 4  # hotplug cycles per controller
 EVENT_TIMEOUT = 15  # seconds for the app to report one event
-SPDK_MOUNT = "/mnt/spdk"
-SPDK_DRIVER = "uio_pci_generic"
 
 
 def hot_ctrls(machine: Machine) -> list[str]:
@@ -72,27 +70,23 @@ class Variant:
         ssh = self.machine.ssh
         if self.kind == "kernel":
             return KernelHotplugApp(ssh, self.artifacts / "app-kernel.log")
-        guest.mount_share(ssh, "spdk", SPDK_MOUNT)
-        guest.reserve_hugepages(ssh, max(self.machine.topology.hugepages, 64))
-        for c in hot_ctrls(self.machine):
-            guest.bind(ssh, self.hotplug.address(c), SPDK_DRIVER)
+        binary = self.bed.spdk_app(spdk.HOTPLUG)
+        spdk.prepare(ssh, [self.hotplug.address(c) for c in hot_ctrls(self.machine)],
+                     max(self.machine.topology.hugepages, spdk.HUGEPAGES))
         serials = {bdf: rec["serial"] for bdf, rec in guest.identities(ssh).items()}
-        return SpdkHotplugApp(ssh, self.artifacts / "app-spdk.log", f"{SPDK_MOUNT}/build/examples/hotplug", serials)
+        return SpdkHotplugApp(ssh, self.artifacts / "app-spdk.log", binary, serials)
 
     def returned(self, ctrl_id: str) -> None:
         """A controller is back on the bus: SPDK's app only sees it once it is bound to uio."""
         if self.kind == "spdk":
-            guest.bind(self.machine.ssh, self.hotplug.address(ctrl_id), SPDK_DRIVER)
+            guest.bind(self.machine.ssh, self.hotplug.address(ctrl_id), spdk.DRIVER)
 
 
 @pytest.fixture(params=["kernel", "spdk"])
 def variant(request: pytest.FixtureRequest, machine: Machine, hotplug: Hotplug, bed: Bed,
             artifacts: Path) -> Iterator[Variant]:
     if request.param == "spdk":
-        if bed.spdk_dir is None:
-            pytest.skip("needs an SPDK tree: tbctl run sw_hotplug --spdk-dir DIR")
-        if not (bed.spdk_dir / "build/examples/hotplug").is_file():
-            pytest.fail(f"--spdk-dir {bed.spdk_dir}: no build/examples/hotplug (is SPDK built?)")
+        bed.spdk_app(spdk.HOTPLUG)
     v = Variant(request.param, machine, hotplug, bed, artifacts)
     yield v
     restore(machine, hotplug)

@@ -16,6 +16,7 @@ from orchestrator.pytest_plugin import exit_code
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
+STANDIN = REPO / "tests" / "spdk_standin"
 
 
 def tbctl(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -53,7 +54,8 @@ def test_unknown_suite_is_one_line_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.vm
 def test_outcomes_are_told_apart(tmp_path: Path) -> None:
-    r = tbctl(tmp_path, "run", str(DEMO), "--junit", str(tmp_path / "j.xml"), "--json", str(tmp_path / "r.json"))
+    r = tbctl(tmp_path, "run", str(DEMO), "--spdk-dir", str(STANDIN), "--junit", str(tmp_path / "j.xml"),
+              "--json", str(tmp_path / "r.json"))
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
     res = json.loads((tmp_path / "r.json").read_text())
     by = {t["nodeid"].rsplit("::", 1)[1]: t for t in res["tests"]}
@@ -82,6 +84,12 @@ def test_outcomes_are_told_apart(tmp_path: Path) -> None:
     assert dead["outcome"] == "timed out" and dead["duration"] <= deadline + 5
     assert "nvme0: controller fatal status (CSTS.CFS=1); QEMU trace: pci_nvme_err" in dead["message"]
     assert "pci_nvme_err_cfs" in dead["message"]
+    spdk = by["test_spdk_app_waits_for_an_aer_that_never_comes"]
+    assert spdk["outcome"] == "timed out" and spdk["duration"] <= 60 * {"kvm": 1, "tcg": 3}[res["accel"]] + 5
+    assert ("no Error AER for test_write_invalid_db within 10 s, interrupted; QEMU saw pci_nvme_ub_db_wr_invalid_sq"
+            in spdk["message"] and "but no Asynchronous Event Request was outstanding" in spdk["message"])
+    assert "test_write_invalid_db (doorbell of a non-existent SQ (qid 2): Error AER info 0x0): Failure" in spdk["message"]
+    assert "exit status" not in spdk["message"]  # interrupted, SPDK's app prints Failure and still exits 0
 
 
 @pytest.mark.vm
@@ -106,13 +114,17 @@ def test_no_tests_selected_is_incomplete(tmp_path: Path) -> None:
 
 @pytest.mark.vm
 def test_spdk_path_with_the_stand_in_app(tmp_path: Path) -> None:
-    """The SPDK variant end to end: virtfs share, hugepages, uio binding, SPDK's output parsed."""
-    r = tbctl(tmp_path, "run", "sw_hotplug", "-k", "spdk", "--spdk-dir", str(REPO / "tests" / "spdk_standin"),
+    """The SPDK variants end to end: virtfs share, hugepages, uio binding, SPDK's output parsed;
+    doorbell_aers's stand-in drives the controller from userspace as SPDK's driver does."""
+    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "-k", "spdk", "--spdk-dir", str(STANDIN),
               "--json", str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    res = {t["nodeid"].rsplit("::", 1)[1]: t["outcome"] for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
-    assert res == {"test_orderly_hotplug[spdk]": "passed", "test_surprise_removal[spdk]": "passed",
-                   "test_hotplug_under_io[spdk]": "skipped"}
+    res = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
+    assert {k: t["outcome"] for k, t in res.items()} == {
+        "test_orderly_hotplug[spdk]": "passed", "test_surprise_removal[spdk]": "passed",
+        "test_hotplug_under_io[spdk]": "skipped", "test_spdk_doorbell_aers": "passed"}
+    log = (Path(res["test_spdk_doorbell_aers"]["artifacts"]) / "doorbell_aers.log").read_text()
+    assert log.count("Asynchronous Event received.") == 3 and log.count("Success: ") == 3
 
 
 @pytest.mark.vm

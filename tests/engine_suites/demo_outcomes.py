@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator import faults
+import pytest
+
+from orchestrator import faults, spdk
 from orchestrator.faults import Hotplug
 from orchestrator.hotplug_app import KernelHotplugApp
 from orchestrator.machine import Machine
+from orchestrator.pytest_plugin import Bed
 
 TIMEOUT = 5  # KVM seconds; x3 under TCG
+AER_WAIT = 10
 
 
 def test_passes(machine: Machine) -> None:
@@ -40,6 +44,21 @@ def test_after_the_hang_no_app_is_left(machine: Machine) -> None:
     """The hung app of the test before was killed at its deadline."""
     ps = machine.ssh.run("ps -eo stat=,comm=", timeout=10, check=True).stdout.splitlines()
     assert [line for line in ps if line.split()[-1] == "python3" and not line.startswith("Z")] == []
+
+
+@pytest.mark.tb_timeout(60)
+def test_spdk_app_waits_for_an_aer_that_never_comes(machine: Machine, hotplug: Hotplug, bed: Bed,
+                                                    artifacts: Path) -> None:
+    """The SPDK doorbell_aers stand-in told to arm no AER: it waits forever for the first Error
+    AER; tbctl interrupts it, and the timeout says why from QEMU's trace."""
+    bdf = hotplug.address("nvme0")
+    bed.spdk_app(spdk.DOORBELL_AERS)
+    spdk.prepare(machine.ssh, [bdf])
+    machine.ssh.run("mkdir -p /run/spdk-standin && touch /run/spdk-standin/no-aer", timeout=10, check=True)
+    with faults.NvmeTrace(machine) as trace:
+        run = spdk.doorbell_aers(machine.ssh, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
+        why = trace.aer_diagnosis()
+    run.check(AER_WAIT, why)
 
 
 def test_controller_dies_under_a_waiting_app(fresh_machine: Machine) -> None:
