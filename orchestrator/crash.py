@@ -1,47 +1,226 @@
-"""Console and QMP evidence -> crash findings with stable titles (a table of patterns, as
-syzkaller's pkg/report does). This wave knows the kernel's fatal reports and GUEST_PANICKED;
-titles carry no addresses, pids or timestamps, so one bug has one title in every run."""
+"""Text -> crash findings with stable titles, from a table of patterns, as syzkaller's pkg/report
+does: the guest kernel's reports (console, dmesg), apps' reports (their output, exit status, core
+dumps and gdb backtraces) and QEMU's (GUEST_PANICKED, QEMU itself dying).
+
+A title carries no address, pid, CPU number, timestamp or line number: the same bug gets the same
+title in every run, so flakes can be counted by title. Where a report names no function itself,
+the title takes the first frame of its call trace that is not generic plumbing (schedule,
+wait_for_completion, ...).
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV"}  # the ones a crash raises
 
 
 @dataclass(frozen=True)
 class Finding:
     title: str
+    source: str  # "kernel" | "app" | "qemu"
+    fatal: bool  # the guest cannot go on: the test ends at once rather than at its deadline
     evidence: str
+    at: int = 0  # offset in the text it was found in; reports are ordered by it
 
 
-# (pattern, title template); the first group, if any, is the function the report names.
-KERNEL_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"Kernel panic - not syncing: ([^\n]*)"), "kernel panic: {0}"),
-    (re.compile(r"general protection fault[^\n]*\n(?:[^\n]*\n){0,15}?[^\n]*RIP: \S+:([A-Za-z0-9_.]+)\+"),
-     "general protection fault in {0}"),
-    (re.compile(r"BUG: unable to handle page fault[^\n]*\n(?:[^\n]*\n){0,15}?[^\n]*RIP: \S+:([A-Za-z0-9_.]+)\+"),
-     "BUG: unable to handle page fault in {0}"),
-    (re.compile(r"kernel BUG at ([^\n!]*)!"), "kernel BUG at {0}"),
-    (re.compile(r"BUG: ([a-z][^\n]*?)(?: in \S+)?\n"), "BUG: {0}"),
-    (re.compile(r"Oops: [^\n]*\n(?:[^\n]*\n){0,15}?[^\n]*RIP: \S+:([A-Za-z0-9_.]+)\+"), "Oops in {0}"),
+_TIMESTAMP = re.compile(r"^(?:<\d>)?\[\s*\d+\.\d+\]\s?", re.M)
+# A call trace frame; one marked "? " is a stack word that only looks like a return address.
+_FRAME = re.compile(r"^\s*(\? )?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+", re.M)
+_SUFFIX = re.compile(r"(?:\.(?:part|cold|isra|constprop|llvm|lto_priv)(?:\.\d+)?)+$")
+_RIP = re.compile(r"RIP: [0-9a-f]{4}:([A-Za-z_][\w.]*)\+0x")
+# Frames that say nothing about the bug: scheduling, waiting, locking, entry code, dump helpers.
+_GENERIC_FRAME = re.compile(
+    r"^(?:__?schedule\w*|schedule\w*|io_schedule\w*|preempt_schedule\w*|wait_for_completion\w*|"
+    r"__wait_for_common|wait_for_common\w*|do_wait_for_common|\w*_timeout|__mutex_lock\w*|mutex_lock\w*|"
+    r"__down\w*|down\w*|rwsem_down\w*|_raw_spin\w*|__raw_spin\w*|native_\w+|dump_stack\w*|show_stack|"
+    r"__warn|warn_slowpath\w*|report_bug|handle_bug|exc_\w+|asm_\w+|do_syscall_64|entry_SYSCALL\w*|"
+    r"ret_from_fork\w*|kthread|worker_thread|process_one_work|rcu_\w+|print_\w+|panic|__sysvec\w*|"
+    r"sysvec_\w+|irq_exit\w*|__irq_exit\w*|__do_softirq|do_softirq\w*|cpuidle\w*|default_idle\w*|"
+    r"do_idle|cpu_startup_entry|start_secondary|secondary_startup_64\w*|x86_64_start\w*|"
+    r"kasan_\w+|__kasan_\w+|check_memory_region\w*|__asan_\w+|lock_acquire|__might_\w+|"
+    r"rest_init|arch_cpu_idle|io_wait_event\w*|blk_mq_get_tag|bit_wait\w*|out_of_line_wait_on_bit\w*|\w+_wait)$")
+
+
+def _func(name: str) -> str:
+    """A function name without the compiler's clone suffixes (.part.0, .cold, .isra.0...)."""
+    return _SUFFIX.sub("", name)
+
+
+def _first_frame(text: str, start: int, limit: int = 3000) -> str | None:
+    for m in _FRAME.finditer(text, start, min(len(text), start + limit)):
+        if not m.group(1) and not _GENERIC_FRAME.match(_func(m.group(2))):
+            return _func(m.group(2))
+    return None
+
+
+def _rip(text: str, start: int, limit: int = 2500) -> str | None:
+    m = _RIP.search(text, start, min(len(text), start + limit))
+    return _func(m.group(1)) if m else None
+
+
+def _where(text: str, start: int) -> str:
+    """The function a report is about: its RIP, else its first meaningful frame."""
+    func = _rip(text, start)
+    if func is None or _GENERIC_FRAME.match(func):
+        func = _first_frame(text, start) or func
+    return f" in {func}" if func else ""
+
+
+_NOISE = re.compile(r"\b0x[0-9a-f]+\b|\b[0-9a-f]{8,}\b|\b\d+\b")
+
+
+def _stable(s: str) -> str:
+    """A free-text part of a title without numbers or addresses (panic messages, BUG kinds)."""
+    return re.sub(r"\s+", " ", _NOISE.sub("", s)).strip(" .:,;")
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: re.Pattern[str]
+    title: Callable[[re.Match[str], str], str]  # (match, whole text) -> title
+    fatal: bool
+
+
+def _rule(regex: str, title: Callable[[re.Match[str], str], str], fatal: bool) -> Rule:
+    return Rule(re.compile(regex, re.M), title, fatal)
+
+
+KERNEL_RULES: list[Rule] = [
+    _rule(r"^BUG: KASAN: ([\w-]+) in ([A-Za-z_][\w.]*)", lambda m, t: f"KASAN: {m[1]} in {_func(m[2])}", False),
+    _rule(r"^BUG: kernel NULL pointer dereference",
+          lambda m, t: "BUG: kernel NULL pointer dereference" + _where(t, m.start()), True),
+    _rule(r"^BUG: unable to handle page fault", lambda m, t: "BUG: unable to handle page fault" + _where(t, m.start()),
+          True),
+    _rule(r"^general protection fault", lambda m, t: "general protection fault" + _where(t, m.start()), True),
+    _rule(r"^kernel BUG at (\S+?)(?::\d+)?!", lambda m, t: "kernel BUG" + (_where(t, m.start()) or f" at {m[1]}"),
+          True),
+    _rule(r"^watchdog: BUG: soft lockup - CPU#\d+ stuck for \d+s!",
+          lambda m, t: "BUG: soft lockup" + _where(t, m.start()), False),
+    _rule(r"^BUG: (?!KASAN|kernel NULL|unable to handle|soft lockup)([a-z][\w -]*?)(?::| at | in |$)",
+          lambda m, t: f"BUG: {_stable(m[1])}" + _where(t, m.start()), False),
+    _rule(r"^WARNING: CPU: \d+ PID: \d+ at \S+ ([A-Za-z_][\w.]*)\+0x", lambda m, t: f"WARNING in {_func(m[1])}", False),
+    _rule(r"^INFO: task \S+:\d+ blocked for more than \d+ seconds",
+          lambda m, t: "INFO: task hung" + (f" in {f}" if (f := _first_frame(t, m.start())) else ""), False),
+    _rule(r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls? on CPUs?",
+          lambda m, t: "INFO: rcu detected stall" + _where(t, m.start()), False),
+    _rule(r"^Oops: ", lambda m, t: "Oops" + _where(t, m.start()), True),
+    _rule(r"^Kernel panic - not syncing: (.*)$", lambda m, t: f"kernel panic: {_stable(m[1])}", True),
 ]
-_NOISE = re.compile(r"\b0x[0-9a-f]+\b|\b\d{3,}\b|\[\s*\d+\.\d+\]")
+
+APP_RULES: list[Rule] = [
+    # glibc: "prog: file.c:123: func: Assertion `expr' failed."
+    _rule(r"^(?!\S*qemu-system-)[^\s:]+: [^\s:]+:\d+: (?:[^:\n]*? )?([A-Za-z_][\w:~]*)(?:\([^)\n]*\))?: Assertion `(.+)' failed\.",
+          lambda m, t: f"Assertion `{m[2]}' failed in {m[1]}", False),
+    # what a shell prints for a child that died: dash/busybox "Aborted (core dumped)", bash
+    # "bash: line 1:  1234 Segmentation fault      (core dumped) ./app"
+    _rule(r"^(?:\S+: line \d+: +\d+ )?(Segmentation fault|Aborted|Bus error|Illegal instruction|"
+          r"Floating point exception)(?: +\(core dumped\))?(?: +(\S+).*)?$",
+          lambda m, t: _SHELL_SIGNALS[m[1]] + (f" in {_program(m[2])}" if m[2] else ""), False),
+    _rule(r"^timeout: the monitored command dumped core$", lambda m, t: "core dumped", False),
+    # the kernel's one-line note of a user fault (dmesg): "prog[pid]: segfault at ... in lib.so[...]"
+    _rule(r"^([\w.-]+)\[\d+\]: segfault at \S+ ip \S+ sp \S+ error \d+(?: in ([\w.+-]+?)\[)?",
+          lambda m, t: f"SIGSEGV in {m[1]}" + (f" ({m[2]})" if m[2] else ""), False),
+]
+
+_SHELL_SIGNALS = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
+                  "Illegal instruction": "SIGILL", "Floating point exception": "SIGFPE"}
 
 
-def _stable(text: str) -> str:
-    return _NOISE.sub("", text).strip().rstrip(".:")
+def _program(word: str) -> str:
+    return word.strip("\"'").rsplit("/", 1)[-1]
 
 
-def kernel_findings(console: str) -> list[Finding]:
-    found = []
-    for pattern, title in KERNEL_PATTERNS:
-        for m in pattern.finditer(console):
-            found.append(Finding(title.format(*(_stable(g) for g in m.groups())),
-                                 console[max(0, m.start() - 200):m.end() + 200]))
-    return found
+QEMU_RULES: list[Rule] = [
+    _rule(r"^\S*qemu-system-\w+: \S+:\d+: ([A-Za-z_]\w*): Assertion `(.+)' failed\.",
+          lambda m, t: f"QEMU: Assertion `{m[2]}' failed in {m[1]}", True),
+    _rule(r"^\*\*\nERROR:\S+:\d+:([A-Za-z_]\w*): (.*)$", lambda m, t: f"QEMU: {_stable(m[2])} in {m[1]}", True),
+]
+
+
+def clean(text: str) -> str:
+    """Console or dmesg text without timestamps and carriage returns."""
+    return _TIMESTAMP.sub("", text.replace("\r\n", "\n"))
+
+
+def scan(text: str, rules: list[Rule], source: str) -> list[Finding]:
+    """Every report the rules find, in the order they appear. One report often matches several
+    rules (a page fault prints "BUG: unable to handle ...", then "Oops:", then "Kernel panic -
+    not syncing: Fatal exception"): a match within a few lines after another one is part of it."""
+    found: list[Finding] = []
+    for rule in rules:
+        for m in rule.pattern.finditer(text):
+            found.append(Finding(rule.title(m, text), source, rule.fatal,
+                                 text[max(0, m.start() - 300):m.end() + 1500], m.start()))
+    found.sort(key=lambda f: f.at)
+    reports: list[Finding] = []
+    for f in found:
+        prev = reports[-1] if reports else None
+        if prev and f.at - prev.at < 2000 and text.count("\n", prev.at, f.at) < 40 and \
+                (f.title.startswith(("Oops", "kernel panic: Fatal exception")) or
+                 f.title == "core dumped" or f.title.startswith("SIG")):
+            if f.fatal and not prev.fatal:
+                reports[-1] = Finding(prev.title, prev.source, True, prev.evidence, prev.at)
+            continue
+        reports.append(f)
+    return reports
+
+
+def kernel_findings(text: str) -> list[Finding]:
+    return scan(clean(text), KERNEL_RULES, "kernel")
+
+
+def app_findings(text: str) -> list[Finding]:
+    return scan(clean(text), APP_RULES, "app")
+
+
+def exit_finding(rc: int, cmd: str) -> Finding | None:
+    """A guest command that died of a crash signal (the shell's 128+N)."""
+    sig = SIGNALS.get(rc - 128) if rc > 128 else None
+    if sig is None:
+        return None
+    words = [w for w in cmd.split() if w not in ("exec", "stdbuf") and not w.startswith("-")]
+    return Finding(f"{sig} in {_program(words[0]) if words else '?'}", "app", False, f"exit status {rc}: {cmd[:300]}")
+
+
+_BT_FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?([A-Za-z_][\w:~<>]*) \(", re.M)
+_BT_SKIP = re.compile(r"^(?:__GI_\w+|__pthread_kill\w*|pthread_kill\w*|raise|gsignal|abort|__assert_fail\w*|"
+                      r"__libc_\w+|__restore_rt|__pthread_\w+|_start|start_thread|clone\w*|__clone\w*|"
+                      r"__sigaction|__kernel_vsyscall)$")
+
+
+def core_finding(signal: int, exe: str, backtrace: str) -> Finding:
+    """A core dump, titled by its signal and the crashing thread's first own frame."""
+    sig = SIGNALS.get(signal, f"signal {signal}")
+    # gdb numbers the core's first thread, the one the signal killed, 1 (and lists it last).
+    blocks = re.split(r"^(?=Thread \d+ )", backtrace, flags=re.M)
+    crashing = next((b for b in blocks if b.startswith("Thread 1 ")), backtrace)
+    frames = [m.group(1) for m in _BT_FRAME.finditer(crashing)]
+    own = next((f for f in frames if not _BT_SKIP.match(f)), None)
+    prog = exe.rsplit("/", 1)[-1]
+    return Finding(f"{sig} in {own}" if own else f"{sig} in {prog}", "app", False, backtrace[:4000])
 
 
 def qmp_findings(events: list[dict[str, Any]]) -> list[Finding]:
-    return [Finding("guest panicked (pvpanic GUEST_PANICKED)", str(e.get("data", {})))
+    return [Finding("guest panicked (pvpanic GUEST_PANICKED)", "qemu", True, str(e.get("data", {})))
             for e in events if e.get("event") == "GUEST_PANICKED"]
+
+
+def qemu_findings(stderr: str, returncode: int | None) -> list[Finding]:
+    """QEMU died on its own: its assertion or error, else how it exited."""
+    found = scan(stderr, QEMU_RULES, "qemu")
+    if found:
+        return found[:1]
+    if returncode is not None and returncode < 0:
+        sig = SIGNALS.get(-returncode, f"signal {-returncode}")
+        return [Finding(f"QEMU died of {sig}", "qemu", True, stderr[-2000:])]
+    return [Finding(f"QEMU exited unexpectedly (status {returncode})", "qemu", True, stderr[-2000:])]
+
+
+def title(text: str) -> str | None:
+    """The title of the first report in `text`, kernel or app (the corpus test's question)."""
+    text = clean(text)
+    found = scan(text, KERNEL_RULES, "kernel") + scan(text, APP_RULES, "app") + scan(text, QEMU_RULES, "qemu")
+    return min(found, key=lambda f: f.at).title if found else None

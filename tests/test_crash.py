@@ -1,0 +1,74 @@
+"""Crash titles: every sample of the corpus (tests/crash_corpus/) gets its expected title."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator import crash
+
+CORPUS = sorted((Path(__file__).parent / "crash_corpus").glob("*.txt"))
+
+
+def sample(path: Path) -> tuple[str, str]:
+    first, text = path.read_text().split("\n", 1)
+    assert first.startswith("TITLE: "), f"{path.name}: first line must be 'TITLE: ...'"
+    return first[len("TITLE: "):], text
+
+
+def test_the_corpus_is_there() -> None:
+    assert len(CORPUS) >= 15
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_corpus_title(path: Path) -> None:
+    want, text = sample(path)
+    assert crash.title(text) == (None if want == "none" else want)
+
+
+def test_titles_are_stable_across_runs() -> None:
+    """Addresses, pids, CPUs and timestamps change from run to run; the title must not."""
+    _, text = sample(Path(__file__).parent / "crash_corpus" / "gpf-run-timers.txt")
+    other = (text.replace("812.", "97.").replace("CPU: 0 PID: 0", "CPU: 1 PID: 4711")
+             .replace("0x1b7/0x2b0", "0x1c3/0x2b0").replace("dead000000000122", "dead000000000100"))
+    assert crash.title(other) == crash.title(text) == "general protection fault in __run_timers"
+
+
+def test_one_report_is_one_finding() -> None:
+    """A page fault prints BUG, Oops and the panic that follows: one report, fatal."""
+    _, text = sample(Path(__file__).parent / "crash_corpus" / "gpf-run-timers.txt")
+    found = crash.kernel_findings(text)
+    assert [f.title for f in found] == ["general protection fault in __run_timers"] and found[0].fatal
+    warn = crash.kernel_findings(sample(Path(__file__).parent / "crash_corpus" / "warning-nvme-core.txt")[1])
+    assert [(f.title, f.fatal) for f in warn] == [("WARNING in nvme_remove_namespaces", False)]
+
+
+def test_core_dump_backtrace_title() -> None:
+    bt = """
+Thread 2 (Thread 0x7f3a1bfff6c0 (LWP 1772)):
+#0  0x00007f3a1c8f2f16 in epoll_wait (epfd=3, events=0x7f3a1bffe9a0) at ../sysdeps/unix/sysv/linux/epoll_wait.c:30
+#1  0x00007f3a1c9a1b12 in eal_intr_thread_main (arg=<optimized out>) at ../lib/eal/linux/eal_interrupts.c:1033
+
+Thread 1 (Thread 0x7f3a1c2b7a80 (LWP 1771)):
+#0  __pthread_kill_implementation (threadid=<optimized out>, signo=signo@entry=6, no_tid=no_tid@entry=0) at ./nptl/pthread_kill.c:44
+#1  0x00007f3a1c88ff1f in __pthread_kill_internal (signo=6, threadid=<optimized out>) at ./nptl/pthread_kill.c:78
+#2  0x00007f3a1c840fb2 in __GI_raise (sig=sig@entry=6) at ../sysdeps/posix/raise.c:26
+#3  0x00007f3a1c82b472 in __GI_abort () at ./stdlib/abort.c:79
+#4  0x00007f3a1c82b395 in __assert_fail_base (fmt=0x7f3a1c99fa90 "%s%s%s:%u: %s%sAssertion `%s' failed.") at ./assert/assert.c:92
+#5  0x00007f3a1c839eb2 in __GI___assert_fail (assertion=0x55d0 "qpair->poll_group") at ./assert/assert.c:101
+#6  0x000055d0c1a2b6e1 in nvme_rdma_qpair_destroy (qpair=0x2000003d4cc0) at nvme_rdma.c:2098
+#7  0x000055d0c1a2c011 in nvme_rdma_ctrlr_delete_io_qpair (ctrlr=<optimized out>) at nvme_rdma.c:2380
+"""
+    f = crash.core_finding(6, "/mnt/spdk/build/examples/reconnect", bt)
+    assert f.title == "SIGABRT in nvme_rdma_qpair_destroy"
+
+
+def test_exit_status_and_qemu() -> None:
+    assert crash.exit_finding(139, "exec stdbuf -oL /mnt/spdk/build/examples/hotplug -t 5").title == "SIGSEGV in hotplug"
+    assert crash.exit_finding(137, "sleep 600") is None  # KILL is how tbctl ends a command, not a crash
+    assert crash.exit_finding(1, "false") is None
+    assert crash.qemu_findings("", -11)[0].title == "QEMU died of SIGSEGV"
+    assert crash.qemu_findings("qemu-system-x86_64: terminating on signal 15\n", 0)[0].title == \
+        "QEMU exited unexpectedly (status 0)"
+    assert crash.qmp_findings([{"event": "GUEST_PANICKED", "data": {"action": "pause"}}])[0].fatal
