@@ -11,8 +11,11 @@ wait_for_completion, ...).
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from .errors import DeadlineError, MachineError
 
 SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV"}  # the ones a crash raises
 
@@ -20,7 +23,7 @@ SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV"}  
 @dataclass(frozen=True)
 class Finding:
     title: str
-    source: str  # "kernel" | "app" | "qemu"
+    source: str  # "kernel" | "app" | "core" | "qemu"
     fatal: bool  # the guest cannot go on: the test ends at once rather than at its deadline
     evidence: str
     at: int = 0  # offset in the text it was found in; reports are ordered by it
@@ -200,7 +203,24 @@ def core_finding(signal: int, exe: str, backtrace: str) -> Finding:
     frames = [m.group(1) for m in _BT_FRAME.finditer(crashing)]
     own = next((f for f in frames if not _BT_SKIP.match(f)), None)
     prog = exe.rsplit("/", 1)[-1]
-    return Finding(f"{sig} in {own}" if own else f"{sig} in {prog}", "app", False, backtrace[:4000])
+    return Finding(f"{sig} in {own}" if own else f"{sig} in {prog}", "core", False, backtrace[:4000])
+
+
+def one_per_app_crash(findings: list[Finding]) -> list[Finding]:
+    """An app that failed an assertion also aborted, dumped core and exited 134: one crash. Keep
+    the most telling title: the assertion, else the core's backtrace, else the exit status or
+    the shell's note."""
+    asserted = any(f.title.startswith("Assertion") for f in findings)
+    cored = {f.title.split()[0] for f in findings if f.source == "core"}
+    kept = []
+    for f in findings:
+        sig = f.title.split()[0] if f.title.startswith("SIG") else None
+        if sig and ((asserted and sig == "SIGABRT") or (f.source == "app" and sig in cored)):
+            continue
+        if f.title == "core dumped" and (asserted or cored):
+            continue
+        kept.append(f)
+    return kept
 
 
 def qmp_findings(events: list[dict[str, Any]]) -> list[Finding]:
@@ -224,3 +244,60 @@ def title(text: str) -> str | None:
     text = clean(text)
     found = scan(text, KERNEL_RULES, "kernel") + scan(text, APP_RULES, "app") + scan(text, QEMU_RULES, "qemu")
     return min(found, key=lambda f: f.at).title if found else None
+
+
+# The start of a fatal kernel report in raw console text (lines carry printk timestamps), and
+# what ends one: the panic line, or the "---[ end" trailer.
+_FATAL_START = re.compile(r"^(?:\[\s*\d+\.\d+\] ?)?(?:" + "|".join(
+    r.pattern.pattern.lstrip("^") for r in KERNEL_RULES if r.fatal) + ")", re.M)
+_REPORT_END = re.compile(r"---\[ end |Kernel panic - not syncing")
+REPORT_GRACE = 2.0  # seconds a started report gets to print its call trace
+
+
+class CrashWatch:
+    """Watches one machine's console and QMP events while a test runs and calls `on_fatal` once,
+    from its own thread, with the first fatal finding: a panicked guest ends the test at once
+    instead of at its deadline."""
+
+    def __init__(self, console: Any, qmp: Any, console_mark: int, qmp_mark: int,
+                 on_fatal: Callable[[Finding], None], name: str = "vm"):
+        self.console, self.qmp, self.on_fatal = console, qmp, on_fatal
+        self.console_mark, self.qmp_mark = console_mark, qmp_mark
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"crash-watch-{name}", daemon=True)
+
+    def start(self) -> "CrashWatch":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(REPORT_GRACE + 2)
+
+    def _panicked(self) -> Finding | None:
+        found = qmp_findings(self.qmp.events(self.qmp_mark)) if self.qmp is not None else []
+        return found[0] if found else None
+
+    def _run(self) -> None:
+        pos = self.console_mark
+        while not self._stop.is_set():
+            try:
+                m = self.console.wait_for([_FATAL_START], 0.5, after=pos)
+            except DeadlineError:
+                if f := self._panicked():
+                    self.on_fatal(f)
+                    return
+                continue
+            except MachineError:  # the console closed: QEMU is gone
+                if f := self._panicked():
+                    self.on_fatal(f)
+                return
+            try:
+                self.console.wait_for([_REPORT_END], REPORT_GRACE, after=m.start())
+            except (DeadlineError, MachineError):
+                pass
+            fatal = [f for f in kernel_findings(self.console.text[self.console_mark:]) if f.fatal]
+            if fatal:
+                self.on_fatal(fatal[0])
+                return
+            pos = m.end()

@@ -42,6 +42,7 @@ MARKER_UDEV = "TBCTL-READY udev"
 MARKER_PROBE = "TBCTL-PROBE-OK"
 MARKER_FAILED = "TBCTL-BOOT-FAILED"
 MARKER_SHUTDOWN = "TBCTL-SHUTDOWN"
+CORE_DIR = "/var/tbctl/cores"  # guest core_pattern: core.PID.SIGNAL.EXE (EXE's "/" as "!")
 
 GUEST_LIBDIR = "/usr/local/lib/tbctl"
 GUEST_INIT = f"{GUEST_LIBDIR}/init"
@@ -257,7 +258,7 @@ def _write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
 def _customize(recipe: Recipe, rootfs: Path, work: Path, log: Path) -> None:
     ctx = dict(hostname=recipe.hostname, libdir=GUEST_LIBDIR, guest_ip="10.0.2.15", gateway_ip="10.0.2.2",
                marker_ready=MARKER_READY, marker_udev=MARKER_UDEV, marker_shutdown=MARKER_SHUTDOWN,
-               marker_failed=MARKER_FAILED, early_modules=recipe.early_modules)
+               marker_failed=MARKER_FAILED, early_modules=recipe.early_modules, core_dir=CORE_DIR)
     lib = rootfs / GUEST_LIBDIR.lstrip("/")
     _write(lib / "rc.boot", render("image/rc.boot.sh.j2", **ctx), 0o755)
     _write(lib / "rc.shutdown", render("image/rc.shutdown.sh.j2", **ctx), 0o755)

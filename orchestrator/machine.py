@@ -72,6 +72,7 @@ class Machine:
         self._ssh: SSH | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.timings: dict[str, float] = {}
+        self.stopped = False  # tbctl shut it down (QEMU gone otherwise means QEMU died)
 
     # -- building the command line -------------------------------------------------------------
 
@@ -173,6 +174,11 @@ class Machine:
                     continue  # another process took the port between our check and QEMU's bind
                 raise MachineError(f"{self.name}: QEMU failed to start (exit {self._proc.returncode}): "
                                    f"{err.strip()[-1500:]}") from None
+
+    @property
+    def returncode(self) -> int | None:
+        """QEMU's exit status once it exited (negative: the signal), if tbctl started it."""
+        return self._proc.poll() if self._proc is not None else None
 
     def qemu_alive(self) -> bool:
         if self._proc is not None:
@@ -311,6 +317,7 @@ class Machine:
         """Guest poweroff -> QMP quit -> SIGTERM -> SIGKILL, each with a deadline; then remove the
         run directory and the registry record. Returns the step that ended QEMU."""
         how = "already exited"
+        self.stopped = True
         if self.qemu_alive():
             how = self._stop(graceful)
         self._close_channels()

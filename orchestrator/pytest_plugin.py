@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import random
 import re
+import shlex
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,10 @@ class TestDeadline(DeadlineError):
     """The per-test deadline fired."""
 
     __test__ = False  # not a pytest test class
+
+
+class GuestCrashed(TbctlError):
+    """A fatal crash report (panic, oops, GUEST_PANICKED) ended the test before its deadline."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -125,6 +131,7 @@ _MACHINES = pytest.StashKey[list]()
 _KIND = pytest.StashKey[str]()
 _DIR = pytest.StashKey[Path]()
 _DIAGNOSIS = pytest.StashKey[str]()
+_CRASHES = pytest.StashKey[list]()
 
 
 def _safe(nodeid: str) -> str:
@@ -232,13 +239,37 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     def fire(signum: int, frame: Any) -> None:
         raise TestDeadline(f"test deadline of {limit:g} s fired; {_in_flight(item)}")
 
-    previous = signal.signal(signal.SIGALRM, fire)
+    crashed: list[crash.Finding] = []
+    armed = threading.Lock()
+    main = threading.main_thread().ident
+
+    def on_fatal(finding: crash.Finding) -> None:  # from a watcher thread
+        with armed:
+            if not crashed and watches:
+                crashed.append(finding)
+                signal.pthread_kill(main, signal.SIGUSR1)  # type: ignore[arg-type]
+
+    def end(signum: int, frame: Any) -> None:
+        raise GuestCrashed(f"guest crashed: {crashed[0].title}" if crashed else "guest crashed")
+
+    previous = signal.signal(signal.SIGALRM, fire), signal.signal(signal.SIGUSR1, end)
+    watches: list[crash.CrashWatch] = []
+    for m, console_mark, qmp_mark, _ in item.stash.get(_MACHINES, []):
+        if m.console is not None:
+            watches.append(crash.CrashWatch(m.console, m._qmp, console_mark, qmp_mark, on_fatal, m.name))
+    for w in list(watches):
+        w.start()
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        with armed:
+            stopping, watches[:] = list(watches), []
+        for w in stopping:
+            w.stop()
+        signal.signal(signal.SIGALRM, previous[0])
+        signal.signal(signal.SIGUSR1, previous[1])
 
 
 def _kill_hung(item: pytest.Item) -> list[str]:
@@ -278,13 +309,61 @@ def _diagnose(item: pytest.Item) -> str:
 
 # -- outcomes -------------------------------------------------------------------------------------
 
-def _crashes(item: pytest.Item) -> list[crash.Finding]:
-    found: list[crash.Finding] = []
-    for m, console_mark, qmp_mark, _ in item.stash.get(_MACHINES, []):
+def _crashes(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
+    """Every crash report of this test's slice of each machine's life: the kernel's on the
+    console, GUEST_PANICKED, QEMU dying, apps' reports in the guest commands' output and their
+    core dumps (each with gdb's backtrace in the artifacts)."""
+    found: list[tuple[Machine, crash.Finding]] = []
+    for m, console_mark, qmp_mark, cmd_mark in item.stash.get(_MACHINES, []):
+        mine: list[crash.Finding] = []
         if m.console is not None:
-            found += crash.kernel_findings(m.console.text[console_mark:])
+            mine += crash.kernel_findings(m.console.text[console_mark:])
         if m._qmp is not None:
-            found += crash.qmp_findings(m._qmp.events(qmp_mark))
+            mine += crash.qmp_findings(m._qmp.events(qmp_mark))
+        if not m.stopped and not m.qemu_alive():
+            mine += crash.qemu_findings((m.artifacts / "qemu.stderr").read_text(errors="replace"), m.returncode)
+        app = _app_findings(m.artifacts / "commands.log", cmd_mark)
+        if not any(f.fatal for f in mine) and m.qemu_alive() and m._ssh is not None:
+            app += _core_findings(m, _test_dir(item, item.config.stash[_BED]))
+        found += [(m, f) for f in mine + crash.one_per_app_crash(app)]
+    return found
+
+
+_COMMAND = re.compile(r"^\$ (.*)\n# exit (-?\d+) in ", re.M)
+
+
+def _app_findings(log: Path, mark: int) -> list[crash.Finding]:
+    if not log.exists():
+        return []
+    with open(log, "rb") as f:
+        f.seek(mark)
+        text = f.read().decode(errors="replace")
+    exits = [crash.exit_finding(int(m[2]), m[1]) for m in _COMMAND.finditer(text)]
+    return crash.app_findings(text) + [f for f in exits if f]
+
+
+def _core_findings(m: Machine, artifacts: Path) -> list[crash.Finding]:
+    """Cores the guest's core_pattern left: each gets gdb's `thread apply all bt` in the test's
+    artifacts, and is then removed so the next test does not report it again."""
+    try:
+        names = m.ssh.run(f"ls {image.CORE_DIR}", timeout=15).stdout.split()
+    except TbctlError:
+        return []
+    found = []
+    for name in names:
+        parts = name.split(".", 3)  # core.PID.SIGNAL.EXE
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        exe, core = parts[3].replace("!", "/"), f"{image.CORE_DIR}/{name}"
+        q = shlex.quote
+        try:
+            bt = m.ssh.run(f"gdb -batch -nx -ex 'thread apply all bt' {q(exe)} {q(core)} 2>&1; rm -f {q(core)}",
+                           timeout=120).stdout
+        except TbctlError as e:
+            bt = f"gdb failed: {e}"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        (artifacts / f"core-{exe.rsplit('/', 1)[-1]}-{parts[1]}.bt.txt").write_text(bt)
+        found.append(crash.core_finding(int(parts[2]), exe, bt))
     return found
 
 
@@ -297,20 +376,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         kind = "skipped" if rep.skipped else "infrastructure error" if rep.failed else None
     elif rep.when == "call":
         kind = "passed" if rep.passed else "skipped" if rep.skipped else "failed"
-        if rep.failed:
-            findings = _crashes(item)
-            exc = call.excinfo.value if call.excinfo else None
-            if findings:
-                kind = "guest crashed"
-                rep.sections.append(("guest crash", "\n".join(f.title for f in findings)))
-            elif isinstance(exc, DeadlineError):
-                kind = "timed out"
-                diagnosis = _diagnose(item)  # first, while everything that hung is still there
-                if diagnosis:
-                    rep.sections.append(("diagnosis", diagnosis))
-                    item.stash[_DIAGNOSIS] = diagnosis
-                if isinstance(exc, TestDeadline):
-                    rep.sections.append(("deadline", "\n".join(_kill_hung(item)) or "nothing left to kill"))
+        findings = _crashes(item) if not rep.skipped else []
+        exc = call.excinfo.value if call.excinfo else None
+        fatal = {m for m, f in findings if f.fatal}
+        if isinstance(exc, DeadlineError) and not fatal:
+            kind = "timed out"
+            diagnosis = _diagnose(item)  # first, while everything that hung is still there
+            if diagnosis:
+                rep.sections.append(("diagnosis", diagnosis))
+                item.stash[_DIAGNOSIS] = diagnosis
+            if isinstance(exc, TestDeadline):
+                rep.sections.append(("deadline", "\n".join(_kill_hung(item)) or "nothing left to kill"))
+        if findings:
+            kind = "guest crashed"
+            titles = list(dict.fromkeys(f.title for _, f in findings))
+            item.stash[_CRASHES] = titles
+            rep.sections.append(("guest crash", "\n\n".join(f"{f.title}\n{f.evidence}" for _, f in findings)))
+            if rep.passed:  # a passing test that crashed something did not pass
+                rep.outcome, rep.longrepr = "failed", "guest crashed: " + "; ".join(titles)
+            for m in fatal:
+                m.shutdown(graceful=False)  # a panicked guest answers nothing: do not wait on it
     elif rep.when == "teardown" and rep.failed:
         kind = "infrastructure error"
     if kind:
@@ -327,6 +412,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         entry["duration"] = round(entry["duration"] + rep.duration, 3)
         if rep.failed and "message" not in entry:
             entry["message"] = _message(call)
+            if _CRASHES in item.stash:
+                crashed = "guest crashed: " + "; ".join(item.stash[_CRASHES])
+                entry["message"] = crashed + ("\n" + entry["message"] if entry["message"] else "")
             if _DIAGNOSIS in item.stash:
                 entry["message"] += "\ndiagnosis: " + item.stash[_DIAGNOSIS]
 

@@ -72,3 +72,14 @@ def test_exit_status_and_qemu() -> None:
     assert crash.qemu_findings("qemu-system-x86_64: terminating on signal 15\n", 0)[0].title == \
         "QEMU exited unexpectedly (status 0)"
     assert crash.qmp_findings([{"event": "GUEST_PANICKED", "data": {"action": "pause"}}])[0].fatal
+
+
+def test_one_title_per_app_crash() -> None:
+    out = ("python3: nvme_rdma.c:2098: nvme_rdma_qpair_destroy: Assertion `qpair->poll_group' failed.\n"
+           "Aborted (core dumped)\n")
+    found = crash.app_findings(out) + [crash.exit_finding(134, "python3 -c x"),  # type: ignore[list-item]
+                                       crash.Finding("SIGABRT in ffi_call", "core", False, "")]
+    assert [f.title for f in crash.one_per_app_crash(found)] == [
+        "Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy"]
+    segv = [crash.exit_finding(139, "./hotplug"), crash.Finding("SIGSEGV in nvme_pcie_qpair_process", "core", False, "")]
+    assert [f.title for f in crash.one_per_app_crash(segv)] == ["SIGSEGV in nvme_pcie_qpair_process"]  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from orchestrator.pytest_plugin import exit_code
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
+CRASHES = REPO / "tests" / "engine_suites" / "demo_crashes.py"
 STANDIN = REPO / "tests" / "spdk_standin"
 
 
@@ -90,6 +91,30 @@ def test_outcomes_are_told_apart(tmp_path: Path) -> None:
             in spdk["message"] and "but no Asynchronous Event Request was outstanding" in spdk["message"])
     assert "test_write_invalid_db (doorbell of a non-existent SQ (qid 2): Error AER info 0x0): Failure" in spdk["message"]
     assert "exit status" not in spdk["message"]  # interrupted, SPDK's app prints Failure and still exits 0
+
+
+@pytest.mark.vm
+def test_crashes_are_found_and_titled(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", str(CRASHES), "--junit", str(tmp_path / "j.xml"), "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    res = json.loads((tmp_path / "r.json").read_text())
+    by = {t["nodeid"].rsplit("::", 1)[1]: t for t in res["tests"]}
+    asserted = by["test_app_asserts"]
+    assert asserted["outcome"] == "guest crashed"
+    assert asserted["message"] == "guest crashed: Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy"
+    bt = list(Path(asserted["artifacts"]).glob("core-python3*.bt.txt"))
+    assert bt and "__assert_fail" in bt[0].read_text()  # gdb's backtrace of the core the app left
+    warned = by["test_kernel_warning"]
+    assert (warned["outcome"], warned["message"]) == ("guest crashed", "guest crashed: WARNING in nvme_remove_namespaces")
+    panic = by["test_sysrq_panic"]
+    assert panic["outcome"] == "guest crashed"
+    assert panic["message"].startswith("guest crashed: kernel panic: sysrq triggered crash; "
+                                       "guest panicked (pvpanic GUEST_PANICKED)")
+    assert panic["duration"] < 30  # ended by the console watch, not by its deadline (300 s under TCG)
+    assert by["test_the_next_test_gets_a_live_machine"]["outcome"] == "passed"
+    cases = junit_cases(tmp_path / "j.xml")
+    assert prop(cases["test_sysrq_panic"], "outcome") == "guest crashed"
+    assert cases["test_kernel_warning"].find("failure") is not None
 
 
 @pytest.mark.vm
