@@ -107,13 +107,17 @@ class NvmeWatch:
 
 
 class UeventWatch:
-    """Kernel uevents of one subsystem, as `udevadm monitor` sees them, from the moment it is armed."""
+    """Uevents of one subsystem as `udevadm monitor` sees them, from the moment it is armed: the
+    kernel's (`source="kernel"`, as emitted) or udev's (`source="udev"`, after its rules ran, so
+    the links and permissions they make exist). Arm it *before* acting, or events are missed."""
 
-    def __init__(self, ssh: SSH, subsystem: str, timeout: float = 120):
-        self._proc = ssh.start(f"udevadm monitor --kernel --property --subsystem-match={shlex.quote(subsystem)}",
-                               timeout=timeout, label=f"uevent watch ({subsystem})")
+    _HEADERS = {"kernel": "KERNEL - the kernel uevent", "udev": "UDEV - the event which udev sends out"}
+
+    def __init__(self, ssh: SSH, subsystem: str, timeout: float = 120, source: str = "kernel"):
+        self._proc = ssh.start(f"udevadm monitor --{source} --property --subsystem-match={shlex.quote(subsystem)}",
+                               timeout=timeout, label=f"uevent watch ({source}, {subsystem})")
         # udevadm prints this line once its netlink socket listens: from then on nothing is missed.
-        while not self._proc.readline(20).startswith("KERNEL - the kernel uevent"):
+        while not self._proc.readline(20).startswith(self._HEADERS[source]):
             pass
 
     def wait_for(self, key: str, value_prefix: str = "", timeout: float = 10) -> str:
@@ -124,5 +128,31 @@ class UeventWatch:
             if line.startswith(f"{key}={value_prefix}"):
                 return line
 
+    def wait_devices(self, names: list[str], actions: tuple[str, ...] = ("add",), timeout: float = 10) -> float:
+        """Until an event with one of `actions` came for each device (DEVNAME without /dev/);
+        DeadlineError names the ones that did not. Returns the seconds waited."""
+        start = time.monotonic()
+        deadline, missing, event = start + timeout, set(names), {}
+        while missing:
+            try:
+                line = self._proc.readline(max(0.0, deadline - time.monotonic()))
+            except DeadlineError:
+                raise DeadlineError(f"uevents: no {'/'.join(actions)} for {', '.join(sorted(missing))} "
+                                    f"within {timeout:g} s") from None
+            if line.strip():
+                key, _, value = line.partition("=")
+                event[key] = value
+                continue
+            name = event.get("DEVNAME", "").removeprefix("/dev/")
+            if event.get("ACTION") in actions:
+                missing.discard(name)
+            event = {}
+        return time.monotonic() - start
+
     def close(self) -> None:
         self._proc.kill()
+
+
+def settle(ssh: SSH, timeout: float = 30) -> None:
+    """Until udev's event queue is empty (`udevadm settle`), within `timeout`."""
+    ssh.run(f"udevadm settle --timeout={timeout:g}", timeout=timeout + 10, check=True)

@@ -1,0 +1,130 @@
+"""A device-mapper device over two partitions of an NVMe namespace, made, mounted and used.
+
+Seed: SPDK's dm_mount test failed in CI with "device-mapper: reload ioctl on nvme_dm_test failed:
+No such device": dmsetup ran while udev was still handling the events of the partitions sgdisk
+had just made, so a device the table named did not exist yet. The fix is a sync: wait for the
+uevents of exactly the partitions expected, as udev finished them, then `udevadm settle`.
+
+The table names the partitions by the links udev makes for them (/dev/disk/by-partlabel/...),
+so a dmsetup that outruns udev fails as the CI one did. Race mode makes udev slow on purpose
+(`udevadm control --stop-exec-queue`, started again RACE_DELAY seconds later): without the sync
+dmsetup then fails with "No such device" every time, and with the sync it passes every time.
+"""
+
+from __future__ import annotations
+
+import shlex
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+
+from orchestrator import guest
+from orchestrator.machine import Machine
+from orchestrator.ssh import SSH, Result
+
+TIMEOUT = 120  # seconds per test under KVM (scaled for TCG)
+DM_NAME = "nvme_dm_test"
+PART_MIB = 64  # each partition; the dm device joins the first half of each
+LABELS = ("tbctl_dm_p1", "tbctl_dm_p2")
+RACE_DELAY = 2.0  # seconds udev sits on its queue in race mode
+RACE_RUNS = 10
+MOUNT = "/mnt/dm_mount"
+SYNC_TIMEOUT = 30
+
+
+@pytest.fixture
+def disk(machine: Machine) -> Iterator[str]:
+    """The namespace of the first controller, wiped before and after, with no dm device left."""
+    ssh = machine.ssh
+    ctrl = machine.topology.controllers[0]
+    name = guest.nvme_state(ssh)[ctrl.serial]["block"][0]
+    ssh.run("modprobe dm-mod", timeout=30, check=True)
+    cleanup(ssh, name)
+    yield name
+    cleanup(ssh, name)
+
+
+def cleanup(ssh: SSH, disk: str) -> None:
+    """Unmounted, dm device removed, partition table wiped, udev done with all of it."""
+    q = shlex.quote
+    ssh.run(f"udevadm control --start-exec-queue; umount {q(MOUNT)} 2>/dev/null; "
+            f"dmsetup remove --retry {q(DM_NAME)} 2>/dev/null; sgdisk --zap-all /dev/{q(disk)} >/dev/null 2>&1; "
+            f"wipefs -qa /dev/{q(disk)}; true", timeout=60, check=True)
+    guest.settle(ssh)
+
+
+@contextmanager
+def slow_udev(ssh: SSH) -> Iterator[None]:
+    """udev's event queue stopped now and started again RACE_DELAY seconds later: events wait."""
+    ssh.run("udevadm control --stop-exec-queue", timeout=10, check=True)
+    restart = ssh.start(f"sleep {RACE_DELAY:g}; udevadm control --start-exec-queue", timeout=RACE_DELAY + 20,
+                        label="udev queue restart")
+    try:
+        yield
+    finally:
+        restart.wait()
+
+
+def partition(ssh: SSH, disk: str, sync: bool) -> None:
+    """Two GPT partitions of PART_MIB with sgdisk. With `sync`, return only once udev finished
+    the events of both partitions and its queue is empty."""
+    watch = guest.UeventWatch(ssh, "block", source="udev") if sync else None
+    try:
+        ssh.run(f"sgdisk -n 1:2048:+{PART_MIB}M -c 1:{LABELS[0]} -n 2:0:+{PART_MIB}M -c 2:{LABELS[1]} "
+                f"/dev/{shlex.quote(disk)}", timeout=30, check=True)
+        if watch is not None:
+            watch.wait_devices([f"{disk}p1", f"{disk}p2"], ("add", "change"), timeout=SYNC_TIMEOUT)
+            guest.settle(ssh)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def dm_table() -> str:
+    """Half of each partition, joined (sizes in 512-byte sectors)."""
+    half = PART_MIB * 1024 * 1024 // 512 // 2
+    return "".join(f"{i * half} {half} linear /dev/disk/by-partlabel/{label} 0\n" for i, label in enumerate(LABELS))
+
+
+def dmsetup_create(ssh: SSH) -> Result:
+    return ssh.run(f"dmsetup create {DM_NAME}", timeout=60, stdin=dm_table().encode())
+
+
+def test_dm_mount(machine: Machine, disk: str) -> None:
+    """Partition (synced), join half of each partition in a dm device, check its holders, make
+    ext4, mount, write and read back a file, unmount, remove."""
+    ssh = machine.ssh
+    partition(ssh, disk, sync=True)
+    created = dmsetup_create(ssh)
+    assert created.ok, f"dmsetup create {DM_NAME}: {created.stderr.strip()}"
+    dm = ssh.run(f"basename $(readlink -f /dev/mapper/{DM_NAME})", timeout=10, check=True).stdout.strip()
+    for part in (f"{disk}p1", f"{disk}p2"):
+        assert ssh.run(f"test -e /sys/class/block/{part}/holders/{dm}", timeout=10).ok, f"{dm} does not hold {part}"
+    size = int(ssh.run(f"blockdev --getsize64 /dev/mapper/{DM_NAME}", timeout=10, check=True).stdout)
+    assert size == PART_MIB * 1024 * 1024
+    ssh.run(f"mkfs.ext4 -qF /dev/mapper/{DM_NAME} && mkdir -p {MOUNT} && mount /dev/mapper/{DM_NAME} {MOUNT} && "
+            f"head -c 4194304 /dev/urandom > /tmp/dm_data && cp /tmp/dm_data {MOUNT}/test_dm && sync && "
+            f"echo 3 > /proc/sys/vm/drop_caches && cmp /tmp/dm_data {MOUNT}/test_dm && umount {MOUNT}",
+            timeout=120, check=True)
+    ssh.run(f"dmsetup remove {DM_NAME}", timeout=30, check=True)
+    assert not ssh.run(f"test -e /dev/mapper/{DM_NAME}", timeout=10).ok
+
+
+def test_race_mode(machine: Machine, disk: str) -> None:
+    """With udev slowed down, RACE_RUNS times: dmsetup right after sgdisk fails with the CI's
+    "No such device"; after the uevent sync it succeeds."""
+    ssh = machine.ssh
+    for run in range(1, RACE_RUNS + 1):
+        with slow_udev(ssh):
+            partition(ssh, disk, sync=False)
+            raced = dmsetup_create(ssh)
+        assert not raced.ok and f"reload ioctl on {DM_NAME}" in raced.stderr and "No such device" in raced.stderr, (
+            f"run {run}: without the sync dmsetup was expected to fail with 'No such device', got exit "
+            f"{raced.rc}: {raced.stderr.strip()}")
+        cleanup(ssh, disk)
+        with slow_udev(ssh):
+            partition(ssh, disk, sync=True)
+            synced = dmsetup_create(ssh)
+        assert synced.ok, f"run {run}: with the sync dmsetup failed: {synced.stderr.strip()}"
+        cleanup(ssh, disk)
