@@ -50,7 +50,7 @@ def test_exit_codes() -> None:
 def test_unknown_suite_is_one_line_exit_2(tmp_path: Path) -> None:
     r = tbctl(tmp_path, "run", "nosuch")
     assert r.returncode == 2
-    assert r.stderr.strip() == "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; known suites: nvme_doorbell_aers, sw_hotplug"
+    assert r.stderr.strip() == "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; known suites: dm_mount, nvme_doorbell_aers, sw_hotplug"
 
 
 @pytest.mark.vm
