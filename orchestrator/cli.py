@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shlex
 import signal
 import sys
@@ -15,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, faults, image, registry, topology
+from . import __version__, accel, faults, image, registry, repro, topology
 from .errors import ConfigError, TbctlError
 from .machine import Machine
 from .paths import SOURCE_ROOT
@@ -26,6 +27,7 @@ EPILOG = """examples:
   tbctl run sw_hotplug                   run a suite on the default guest; summary + artifacts
   tbctl run sw_hotplug -k kernel --junit out.xml
   tbctl run sw_hotplug -- -x --pdb          anything after -- goes to pytest
+  tbctl repro sw_hotplug::test_orderly_hotplug -n 50 --jobs 2     a flake: rate, signatures, bundle
   tbctl list                             suites and their tests
   tbctl image build                      build (or reuse) the default guest image
   tbctl up --name dev                    boot a VM that stays up; prints its SSH and QMP endpoints
@@ -205,7 +207,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = [*paths, "-p", "orchestrator.pytest_plugin", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
             "--tb-artifacts", str(run_dir), "--tb-accel", acc, "--tb-results", str(results), "-rN"]
     for flag, value in (("--tb-topology", args.topology), ("--tb-timeout", args.timeout), ("-k", args.k),
-                        ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit)):
+                        ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit),
+                        ("--tb-jitter", args.jitter)):
         if value is not None:
             argv += [flag, str(value)]
     if args.keep_vm:
@@ -216,6 +219,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError):
         print(f"tbctl: the run wrote no results ({results}): incomplete", file=sys.stderr)
         return 2
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    """Validate and build once, then hand each run to its own `tbctl run`."""
+    _suite_paths([args.target])
+    if args.runs < 1 or (args.jobs is not None and args.jobs < 1):
+        raise ConfigError("repro: --runs and --jobs must be at least 1")
+    topo = _load_topology(args.topology)
+    img = image.ensure(topo.image, mirror=args.mirror)
+    acc = accel.resolve(args.accel or topo.accel, img)
+    if args.spdk_dir and not Path(args.spdk_dir).is_dir():
+        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
+    run_args = ["--accel", acc]
+    for flag, value in (("--topology", args.topology), ("--timeout", args.timeout), ("--spdk-dir", args.spdk_dir),
+                        ("--jitter", args.jitter)):
+        if value is not None:
+            run_args += [flag, str(Path(value).resolve()) if flag in ("--topology", "--spdk-dir") else str(value)]
+    base, sep, rest = args.target.partition("::")
+    target = args.target if (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    jobs = args.jobs or repro.default_jobs(topo.memory_mib)
+    out = _artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
+    print(f"repro: {args.target}, {args.runs} runs, {jobs} at once, seed {seed}, artifacts {out}", file=sys.stderr)
+    r = repro.Repro(target, args.runs, jobs, seed, out, run_args, args.until_fail)
+    runs = r.execute()
+    repro.summary(runs, args.runs, seed, print)
+    failed = [x for x in runs if x.failed]
+    if failed:
+        bundle = r.bundle(min(failed, key=lambda x: x.index))
+        print(f"repro bundle: {bundle} (replay: {bundle / 'replay.sh'})")
+    return 1 if failed else 0
 
 
 class _Lister:
@@ -279,19 +313,33 @@ def parser() -> argparse.ArgumentParser:
     boot_opts(sp)
     sp.set_defaults(fn=cmd_up)
 
+    def run_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--topology", "-t", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
+        sp.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
+        sp.add_argument("--timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
+        sp.add_argument("--spdk-dir", metavar="DIR", help="built SPDK tree, shared read-only into the guest")
+        sp.add_argument("--jitter", type=float, metavar="S",
+                        help="hotplug faults fire after a seeded delay below S seconds (default 0.3; 0: at once)")
+        sp.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")
+
     sp = sub.add_parser("run", help="run suites (pytest underneath); exit 0 passed, 1 failed, 2 infrastructure")
     sp.add_argument("suites", nargs="+", metavar="SUITE", help="suite name (see `tbctl list`), SUITE::TEST, or a file")
     sp.add_argument("-k", metavar="EXPR", help="select tests, as pytest -k")
-    sp.add_argument("--topology", "-t", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
-    sp.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
+    run_opts(sp)
     sp.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
-    sp.add_argument("--timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
     sp.add_argument("--keep-vm", action="store_true", help="leave the VMs running (tbctl status / down)")
-    sp.add_argument("--spdk-dir", metavar="DIR", help="built SPDK tree, shared read-only into the guest")
-    sp.add_argument("--seed", type=int, help="replay the random choices of an earlier run")
-    sp.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")
+    sp.add_argument("--seed", type=int, help="replay the fault timing and random choices of an earlier run")
     sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("repro", help="run a test many times (parallel VMs): failure rate, signatures, bundle")
+    sp.add_argument("target", metavar="SUITE[::TEST]", help="suite name, SUITE::TEST, or a file")
+    sp.add_argument("-n", "--runs", type=int, required=True, help="how many runs")
+    sp.add_argument("--until-fail", action="store_true", help="stop starting runs after the first failure")
+    sp.add_argument("--jobs", "-j", type=int, help="runs at once (default: from host cores and memory)")
+    sp.add_argument("--seed", type=int, help="the repro's seed: the same seed replays the same run schedules")
+    run_opts(sp)
+    sp.set_defaults(fn=cmd_repro)
 
     sp = sub.add_parser("list", help="list suites and their tests")
     sp.add_argument("suites", nargs="*", metavar="SUITE")

@@ -60,7 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--tb-results", metavar="FILE", help="results.json path (default: in the artifacts dir)")
     g.addoption("--tb-spdk-dir", metavar="DIR", help="SPDK tree (built) shared read-only into the guest")
     g.addoption("--tb-keep-vm", action="store_true", help="leave module VMs running after the run")
-    g.addoption("--tb-seed", type=int, help="the run's seed, recorded in results.json (default: random)")
+    g.addoption("--tb-seed", type=int, help="the run's seed: fault timing; recorded in results.json (default: random)")
+    g.addoption("--tb-jitter", type=float, default=0.3, metavar="S",
+                help="hotplug faults fire after a seeded delay in [0, S) s (default 0.3; 0: at once)")
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Bed:
     spdk_dir: Path | None
     keep_vm: bool
     timeout_override: float | None
+    jitter: float  # seconds: each hotplug fault fires after a seeded delay below this
     _image: image.Image | None = None
     _accel: str | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -97,6 +100,10 @@ class Bed:
         marker = item.get_closest_marker("tb_timeout")
         base = marker.args[0] if marker else getattr(item.module, "TIMEOUT", DEFAULT_TIMEOUT)
         return base * ACCEL_SCALE.get(self._accel or "tcg", 1.0)
+
+    def rng(self, item: pytest.Item) -> random.Random:
+        """This test's random source: the run's seed and the test's id, so `--seed` replays it."""
+        return random.Random(f"{self.seed}/{item.nodeid.rsplit('/', 1)[-1]}")
 
     def spdk_app(self, rel: str) -> str:
         """Where the guest sees SPDK app `rel`: skips the test without an SPDK tree, fails it when
@@ -123,7 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
                        time.strftime("run-%Y%m%d-%H%M%S")).resolve(),
         seed=config.getoption("tb_seed") if config.getoption("tb_seed") is not None else random.randrange(1 << 31),
         spdk_dir=Path(spdk).resolve() if spdk else None, keep_vm=config.getoption("tb_keep_vm"),
-        timeout_override=config.getoption("tb_timeout"))
+        timeout_override=config.getoption("tb_timeout"), jitter=config.getoption("tb_jitter"))
 
 
 _BED = pytest.StashKey[Bed]()
@@ -220,8 +227,11 @@ def qmp(machine: Machine) -> QMP:
 
 
 @pytest.fixture
-def hotplug(machine: Machine) -> Hotplug:
-    return Hotplug(machine)
+def hotplug(request: pytest.FixtureRequest, machine: Machine, bed: Bed) -> Iterator[Hotplug]:
+    h = Hotplug(machine, bed.rng(request.node), bed.jitter)
+    yield h
+    if h.schedule:
+        _entry(request.node)["schedule"] = h.schedule
 
 
 # -- deadlines ------------------------------------------------------------------------------------
@@ -492,7 +502,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     img = bed._image.manifest if bed._image else {}
     doc = {
         "tbctl": __version__, "qemu": _qemu_version(), "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
-        "topology": bed.topology.source, "accel": bed._accel, "seed": bed.seed,
+        "topology": bed.topology.source, "accel": bed._accel, "seed": bed.seed, "jitter": bed.jitter,
         "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
         "duration": round(time.time() - bed.started, 2), "exit_code": code,

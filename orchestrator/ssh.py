@@ -63,9 +63,13 @@ class Result:
 
 
 def _retryable(e: BaseException) -> bool:
-    """Network-level failures while sshd is still coming up; never a host key or auth refusal."""
-    if isinstance(e, (paramiko.BadHostKeyException, paramiko.AuthenticationException)):
+    """Network-level failures while sshd is still coming up, or too slow to answer (a loaded
+    TCG host): a connection that dropped or timed out during authentication is one of those.
+    Never a host key mismatch or a refused key."""
+    if isinstance(e, paramiko.BadHostKeyException):
         return False
+    if isinstance(e, paramiko.AuthenticationException):
+        return "transport shut down" in str(e) or "timeout" in str(e).lower()
     return isinstance(e, (OSError, EOFError, paramiko.SSHException))
 
 
@@ -90,10 +94,13 @@ class SSH:
             client = paramiko.SSHClient()
             client.get_host_keys().add(f"[{self.host}]:{self.port}", self._host_key.get_name(), self._host_key)
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            per_try = max(0.5, min(3.0, deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            # A short TCP connect (retried), but the handshake and the key check get longer: on a
+            # loaded host a TCG guest can take seconds to verify a signature.
+            connect, slow = max(0.5, min(3.0, left)), max(0.5, min(15.0, left))
             try:
-                client.connect(self.host, self.port, username=self.user, pkey=self._pkey, timeout=per_try,
-                               banner_timeout=per_try, auth_timeout=per_try, channel_timeout=per_try,
+                client.connect(self.host, self.port, username=self.user, pkey=self._pkey, timeout=connect,
+                               banner_timeout=slow, auth_timeout=slow, channel_timeout=slow,
                                look_for_keys=False, allow_agent=False)
             except BaseException:
                 client.close()

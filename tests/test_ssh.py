@@ -65,7 +65,9 @@ def test_retry_classification(tmp_path: Path) -> None:
     assert _retryable(ConnectionRefusedError())
     assert _retryable(EOFError())
     assert _retryable(paramiko.SSHException("Error reading SSH protocol banner"))
-    assert not _retryable(paramiko.AuthenticationException())
+    assert not _retryable(paramiko.AuthenticationException("Authentication failed."))  # the key was refused
+    assert _retryable(paramiko.AuthenticationException("Authentication failed: transport shut down or saw EOF"))
+    assert _retryable(paramiko.AuthenticationException("Authentication timeout."))
     assert not _retryable(paramiko.BadHostKeyException("h", key, key))
 
 
