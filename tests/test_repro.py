@@ -1,0 +1,71 @@
+"""`tbctl repro`: statistics, signatures, seeds and the replay bundle; end to end on a flaky test."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import repro
+
+REPO = Path(__file__).resolve().parent.parent
+FLAKY = REPO / "tests" / "engine_suites" / "flaky.py"
+
+
+def test_wilson_interval() -> None:
+    lo, hi = repro.wilson(6, 20)
+    assert 0.14 < lo < 0.16 and 0.51 < hi < 0.53  # 30% of 20
+    assert repro.wilson(0, 10)[0] == 0.0 and repro.wilson(0, 10)[1] > 0.25  # no failure seen is no proof
+    assert repro.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_signatures_ignore_numbers_and_runs_get_the_worst_outcome() -> None:
+    a = {"outcome": "failed", "message": "MissedEvent: kernel app missed remove TBCTL0001 (nvme0, cycle 3/4): "
+                                         "not reported within 15 s\nmore"}
+    b = dict(a, message=a["message"].replace("cycle 3/4", "cycle 1/4"))
+    assert repro.signature(a) == repro.signature(b)
+    results = {"tests": [{"outcome": "passed"}, a, {"outcome": "timed out", "message": "TestDeadline: fired"}]}
+    assert repro.judge(results) == ("timed out", "timed out: TestDeadline: fired")
+    assert repro.judge({"tests": []})[0] == "infrastructure error"
+
+
+def test_run_seeds_come_from_the_repro_seed(tmp_path: Path) -> None:
+    one = repro.Repro("x", 5, 1, 42, tmp_path).seeds()
+    assert one == repro.Repro("x", 5, 2, 42, tmp_path).seeds() and len(set(one)) == 5
+    assert one != repro.Repro("x", 5, 1, 43, tmp_path).seeds()
+
+
+def tbctl(cwd: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TBCTL_ARTIFACTS=str(cwd / "art"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+
+
+@pytest.mark.vm
+def test_repro_measures_a_flaky_test_and_replays_a_failure(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "repro", str(FLAKY), "-n", "20", "--jobs", "2", "--seed", "2026")
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    m = re.search(r"repro: 20 of 20 runs, (\d+) failed: failure rate (\d+)% \(95% CI (\d+)%-(\d+)%\), seed 2026",
+                  r.stdout)
+    assert m, r.stdout
+    failed, lo, hi = int(m[1]), int(m[3]), int(m[4])
+    assert lo <= 30 <= hi and 2 <= failed <= 10  # the test fails 30% of the time; 20 runs measure that
+    assert "failed: AssertionError: the fault fired inside the race window (N < N)" in r.stdout
+    assert "runs 20/20" in r.stderr
+    bundle = Path(re.search(r"repro bundle: (\S+)", r.stdout)[1])  # type: ignore[index]
+    meta = json.loads((bundle / "run.json").read_text())
+    assert meta["outcome"] == "failed" and meta["image"]["digest"] and list(bundle.glob("qemu-*.argv"))
+    # the bundle replays the failing run: same seed, same failure
+    replay = subprocess.run([str(bundle / "replay.sh"), "--json", str(tmp_path / "replay.json")], capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path,
+                            env=dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art2"),
+                                     PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
+    assert replay.returncode == 1, replay.stdout[-2000:]
+    again = json.loads((tmp_path / "replay.json").read_text())
+    assert again["seed"] == meta["seed"] and repro.judge(again) == (meta["outcome"], meta["signature"])
