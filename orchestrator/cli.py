@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, faults, image, registry, repro, topology
+from . import __version__, accel, faults, image, registry, repro, snapshot, topology
 from .errors import ConfigError, TbctlError
 from .machine import Machine
 from .paths import SOURCE_ROOT
@@ -213,6 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             argv += [flag, str(value)]
     if args.keep_vm:
         argv.append("--tb-keep-vm")
+    if args.snapshot:
+        argv.append("--tb-snapshot")
     pytest.main(argv + args.pytest_args)
     try:
         return int(json.loads(results.read_text())["exit_code"])
@@ -240,6 +242,15 @@ def cmd_repro(args: argparse.Namespace) -> int:
     target = args.target if (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     jobs = args.jobs or repro.default_jobs(topo.memory_mib)
+    if not args.cold:
+        reason = snapshot.unsupported(topo)
+        if reason:
+            print(f"repro: cold boot for every run: {reason}", file=sys.stderr)
+        else:  # made here once, before the runs, so they all start from it at once
+            shares = {"spdk": Path(args.spdk_dir).resolve()} if args.spdk_dir else {}
+            saved = snapshot.ensure(topo, img, acc, shares, log=lambda msg: print(f"repro: {msg}", file=sys.stderr))
+            print(f"repro: every run starts from the saved guest {saved.dir}", file=sys.stderr)
+            run_args.append("--snapshot")
     out = _artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
     print(f"repro: {args.target}, {args.runs} runs, {jobs} at once, seed {seed}, artifacts {out}", file=sys.stderr)
     r = repro.Repro(target, args.runs, jobs, seed, out, run_args, args.until_fail)
@@ -330,6 +341,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
     sp.add_argument("--keep-vm", action="store_true", help="leave the VMs running (tbctl status / down)")
     sp.add_argument("--seed", type=int, help="replay the fault timing and random choices of an earlier run")
+    sp.add_argument("--snapshot", action="store_true",
+                    help="start machines from a saved ready guest (made once, cached), not by booting")
     sp.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("repro", help="run a test many times (parallel VMs): failure rate, signatures, bundle")
@@ -338,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--until-fail", action="store_true", help="stop starting runs after the first failure")
     sp.add_argument("--jobs", "-j", type=int, help="runs at once (default: from host cores and memory)")
     sp.add_argument("--seed", type=int, help="the repro's seed: the same seed replays the same run schedules")
+    sp.add_argument("--cold", action="store_true", help="boot every run's machine instead of restoring a saved guest")
     run_opts(sp)
     sp.set_defaults(fn=cmd_repro)
 

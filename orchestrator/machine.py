@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import guest, registry
 from .console import Console
@@ -27,6 +27,9 @@ from .registry import Record
 from .render import render
 from .ssh import SSH, Result
 from .topology import Controller, Topology
+
+if TYPE_CHECKING:
+    from .snapshot import Saved
 
 QEMU = "qemu-system-x86_64"
 BIOS = "/usr/share/qemu/qboot.rom"
@@ -57,7 +60,8 @@ class Machine:
 
     def __init__(self, topology: Topology, image: Image, artifacts: Path, *, name: str | None = None,
                  accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
-                 shares: dict[str, Path] | None = None):
+                 shares: dict[str, Path] | None = None, empty_ports: bool = False,
+                 restore: "Saved | None" = None):
         name = name or new_name()
         if not _NAME.match(name):
             raise ConfigError(f"machine name {name!r}: must be 1-31 of a-z 0-9 _ -, starting with a letter or digit")
@@ -73,6 +77,11 @@ class Machine:
         self._proc: subprocess.Popen[bytes] | None = None
         self.timings: dict[str, float] = {}
         self.stopped = False  # tbctl shut it down (QEMU gone otherwise means QEMU died)
+        # Snapshot fast restore (orchestrator/snapshot.py): the hot-pluggable controllers' root
+        # ports start empty (NVMe cannot be migrated); a restored machine loads a saved guest
+        # and hot-adds its controllers.
+        self.restore = restore
+        self.empty_ports = empty_ports or restore is not None
 
     # -- building the command line -------------------------------------------------------------
 
@@ -81,8 +90,8 @@ class Machine:
 
     def argv(self, ssh_port: int) -> list[str]:
         topo = self.topology
-        blockdevs = [blockdev(c.node(i), self.backing(c, i))
-                     for c in topo.controllers for i in range(1, len(c.namespaces) + 1)]
+        attached = [c for c in topo.controllers if not (self.empty_ports and c.hotplug)]
+        blockdevs = [blockdev(c.node(i), self.backing(c, i)) for c in attached for i in range(1, len(c.namespaces) + 1)]
         objects = [{"qom-type": "memory-backend-file", "id": f"{c.id}-pmr", "share": True,
                     "mem-path": str(self.run_dir / "nvme" / f"{c.id}.pmr"), "size": c.pmr_size_mib << 20}
                    for c in topo.controllers if c.pmr_size_mib]
@@ -93,7 +102,8 @@ class Machine:
         text = render("qemu/argv.j2", qemu=QEMU, name=self.name, topology=topo, accel=self.accel, bios=BIOS,
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
                       run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,
-                      objects=objects, root_ports=root_ports, shares=self.shares)
+                      objects=objects, root_ports=root_ports, shares=self.shares, attached={c.id for c in attached},
+                      incoming=self.restore is not None)
         return [line for line in text.splitlines() if line]
 
     # -- launch and readiness -----------------------------------------------------------------
@@ -121,6 +131,8 @@ class Machine:
         try:
             self._prepare_disks()
             self._start_qemu()
+            if self.restore is not None:
+                self._load(self.restore)
             self.wait_ready(self.boot_timeout)
         except BaseException:
             self.shutdown(graceful=False)
@@ -133,7 +145,8 @@ class Machine:
         return str(src.resolve()) if src.is_file() else self.topology.source
 
     def _prepare_disks(self) -> None:
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.disk), "-F", "qcow2",
+        base = self.restore.disk if self.restore is not None else self.image.disk
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2",
                         str(self.run_dir / "root.qcow2")], check=True, timeout=30, capture_output=True)
         (self.run_dir / "nvme").mkdir()
         for c in self.topology.controllers:
@@ -185,31 +198,52 @@ class Machine:
             return self._proc.poll() is None
         return self.record is not None and self.record.qemu_alive()
 
+    def _load(self, saved: "Saved", timeout: float = 120) -> None:
+        """Load a saved guest into this (incoming) QEMU; the guest runs on from where it was saved."""
+        self.qmp.execute("migrate-incoming", {"uri": "exec:cat " + shlex.quote(str(saved.state))})
+        deadline = time.monotonic() + timeout
+        while (status := self.qmp.execute("query-status")["status"]) != "running":
+            if status not in ("inmigrate", "paused", "prelaunch") or time.monotonic() > deadline:
+                raise MachineError(f"{self.name}: loading {saved.state} failed or hung (status {status}); "
+                                   f"qemu.stderr: {(self.artifacts / 'qemu.stderr').read_text()[-500:]}")
+            time.sleep(0.05)
+        self.timings["marker"] = time.monotonic()  # the saved guest was past its marker
+
     def wait_ready(self, timeout: float) -> None:
-        """Ready = the guest printed its sshd marker and a first SSH command succeeded."""
+        """Ready = the guest printed its sshd marker (a restored one did before it was saved), a
+        first SSH command succeeded, and every NVMe controller is live with its namespaces (a
+        restored guest gets its hot-pluggable ones now)."""
         assert self.console is not None and self.record is not None
         deadline = time.monotonic() + timeout
         stage = "console marker"
         try:
-            m = self.console.wait_for([_READY, _BOOT_FAILED], timeout)
-            if not m.group(0).startswith(MARKER_READY):
-                raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
-            self.timings["marker"] = time.monotonic()
+            if self.restore is None:
+                m = self.console.wait_for([_READY, _BOOT_FAILED], timeout)
+                if not m.group(0).startswith(MARKER_READY):
+                    raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
+                self.timings["marker"] = time.monotonic()
             stage = "first SSH command"
             self.ssh.connect(max(1.0, deadline - time.monotonic()))
             self.ssh.run("true", timeout=max(1.0, deadline - time.monotonic()), check=True)
             self.timings["ready"] = time.monotonic()
             stage = "NVMe controllers in the guest"
-            serials = [c.serial for c in self.topology.controllers]
-            if serials:
-                watch = guest.NvmeWatch(self.ssh, serials, True, max(1.0, deadline - time.monotonic()), False)
+            wanted = [c for c in self.topology.controllers if self.restore is not None or not
+                      (self.empty_ports and c.hotplug)]
+            if wanted:
+                # All at once; the guest may then name them in another order than a boot would
+                # (find a controller by its serial, as tbctl does, not by its kernel name).
+                watch = guest.NvmeWatch(self.ssh, [c.serial for c in wanted], True,
+                                        max(1.0, deadline - time.monotonic()), self.restore is not None)
+                for c in wanted if self.restore is not None else []:
+                    self.qmp.hot_add(c, self.backing(c, 1))
                 watch.result()
             self.timings["nvme"] = time.monotonic()
         except TbctlError as e:
             raise type(e)(f"{self.name}: guest not ready ({stage}) within {timeout:g} s: {e}\n"
                           f"--- console tail ({self.artifacts / 'console.log'}) ---\n{self.console.tail()}") from None
         t = {k: round(v - self.timings["launched"], 2) for k, v in self.timings.items()}
-        self._log(f"ready: sshd marker {t['marker']} s, first SSH command {t['ready']} s, "
+        how = f"restored from {self.restore.dir}" if self.restore is not None else "booted"
+        self._log(f"ready ({how}): sshd marker {t['marker']} s, first SSH command {t['ready']} s, "
                   f"NVMe controllers {t['nvme']} s after launch (accel {self.accel})")
 
     # -- channels -------------------------------------------------------------------------------

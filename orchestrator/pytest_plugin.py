@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, crash, faults, image, spdk, topology
+from . import __version__, accel, crash, faults, image, snapshot, spdk, topology
 from .errors import DeadlineError, TbctlError
 from .faults import Hotplug
 from .machine import Machine
@@ -63,6 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--tb-seed", type=int, help="the run's seed: fault timing; recorded in results.json (default: random)")
     g.addoption("--tb-jitter", type=float, default=0.3, metavar="S",
                 help="hotplug faults fire after a seeded delay in [0, S) s (default 0.3; 0: at once)")
+    g.addoption("--tb-snapshot", action="store_true",
+                help="start machines from a saved ready guest (hot-pluggable controllers only; else cold boot)")
 
 
 @dataclass
@@ -77,6 +79,8 @@ class Bed:
     keep_vm: bool
     timeout_override: float | None
     jitter: float  # seconds: each hotplug fault fires after a seeded delay below this
+    snapshot: bool  # start machines from a saved ready guest where the topology allows
+    start: str = "cold boot"  # how machines started, for results.json
     _image: image.Image | None = None
     _accel: str | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -115,9 +119,19 @@ class Bed:
         return spdk.app(rel)
 
     def boot(self, artifacts: Path) -> Machine:
-        shares = {"spdk": self.spdk_dir} if self.spdk_dir else None
-        return Machine(self.topology, self.image, artifacts, accel=self.accel, shares=shares,
-                       persistent=False).launch()
+        """A ready machine: restored from a saved guest with --tb-snapshot when the topology
+        allows it, booted cold otherwise (and `start` says why)."""
+        shares = {"spdk": self.spdk_dir} if self.spdk_dir else {}
+        saved = None
+        if self.snapshot:
+            reason = snapshot.unsupported(self.topology)
+            if reason:
+                self.start = f"cold boot: {reason}"
+            else:
+                saved = snapshot.ensure(self.topology, self.image, self.accel, shares)
+                self.start = f"snapshot {saved.dir.name}"
+        return Machine(self.topology, self.image, artifacts, accel=self.accel, shares=shares, persistent=False,
+                       restore=saved).launch()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -130,7 +144,8 @@ def pytest_configure(config: pytest.Config) -> None:
                        time.strftime("run-%Y%m%d-%H%M%S")).resolve(),
         seed=config.getoption("tb_seed") if config.getoption("tb_seed") is not None else random.randrange(1 << 31),
         spdk_dir=Path(spdk).resolve() if spdk else None, keep_vm=config.getoption("tb_keep_vm"),
-        timeout_override=config.getoption("tb_timeout"), jitter=config.getoption("tb_jitter"))
+        timeout_override=config.getoption("tb_timeout"), jitter=config.getoption("tb_jitter"),
+        snapshot=config.getoption("tb_snapshot"))
 
 
 _BED = pytest.StashKey[Bed]()
@@ -181,7 +196,8 @@ class _ModuleVM:
 
     def close(self) -> None:
         if self.machine is not None and not self.bed.keep_vm:
-            self.machine.shutdown()
+            # a restored guest's disk is thrown away: no need to let it power off cleanly
+            self.machine.shutdown(graceful=self.machine.restore is None)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +229,7 @@ def fresh_machine(request: pytest.FixtureRequest, bed: Bed, artifacts: Path) -> 
     try:
         yield _use(request.node, m)
     finally:
-        m.shutdown()
+        m.shutdown(graceful=m.restore is None)
 
 
 @pytest.fixture
@@ -502,7 +518,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     img = bed._image.manifest if bed._image else {}
     doc = {
         "tbctl": __version__, "qemu": _qemu_version(), "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
-        "topology": bed.topology.source, "accel": bed._accel, "seed": bed.seed, "jitter": bed.jitter,
+        "topology": bed.topology.source, "accel": bed._accel, "seed": bed.seed, "jitter": bed.jitter, "start": bed.start,
         "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
         "duration": round(time.time() - bed.started, 2), "exit_code": code,

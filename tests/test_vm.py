@@ -177,3 +177,27 @@ def test_driver_binding_uio_vfio_and_back_to_nvme(guest_image: Image, accelerato
         guest.NvmeWatch(m.ssh, ["BIND0"], True, 30, expect_change=False).result()
         with pytest.raises(Exception, match="must be one of nvme, uio_pci_generic, vfio-pci"):
             guest.bind(m.ssh, bdf, "ahci")
+
+
+def test_snapshot_restore_and_cold_fallback(guest_image: Image, accelerator: str, tmp_path: Path) -> None:
+    """A machine restored from a saved guest is ready with its controllers hot-added, takes
+    hotplug and I/O, and leaves nothing behind; a topology with a fixed controller cannot be
+    saved and says why."""
+    from orchestrator import snapshot
+
+    topo = topology.default()
+    saved = snapshot.ensure(topo, guest_image, accelerator)
+    assert saved.state.stat().st_size > 0 and saved.disk.exists()
+    assert snapshot.ensure(topo, guest_image, accelerator) == saved  # made once, then reused
+    with Machine(topo, guest_image, tmp_path / "art", accel=accelerator, restore=saved) as m:
+        seen = guest.nvme_state(m.ssh)
+        assert set(seen) == {"TBCTL0001", "TBCTL0002"} and all(c["state"] == "live" for c in seen.values())
+        m.hot_remove("nvme1")
+        m.hot_add("nvme1")
+        dev = "/dev/" + guest.nvme_state(m.ssh)["TBCTL0002"]["block"][0]
+        m.ssh.run(f"dd if=/dev/urandom of={dev} bs=4k count=16 oflag=direct", timeout=30, check=True)
+        argv = (tmp_path / "art" / "qemu.argv").read_text()
+        assert "-incoming defer" in argv and '"driver": "nvme"' not in argv  # root ports empty at start
+    assert "ready (restored from" in (tmp_path / "art" / "machine.log").read_text()
+    fixed = topology.load(REPO / "examples" / "topology.toml")
+    assert "not hot-pluggable" in (snapshot.unsupported(fixed) or "")
