@@ -50,12 +50,18 @@ def _load_topology(path: str | None) -> topology.Topology:
     return topology.load(path) if path else topology.default()
 
 
-def _machine(args: argparse.Namespace, persistent: bool) -> Machine:
+def _prepare(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
     """Validate everything, build the image if needed, pick the accelerator: all before booting."""
     topo = _load_topology(args.topology)
-    name = args.name or None
+    if getattr(args, "spdk_dir", None) and not Path(args.spdk_dir).is_dir():
+        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
     img = image.ensure(topo.image, mirror=getattr(args, "mirror", None))
-    acc = accel.resolve(args.accel or topo.accel, img)
+    return topo, img, accel.resolve(args.accel or topo.accel, img)
+
+
+def _machine(args: argparse.Namespace, persistent: bool) -> Machine:
+    topo, img, acc = _prepare(args)
+    name = args.name or None
     m = Machine(topo, img, Path("."), name=name, accel=acc, persistent=persistent, boot_timeout=args.boot_timeout)
     m.artifacts = _artifacts_root() / f"{m.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return m
@@ -197,11 +203,7 @@ def _suite_paths(names: list[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Thin front over pytest: validate, build the image, pick the accelerator, then hand over."""
     paths = _suite_paths(args.suites)
-    topo = _load_topology(args.topology)
-    img = image.ensure(topo.image, mirror=args.mirror)
-    acc = accel.resolve(args.accel or topo.accel, img)
-    if args.spdk_dir and not Path(args.spdk_dir).is_dir():
-        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
+    _, _, acc = _prepare(args)
     run_dir = _artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
     results = Path(args.json) if args.json else run_dir / "results.json"
     argv = [*paths, "-p", "orchestrator.pytest_plugin", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
@@ -228,11 +230,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     _suite_paths([args.target])
     if args.runs < 1 or (args.jobs is not None and args.jobs < 1):
         raise ConfigError("repro: --runs and --jobs must be at least 1")
-    topo = _load_topology(args.topology)
-    img = image.ensure(topo.image, mirror=args.mirror)
-    acc = accel.resolve(args.accel or topo.accel, img)
-    if args.spdk_dir and not Path(args.spdk_dir).is_dir():
-        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
+    topo, img, acc = _prepare(args)
     run_args = ["--accel", acc]
     for flag, value in (("--topology", args.topology), ("--timeout", args.timeout), ("--spdk-dir", args.spdk_dir),
                         ("--jitter", args.jitter)):

@@ -15,6 +15,7 @@ import shlex
 import socket
 import subprocess
 import time
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,16 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 _PORT_IN_USE = "Could not set up host forwarding rule"
 _READY = re.compile(re.escape(MARKER_READY) + r" ([0-9.]+)")
 _BOOT_FAILED = re.compile(re.escape(MARKER_FAILED) + r".*|Kernel panic - not syncing.*")
+
+
+@cache
+def qemu_version() -> str:
+    """QEMU's version line ("unknown" if it cannot be run): results record it, snapshots key on it."""
+    try:
+        out = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=10)
+        return out.stdout.splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "unknown"
 
 
 def free_port() -> int:
@@ -85,12 +96,17 @@ class Machine:
 
     # -- building the command line -------------------------------------------------------------
 
+    def boot_controllers(self) -> list[Controller]:
+        """The controllers on the command line: all, but for the hot-pluggable ones of a machine
+        started with empty root ports."""
+        return [c for c in self.topology.controllers if not (self.empty_ports and c.hotplug)]
+
     def backing(self, ctrl: Controller, nsid: int) -> Path:
         return self.run_dir / "nvme" / f"{ctrl.node(nsid)}.raw"
 
     def argv(self, ssh_port: int) -> list[str]:
         topo = self.topology
-        attached = [c for c in topo.controllers if not (self.empty_ports and c.hotplug)]
+        attached = self.boot_controllers()
         blockdevs = [blockdev(c.node(i), self.backing(c, i)) for c in attached for i in range(1, len(c.namespaces) + 1)]
         objects = [{"qom-type": "memory-backend-file", "id": f"{c.id}-pmr", "share": True,
                     "mem-path": str(self.run_dir / "nvme" / f"{c.id}.pmr"), "size": c.pmr_size_mib << 20}
@@ -227,8 +243,7 @@ class Machine:
             self.ssh.run("true", timeout=max(1.0, deadline - time.monotonic()), check=True)
             self.timings["ready"] = time.monotonic()
             stage = "NVMe controllers in the guest"
-            wanted = [c for c in self.topology.controllers if self.restore is not None or not
-                      (self.empty_ports and c.hotplug)]
+            wanted = list(self.topology.controllers) if self.restore is not None else self.boot_controllers()
             if wanted:
                 # All at once; the guest may then name them in another order than a boot would
                 # (find a controller by its serial, as tbctl does, not by its kernel name).

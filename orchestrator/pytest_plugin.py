@@ -19,7 +19,6 @@ import random
 import re
 import shlex
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import pytest
 from . import __version__, accel, crash, faults, image, snapshot, spdk, topology
 from .errors import DeadlineError, TbctlError
 from .faults import Hotplug
-from .machine import Machine
+from .machine import Machine, qemu_version
 from .qmp import QMP
 from .ssh import SSH
 
@@ -283,8 +282,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     for m, console_mark, qmp_mark, _ in item.stash.get(_MACHINES, []):
         if m.console is not None:
             watches.append(crash.CrashWatch(m.console, m._qmp, console_mark, qmp_mark, on_fatal, m.name))
-    for w in list(watches):
-        w.start()
+            watches[-1].start()  # listed first: on_fatal ignores a watcher it does not know
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         yield
@@ -358,12 +356,17 @@ def _crashes(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
 _COMMAND = re.compile(r"^\$ (.*)\n# exit (-?\d+) in ", re.M)
 
 
-def _app_findings(log: Path, mark: int) -> list[crash.Finding]:
+def _since(log: Path, mark: int) -> bytes:
+    """What `log` got from offset `mark` on (a test's slice of a machine's log)."""
     if not log.exists():
-        return []
+        return b""
     with open(log, "rb") as f:
         f.seek(mark)
-        text = f.read().decode(errors="replace")
+        return f.read()
+
+
+def _app_findings(log: Path, mark: int) -> list[crash.Finding]:
+    text = _since(log, mark).decode(errors="replace")
     exits = [crash.exit_finding(int(m[2]), m[1]) for m in _COMMAND.finditer(text)]
     return crash.app_findings(text) + [f for f in exits if f]
 
@@ -476,11 +479,8 @@ def _collect(item: pytest.Item) -> None:
             (d / f"console{sfx}.log").write_text(m.console.text[console_mark:])
         if m._qmp is not None:
             (d / f"qmp-events{sfx}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in m._qmp.events(qmp_mark)))
-        log = m.artifacts / "commands.log"
-        if log.exists():
-            with open(log, "rb") as f:
-                f.seek(cmd_mark)
-                (d / f"commands{sfx}.log").write_bytes(f.read())
+        if (m.artifacts / "commands.log").exists():
+            (d / f"commands{sfx}.log").write_bytes(_since(m.artifacts / "commands.log", cmd_mark))
         (d / f"vm{sfx}.txt").write_text(f"{m.name}: full logs in {m.artifacts}\n")
         try:
             if not m.qemu_alive() or m._ssh is None:
@@ -502,14 +502,6 @@ def exit_code(results: dict[str, dict[str, Any]], session_status: int) -> int:
     return EXIT_PASSED
 
 
-def _qemu_version() -> str:
-    try:
-        out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, timeout=10)
-        return out.stdout.splitlines()[0]
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        return "unknown"
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     bed = session.config.stash.get(_BED, None)
     if bed is None or session.config.option.collectonly:
@@ -517,7 +509,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     code = exit_code(bed.results, int(exitstatus))
     img = bed._image.manifest if bed._image else {}
     doc = {
-        "tbctl": __version__, "qemu": _qemu_version(), "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
+        "tbctl": __version__, "qemu": qemu_version(), "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
         "topology": bed.topology.source, "accel": bed._accel, "seed": bed.seed, "jitter": bed.jitter, "start": bed.start,
         "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),

@@ -122,7 +122,7 @@ class Repro:
         with open(d / "tbctl.log", "w") as log:
             try:
                 proc = subprocess.run(self.command(run), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                      timeout=RUN_TIMEOUT, start_new_session=False)
+                                      timeout=RUN_TIMEOUT)
                 run.exit_code = proc.returncode
             except subprocess.TimeoutExpired:
                 log.write(f"\ntbctl repro: run {run.index} passed its {RUN_TIMEOUT:g} s deadline and was killed\n")

@@ -18,7 +18,6 @@ import hashlib
 import json
 import shlex
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Callable
 from . import __version__, paths
 from .errors import MachineError
 from .image import Image
-from .machine import QEMU, TCG_KERNEL_ARGS, Machine
+from .machine import TCG_KERNEL_ARGS, Machine, qemu_version
 from .topology import Topology
 
 
@@ -57,9 +56,8 @@ def unsupported(topology: Topology) -> str | None:
 
 
 def key(topology: Topology, image: Image, accel: str, shares: dict[str, Path]) -> str:
-    qemu = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=30).stdout
     argv_template = (paths.TEMPLATES / "qemu" / "argv.j2").read_text()
-    shape = {"image": image.digest, "qemu": qemu, "accel": accel, "tbctl": __version__, "argv": argv_template,
+    shape = {"image": image.digest, "qemu": qemu_version(), "accel": accel, "tbctl": __version__, "argv": argv_template,
              "machine": [topology.memory_mib, topology.cpus, topology.iommu, topology.hugepages, topology.qtest,
                          topology.kernel_args(), TCG_KERNEL_ARGS],
              "ports": [c.root_port for c in topology.controllers if c.hotplug],

@@ -89,7 +89,7 @@ def doorbell_aers(ssh: SSH, bdf: str, log: Path, aer_timeout: float, step_timeou
     Any other silence longer than `step_timeout` is a hang of its own (DeadlineError)."""
     trid = f"trtype:PCIe traddr:{bdf}"
     # stdbuf: SPDK's printf output is block-buffered into a pipe; lines must arrive as printed.
-    # exec: no shell in between to die of the SIGINT meant for the app.
+    # exec: SIGINT is how the app is stopped; see SSH.start.
     cmd = f"exec stdbuf -oL -eL {shlex.quote(app(DOORBELL_AERS))} -r {shlex.quote(trid)} 2>&1"
     proc = ssh.start(cmd, timeout=timeout, label=f"SPDK doorbell_aers on {bdf}")
     run, case, waiting = DoorbellAers(), None, False

@@ -132,8 +132,11 @@ class SSH:
     def start(self, cmd: str, timeout: float = 60, stdin: bytes | None = None, label: str = "") -> "RemoteProcess":
         """Start `cmd` with sh in the guest, under the guest's `timeout`, without waiting for it.
 
-        The wrapper first reports its pid on stderr: `timeout` keeps that pid and leads the
-        command's process group, so the host can kill the whole group (RemoteProcess.kill)."""
+        The wrapper first reports its pid on stderr: `timeout` keeps that pid, the root of the
+        command's process tree, which RemoteProcess.signal walks. A polite signal (INT, TERM) to
+        that tree also reaches the `sh -c` running `cmd`, which dies of it and loses `cmd`'s exit
+        status: a command meant to be stopped that way starts with `exec` (dash reports 128+N
+        even when it traps the signal, so the shell cannot be taught to wait instead)."""
         wrapped = (f"echo {_PID_MARK}$$ >&2; "
                    f"exec timeout --verbose -k {KILL_GRACE} {timeout:g} sh -c {shlex.quote(cmd)}")
         try:
@@ -253,7 +256,7 @@ class RemoteProcess:
                 raise SSHError(f"SIG{sig} to {self.label}: not every process took it within 1 s: {res.stderr.strip()}")
 
     def kill(self) -> None:
-        """SIGKILL the command's process group (a stopped process dies too) and let it go."""
+        """SIGKILL the command's process tree (a stopped process dies too) and let it go."""
         try:
             self.signal("KILL")
         finally:
