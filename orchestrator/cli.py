@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, faults, image, registry, repro, snapshot, topology
+from . import __version__, accel, faults, image, image_shell, registry, repro, snapshot, spdk, spdk_tree, topology
 from .errors import ConfigError, TbctlError
 from .machine import Machine
 from .paths import SOURCE_ROOT
@@ -30,6 +30,8 @@ EPILOG = """examples:
   tbctl repro sw_hotplug::test_orderly_hotplug -n 50 --jobs 2     a flake: rate, signatures, bundle
   tbctl list                             suites and their tests
   tbctl image build                      build (or reuse) the default guest image
+  tbctl image shell --image bookworm-spdk --bind ~/spdk -- make -j2    build a tree for the guest
+  tbctl spdk check --spdk-dir ~/spdk     will the tree start in the guest? (files, then a start probe)
   tbctl up --name dev                    boot a VM that stays up; prints its SSH and QMP endpoints
   tbctl ssh dev -- nvme list             run a command in it
   tbctl qmp dev query-pci                any QMP command, arguments as JSON
@@ -51,18 +53,29 @@ def _load_topology(path: str | None) -> topology.Topology:
 
 
 def _prepare(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
-    """Validate everything, build the image if needed, pick the accelerator: all before booting."""
+    """Validate everything, build the image if needed, pick the accelerator, and check an SPDK
+    tree against the image: all before booting."""
     topo = _load_topology(args.topology)
-    if getattr(args, "spdk_dir", None) and not Path(args.spdk_dir).is_dir():
-        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
-    img = image.ensure(topo.image, mirror=getattr(args, "mirror", None))
-    return topo, img, accel.resolve(args.accel or topo.accel, img)
+    spdk_dir = getattr(args, "spdk_dir", None)
+    if spdk_dir and not Path(spdk_dir).is_dir():
+        raise ConfigError(f"--spdk-dir {spdk_dir}: not a directory")
+    name = image.choose(getattr(args, "image", None), topo.image, bool(spdk_dir))
+    img = image.ensure(name, mirror=getattr(args, "mirror", None))
+    acc = accel.resolve(args.accel or topo.accel, img)
+    if spdk_dir:
+        problems = spdk.preflight(spdk_tree.Tree(Path(spdk_dir)), img, acc)
+        if problems:
+            raise ConfigError(f"--spdk-dir {spdk_dir}: its apps cannot start in image {name}:\n  "
+                              + "\n  ".join(p.line() for p in problems))
+    return topo, img, acc
 
 
 def _machine(args: argparse.Namespace, persistent: bool) -> Machine:
     topo, img, acc = _prepare(args)
     name = args.name or None
-    m = Machine(topo, img, Path("."), name=name, accel=acc, persistent=persistent, boot_timeout=args.boot_timeout)
+    shares = {"spdk": Path(args.spdk_dir).resolve()} if getattr(args, "spdk_dir", None) else {}
+    m = Machine(topo, img, Path("."), name=name, accel=acc, persistent=persistent, boot_timeout=args.boot_timeout,
+                shares=shares)
     m.artifacts = _artifacts_root() / f"{m.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return m
 
@@ -77,6 +90,12 @@ def _attach(name: str) -> Machine:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
+    if args.image_cmd == "shell":
+        if args.timeout is not None and args.timeout <= 0:
+            raise ConfigError(f"image shell: --timeout must be positive seconds, not {args.timeout:g}")
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        img = image.ensure(args.image, mirror=args.mirror)
+        return image_shell.run(img, [Path(b) for b in args.bind], command, args.timeout)
     if args.image_cmd == "build":
         img = image.ensure(args.recipe, mirror=args.mirror)
         print(f"{img.dir}  ({img.manifest['kernel']}, built in {img.manifest['build_seconds']} s)")
@@ -85,6 +104,44 @@ def cmd_image(args: argparse.Namespace) -> int:
             m = img.manifest
             size = sum(f.stat().st_size for f in img.dir.iterdir()) >> 20
             print(f"{m['name']:12} {m['digest']}  kernel {m['kernel']}  {size} MiB  built {m['built']}  {img.dir}")
+    return 0
+
+
+def cmd_spdk(args: argparse.Namespace) -> int:
+    """tbctl spdk check: the tree against the image (files), then one of its apps started in a guest."""
+    tree = spdk_tree.Tree(Path(args.spdk_dir))
+    if not tree.root.is_dir():
+        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
+    topo = _load_topology(args.topology)
+    img = image.ensure(image.choose(args.image, topo.image, True), mirror=args.mirror)
+    acc = accel.resolve(args.accel or topo.accel, img)
+    libs = ", ".join(str(d.relative_to(tree.root)) for d in tree.lib_dirs()) or "none (static build)"
+    print(f"tree {tree.root}: SPDK {tree.release}; apps: {', '.join(tree.apps) or 'none'}; "
+          f"shared libraries in: {libs}")
+    problems = spdk.preflight(tree, img, acc)
+    for p in problems:
+        print(f"problem: {p.line()}")
+    if problems:
+        print(f"spdk check: {len(problems)} problem(s); nothing booted")
+        return 1
+    cfg = tree.build_config()
+    cpu_line = f"; compiled for CPU features {','.join(cfg.cpu_flags)} (all in the guest's)" if cfg else ""
+    print(f"files: every library and symbol version the apps need is in image {img.manifest['name']}{cpu_line}")
+    if args.no_start:
+        return 0
+    m = Machine(topo, img, _artifacts_root() / f"spdk-check-{time.strftime('%Y%m%d-%H%M%S')}", accel=acc,
+                persistent=False, shares={"spdk": tree.root}, boot_timeout=args.boot_timeout)
+    print(f"start probe: booting {m.name} ({acc}); artifacts: {m.artifacts}", flush=True)
+    with m:
+        hot = faults.Hotplug(m)
+        bdfs = [hot.address(c.id) for c in topo.controllers]
+        try:
+            print("start probe: " + spdk.start_probe(m.ssh, tree, bdfs, spdk.driver(topo),
+                                                      max(topo.hugepages, spdk.HUGEPAGES)))
+        except spdk.AppDidNotStart as e:
+            print(f"problem: {e}")
+            return 1
+    print("spdk check: passed")
     return 0
 
 
@@ -203,11 +260,12 @@ def _suite_paths(names: list[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Thin front over pytest: validate, build the image, pick the accelerator, then hand over."""
     paths = _suite_paths(args.suites)
-    _, _, acc = _prepare(args)
+    _, img, acc = _prepare(args)
     run_dir = _artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
     results = Path(args.json) if args.json else run_dir / "results.json"
     argv = [*paths, "-p", "orchestrator.pytest_plugin", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
-            "--tb-artifacts", str(run_dir), "--tb-accel", acc, "--tb-results", str(results), "-rN"]
+            "--tb-artifacts", str(run_dir), "--tb-accel", acc, "--tb-image", img.manifest["name"],
+            "--tb-results", str(results), "-rN"]
     for flag, value in (("--tb-topology", args.topology), ("--tb-timeout", args.timeout), ("-k", args.k),
                         ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit),
                         ("--tb-jitter", args.jitter)):
@@ -231,7 +289,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     if args.runs < 1 or (args.jobs is not None and args.jobs < 1):
         raise ConfigError("repro: --runs and --jobs must be at least 1")
     topo, img, acc = _prepare(args)
-    run_args = ["--accel", acc]
+    run_args = ["--accel", acc, "--image", img.manifest["name"]]
     for flag, value in (("--topology", args.topology), ("--timeout", args.timeout), ("--spdk-dir", args.spdk_dir),
                         ("--jitter", args.jitter)):
         if value is not None:
@@ -309,6 +367,14 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
         sp.add_argument("--boot-timeout", type=float, default=90, metavar="S", help="deadline to SSH-ready (90)")
         sp.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")
+        image_opts(sp)
+
+    def image_opts(sp: argparse.ArgumentParser, tree_required: bool = False) -> None:
+        sp.add_argument("--image", metavar="RECIPE", choices=image.known_recipes(),
+                        help=f"guest image recipe (default: the topology's, else {image.SPDK_IMAGE} with "
+                             f"--spdk-dir, else {image.DEFAULT_IMAGE}): {', '.join(image.known_recipes())}")
+        sp.add_argument("--spdk-dir", metavar="DIR", required=tree_required,
+                        help="built SPDK tree, shared read-only into the guest (checked against the image first)")
 
     sp = sub.add_parser("image", help="build or list guest images")
     isub = sp.add_subparsers(dest="image_cmd", required=True)
@@ -316,7 +382,28 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("recipe", nargs="?", default=image.DEFAULT_IMAGE)
     b.add_argument("--mirror", help="Debian mirror URL (default: the host's apt source)")
     isub.add_parser("list", help="list cached images")
+    sh = isub.add_parser("shell", help="a shell (or -- CMD) in an image's userland on the host, e.g. to build "
+                                       "a tree for the guest; image read-only, --bind dirs read-write, no network")
+    sh.add_argument("--image", default=image.DEFAULT_IMAGE, help=f"recipe (default {image.DEFAULT_IMAGE})")
+    sh.add_argument("--bind", action="append", default=[], metavar="DIR",
+                    help="a host directory, read-write at the same path inside (repeatable; the first is the cwd)")
+    sh.add_argument("--timeout", type=float, default=4 * 3600, metavar="S",
+                    help="deadline for CMD; killed with all it started (default 4 h; none for a shell)")
+    sh.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")
+    sh.add_argument("command", nargs=argparse.REMAINDER, help="after --: the command (default: bash -l)")
     sp.set_defaults(fn=cmd_image)
+
+    sp = sub.add_parser("spdk", help="SPDK trees: check one against a guest image before running it")
+    ssub = sp.add_subparsers(dest="spdk_cmd", required=True)
+    c = ssub.add_parser("check", help="the tree's apps' libraries, symbol versions and CPU features against the "
+                                      "image, then one app started in a booted guest")
+    c.add_argument("--topology", "-t", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
+    c.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
+    c.add_argument("--boot-timeout", type=float, default=90, metavar="S", help="deadline to SSH-ready (90)")
+    c.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")
+    c.add_argument("--no-start", action="store_true", help="only read files; boot nothing")
+    image_opts(c, tree_required=True)
+    c.set_defaults(fn=cmd_spdk)
 
     sp = sub.add_parser("up", help="boot a VM that outlives this command")
     boot_opts(sp)
@@ -326,7 +413,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--topology", "-t", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
         sp.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
         sp.add_argument("--timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
-        sp.add_argument("--spdk-dir", metavar="DIR", help="built SPDK tree, shared read-only into the guest")
+        image_opts(sp)
         sp.add_argument("--jitter", type=float, metavar="S",
                         help="hotplug faults fire after a seeded delay below S seconds (default 0.3; 0: at once)")
         sp.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")

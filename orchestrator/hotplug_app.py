@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import spdk
 from .errors import DeadlineError, SSHError
 from .render import render
+from .spdk_tree import Tree
 from .ssh import SSH, RemoteProcess, Result
 
 
@@ -63,13 +64,23 @@ class HotplugApp:
     def summary(self, result: Result) -> Summary:
         raise NotImplementedError
 
+    def not_started(self, output: str, status: int | None) -> Exception | None:
+        """Why the app could not start, where a variant knows its app's words for it."""
+        return None
+
     # -- shared --
     def start(self, inserts: int, removals: int, seconds: int, ready_timeout: float = 60) -> None:
         cmd, stdin = self.command(inserts, removals, seconds)
         self._proc = self.ssh.start(cmd, timeout=seconds + 30, stdin=stdin, label=f"{self.name} hotplug app ({cmd})")
         deadline = time.monotonic() + ready_timeout
-        while not self.is_ready(self._line(deadline - time.monotonic(), "get ready")):
-            pass
+        try:
+            while not self.is_ready(self._line(deadline - time.monotonic(), "get ready")):
+                pass
+        except (SSHError, DeadlineError):
+            failed = self.not_started(self._proc.output(), self._proc.exit_status)
+            if failed is not None:
+                raise failed from None
+            raise
 
     def _record(self, line: str) -> None:
         with open(self.log, "a") as f:
@@ -174,14 +185,17 @@ class SpdkHotplugApp(HotplugApp):
 
     name = "spdk"
 
-    def __init__(self, ssh: SSH, log: Path, binary: str, serial_of: dict[str, str]):
+    def __init__(self, ssh: SSH, log: Path, tree: Tree, serial_of: dict[str, str]):
         super().__init__(ssh, log)
-        self.binary, self.serial_of = binary, serial_of
+        self.tree, self.serial_of = tree, serial_of
         self._started = False
 
     def command(self, inserts: int, removals: int, seconds: int) -> tuple[str, bytes | None]:
-        argv = [self.binary, "-i", "0", "-t", str(seconds), "-n", str(inserts), "-r", str(removals)]
-        return f"{shlex.join(argv)} 2>&1", None
+        args = ["-i", "0", "-t", str(seconds), "-n", str(inserts), "-r", str(removals)]
+        return spdk.command(self.tree, spdk.HOTPLUG, args), None
+
+    def not_started(self, output: str, status: int | None) -> Exception | None:
+        return spdk.not_started("SPDK hotplug app", output, status)
 
     def is_ready(self, line: str) -> bool:
         if line.startswith("Initialization complete"):

@@ -1,9 +1,12 @@
 """Guest image recipe -> cached kernel, initrd, qcow2 root disk and SSH keys, keyed by content hash.
 
-A recipe lives in images/<name>/recipe.toml. The hash covers the recipe, every template under
-templates/image/ and BUILDER_VERSION, so editing any of them yields a new image and a second
-build of the same inputs is a no-op. Building needs root (mmdebstrap writes a root-owned tree,
-which `mkfs.ext4 -d` turns into a disk without loop mounts).
+A recipe lives in images/<name>/recipe.toml and may name a `base` recipe whose fields it
+inherits (`extra_packages` adds to the base's packages), so a variant is a few lines, not a copy.
+The hash covers the recipe and its bases, every template under templates/image/ and
+BUILDER_VERSION, so editing any of them yields a new image and a second build of the same inputs
+is a no-op. Building needs root (mmdebstrap writes a root-owned tree, which `mkfs.ext4 -d` turns
+into a disk without loop mounts). The tree is kept beside the disk (`root/`): `tbctl image shell`
+runs in it, and `tbctl spdk check` reads what the guest provides from it.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from .errors import ConfigError, ImageError
 from .paths import IMAGES, TEMPLATES, cache_dir
 from .render import render
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 DEFAULT_IMAGE = "bookworm"
+SPDK_IMAGE = "bookworm-spdk"  # the default when a run brings an SPDK tree
 
 # Console markers printed by the guest (templates/image/*); the host waits on them.
 MARKER_READY = "TBCTL-READY sshd"
@@ -53,6 +57,7 @@ _RECIPE_FIELDS = {
     "path_excludes": list, "path_includes": list, "prune_modules": list, "initrd_modules": list,
     "early_modules": list, "cmdline": str,
 }
+_VARIANT_FIELDS = {"base": str, "extra_packages": list}
 
 
 @dataclass(frozen=True)
@@ -70,32 +75,58 @@ class Recipe:
     cmdline: str
     path: Path = field(compare=False)
 
+    bases: tuple[Path, ...] = field(default=(), compare=False)
+
     @classmethod
     def load(cls, name: str) -> "Recipe":
         path = IMAGES / name / "recipe.toml"
-        if not path.is_file():
-            known = sorted(p.name for p in IMAGES.iterdir() if (p / "recipe.toml").is_file())
-            raise ConfigError(f"image {name!r}: no {path}; known images: {', '.join(known)}")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        data, bases = _recipe_data(name, [])
         for key, typ in _RECIPE_FIELDS.items():
             if not isinstance(data.get(key), typ):
                 raise ConfigError(f"{path}: field '{key}' must be a {typ.__name__}")
-        unknown = set(data) - set(_RECIPE_FIELDS)
-        if unknown:
-            raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; "
-                              f"allowed: {', '.join(_RECIPE_FIELDS)}")
-        return cls(path=path, **data)
+        return cls(path=path, bases=tuple(bases), **data)
 
     def digest(self) -> str:
         """Hash of everything the built image depends on in this source tree."""
         h = hashlib.sha256(f"builder={BUILDER_VERSION}\n".encode())
-        inputs = [self.path, *sorted((TEMPLATES / "image").glob("*"))]
+        inputs = [*self.bases, self.path, *sorted((TEMPLATES / "image").glob("*"))]
         for p in inputs:
             h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
         return h.hexdigest()[:16]
+
+
+def known_recipes() -> list[str]:
+    return sorted(p.name for p in IMAGES.iterdir() if (p / "recipe.toml").is_file())
+
+
+def _recipe_data(name: str, seen: list[str]) -> tuple[dict, list[Path]]:
+    """A recipe's fields with its base's filled in, and the base recipe files it read."""
+    path = IMAGES / name / "recipe.toml"
+    if not path.is_file():
+        where = f"{IMAGES / seen[-1] / 'recipe.toml'}: field 'base': " if seen else ""
+        raise ConfigError(f"{where}image {name!r}: no {path}; known images: {', '.join(known_recipes())}")
+    if name in seen:
+        raise ConfigError(f"{path}: field 'base': recipes inherit in a circle ({' -> '.join([*seen, name])})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    allowed = {**_RECIPE_FIELDS, **_VARIANT_FIELDS}
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(allowed)}")
+    for key, typ in _VARIANT_FIELDS.items():
+        if key in data and not isinstance(data[key], typ):
+            raise ConfigError(f"{path}: field '{key}' must be a {typ.__name__}")
+    if "base" not in data:
+        if "extra_packages" in data:
+            raise ConfigError(f"{path}: field 'extra_packages' needs a 'base' recipe to add to; use 'packages'")
+        return data, []
+    base, bases = _recipe_data(data.pop("base"), [*seen, name])
+    extra = data.pop("extra_packages", [])
+    merged = {**base, **data}
+    merged["packages"] = [*merged.get("packages", []), *extra]
+    return merged, [*bases, IMAGES / base["name"] / "recipe.toml"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,7 @@ class Image:
     kernel = property(lambda self: self.dir / "vmlinux")
     initrd = property(lambda self: self.dir / "initrd.img")
     disk = property(lambda self: self.dir / "root.qcow2")
+    root = property(lambda self: self.dir / "root")  # the guest's file tree, as on its disk
     client_key = property(lambda self: self.dir / "id_ed25519")
     host_key_pub = property(lambda self: self.dir / "ssh_host_ed25519_key.pub")
 
@@ -121,6 +153,12 @@ class Image:
     @property
     def digest(self) -> str:
         return self.manifest["digest"]
+
+
+def choose(explicit: str | None, topology_image: str | None, spdk: bool) -> str:
+    """The recipe a run boots: --image, else the topology's, else the SPDK-ready one for a run
+    with an SPDK tree, else the default."""
+    return explicit or topology_image or (SPDK_IMAGE if spdk else DEFAULT_IMAGE)
 
 
 def images_root() -> Path:
@@ -200,7 +238,7 @@ def _build(recipe: Recipe, dest: Path, mirror: str | None, progress: Progress) -
         kver: list[str] = []
         step(3, lambda: kver.append(_kernel_and_initrd(recipe, rootfs, work, log)))
         step(4, lambda: _root_disk(recipe, rootfs, work, log))
-        shutil.rmtree(rootfs)
+        rootfs.rename(work / "root")
         manifest = {
             "name": recipe.name, "digest": recipe.digest(), "suite": recipe.suite, "kernel": kver[0],
             "cmdline": f"{recipe.cmdline} init={GUEST_INIT}", "mirror": mirror,

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import guest, registry
+from . import cpu, guest, registry
 from .console import Console
 from .errors import ConfigError, MachineError, TbctlError
 from .image import MARKER_FAILED, MARKER_READY, Image
@@ -116,6 +116,7 @@ class Machine:
         cmdline = " ".join(filter(None, [self.image.cmdline, topo.kernel_args(),
                                          TCG_KERNEL_ARGS if self.accel == "tcg" else ""]))
         text = render("qemu/argv.j2", qemu=QEMU, name=self.name, topology=topo, accel=self.accel, bios=BIOS,
+                      cpu=cpu.model(self.accel),
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
                       run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,
                       objects=objects, root_ports=root_ports, shares=self.shares, attached={c.id for c in attached},

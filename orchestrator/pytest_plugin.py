@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, crash, faults, image, snapshot, spdk, topology
+from . import __version__, accel, crash, faults, image, snapshot, spdk_tree, topology
 from .errors import DeadlineError, TbctlError
 from .faults import Hotplug
 from .machine import Machine, qemu_version
@@ -58,6 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--tb-artifacts", metavar="DIR", help="where each test's artifacts go")
     g.addoption("--tb-results", metavar="FILE", help="results.json path (default: in the artifacts dir)")
     g.addoption("--tb-spdk-dir", metavar="DIR", help="SPDK tree (built) shared read-only into the guest")
+    g.addoption("--tb-image", metavar="RECIPE", help="guest image recipe (default: the topology's, else "
+                                                    "the SPDK-ready one with an SPDK tree, else the default)")
     g.addoption("--tb-keep-vm", action="store_true", help="leave module VMs running after the run")
     g.addoption("--tb-seed", type=int, help="the run's seed: fault timing; recorded in results.json (default: random)")
     g.addoption("--tb-jitter", type=float, default=0.3, metavar="S",
@@ -88,7 +90,8 @@ class Bed:
     @property
     def image(self) -> image.Image:
         if self._image is None:
-            self._image = image.ensure(self.topology.image)
+            self._image = image.ensure(image.choose(self.config.getoption("tb_image"), self.topology.image,
+                                                    self.spdk_dir is not None))
         return self._image
 
     @property
@@ -108,14 +111,14 @@ class Bed:
         """This test's random source: the run's seed and the test's id, so `--seed` replays it."""
         return random.Random(f"{self.seed}/{item.nodeid.rsplit('/', 1)[-1]}")
 
-    def spdk_app(self, rel: str) -> str:
-        """Where the guest sees SPDK app `rel`: skips the test without an SPDK tree, fails it when
+    def spdk_tree(self, rel: str) -> spdk_tree.Tree:
+        """The SPDK tree, which must have app `rel`: skips the test without a tree, fails it when
         the tree lacks the app."""
         if self.spdk_dir is None:
             pytest.skip("needs an SPDK tree: tbctl run SUITE --spdk-dir DIR")
         if not (self.spdk_dir / rel).is_file():
             pytest.fail(f"--spdk-dir {self.spdk_dir}: no {rel} (is SPDK built?)")
-        return spdk.app(rel)
+        return spdk_tree.Tree(self.spdk_dir)
 
     def boot(self, artifacts: Path) -> Machine:
         """A ready machine: restored from a saved guest with --tb-snapshot when the topology
@@ -436,6 +439,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         entry = _entry(item)
         entry["outcome"] = final
         entry["artifacts"] = str(item.stash[_DIR]) if _DIR in item.stash else None
+    if rep.skipped and "message" not in _entry(item):
+        _entry(item)["message"] = _skip_reason(rep)
     if rep.failed or rep.when == "call":
         entry = _entry(item)
         entry["duration"] = round(entry["duration"] + rep.duration, 3)
@@ -452,6 +457,13 @@ def _entry(item: pytest.Item) -> dict[str, Any]:
     """This test's record in the run's results."""
     results = item.config.stash[_BED].results
     return results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
+
+
+def _skip_reason(rep: pytest.TestReport) -> str:
+    """pytest keeps a skip's reason as (file, line, "Skipped: why")."""
+    if isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3:
+        return str(rep.longrepr[2]).removeprefix("Skipped: ")
+    return str(rep.longrepr or "skipped")
 
 
 def _message(call: pytest.CallInfo[None]) -> str:
@@ -534,7 +546,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.section("tbctl summary")
     for r in bed.results.values():
         tr.write_line(f"{r.get('outcome', '?'):21} {r['duration']:7.1f} s  {r['nodeid']}")
-        if r.get("outcome") not in ("passed", "skipped") and r.get("message"):
+        if r.get("outcome") != "passed" and r.get("message"):
             tr.write_line(f"{'':21} {r['message'].splitlines()[0][:300]}")
     if _RESULTS in config.stash:
         path, code = config.stash[_RESULTS]

@@ -1,8 +1,11 @@
-"""SPDK apps from the user's SPDK tree (--spdk-dir), run in the guest on controllers SPDK owns.
+"""SPDK apps from the user's SPDK tree (--spdk-dir), run in the guest as the tree was built to run.
 
 The tree is shared read-only over virtfs (tag "spdk") and mounted at MOUNT; its apps drive
-controllers bound to uio_pci_generic from hugepage memory, as SPDK's scripts/setup.sh leaves a
-machine. `doorbell_aers` runs SPDK's test/nvme/doorbell_aers and judges it by the lines it prints.
+controllers bound as SPDK's scripts/setup.sh leaves a machine (uio_pci_generic, or vfio-pci
+behind a vIOMMU) from hugepage memory, with the tree's own shared libraries on
+LD_LIBRARY_PATH (a --with-shared build's RUNPATH names the build host's path, not MOUNT).
+An app that does not start says why in one line (spdk_diagnose). `doorbell_aers` runs SPDK's
+test/nvme/doorbell_aers and judges it by the lines it prints.
 """
 
 from __future__ import annotations
@@ -12,28 +15,90 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import guest
+from . import cpu, guest, image
 from .errors import DeadlineError, SSHError
+from .spdk_diagnose import diagnose
+from .spdk_tree import GuestRoot, Problem, Tree, check
 from .ssh import SSH, Result
+from .topology import Topology
 
 MOUNT = "/mnt/spdk"
-DRIVER = "uio_pci_generic"
 HUGEPAGES = 64
 HOTPLUG = "build/examples/hotplug"
 DOORBELL_AERS = "test/nvme/doorbell_aers/doorbell_aers"
 
 
-def prepare(ssh: SSH, bdfs: list[str], hugepages: int = HUGEPAGES) -> None:
-    """The SPDK tree mounted, hugepages reserved, and `bdfs` bound to DRIVER."""
+class AppDidNotStart(AssertionError):
+    """The tree's app exited (or fell silent) before doing its job, for a reason of the guest's
+    environment, named in one line: a test failure whose first line says what to fix."""
+
+
+def preflight(tree: Tree, img: image.Image, accel: str) -> list[Problem]:
+    """What keeps the tree's apps from starting in `img` under `accel`, read from files alone."""
+    name = img.manifest["name"]
+    others = {i.manifest["name"]: i for i in image.list_cached() if i.root.is_dir() and i.manifest["name"] != name}
+    what = f"QEMU -cpu {cpu.model(accel)} under {accel}"
+    return check(tree, GuestRoot(img.root, name), cpu.features(accel), what,
+                 [GuestRoot(i.root, n) for n, i in sorted(others.items())])
+
+
+def driver(topo: Topology) -> str:
+    """The driver SPDK's scripts/setup.sh would pick: vfio-pci when an IOMMU is there."""
+    return "vfio-pci" if topo.iommu else "uio_pci_generic"
+
+
+def prepare(ssh: SSH, bdfs: list[str], drv: str, hugepages: int = HUGEPAGES) -> None:
+    """The SPDK tree mounted, hugepages reserved, and `bdfs` bound to `drv`."""
     guest.mount_share(ssh, "spdk", MOUNT)
     guest.reserve_hugepages(ssh, hugepages)
     for bdf in bdfs:
-        guest.bind(ssh, bdf, DRIVER)
+        guest.bind(ssh, bdf, drv)
 
 
 def app(rel: str) -> str:
     """Where the guest sees the tree's app `rel`."""
     return f"{MOUNT}/{rel}"
+
+
+def command(tree: Tree, rel: str, args: list[str]) -> str:
+    """The guest shell command for app `rel`: the tree's libraries found, output line-buffered
+    (SPDK's printf is block-buffered into a pipe), stderr with stdout, and `exec` so a signal
+    reaches the app itself (see SSH.start)."""
+    lib_path = tree.guest_lib_path(MOUNT)
+    env = f"env LD_LIBRARY_PATH={shlex.quote(lib_path)} " if lib_path else ""
+    return f"exec {env}stdbuf -oL -eL {shlex.quote(app(rel))} {shlex.join(args)} 2>&1"
+
+
+# Read-only apps that initialize SPDK's environment, claim the controllers and exit: the start
+# probe of `tbctl spdk check` runs the first one the tree has.
+PROBE_APPS = (("build/bin/spdk_nvme_identify", []), ("build/examples/identify", []),
+              (HOTPLUG, ["-t", "1", "-n", "0", "-r", "0"]))
+
+
+def start_probe(ssh: SSH, tree: Tree, bdfs: list[str], drv: str, hugepages: int, timeout: float = 120) -> str:
+    """Start one of the tree's apps in a booted guest, as the suites will; what it found, or
+    AppDidNotStart with the reason only a start can tell (DPDK version refused, no OpenSSL
+    config, no hugepages, a device it cannot claim)."""
+    found = [(rel, args) for rel, args in PROBE_APPS if (tree.root / rel).is_file()]
+    if not found:
+        raise AppDidNotStart(f"the tree has none of {', '.join(r for r, _ in PROBE_APPS)} to start")
+    rel, args = found[0]
+    prepare(ssh, bdfs, drv, hugepages)
+    res = ssh.run(command(tree, rel, args), timeout=timeout)
+    output = res.stdout + res.stderr
+    if res.rc != 0:
+        last = " | ".join(ln.strip() for ln in output.strip().splitlines()[-3:])
+        raise not_started(rel, output, res.rc) or AppDidNotStart(f"{rel} exited {res.rc}: {last}")
+    claimed = sorted(set(re.findall(r"(?:NVMe Controller at|Attached to) (?:PCIE \()?([0-9a-f]{4}:[0-9a-f:.]+)", output)))
+    if not claimed:
+        raise AppDidNotStart(f"{rel} exited 0 but attached none of {', '.join(bdfs)}: {output.strip()[-300:]}")
+    return f"{rel} started in the guest and exited 0 after {res.seconds:.1f} s; it attached {', '.join(claimed)}"
+
+
+def not_started(what: str, output: str, status: int | None) -> AppDidNotStart | None:
+    """AppDidNotStart with the diagnosis of `output`, if it shows a start-up failure."""
+    d = diagnose(output, status)
+    return AppDidNotStart(f"{what}: {d}") if d else None
 
 
 # SPDK's doorbell_aers runs these cases in this order; each must end with "Success: CASE".
@@ -72,8 +137,13 @@ class DoorbellAers:
         return out
 
     def check(self, aer_timeout: float, why: str) -> None:
-        """Raise what went wrong: DeadlineError when an AER never came (with `why`, QEMU's
-        reason), AssertionError naming each case without "Success"."""
+        """Raise what went wrong: AppDidNotStart when the environment kept it from starting,
+        DeadlineError when an AER never came (with `why`, QEMU's reason), AssertionError naming
+        each case without "Success"."""
+        if not self.verdicts and self.result is not None and self.result.rc != 0:
+            failed = not_started("SPDK doorbell_aers", self.result.stdout + self.result.stderr, self.result.rc)
+            if failed:
+                raise failed
         if self.hung:
             raise DeadlineError(f"SPDK doorbell_aers: no Error AER for {self.hung} within {aer_timeout:g} s, "
                                 f"interrupted; {why}; its verdicts: " + "; ".join(self.failures()))
@@ -81,16 +151,13 @@ class DoorbellAers:
         assert not failed, "SPDK doorbell_aers: " + "; ".join(failed)
 
 
-def doorbell_aers(ssh: SSH, bdf: str, log: Path, aer_timeout: float, step_timeout: float = 30,
+def doorbell_aers(ssh: SSH, tree: Tree, bdf: str, log: Path, aer_timeout: float, step_timeout: float = 30,
                   timeout: float = 120) -> DoorbellAers:
     """Run SPDK's doorbell_aers on controller `bdf` (bound to DRIVER). The app waits for each
     Error AER with no deadline of its own: after `aer_timeout` the test-bed interrupts it with
     SIGINT, its own way out, which prints "Failure: CASE" for that case and the ones after it.
     Any other silence longer than `step_timeout` is a hang of its own (DeadlineError)."""
-    trid = f"trtype:PCIe traddr:{bdf}"
-    # stdbuf: SPDK's printf output is block-buffered into a pipe; lines must arrive as printed.
-    # exec: SIGINT is how the app is stopped; see SSH.start.
-    cmd = f"exec stdbuf -oL -eL {shlex.quote(app(DOORBELL_AERS))} -r {shlex.quote(trid)} 2>&1"
+    cmd = command(tree, DOORBELL_AERS, ["-r", f"trtype:PCIe traddr:{bdf}"])
     proc = ssh.start(cmd, timeout=timeout, label=f"SPDK doorbell_aers on {bdf}")
     run, case, waiting = DoorbellAers(), None, False
     try:

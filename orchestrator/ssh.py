@@ -226,11 +226,27 @@ class RemoteProcess:
             if self._out.find(b"\n", self._consumed) >= 0:
                 continue
             if exited:
-                out = (self._out[self._consumed:] + self._err).decode(errors="replace")
+                out = self._out[self._consumed:].decode(errors="replace") + self._stderr()
                 raise SSHError(f"{self.label} exited (status {self._chan.recv_exit_status()}) before printing "
-                               f"a line: {out.replace(_PID_MARK, 'pid ')[-1000:]}")
+                               f"a line: {out.strip()[-1000:] or 'no output'}")
             if time.monotonic() >= deadline:
                 raise DeadlineError(f"guest command printed no line within {timeout:g} s: {self.cmd}")
+
+    def _stderr(self) -> str:
+        """What the command wrote to stderr, without the wrapper's pid line."""
+        err = self._err.decode(errors="replace")
+        if err.startswith(_PID_MARK):
+            err = err.split("\n", 1)[1] if "\n" in err else ""
+        return err
+
+    def output(self) -> str:
+        """Everything it printed so far: stdout, then stderr."""
+        return self._out.decode(errors="replace") + self._stderr()
+
+    @property
+    def exit_status(self) -> int | None:
+        """Its exit status once it exited, else None."""
+        return self._chan.recv_exit_status() if self._chan.exit_status_ready() else None
 
     def unread_lines(self) -> list[str]:
         """stdout lines that readline() has not returned yet."""
@@ -273,10 +289,7 @@ class RemoteProcess:
             pass
         rc = self._chan.recv_exit_status()
         self._release()
-        err = self._err.decode(errors="replace")
-        if err.startswith(_PID_MARK):
-            err = err.split("\n", 1)[1] if "\n" in err else ""
-        result = Result(self.cmd, rc, self._out.decode(errors="replace"), err, time.monotonic() - self.started)
+        result = Result(self.cmd, rc, self._out.decode(errors="replace"), self._stderr(), time.monotonic() - self.started)
         if self._log:
             self._log(result)
         if rc in (124, 137) and _TIMEOUT_MARK in result.stderr:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .paths import IMAGES
 
 ACCELS = ("auto", "kvm", "tcg")
 BLOCK_SIZES = (512, 4096)
@@ -86,7 +87,7 @@ class Controller:
 @dataclass(frozen=True)
 class Topology:
     name: str = "default"
-    image: str = "bookworm"
+    image: str | None = None  # a recipe name; None: the default image (the SPDK-ready one with a tree)
     memory_mib: int = 1024
     cpus: int = 2
     accel: str = "auto"
@@ -213,8 +214,7 @@ def parse(data: dict[str, Any], source: str) -> Topology:
     return Topology(
         name=m.str("name", Path(source).stem if source.endswith(".toml") else "default", _ID,
                    what="lower-case letters, digits and _ (max 32), starting with a letter") or "default",
-        image=m.str("image", "bookworm", re.compile(r"^[a-z0-9][a-z0-9_-]*$"), what="an image recipe name")
-        or "bookworm",
+        image=m.str("image", None, choices=tuple(sorted(p.parent.name for p in IMAGES.glob("*/recipe.toml")))),
         memory_mib=memory,
         cpus=m.int("cpus", 2, 1, 16) or 2,
         accel=m.str("accel", "auto", choices=ACCELS) or "auto",

@@ -111,13 +111,13 @@ def test_spdk_doorbell_aers(machine: Machine, hotplug: Hotplug, bed: Bed, artifa
     uio_pci_generic: judged by its "Success:" lines, since it exits 0 after "Failure:" too, and
     by QEMU's trace, which must show the three Error AERs posted. An AER that never comes is a
     timeout with QEMU's reason, the app interrupted, never a hang."""
-    bed.spdk_app(spdk.DOORBELL_AERS)
+    tree = bed.spdk_tree(spdk.DOORBELL_AERS)
     ctrl = machine.topology.controller("nvme0")
     bdf = hotplug.address(ctrl.id)
-    spdk.prepare(machine.ssh, [bdf], max(machine.topology.hugepages, spdk.HUGEPAGES))
+    spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology), max(machine.topology.hugepages, spdk.HUGEPAGES))
     try:
         with faults.NvmeTrace(machine) as trace:
-            run = spdk.doorbell_aers(machine.ssh, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
+            run = spdk.doorbell_aers(machine.ssh, tree, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
             why = trace.aer_diagnosis() if run.hung else ""
             posted = [ln.split("info ", 1)[1].split()[0] for ln in trace.find("pci_nvme_aer_post_cqe", "type 0x0 ")]
     finally:

@@ -8,7 +8,8 @@ out. Here every step waits for the app's own report of the event it caused (neve
 sleep), so a missed event fails at once and is named, and a hung app is killed at the deadline.
 
 Apps: `kernel` (the guest kernel's nvme driver, watched by tbctl's guest app) and `spdk`
-(SPDK's build/examples/hotplug from --spdk-dir, controllers bound to uio_pci_generic).
+(SPDK's build/examples/hotplug from --spdk-dir, controllers bound to uio_pci_generic, or
+vfio-pci behind a vIOMMU).
 """
 
 from __future__ import annotations
@@ -70,23 +71,23 @@ class Variant:
         ssh = self.machine.ssh
         if self.kind == "kernel":
             return KernelHotplugApp(ssh, self.artifacts / "app-kernel.log")
-        binary = self.bed.spdk_app(spdk.HOTPLUG)
+        tree = self.bed.spdk_tree(spdk.HOTPLUG)
         spdk.prepare(ssh, [self.hotplug.address(c) for c in hot_ctrls(self.machine)],
-                     max(self.machine.topology.hugepages, spdk.HUGEPAGES))
+                     spdk.driver(self.machine.topology), max(self.machine.topology.hugepages, spdk.HUGEPAGES))
         serials = {bdf: rec["serial"] for bdf, rec in guest.identities(ssh).items()}
-        return SpdkHotplugApp(ssh, self.artifacts / "app-spdk.log", binary, serials)
+        return SpdkHotplugApp(ssh, self.artifacts / "app-spdk.log", tree, serials)
 
     def returned(self, ctrl_id: str) -> None:
-        """A controller is back on the bus: SPDK's app only sees it once it is bound to uio."""
+        """A controller is back on the bus: SPDK's app only sees it once it is bound to SPDK's driver."""
         if self.kind == "spdk":
-            guest.bind(self.machine.ssh, self.hotplug.address(ctrl_id), spdk.DRIVER)
+            guest.bind(self.machine.ssh, self.hotplug.address(ctrl_id), spdk.driver(self.machine.topology))
 
 
 @pytest.fixture(params=["kernel", "spdk"])
 def variant(request: pytest.FixtureRequest, machine: Machine, hotplug: Hotplug, bed: Bed,
             artifacts: Path) -> Iterator[Variant]:
     if request.param == "spdk":
-        bed.spdk_app(spdk.HOTPLUG)
+        bed.spdk_tree(spdk.HOTPLUG)
     v = Variant(request.param, machine, hotplug, bed, artifacts)
     yield v
     restore(machine, hotplug)

@@ -8,7 +8,9 @@ from typing import Iterator
 
 import pytest
 
-from orchestrator import accel, image, registry
+from orchestrator import accel, image, image_shell, registry
+
+STANDIN = Path(__file__).resolve().parent / "spdk_standin"
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +24,16 @@ def private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 @pytest.fixture(scope="session")
 def guest_image() -> image.Image:
     return image.ensure(image.DEFAULT_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def standin() -> Path:
+    """The SPDK stand-in tree, built as a user builds a real one: its own make, in the SPDK-ready
+    image's userland (so it links against what the guest has)."""
+    img = image.ensure(image.SPDK_IMAGE)
+    rc = image_shell.run(img, [STANDIN], ["make", "-s"], timeout=300)
+    assert rc == 0, f"building the SPDK stand-in in {img.dir.name}'s userland failed (exit {rc})"
+    return STANDIN
 
 
 @pytest.fixture(scope="session")

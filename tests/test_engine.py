@@ -17,7 +17,6 @@ from orchestrator.pytest_plugin import exit_code
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
 CRASHES = REPO / "tests" / "engine_suites" / "demo_crashes.py"
-STANDIN = REPO / "tests" / "spdk_standin"
 
 
 def tbctl(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -54,8 +53,8 @@ def test_unknown_suite_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.vm
-def test_outcomes_are_told_apart(tmp_path: Path) -> None:
-    r = tbctl(tmp_path, "run", str(DEMO), "--spdk-dir", str(STANDIN), "--junit", str(tmp_path / "j.xml"),
+def test_outcomes_are_told_apart(tmp_path: Path, standin: Path) -> None:
+    r = tbctl(tmp_path, "run", str(DEMO), "--spdk-dir", str(standin), "--junit", str(tmp_path / "j.xml"),
               "--json", str(tmp_path / "r.json"))
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
     res = json.loads((tmp_path / "r.json").read_text())
@@ -138,10 +137,11 @@ def test_no_tests_selected_is_incomplete(tmp_path: Path) -> None:
 
 
 @pytest.mark.vm
-def test_spdk_path_with_the_stand_in_app(tmp_path: Path) -> None:
-    """The SPDK variants end to end: virtfs share, hugepages, uio binding, SPDK's output parsed;
-    doorbell_aers's stand-in drives the controller from userspace as SPDK's driver does."""
-    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "-k", "spdk", "--spdk-dir", str(STANDIN),
+def test_spdk_path_with_the_stand_in_app(tmp_path: Path, standin: Path) -> None:
+    """The SPDK variants end to end: virtfs share, hugepages, uio binding, the tree's own
+    libraries found, SPDK's output parsed; doorbell_aers's stand-in drives the controller from
+    userspace as SPDK's driver does."""
+    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "-k", "spdk", "--spdk-dir", str(standin),
               "--json", str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     res = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.hotplug_app import KernelHotplugApp, SpdkHotplugApp
+from orchestrator.spdk_tree import Tree
 from orchestrator.ssh import Result
 
 SPDK_OUTPUT = """Initializing NVMe Controllers
@@ -21,7 +22,8 @@ Expected removals 2 != actual removals 1
 
 
 def test_spdk_lines() -> None:
-    app = SpdkHotplugApp(None, Path("/dev/null"), "/x/hotplug", {"0000:01:00.0": "TBCTL0001"})  # type: ignore[arg-type]
+    app = SpdkHotplugApp(None, Path("/dev/null"), Tree(Path("/nonexistent")),  # type: ignore[arg-type]
+                         {"0000:01:00.0": "TBCTL0001"})
     events, ready_at = [], None
     for i, line in enumerate(SPDK_OUTPUT.splitlines()):
         if ready_at is None and app.is_ready(line):
@@ -33,7 +35,8 @@ def test_spdk_lines() -> None:
     app.events = []
     s = app.summary(Result("x", 1, SPDK_OUTPUT, "", 1.0))
     assert (s.rc, s.removals) == (1, 1)
-    assert app.command(2, 2, 30)[0] == "/x/hotplug -i 0 -t 30 -n 2 -r 2 2>&1"
+    assert app.command(2, 2, 30)[0] == ("exec stdbuf -oL -eL /mnt/spdk/build/examples/hotplug "
+                                        "-i 0 -t 30 -n 2 -r 2 2>&1")
 
 
 def test_kernel_app_lines() -> None:

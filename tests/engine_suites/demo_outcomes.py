@@ -52,11 +52,11 @@ def test_spdk_app_waits_for_an_aer_that_never_comes(machine: Machine, hotplug: H
     """The SPDK doorbell_aers stand-in told to arm no AER: it waits forever for the first Error
     AER; tbctl interrupts it, and the timeout says why from QEMU's trace."""
     bdf = hotplug.address("nvme0")
-    bed.spdk_app(spdk.DOORBELL_AERS)
-    spdk.prepare(machine.ssh, [bdf])
+    tree = bed.spdk_tree(spdk.DOORBELL_AERS)
+    spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology))
     machine.ssh.run("mkdir -p /run/spdk-standin && touch /run/spdk-standin/no-aer", timeout=10, check=True)
     with faults.NvmeTrace(machine) as trace:
-        run = spdk.doorbell_aers(machine.ssh, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
+        run = spdk.doorbell_aers(machine.ssh, tree, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
         why = trace.aer_diagnosis()
     run.check(AER_WAIT, why)
 

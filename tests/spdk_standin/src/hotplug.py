@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Stand-in for SPDK's examples/nvme/hotplug (see ../../README.md): same arguments, same lines."""
+"""Stand-in for SPDK's examples/nvme/hotplug (see ../README.md): same arguments, same lines."""
 
 import getopt
 import json

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Stand-in for SPDK's test/nvme/doorbell_aers (see ../../../README.md): same argument, same lines.
+"""Stand-in for SPDK's test/nvme/doorbell_aers (see ../README.md): same argument, same lines.
 
 A tiny polled userspace NVMe driver, as SPDK's is: the controller must be bound to
 uio_pci_generic; BAR0 through sysfs resource0, queues and buffers in one 2 MiB hugepage whose
