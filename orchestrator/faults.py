@@ -18,30 +18,9 @@ from typing import Any
 
 from .errors import DeadlineError, MachineError
 from .machine import Machine
+from .qmp import pci_address, pci_device
 from .qtest import QTest
 from .topology import Controller
-
-
-def pci_device(pci: list[dict[str, Any]], qdev_id: str) -> dict[str, Any] | None:
-    """Device `qdev_id` in a `query-pci` answer, behind bridges too."""
-    def walk(devices: list[dict[str, Any]]) -> dict[str, Any] | None:
-        for d in devices:
-            if d.get("qdev_id") == qdev_id:
-                return d
-            if found := walk(d.get("pci_bridge", {}).get("devices", [])):
-                return found
-        return None
-
-    for bus in pci:
-        if found := walk(bus.get("devices", [])):
-            return found
-    return None
-
-
-def pci_address(pci: list[dict[str, Any]], qdev_id: str) -> str | None:
-    """The guest-visible BDF of device `qdev_id` (the bus numbers the guest programmed)."""
-    d = pci_device(pci, qdev_id)
-    return f"0000:{d['bus']:02x}:{d['slot']:02x}.{d['function']:x}" if d else None
 
 
 class Hotplug:

@@ -62,8 +62,9 @@ def reserve_hugepages(ssh: SSH, pages: int, timeout: float = 30) -> None:
             f"[ $(cat /proc/sys/vm/nr_hugepages) -ge {pages:d} ]", timeout=timeout, check=True)
 
 
-def _script(serials: list[str], present: bool, timeout: float) -> bytes:
-    return render("guest/nvme_state.py.j2", serials=serials, present=present, timeout=timeout).encode()
+def _script(serials: list[str], present: bool, timeout: float, addresses: dict[str, str] | None = None) -> bytes:
+    return render("guest/nvme_state.py.j2", serials=serials, present=present, timeout=timeout,
+                  addresses=addresses or {}).encode()
 
 
 def _parse(res: Result) -> NvmeWait:
@@ -84,9 +85,12 @@ class NvmeWatch:
     block device) or all gone. Start it *before* the host acts: the time it reports is when the
     guest saw the change, not when we got around to asking."""
 
-    def __init__(self, ssh: SSH, serials: list[str], present: bool, timeout: float = 10, expect_change: bool = True):
+    def __init__(self, ssh: SSH, serials: list[str], present: bool, timeout: float = 10, expect_change: bool = True,
+                 addresses: dict[str, str] | None = None):
+        """`addresses` (serial -> PCI address) lets a controller held by a userspace driver
+        (uio_pci_generic, vfio-pci: SPDK's) count as present, which the kernel alone cannot tell."""
         self.serials, self.present, self.timeout = serials, present, timeout
-        self._proc = ssh.start("python3 -", timeout=timeout + 15, stdin=_script(serials, present, timeout))
+        self._proc = ssh.start("python3 -", timeout=timeout + 15, stdin=_script(serials, present, timeout, addresses))
         first = self._proc.readline(timeout + 10)
         if first not in ("armed", "already"):
             raise MachineError(f"guest NVMe watcher for {serials} did not start: {first}")

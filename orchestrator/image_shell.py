@@ -23,17 +23,19 @@ SCRATCH = ("/tmp", "/var/tmp", "/run", "/root")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _layer(root: Path, rel: str, targets: list[str], args: list[str]) -> None:
+def _layer(root: Path, rel: str, targets: list[str], args: list[str], layers: list[str]) -> None:
     """Mount the image's entries of directory `rel` one by one, read-only, except where a
     target (a bind or scratch path) lies beneath one: that directory becomes a tmpfs holding
-    the image's entries again, so the target's mount point can be made on a read-only image."""
+    the image's entries again (in `layers`, made read-only once the mount points exist), so the
+    target's mount point can be made on a read-only image."""
     for entry in sorted((root / rel.lstrip("/")).iterdir()):
         dest = f"{rel.rstrip('/')}/{entry.name}"
         if dest in targets:
             continue
         if any(t.startswith(dest + "/") for t in targets) and entry.is_dir() and not entry.is_symlink():
             args += ["--tmpfs", dest]
-            _layer(root, dest, targets, args)
+            layers.append(dest)
+            _layer(root, dest, targets, args, layers)
         elif entry.is_symlink():
             args += ["--symlink", os.readlink(entry), dest]
         elif not any(t.startswith(dest + "/") for t in targets):
@@ -54,7 +56,8 @@ def argv(img: Image, binds: list[Path], command: list[str], cwd: Path | None) ->
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--hostname", "tbctl-image-shell",
             "--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", "/root",
             "--setenv", "TERM", os.environ.get("TERM", "dumb"), "--setenv", "TBCTL_IMAGE", img.dir.name]
-    _layer(img.root, "/", targets, args)
+    layers = ["/"]  # bwrap's own root is a tmpfs too
+    _layer(img.root, "/", targets, args, layers)
     for scratch in SCRATCH:
         args += ["--tmpfs", scratch]
     if (img.root / "root").is_dir():  # the image's dotfiles, under the writable HOME
@@ -64,6 +67,8 @@ def argv(img: Image, binds: list[Path], command: list[str], cwd: Path | None) ->
     args += ["--proc", "/proc", "--dev", "/dev"]
     for b in binds:
         args += ["--bind", str(b), str(b)]
+    for d in layers:
+        args += ["--remount-ro", d]
     where = cwd or (binds[0] if binds else Path("/root"))
     args += ["--chdir", str(where), "--"]
     return args + (command or ["/bin/bash", "-l"])

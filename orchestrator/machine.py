@@ -23,7 +23,7 @@ from . import cpu, guest, registry
 from .console import Console
 from .errors import ConfigError, MachineError, TbctlError
 from .image import MARKER_FAILED, MARKER_READY, Image
-from .qmp import QMP, blockdev
+from .qmp import QMP, blockdev, pci_address
 from .registry import Record
 from .render import render
 from .ssh import SSH, Result
@@ -315,7 +315,10 @@ class Machine:
     def hot_remove(self, ctrl_id: str, timeout: float = 10) -> dict[str, float]:
         """device_del a controller; confirmed when the guest no longer sees it. Returns latencies (s)."""
         ctrl = self.topology.controller(ctrl_id)
-        watch = guest.NvmeWatch(self.ssh, [ctrl.serial], present=False, timeout=timeout)
+        bdf = pci_address(self.qmp.execute("query-pci"), ctrl_id)
+        # By its PCI address too: a controller SPDK holds (uio, vfio) has no kernel nvme device.
+        watch = guest.NvmeWatch(self.ssh, [ctrl.serial], present=False, timeout=timeout,
+                                addresses={ctrl.serial: bdf} if bdf else None)
         t0 = time.monotonic()
         event = self.qmp.hot_remove(ctrl, timeout)
         t_event = event["host_time"] - time.time() + time.monotonic()

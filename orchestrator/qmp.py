@@ -205,3 +205,25 @@ class QMP:
 def blockdev(node: str, path: Path) -> dict[str, Any]:
     """A raw file block node, as `-blockdev` and `blockdev-add` both take it."""
     return {"driver": "raw", "node-name": node, "file": {"driver": "file", "filename": str(path)}}
+
+
+def pci_device(pci: list[dict[str, Any]], qdev_id: str) -> dict[str, Any] | None:
+    """Device `qdev_id` in a `query-pci` answer, behind bridges too."""
+    def walk(devices: list[dict[str, Any]]) -> dict[str, Any] | None:
+        for d in devices:
+            if d.get("qdev_id") == qdev_id:
+                return d
+            if found := walk(d.get("pci_bridge", {}).get("devices", [])):
+                return found
+        return None
+
+    for bus in pci:
+        if found := walk(bus.get("devices", [])):
+            return found
+    return None
+
+
+def pci_address(pci: list[dict[str, Any]], qdev_id: str) -> str | None:
+    """The guest-visible BDF of device `qdev_id` (the bus numbers the guest programmed)."""
+    d = pci_device(pci, qdev_id)
+    return f"0000:{d['bus']:02x}:{d['slot']:02x}.{d['function']:x}" if d else None

@@ -282,9 +282,13 @@ def check(tree: Tree, guest: GuestRoot, cpu_features: frozenset[str], cpu_what: 
             in_tree = next((d / soname for d in lib_dirs if (d / soname).is_file()), None)
             lib = in_tree or guest.find(soname)
             if lib is None:
-                outside = [p for p in elf.runpath if not Path(p).is_relative_to(tree.root)]
-                where = f" (its RUNPATH {':'.join(outside)} is not in the guest)" if outside else ""
-                fix = elsewhere(soname, []) or "add the Debian package that ships it to the image's recipe"
+                where, fix = "", elsewhere(soname, []) or "add the Debian package that ships it to the image's recipe"
+                if elf.runpath:
+                    outside = any(not Path(p).is_relative_to(tree.root) for p in elf.runpath)
+                    where = (f" (nor has its RUNPATH {':'.join(elf.runpath)}"
+                             f"{', outside the tree, so not in the guest' if outside else ''})")
+                    if not outside:
+                        fix = "the tree's build output lacks it: rebuild the tree (make)"
                 problems.append(Problem(rel(path), soname, f"the guest image {guest.name} has no {soname}{where}", fix))
                 continue
             lib_elf = read_elf(lib)

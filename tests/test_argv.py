@@ -71,7 +71,7 @@ def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
 
 
 def test_pci_lookup_behind_bridges_and_config_address() -> None:
-    from orchestrator.faults import pci_address
+    from orchestrator.qmp import pci_address
     from orchestrator.qtest import _config_addr
 
     pci = [{"bus": 0, "devices": [{"bus": 0, "slot": 2, "function": 0, "qdev_id": "rp-nvme0",

@@ -65,3 +65,46 @@ def test_mirror_from_deb822_and_one_line_sources(tmp_path: Path) -> None:
         apt.host_mirror("trixie", tmp_path)
     (tmp_path / "sources.list").write_text("deb http://one.invalid/debian trixie main\n")
     assert apt.host_mirror("trixie", tmp_path) == "http://one.invalid/debian"
+
+
+def recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **files: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.toml").write_text(text)
+    monkeypatch.setattr(image, "IMAGES", tmp_path)
+
+
+BASE = """name = "base"\nsuite = "bookworm"\nhostname = "h"\ndisk_size_mib = 1024\npackages = ["a", "b"]
+path_excludes = []\npath_includes = []\nprune_modules = []\ninitrd_modules = []\nearly_modules = []
+cmdline = "console=ttyS0"\n"""
+
+
+def test_a_variant_inherits_its_base_and_adds_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipes(tmp_path, monkeypatch, base=BASE,
+            spdk='base = "base"\nname = "spdk"\ndisk_size_mib = 4096\nextra_packages = ["c"]\n')
+    r = image.Recipe.load("spdk")
+    assert (r.name, r.suite, r.disk_size_mib, r.packages) == ("spdk", "bookworm", 4096, ["a", "b", "c"])
+    before = r.digest()
+    (tmp_path / "base/recipe.toml").write_text(BASE.replace('["a", "b"]', '["a"]'))
+    assert image.Recipe.load("spdk").digest() != before  # the base is part of the variant's hash
+
+
+def test_recipe_errors_name_the_file_and_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipes(tmp_path, monkeypatch, base=BASE, loop='base = "loop"\nname = "loop"\n',
+            orphan='name = "orphan"\nextra_packages = ["x"]\n', bad='base = "nosuch"\n')
+    with pytest.raises(ConfigError, match=r"loop/recipe.toml: field 'base': recipes inherit in a circle"):
+        image.Recipe.load("loop")
+    with pytest.raises(ConfigError, match=r"orphan/recipe.toml: field 'extra_packages' needs a 'base'"):
+        image.Recipe.load("orphan")
+    with pytest.raises(ConfigError, match=r"bad/recipe.toml: field 'base': image 'nosuch': no .*; known images: "):
+        image.Recipe.load("bad")
+
+
+def test_the_spdk_image_is_the_default_only_with_a_tree() -> None:
+    assert image.choose(None, None, spdk=False) == image.DEFAULT_IMAGE
+    assert image.choose(None, None, spdk=True) == image.SPDK_IMAGE == "bookworm-spdk"
+    assert image.choose(None, "bookworm", spdk=True) == "bookworm"  # the topology's choice stands
+    assert image.choose("bookworm-spdk", "bookworm", spdk=False) == "bookworm-spdk"  # --image wins
+    spdk = image.Recipe.load(image.SPDK_IMAGE)
+    assert {"libfuse3-3", "openssl", "ibverbs-providers", "gcc", "meson"} <= set(spdk.packages)
+    assert set(image.Recipe.load(image.DEFAULT_IMAGE).packages) < set(spdk.packages)
