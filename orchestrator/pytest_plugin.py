@@ -86,6 +86,9 @@ class Bed:
     _accel: str | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    # Machines a test left in an unknown state (an infrastructure error: its set-up or the
+    # teardown that restores the machine failed): never handed to the next test.
+    tainted: set[str] = field(default_factory=set)
 
     @property
     def image(self) -> image.Image:
@@ -181,14 +184,15 @@ def _test_dir(item: pytest.Item, bed: Bed) -> Path:
 
 
 class _ModuleVM:
-    """The module's machine: booted on first use, booted again if a test left it dead."""
+    """The module's machine: booted on first use, booted again if a test left it dead or in a
+    state nobody could restore (see `Bed.tainted`)."""
 
     def __init__(self, bed: Bed, name: str):
         self.bed, self.name, self.machine, self.boots = bed, name, None, 0
 
     def get(self) -> Machine:
         m = self.machine
-        if m is None or not m.qemu_alive() or not m.ssh_alive():
+        if m is None or m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive():
             if m is not None:
                 m.shutdown(graceful=False)
             self.boots += 1
@@ -435,6 +439,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.stash[_KIND] = kind if SEVERITY.index(kind) >= SEVERITY.index(prev) else prev
     if rep.when == "teardown":
         final = item.stash.get(_KIND, "infrastructure error")
+        if final == "infrastructure error":
+            item.config.stash[_BED].tainted.update(m.name for m, *_ in item.stash.get(_MACHINES, []))
         rep.user_properties.append(("outcome", final))
         entry = _entry(item)
         entry["outcome"] = final

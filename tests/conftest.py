@@ -41,20 +41,30 @@ def accelerator(guest_image: image.Image) -> str:
     return accel.resolve("auto", guest_image)
 
 
-def qemu_pids() -> set[int]:
+def qemu_pids(state: Path) -> set[int]:
+    """Live QEMUs of this test's own state directory (their sockets live there): never count,
+    or kill, a QEMU that other work on the same host started."""
     out = subprocess.run(["pgrep", "-x", "qemu-system-x86"], capture_output=True, text=True).stdout
-    # A zombie has exited; it only waits for a parent (PID 1 after `tbctl up` exits) to reap it.
-    return {int(p) for p in out.split() if registry.start_time(int(p)) is not None}
+    mine = set()
+    for pid in map(int, out.split()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        # A zombie has exited; it only waits for a parent (PID 1 after `tbctl up` exits) to reap it.
+        if str(state) in cmdline and registry.start_time(pid) is not None:
+            mine.add(pid)
+    return mine
 
 
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest, private_state: Path) -> Iterator[None]:
     """A VM test must leave no QEMU process, run directory or registry record behind."""
-    before = qemu_pids()
+    before = qemu_pids(private_state)
     yield
     if request.node.get_closest_marker("vm") is None:
         return
-    leaked = qemu_pids() - before
+    leaked = qemu_pids(private_state) - before
     for pid in leaked:  # don't let one leak break every later test, but fail this one
         registry.kill(pid, registry.start_time(pid))
     assert not leaked, f"QEMU processes leaked: {leaked}"

@@ -17,6 +17,7 @@ from orchestrator.pytest_plugin import exit_code
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
 CRASHES = REPO / "tests" / "engine_suites" / "demo_crashes.py"
+TAINT = REPO / "tests" / "engine_suites" / "demo_taint.py"
 
 
 def tbctl(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -90,6 +91,16 @@ def test_outcomes_are_told_apart(tmp_path: Path, standin: Path) -> None:
             in spdk["message"] and "but no Asynchronous Event Request was outstanding" in spdk["message"])
     assert "test_write_invalid_db (doorbell of a non-existent SQ (qid 2): Error AER info 0x0): Failure" in spdk["message"]
     assert "exit status" not in spdk["message"]  # interrupted, SPDK's app prints Failure and still exits 0
+
+
+@pytest.mark.vm
+def test_a_machine_left_broken_is_not_handed_on(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", str(TAINT), "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-2000:]
+    by = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
+    assert by["test_breaks_its_machine"]["outcome"] == "infrastructure error"
+    assert "could not restore the machine" in by["test_breaks_its_machine"]["message"]
+    assert by["test_next_gets_a_machine_in_order"]["outcome"] == "passed"
 
 
 @pytest.mark.vm
