@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +20,13 @@ from . import cpu, guest, image
 from .errors import DeadlineError, SSHError
 from .spdk_diagnose import diagnose
 from .spdk_tree import GuestRoot, Problem, Tree, check
-from .ssh import SSH, Result
+from .spdk_rpc import DEFAULT_SOCKET
+from .ssh import SSH, RemoteProcess, Result
 from .topology import Topology
 
 MOUNT = "/mnt/spdk"
-HUGEPAGES = 64
+HUGEPAGES = 64  # enough for the NVMe example apps on two controllers
+RPC_HUGEPAGES = 300  # nvmf_tgt's default buffer pools (iobuf) do not fit in fewer (seen: v26.05)
 HOTPLUG = "build/examples/hotplug"
 DOORBELL_AERS = "test/nvme/doorbell_aers/doorbell_aers"
 
@@ -93,6 +96,50 @@ def start_probe(ssh: SSH, tree: Tree, bdfs: list[str], drv: str, hugepages: int,
     if not claimed:
         raise AppDidNotStart(f"{rel} exited 0 but attached none of {', '.join(bdfs)}: {output.strip()[-300:]}")
     return f"{rel} started in the guest and exited 0 after {res.seconds:.1f} s; it attached {', '.join(claimed)}"
+
+
+# Guest side of `serve`: exit 0 once `sock` accepts a connection, 2 when the app is gone, 1 at the deadline.
+_LISTENING = """
+import os, socket, sys, time
+sock, pid, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < deadline:
+    if not os.path.exists(f"/proc/{pid}"):
+        sys.exit(2)
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sock)
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+    finally:
+        s.close()
+sys.exit(1)
+"""
+
+
+def serve(ssh: SSH, tree: Tree, rel: str, args: list[str], sock: str = DEFAULT_SOCKET, timeout: float = 3600,
+          ready_timeout: float = 60) -> RemoteProcess:
+    """Start the tree's RPC app `rel` (nvmf_tgt, spdk_tgt, bdevperf -z) listening on `sock`, and
+    return once it accepts connections; a start failure says why (AppDidNotStart). The app
+    runs until stopped (signal INT, SPDK's own way out) or `timeout`."""
+    ssh.run(f"rm -f {shlex.quote(sock)}", timeout=10, check=True)  # a stale socket would look ready
+    proc = ssh.start(command(tree, rel, [*args, "-r", sock]), timeout=timeout, label=f"SPDK {rel}")
+    started = time.monotonic()
+    while proc.pid is None and not proc.poll():
+        if time.monotonic() - started > 30:
+            raise DeadlineError(f"SPDK {rel}: the guest did not start it within 30 s")
+        time.sleep(0.05)
+    res = ssh.run(f"python3 -c {shlex.quote(_LISTENING)} {shlex.quote(sock)} {proc.pid or 0} {ready_timeout:g}",
+                  timeout=ready_timeout + 30)
+    if res.rc == 0:
+        return proc
+    if res.rc == 2:
+        out, why = proc.wait().stdout, "exited"
+    else:
+        proc.kill()
+        out, why = proc.output(), f"did not listen on {sock} within {ready_timeout:g} s"
+    last = " | ".join(out.strip().splitlines()[-3:])
+    raise not_started(f"SPDK {rel}", out, proc.exit_status) or AppDidNotStart(f"SPDK {rel} {why}: {last}")
 
 
 def not_started(what: str, output: str, status: int | None) -> AppDidNotStart | None:

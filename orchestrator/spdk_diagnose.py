@@ -45,6 +45,11 @@ RULES = (
     _r(r"No free (?P<size>\d+ kB) hugepages reported|Cannot get hugepage information",
        "the guest has no free hugepages for DPDK",
        "reserve them: `hugepages = N` in the topology's [machine] (tbctl's suites reserve their own)"),
+    _r(r"Unable to allocate requested \w+ iobuf pool size|create PDU \w+ data pool failed|"
+       r"spdk_msg_mempool creation failed",
+       "not enough free hugepage memory for the app's memory pools",
+       "reserve more hugepages (`hugepages = N` in the topology; nvmf_tgt's defaults need about 300) or "
+       "shrink the pools (iobuf_set_options before framework_start_init)"),
     _r(r"This system does not support \"(?P<flag>[^\"]+)\"",
        "the guest CPU lacks {flag}, which the tree was compiled for",
        "reconfigure for the guest's CPU (./configure --target-arch=x86-64-v2) and rebuild"),

@@ -232,6 +232,10 @@ class RemoteProcess:
             if time.monotonic() >= deadline:
                 raise DeadlineError(f"guest command printed no line within {timeout:g} s: {self.cmd}")
 
+    def poll(self) -> bool:
+        """Take in what it printed so far, without waiting; True once it exited."""
+        return self._pump(time.monotonic())
+
     def _stderr(self) -> str:
         """What the command wrote to stderr, without the wrapper's pid line."""
         err = self._err.decode(errors="replace")

@@ -23,6 +23,9 @@ CASES = [
      "no readable OpenSSL config in the guest"),
     ("EAL: No free 2048 kB hugepages reported on node 0\nEAL: FATAL: Cannot get hugepage information.\n"
      "EAL: Cannot get hugepage information.\nFailed to initialize DPDK\n", 1, "the guest has no free hugepages"),
+    ("[2026-12-01 22:42:52.442629] iobuf.c: 155:iobuf_node_initialize: *ERROR*: Unable to allocate requested "
+     "large iobuf pool size\n[2026-12-01 22:42:52.818340] iobuf.c:  19:iobuf_subsystem_initialize: *ERROR*: "
+     "Failed to initialize iobuf\n", 1, "not enough free hugepage memory"),
     ('ERROR: This system does not support "AVX512F".\nPlease check that RTE_MACHINE is set correctly.\n'
      "EAL: FATAL: unsupported cpu type.\n", 1, "the guest CPU lacks AVX512F"),
     ("sh: 1: /mnt/spdk/build/examples/hotplug: Illegal instruction\n", 132, "an instruction the guest CPU lacks"),

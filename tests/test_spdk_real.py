@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import image
+from orchestrator import image, spdk, spdk_rpc, topology
+from orchestrator.errors import MachineError
+from orchestrator.machine import Machine
 from orchestrator.spdk_tree import Tree
 
 TREE = Path(os.environ.get("TBCTL_SPDK_DIR") or Path.home() / ".cache" / "tbctl" / "spdk")
@@ -77,3 +79,36 @@ def test_the_spdk_suites_run_the_real_apps(tmp_path: Path) -> None:
     if res["test_orderly_hotplug[spdk]"]["outcome"] == "passed":  # SPDK's own words, not a stand-in's
         app = (Path(res["test_orderly_hotplug[spdk]"]["artifacts"]) / "app-spdk.log").read_text()
         assert "nvme_ctrlr.c" in app and app.count("Controller removed: QEMU NVMe Ctrl") == 8
+
+
+def test_an_rpc_app_is_driven_with_spdks_own_client(tmp_path: Path, guest_image: image.Image,
+                                                     accelerator: str) -> None:
+    """nvmf_tgt in the guest, called from the host through SPDK's JSON-RPC client (PyPI `spdk`)
+    over the SSH-relayed socket; a method it does not know is an error with SPDK's own words."""
+    img = image.ensure(image.SPDK_IMAGE)
+    tree = Tree(TREE)
+    m = Machine(topology.default(), img, tmp_path / "vm", accel=accelerator, persistent=False,
+                shares={"spdk": TREE})
+    with m:
+        spdk.prepare(m.ssh, [], spdk.driver(m.topology), spdk.RPC_HUGEPAGES)
+        app = spdk.serve(m.ssh, tree, "build/bin/nvmf_tgt", ["-m", "0x1"], timeout=300)
+        with spdk_rpc.Rpc(m.ssh, m.run_dir) as rpc:
+            assert rpc.call("spdk_get_version")["version"] == f"SPDK v{tree.release.removesuffix('.0')}"
+            assert rpc.call("bdev_malloc_create", num_blocks=2048, block_size=512, name="Malloc0") == "Malloc0"
+            assert [b["name"] for b in rpc.call("bdev_get_bdevs")] == ["Malloc0"]
+            with pytest.raises(MachineError, match="SPDK RPC no_such_method on /var/tmp/spdk.sock failed: "
+                                                   "Method not found"):
+                rpc.call("no_such_method")
+        app.signal("INT")
+        assert app.wait().rc == 0
+
+
+def test_an_rpc_app_that_cannot_start_says_why(tmp_path: Path, accelerator: str) -> None:
+    """Too few hugepages for nvmf_tgt's buffer pools: the diagnosis, not a timeout."""
+    img = image.ensure(image.SPDK_IMAGE)
+    m = Machine(topology.default(), img, tmp_path / "vm", accel=accelerator, persistent=False,
+                shares={"spdk": TREE})
+    with m:
+        spdk.prepare(m.ssh, [], spdk.driver(m.topology), 16)
+        with pytest.raises(spdk.AppDidNotStart, match="not enough free hugepage memory for the app's memory pools"):
+            spdk.serve(m.ssh, Tree(TREE), "build/bin/nvmf_tgt", ["-m", "0x1"], timeout=300)
