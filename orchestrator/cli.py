@@ -16,7 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, faults, image, image_shell, registry, repro, snapshot, spdk, spdk_tree, topology
+from . import (__version__, accel, faults, guest, image, image_shell, registry, repro, snapshot, spdk, spdk_tree,
+               topology)
 from .errors import ConfigError, TbctlError
 from .machine import Machine
 from .paths import SOURCE_ROOT
@@ -103,7 +104,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         for img in image.list_cached():
             m = img.manifest
             size = sum(f.stat().st_size for f in img.dir.iterdir()) >> 20
-            print(f"{m['name']:12} {m['digest']}  kernel {m['kernel']}  {size} MiB  built {m['built']}  {img.dir}")
+            print(f"{m['name']:14} {m['digest']}  kernel {m['kernel']}  {size} MiB  built {m['built']}  {img.dir}")
     return 0
 
 
@@ -148,6 +149,10 @@ def cmd_spdk(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     m = _machine(args, persistent=True)
     m.launch()
+    if args.spdk_dir:  # mounted as the suites mount it, so the tree's apps run as they would there
+        guest.mount_share(m.ssh, "spdk", spdk.MOUNT)
+        print(f"SPDK tree {args.spdk_dir} at {spdk.MOUNT} in the guest; LD_LIBRARY_PATH for its apps: "
+              f"{spdk_tree.Tree(Path(args.spdk_dir)).guest_lib_path(spdk.MOUNT) or 'none needed (static build)'}")
     print(json.dumps(m.status(), indent=2))
     print(f"ssh: tbctl ssh {m.name}   qmp: tbctl qmp {m.name} query-status   stop: tbctl down {m.name}")
     m.release()
