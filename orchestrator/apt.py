@@ -35,10 +35,26 @@ def _entries(root: Path) -> list[tuple[str, list[str], list[str]]]:
     return entries
 
 
-def host_mirror(suite: str, root: Path = SOURCES) -> str:
-    """The host's mirror that serves `suite` with component main (not -updates or -security)."""
-    for uri, suites, components in _entries(root):
+def host_mirror(suite: str, root: Path = SOURCES, os_release: Path = Path("/etc/os-release")) -> str:
+    """The host's mirror that serves `suite` with component main (not -updates or -security);
+    for a suite the host does not use (a trixie guest on a bookworm host), the mirror of the
+    host's own release: a Debian mirror serves every release."""
+    entries = _entries(root)
+    for uri, suites, components in entries:
         if suite in suites and "main" in components:
             return uri
-    raise ConfigError(f"{root}: no apt source serves suite {suite!r} with component 'main'; "
-                      f"pass --mirror URL")
+    codename = _codename(os_release)
+    for uri, suites, components in entries:
+        if codename and codename in suites and "main" in components:
+            return uri
+    raise ConfigError(f"{root}: no apt source serves suite {suite!r} (or the host's own {codename or '?'}) "
+                      f"with component 'main'; pass --mirror URL")
+
+
+def _codename(os_release: Path) -> str | None:
+    try:
+        text = os_release.read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VERSION_CODENAME=\"?([a-z]+)\"?$", text, re.M)
+    return m.group(1) if m else None

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import zstandard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -336,15 +337,26 @@ def _kernel_version(rootfs: Path) -> str:
     return versions[0]
 
 
+# bzImage payload formats: magic -> (name, decompressor). Debian's bookworm kernels are XZ,
+# trixie's zstd.
+_PAYLOADS: dict[bytes, tuple[str, Callable[[bytes], bytes]]] = {
+    b"\xfd7zXZ\x00": ("XZ", lambda d: lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(d)),
+    b"\x28\xb5\x2f\xfd": ("zstd", lambda d: zstandard.ZstdDecompressor().decompressobj().decompress(d)),
+}
+
+
 def extract_vmlinux(bzimage: bytes) -> bytes:
-    """The uncompressed ELF kernel inside an XZ bzImage: QEMU boots it through its PVH note,
+    """The uncompressed ELF kernel inside a bzImage: QEMU boots it through its PVH note,
     which skips SeaBIOS-era real-mode setup and in-guest decompression (~2 s under TCG)."""
-    start = bzimage.find(b"\xfd7zXZ\x00")
-    if start < 0:
-        raise ImageError("kernel image has no XZ payload (expected an XZ-compressed bzImage)")
-    elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(bzimage[start:])
+    for magic, (name, decompress) in _PAYLOADS.items():
+        start = bzimage.find(magic)
+        if start >= 0:
+            break
+    else:
+        raise ImageError(f"kernel image has no {' or '.join(n for n, _ in _PAYLOADS.values())} payload")
+    elf = decompress(bzimage[start:])
     if not elf.startswith(b"\x7fELF"):
-        raise ImageError("XZ payload of the kernel image is not an ELF file")
+        raise ImageError(f"{name} payload of the kernel image is not an ELF file")
     return elf
 
 
@@ -394,8 +406,13 @@ def _kernel_and_initrd(recipe: Recipe, rootfs: Path, work: Path, log: Path) -> s
     shutil.copy(rootfs / "bin/busybox", tree / "bin/busybox")
     names = []
     for path in order:
-        names.append(path.rsplit("/", 1)[-1])
-        shutil.copy(mods / path, tree / "lib/modules" / names[-1])
+        name = path.rsplit("/", 1)[-1]
+        if name.endswith(".xz"):  # busybox insmod takes plain modules (trixie's are XZ-compressed)
+            name = name.removesuffix(".xz")
+            (tree / "lib/modules" / name).write_bytes(lzma.decompress((mods / path).read_bytes()))
+        else:
+            shutil.copy(mods / path, tree / "lib/modules" / name)
+        names.append(name)
     _write(tree / "init", render("image/initrd-init.sh.j2", modules=names, marker_probe=MARKER_PROBE,
                                  marker_failed=MARKER_FAILED), 0o755)
     files = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))

@@ -37,12 +37,17 @@ class AppDidNotStart(AssertionError):
 
 
 def preflight(tree: Tree, img: image.Image, accel: str) -> list[Problem]:
-    """What keeps the tree's apps from starting in `img` under `accel`, read from files alone."""
+    """What keeps the tree's apps from starting in `img` under `accel`, read from files alone;
+    the way out names the other built images on which every need of the tree is met."""
     name = img.manifest["name"]
-    others = {i.manifest["name"]: i for i in image.list_cached() if i.root.is_dir() and i.manifest["name"] != name}
+    cached = {i.manifest["name"]: i for i in image.list_cached() if i.root.is_dir() and i.manifest["name"] != name}
+    guest, feats = GuestRoot(img.root, name), cpu.features(accel)
     what = f"QEMU -cpu {cpu.model(accel)} under {accel}"
-    return check(tree, GuestRoot(img.root, name), cpu.features(accel), what,
-                 [GuestRoot(i.root, n) for n, i in sorted(others.items())])
+    problems = check(tree, guest, feats, what, [])
+    if problems:
+        others = [GuestRoot(i.root, n) for n, i in sorted(cached.items())]
+        problems = check(tree, guest, feats, what, [o for o in others if not check(tree, o, feats, what, [])])
+    return problems
 
 
 def driver(topo: Topology) -> str:

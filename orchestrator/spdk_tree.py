@@ -249,7 +249,8 @@ def _config_mk(path: Path) -> dict[str, str]:
 def check(tree: Tree, guest: GuestRoot, cpu_features: frozenset[str], cpu_what: str,
           others: list[GuestRoot]) -> list[Problem]:
     """Every reason the tree's apps cannot start in the guest that files alone can tell; the
-    way out names another built image (`others`) that has what is missing, where one does."""
+    way out names one of `others` (images on which the whole tree passes) that has what is
+    missing, where one does."""
     if not tree.apps:
         return [Problem(".", f"one of {', '.join(APPS)}", "none is in the tree",
                         "build the tree first (./configure && make) or point --spdk-dir at a built one")]

@@ -6,6 +6,7 @@ import lzma
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from orchestrator import apt, image
 from orchestrator.errors import ConfigError, ImageError
@@ -33,11 +34,13 @@ def test_module_order_puts_dependencies_first_and_skips_builtins() -> None:
         image.module_load_order(DEP, set(), ["nosuch"])
 
 
-def test_vmlinux_is_the_xz_payload() -> None:
+def test_vmlinux_is_the_xz_or_zstd_payload() -> None:
     elf = b"\x7fELF" + bytes(range(256)) * 10
     bz = b"MZ setup code" + b"\0" * 100 + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"trailer"
     assert image.extract_vmlinux(bz) == elf
-    with pytest.raises(ImageError, match="no XZ payload"):
+    bz = b"MZ setup code" + b"\0" * 100 + zstandard.ZstdCompressor().compress(elf)  # trixie's kernels
+    assert image.extract_vmlinux(bz) == elf
+    with pytest.raises(ImageError, match="no XZ or zstd payload"):
         image.extract_vmlinux(b"MZ gzip kernel")
 
 
@@ -60,11 +63,15 @@ def test_mirror_from_deb822_and_one_line_sources(tmp_path: Path) -> None:
         "Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
         "Types: deb deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\n"
         "Components: main contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-    assert apt.host_mirror("bookworm", tmp_path) == "http://mirror.invalid/debian"
-    with pytest.raises(ConfigError, match="no apt source serves suite 'trixie'.*--mirror"):
-        apt.host_mirror("trixie", tmp_path)
+    os_release = tmp_path / "os-release"
+    os_release.write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
+    assert apt.host_mirror("bookworm", tmp_path, os_release) == "http://mirror.invalid/debian"
+    # a release the host does not use: the mirror of the host's own release serves it too
+    assert apt.host_mirror("trixie", tmp_path, os_release) == "http://mirror.invalid/debian"
+    with pytest.raises(ConfigError, match="no apt source serves suite 'trixie' \\(or the host's own \\?\\).*--mirror"):
+        apt.host_mirror("trixie", tmp_path, tmp_path / "no-os-release")
     (tmp_path / "sources.list").write_text("deb http://one.invalid/debian trixie main\n")
-    assert apt.host_mirror("trixie", tmp_path) == "http://one.invalid/debian"
+    assert apt.host_mirror("trixie", tmp_path, os_release) == "http://one.invalid/debian"
 
 
 def recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **files: str) -> None:

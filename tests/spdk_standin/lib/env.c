@@ -5,12 +5,14 @@
  * - free 2 MiB hugepages must exist, as DPDK's EAL requires;
  * - libfuse3 and libnuma are linked and called, as a static SPDK build links them.
  */
+#define _GNU_SOURCE /* as SPDK builds every file: on glibc >= 2.38 strtol is then __isoc23_strtol */
 #define FUSE_USE_VERSION 31
 #include <fuse3/fuse.h>
 #include <numa.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #define FREE_HUGEPAGES "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
 
@@ -36,11 +38,12 @@ static int openssl_init(void)
 static int hugepages_init(void)
 {
 	FILE *f = fopen(FREE_HUGEPAGES, "r");
+	char buf[32] = "";
 	long free_pages = 0;
 
 	if (f != NULL) {
-		if (fscanf(f, "%ld", &free_pages) != 1) {
-			free_pages = 0;
+		if (fgets(buf, sizeof(buf), f) != NULL) {
+			free_pages = strtol(buf, NULL, 10);
 		}
 		fclose(f);
 	}
