@@ -197,8 +197,13 @@ class Tree:
 
     @property
     def release(self) -> str:
-        v = self.root / "VERSION"
-        return v.read_text().strip() if v.is_file() else "unknown"
+        """SPDK's version: its VERSION file (v24.05 on), else include/spdk/version.h's macros."""
+        v, h = self.root / "VERSION", self.root / "include/spdk/version.h"
+        if v.is_file():
+            return v.read_text().strip()
+        defs = dict(re.findall(r"^#define\s+SPDK_VERSION_(MAJOR|MINOR|PATCH)\s+(\d+)", h.read_text(), re.M)) \
+            if h.is_file() else {}
+        return f"{defs['MAJOR']}.{int(defs['MINOR']):02d}.{defs['PATCH']}" if len(defs) == 3 else "unknown"
 
     def lib_dirs(self) -> list[Path]:
         """The tree's directories that hold a shared library its apps load (directly or through

@@ -74,7 +74,8 @@ class Variant:
         tree = self.bed.spdk_tree(spdk.HOTPLUG)
         spdk.prepare(ssh, [self.hotplug.address(c) for c in hot_ctrls(self.machine)],
                      spdk.driver(self.machine.topology), max(self.machine.topology.hugepages, spdk.HUGEPAGES))
-        serials = {bdf: rec["serial"] for bdf, rec in guest.identities(ssh).items()}
+        # From QEMU (which controller sits at which address), so it holds whatever driver binds it.
+        serials = {self.hotplug.address(c): serial(self.machine, c) for c in hot_ctrls(self.machine)}
         return SpdkHotplugApp(ssh, self.artifacts / "app-spdk.log", tree, serials)
 
     def returned(self, ctrl_id: str) -> None:
