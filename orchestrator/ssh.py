@@ -30,8 +30,8 @@ _PID_MARK = "tbctl-pid "
 # The tree is read through cat: awk given the stat files itself aborts (mawk, without running END)
 # when a process exits between the glob and the open, and then nothing would be signalled.
 _SIGNAL_TREE = (
-    "pids=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v root={root} '{{ pid = $1; sub(/.*\\) /, \"\"); "
-    "parent[pid] = $2 }} END {{ want[root] = 1; print root; more = 1; while (more) {{ more = 0; "
+    "pids=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v root={root} -v self={self} '{{ pid = $1; sub(/.*\\) /, \"\"); "
+    "parent[pid] = $2 }} END {{ want[root] = 1; if (self) print root; more = 1; while (more) {{ more = 0; "
     "for (p in parent) if (!(p in want) && (parent[p] in want)) {{ want[p] = 1; print p; more = 1 }} }} }}'); "
     "kill -{sig} $pids 2>/dev/null; {wait}")
 # Then wait a few seconds until each is in one of `states` or gone: after SIGKILL a zombie (Z; a
@@ -271,7 +271,11 @@ class RemoteProcess:
         if self.pid is not None and not self._chan.exit_status_ready():
             settled = _SETTLED.get(sig)
             wait = _WAIT_STATE.format(states=settled) if settled else "true"
-            res = self._ssh.run(_SIGNAL_TREE.format(root=self.pid, sig=shlex.quote(sig), wait=wait), timeout=30)
+            # A polite signal spares the root, the guest's `timeout`: it would pass the signal on
+            # and then SIGKILL the command KILL_GRACE later, cutting a graceful shutdown short.
+            polite = sig not in ("KILL", "STOP", "CONT")
+            res = self._ssh.run(_SIGNAL_TREE.format(root=self.pid, self=int(not polite), sig=shlex.quote(sig),
+                                                    wait=wait), timeout=30)
             if res.rc == 3 and sig != "KILL":  # a task in D state outlives KILL for a while; that is no error
                 raise SSHError(f"SIG{sig} to {self.label}: not every process took it within 1 s: {res.stderr.strip()}")
 
