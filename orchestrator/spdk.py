@@ -19,8 +19,8 @@ from pathlib import Path
 from . import cpu, guest, image
 from .errors import DeadlineError, SSHError
 from .spdk_diagnose import diagnose
-from .spdk_tree import GuestRoot, Problem, Tree, check
 from .spdk_rpc import DEFAULT_SOCKET
+from .spdk_tree import GuestRoot, Problem, Tree, check
 from .ssh import SSH, RemoteProcess, Result
 from .topology import Topology
 
@@ -132,7 +132,8 @@ def serve(ssh: SSH, tree: Tree, rel: str, args: list[str], sock: str = DEFAULT_S
     started = time.monotonic()
     while proc.pid is None and not proc.poll():
         if time.monotonic() - started > 30:
-            raise DeadlineError(f"SPDK {rel}: the guest did not start it within 30 s")
+            proc.kill()
+            raise DeadlineError(f"SPDK {rel}: the guest did not start it within 30 s (killed)")
         time.sleep(0.05)
     res = ssh.run(f"python3 -c {shlex.quote(_LISTENING)} {shlex.quote(sock)} {proc.pid or 0} {ready_timeout:g}",
                   timeout=ready_timeout + 30)

@@ -81,8 +81,7 @@ def test_the_spdk_suites_run_the_real_apps(tmp_path: Path) -> None:
         assert "nvme_ctrlr.c" in app and app.count("Controller removed: QEMU NVMe Ctrl") == 8
 
 
-def test_an_rpc_app_is_driven_with_spdks_own_client(tmp_path: Path, guest_image: image.Image,
-                                                     accelerator: str) -> None:
+def test_an_rpc_app_is_driven_with_spdks_own_client(tmp_path: Path, accelerator: str) -> None:
     """nvmf_tgt in the guest, called from the host through SPDK's JSON-RPC client (PyPI `spdk`)
     over the SSH-relayed socket; a method it does not know is an error with SPDK's own words."""
     img = image.ensure(image.SPDK_IMAGE)
