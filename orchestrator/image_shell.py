@@ -61,9 +61,7 @@ def argv(img: Image, binds: list[Path], command: list[str], cwd: Path | None) ->
     for scratch in SCRATCH:
         args += ["--tmpfs", scratch]
     if (img.root / "root").is_dir():  # the image's dotfiles, under the writable HOME
-        for entry in sorted((img.root / "root").iterdir()):
-            if not entry.is_symlink():
-                args += ["--ro-bind", str(entry), f"/root/{entry.name}"]
+        _layer(img.root, "/root", targets, args, layers)
     args += ["--proc", "/proc", "--dev", "/dev"]
     for b in binds:
         args += ["--bind", str(b), str(b)]
