@@ -21,7 +21,7 @@ from typing import Any
 import paramiko
 from spdk.rpc.client import JSONRPCClient, JSONRPCException
 
-from .errors import DeadlineError, MachineError
+from .errors import DeadlineError, MachineError, SSHError
 from .paths import private_dir
 from .ssh import SSH
 
@@ -73,21 +73,23 @@ class Relay:
         try:
             chan = self.ssh.transport.open_session(timeout=10)
             chan.exec_command(f"python3 -c {shlex.quote(_GUEST_RELAY)} {shlex.quote(self.guest_socket)}")
+            sources: list[Any] = [conn, chan]
             while not self._closed.is_set():
-                ready = select.select([conn, chan], [], [], 0.5)[0]
+                ready = select.select(sources, [], [], 0.5)[0]
                 if conn in ready:
                     data = conn.recv(65536)
-                    if not data:
-                        chan.shutdown_write()
-                    else:
+                    if data:
                         chan.sendall(data)
+                    else:  # the client is done sending: pass the EOF on, keep reading answers
+                        chan.shutdown_write()
+                        sources.remove(conn)
                 if chan in ready:
                     data = chan.recv(65536)
                     if not data:
                         return
                     conn.sendall(data)
-        except (OSError, paramiko.SSHException):
-            return
+        except (OSError, paramiko.SSHException, SSHError):
+            return  # the client sees its connection close: its call fails (DeadlineError in Rpc.call)
         finally:
             conn.close()
             if chan is not None:
