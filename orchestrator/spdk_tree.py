@@ -187,8 +187,11 @@ class BuildConfig:
 
 @dataclass
 class Tree:
+    """A built SPDK tree on the host: which of the suites' apps it has, and its build config."""
+
     root: Path
-    apps: list[str] = field(default_factory=list)
+    apps: list[str] = field(init=False)  # of APPS, the ones built
+    config: dict[str, str] = field(init=False)  # mk/config.mk
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
