@@ -28,8 +28,9 @@ def _r(pattern: str, cause: str, fix: str) -> Rule:
 RULES = (
     _r(r"error while loading shared libraries: (?P<lib>\S+): cannot open shared object file",
        "the guest has no {lib}",
-       "add the package that ships it to the image recipe, or build the tree in the guest's userland "
-       f"({SHELL}); `tbctl spdk check` lists every such library before a boot"),
+       "one of the tree's own libraries needs LD_LIBRARY_PATH (tbctl sets it for the apps it starts); a "
+       "system one, its package in the image recipe or a tree built in the guest's userland "
+       f"({SHELL}); `tbctl spdk check` names every such library before a boot"),
     _r(r"version `(?P<ver>[^']+)' not found \(required by (?P<by>[^)]+)\)",
        "the guest's libraries lack {ver} (required by {by}): the tree was built against newer ones",
        f"build the tree in the guest's userland ({SHELL}) or use an image with a newer userland"),
