@@ -20,7 +20,7 @@ from . import (__version__, accel, faults, guest, image, image_shell, registry, 
                topology)
 from .errors import ConfigError, TbctlError
 from .machine import Machine
-from .paths import SOURCE_ROOT
+from .paths import SOURCE_ROOT, recipe_names
 
 SUITES = SOURCE_ROOT / "suites"
 
@@ -56,25 +56,28 @@ def _load_topology(path: str | None) -> topology.Topology:
 def _prepare(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
     """Validate everything, build the image if needed, pick the accelerator, and check an SPDK
     tree against the image: all before booting."""
-    topo = _load_topology(args.topology)
-    spdk_dir = getattr(args, "spdk_dir", None)
-    if spdk_dir and not Path(spdk_dir).is_dir():
-        raise ConfigError(f"--spdk-dir {spdk_dir}: not a directory")
-    name = image.choose(getattr(args, "image", None), topo.image, bool(spdk_dir))
-    img = image.ensure(name, mirror=getattr(args, "mirror", None))
-    acc = accel.resolve(args.accel or topo.accel, img)
-    if spdk_dir:
-        problems = spdk.preflight(spdk_tree.Tree(Path(spdk_dir)), img, acc)
+    topo, img, acc = _environment(args)
+    if args.spdk_dir:
+        problems = spdk.preflight(spdk_tree.Tree(Path(args.spdk_dir)), img, acc)
         if problems:
-            raise ConfigError(f"--spdk-dir {spdk_dir}: its apps cannot start in image {name}:\n  "
-                              + "\n  ".join(p.line() for p in problems))
+            raise ConfigError(f"--spdk-dir {args.spdk_dir}: its apps cannot start in image {img.manifest['name']}:"
+                              "\n  " + "\n  ".join(p.line() for p in problems))
     return topo, img, acc
+
+
+def _environment(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
+    """The topology, the image (built if needed; the SPDK-ready one for a tree) and the accelerator."""
+    topo = _load_topology(args.topology)
+    if args.spdk_dir and not Path(args.spdk_dir).is_dir():
+        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
+    img = image.ensure(image.choose(args.image, topo.image, bool(args.spdk_dir)), mirror=args.mirror)
+    return topo, img, accel.resolve(args.accel or topo.accel, img)
 
 
 def _machine(args: argparse.Namespace, persistent: bool) -> Machine:
     topo, img, acc = _prepare(args)
     name = args.name or None
-    shares = {"spdk": Path(args.spdk_dir).resolve()} if getattr(args, "spdk_dir", None) else {}
+    shares = {"spdk": Path(args.spdk_dir).resolve()} if args.spdk_dir else {}
     m = Machine(topo, img, Path("."), name=name, accel=acc, persistent=persistent, boot_timeout=args.boot_timeout,
                 shares=shares)
     m.artifacts = _artifacts_root() / f"{m.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -110,12 +113,8 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 def cmd_spdk(args: argparse.Namespace) -> int:
     """tbctl spdk check: the tree against the image (files), then one of its apps started in a guest."""
+    topo, img, acc = _environment(args)
     tree = spdk_tree.Tree(Path(args.spdk_dir))
-    if not tree.root.is_dir():
-        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
-    topo = _load_topology(args.topology)
-    img = image.ensure(image.choose(args.image, topo.image, True), mirror=args.mirror)
-    acc = accel.resolve(args.accel or topo.accel, img)
     libs = ", ".join(str(d.relative_to(tree.root)) for d in tree.lib_dirs()) or "none (static build)"
     print(f"tree {tree.root}: SPDK {tree.release}; apps: {', '.join(tree.apps) or 'none'}; "
           f"shared libraries in: {libs}")
@@ -375,9 +374,9 @@ def parser() -> argparse.ArgumentParser:
         image_opts(sp)
 
     def image_opts(sp: argparse.ArgumentParser, tree_required: bool = False) -> None:
-        sp.add_argument("--image", metavar="RECIPE", choices=image.known_recipes(),
+        sp.add_argument("--image", metavar="RECIPE", choices=recipe_names(),
                         help=f"guest image recipe (default: the topology's, else {image.SPDK_IMAGE} with "
-                             f"--spdk-dir, else {image.DEFAULT_IMAGE}): {', '.join(image.known_recipes())}")
+                             f"--spdk-dir, else {image.DEFAULT_IMAGE}): {', '.join(recipe_names())}")
         sp.add_argument("--spdk-dir", metavar="DIR", required=tree_required,
                         help="built SPDK tree, shared read-only into the guest (checked against the image first)")
 

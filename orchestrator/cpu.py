@@ -26,7 +26,8 @@ def model(accel: str) -> str:
 def features(accel: str) -> frozenset[str]:
     """The feature names (QEMU's spelling: "avx512f", "sse4.2", ...) the guest CPU has."""
     requests = [{"execute": "qmp_capabilities"},
-                {"execute": "query-cpu-model-expansion", "arguments": {"type": "full", "model": {"name": model(accel)}}},
+                {"execute": "query-cpu-model-expansion",
+                 "arguments": {"type": "full", "model": {"name": model(accel)}}},
                 {"execute": "quit"}]
     argv = [QEMU, "-machine", "none", "-accel", accel, "-nodefaults", "-no-user-config", "-display", "none",
             "-qmp", "stdio"]

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import apt
 from .errors import ConfigError, ImageError
-from .paths import IMAGES, TEMPLATES, cache_dir
+from .paths import IMAGES, TEMPLATES, cache_dir, recipe_names
 from .render import render
 
 BUILDER_VERSION = "2"
@@ -96,16 +96,12 @@ class Recipe:
         return h.hexdigest()[:16]
 
 
-def known_recipes() -> list[str]:
-    return sorted(p.name for p in IMAGES.iterdir() if (p / "recipe.toml").is_file())
-
-
 def _recipe_data(name: str, seen: list[str]) -> tuple[dict, list[Path]]:
     """A recipe's fields with its base's filled in, and the base recipe files it read."""
     path = IMAGES / name / "recipe.toml"
     if not path.is_file():
         where = f"{IMAGES / seen[-1] / 'recipe.toml'}: field 'base': " if seen else ""
-        raise ConfigError(f"{where}image {name!r}: no {path}; known images: {', '.join(known_recipes())}")
+        raise ConfigError(f"{where}image {name!r}: no {path}; known images: {', '.join(recipe_names())}")
     if name in seen:
         raise ConfigError(f"{path}: field 'base': recipes inherit in a circle ({' -> '.join([*seen, name])})")
     try:
@@ -123,11 +119,12 @@ def _recipe_data(name: str, seen: list[str]) -> tuple[dict, list[Path]]:
         if "extra_packages" in data:
             raise ConfigError(f"{path}: field 'extra_packages' needs a 'base' recipe to add to; use 'packages'")
         return data, []
-    base, bases = _recipe_data(data.pop("base"), [*seen, name])
+    base_name = data.pop("base")
+    base, bases = _recipe_data(base_name, [*seen, name])
     extra = data.pop("extra_packages", [])
     merged = {**base, **data}
     merged["packages"] = [*merged.get("packages", []), *extra]
-    return merged, [*bases, IMAGES / base["name"] / "recipe.toml"]
+    return merged, [*bases, IMAGES / base_name / "recipe.toml"]
 
 
 @dataclass(frozen=True)

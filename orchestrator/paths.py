@@ -10,6 +10,11 @@ TEMPLATES = SOURCE_ROOT / "templates"
 IMAGES = SOURCE_ROOT / "images"
 
 
+def recipe_names() -> list[str]:
+    """The guest image recipes in this source tree (images/<name>/recipe.toml)."""
+    return sorted(p.parent.name for p in IMAGES.glob("*/recipe.toml"))
+
+
 def cache_dir() -> Path:
     """Built guest images and host probes: safe to delete, expensive to rebuild."""
     return Path(os.environ.get("TBCTL_CACHE") or Path.home() / ".cache" / "tbctl")

@@ -95,9 +95,9 @@ def start_probe(ssh: SSH, tree: Tree, bdfs: list[str], drv: str, hugepages: int,
     res = ssh.run(command(tree, rel, args), timeout=timeout)
     output = res.stdout + res.stderr
     if res.rc != 0:
-        last = " | ".join(ln.strip() for ln in output.strip().splitlines()[-3:])
-        raise not_started(rel, output, res.rc) or AppDidNotStart(f"{rel} exited {res.rc}: {last}")
-    claimed = sorted(set(re.findall(r"(?:NVMe Controller at|Attached to) (?:PCIE \()?([0-9a-f]{4}:[0-9a-f:.]+)", output)))
+        raise not_started(rel, output, res.rc) or AppDidNotStart(f"{rel} exited {res.rc}: {_last_lines(output)}")
+    claimed = sorted(set(re.findall(r"(?:NVMe Controller at|Attached to) (?:PCIE \()?([0-9a-f]{4}:[0-9a-f:.]+)",
+                                    output)))
     if not claimed:
         raise AppDidNotStart(f"{rel} exited 0 but attached none of {', '.join(bdfs)}: {output.strip()[-300:]}")
     return f"{rel} started in the guest and exited 0 after {res.seconds:.1f} s; it attached {', '.join(claimed)}"
@@ -144,8 +144,13 @@ def serve(ssh: SSH, tree: Tree, rel: str, args: list[str], sock: str = DEFAULT_S
     else:
         proc.kill()
         out, why = proc.output(), f"did not listen on {sock} within {ready_timeout:g} s"
-    last = " | ".join(out.strip().splitlines()[-3:])
-    raise not_started(f"SPDK {rel}", out, proc.exit_status) or AppDidNotStart(f"SPDK {rel} {why}: {last}")
+    raise (not_started(f"SPDK {rel}", out, proc.exit_status)
+           or AppDidNotStart(f"SPDK {rel} {why}: {_last_lines(out)}"))
+
+
+def _last_lines(output: str, n: int = 3) -> str:
+    """An app's last words, on one line, for a failure that matched no diagnosis."""
+    return " | ".join(ln.strip() for ln in output.strip().splitlines()[-n:])
 
 
 def not_started(what: str, output: str, status: int | None) -> AppDidNotStart | None:

@@ -241,7 +241,8 @@ class Tree:
         dirs = [self.root / d for d in BUILD_CONFIG_DIRS]
         for key in ("CONFIG_DPDK_INC_DIR", "CONFIG_DPDK_DIR"):
             if self.config.get(key):
-                dirs += [Path(self.config[key]), Path(self.config[key]) / "include", Path(self.config[key]) / "include/dpdk"]
+                base = Path(self.config[key])
+                dirs += [base, base / "include", base / "include/dpdk"]
         for d in dirs:
             if (d / "rte_build_config.h").is_file():
                 return BuildConfig.read(d / "rte_build_config.h")
@@ -315,8 +316,10 @@ def check(tree: Tree, guest: GuestRoot, cpu_features: frozenset[str], cpu_what: 
 
     for app in tree.apps:
         visit(tree.root / app)
-    problems += _cpu_problems(tree, cpu_features, cpu_what)
-    problems += _dpdk_problems(tree, guest, rebuild)
+    cfg = tree.build_config()
+    if cfg is not None:
+        problems += _cpu_problems(tree, cfg, cpu_features, cpu_what)
+        problems += _dpdk_problems(tree, cfg, lib_dirs, guest, rebuild)
     return _merged(problems)
 
 
@@ -330,10 +333,7 @@ def _merged(problems: list[Problem]) -> list[Problem]:
     return [Problem(", ".join(f), need, have, fix) for (need, have, fix), f in files.items()]
 
 
-def _cpu_problems(tree: Tree, features: frozenset[str], what: str) -> list[Problem]:
-    cfg = tree.build_config()
-    if cfg is None:
-        return []
+def _cpu_problems(tree: Tree, cfg: BuildConfig, features: frozenset[str], what: str) -> list[Problem]:
     lacking = [f for f in cfg.cpu_flags if _QEMU_FLAG.get(f, f.lower()) not in features]
     if not lacking:
         return []
@@ -344,20 +344,22 @@ def _cpu_problems(tree: Tree, features: frozenset[str], what: str) -> list[Probl
                     "reconfigure for a CPU the guest has (./configure --target-arch=x86-64-v2) and rebuild")]
 
 
-def _dpdk_problems(tree: Tree, guest: GuestRoot, rebuild: str) -> list[Problem]:
+def _dpdk_problems(tree: Tree, cfg: BuildConfig, lib_dirs: list[Path], guest: GuestRoot,
+                   rebuild: str) -> list[Problem]:
     """A tree linked against a DPDK outside itself must meet the same DPDK version in the guest."""
-    cfg = tree.build_config()
     problems = []
+    versions: dict[str, str | None] = {}  # the guest's librte_eal soname -> its DPDK version, read once
     for app in tree.apps:
         elf = read_elf(tree.root / app)
         eal = next((n for n in (elf.needed if elf else ()) if n.startswith("librte_eal.so")), None)
-        if eal is None or any((d / eal).is_file() for d in tree.lib_dirs()):
+        if eal is None or any((d / eal).is_file() for d in lib_dirs):
             continue
-        lib = guest.find(eal)
-        guest_ver = _dpdk_version_of(lib) if lib else None
-        if lib is not None and cfg is not None and guest_ver and guest_ver != cfg.version:
+        if eal not in versions:
+            lib = guest.find(eal)
+            versions[eal] = _dpdk_version_of(lib) if lib else None
+        if versions[eal] and versions[eal] != cfg.version:
             problems.append(Problem(app, f"DPDK {cfg.version} (built against {cfg.path})",
-                                    f"the guest's {eal} is DPDK {guest_ver}", rebuild))
+                                    f"the guest's {eal} is DPDK {versions[eal]}", rebuild))
     return problems
 
 

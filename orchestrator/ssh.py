@@ -297,7 +297,8 @@ class RemoteProcess:
             pass
         rc = self._chan.recv_exit_status()
         self._release()
-        result = Result(self.cmd, rc, self._out.decode(errors="replace"), self._stderr(), time.monotonic() - self.started)
+        result = Result(self.cmd, rc, self._out.decode(errors="replace"), self._stderr(),
+                        time.monotonic() - self.started)
         if self._log:
             self._log(result)
         if rc in (124, 137) and _TIMEOUT_MARK in result.stderr:

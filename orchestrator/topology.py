@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .paths import IMAGES
+from .paths import recipe_names
 
 ACCELS = ("auto", "kvm", "tcg")
 BLOCK_SIZES = (512, 4096)
@@ -214,7 +214,7 @@ def parse(data: dict[str, Any], source: str) -> Topology:
     return Topology(
         name=m.str("name", Path(source).stem if source.endswith(".toml") else "default", _ID,
                    what="lower-case letters, digits and _ (max 32), starting with a letter") or "default",
-        image=m.str("image", None, choices=tuple(sorted(p.parent.name for p in IMAGES.glob("*/recipe.toml")))),
+        image=m.str("image", None, choices=tuple(recipe_names())),
         memory_mib=memory,
         cpus=m.int("cpus", 2, 1, 16) or 2,
         accel=m.str("accel", "auto", choices=ACCELS) or "auto",

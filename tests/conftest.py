@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -11,6 +13,13 @@ import pytest
 from orchestrator import accel, image, image_shell, registry
 
 STANDIN = Path(__file__).resolve().parent / "spdk_standin"
+
+
+def tbctl(tmp_path: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """The tbctl CLI as a user runs it, in `tmp_path`, with its artifacts there."""
+    env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=tmp_path)
 
 
 @pytest.fixture(autouse=True)

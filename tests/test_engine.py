@@ -12,18 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tbctl
 from orchestrator.pytest_plugin import exit_code
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
 CRASHES = REPO / "tests" / "engine_suites" / "demo_crashes.py"
 TAINT = REPO / "tests" / "engine_suites" / "demo_taint.py"
-
-
-def tbctl(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=tmp_path)
 
 
 def junit_cases(path: Path) -> dict[str, ET.Element]:

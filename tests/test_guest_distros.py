@@ -3,24 +3,15 @@ userland is refused by bookworm's image before a boot and starts on trixie's unc
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import STANDIN, tbctl
 from orchestrator import image, image_shell
 
 pytestmark = pytest.mark.vm
-STANDIN = Path(__file__).resolve().parent / "spdk_standin"
-
-
-def tbctl(tmp_path: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=tmp_path)
 
 
 def test_trixie_boots_and_hotplugs(tmp_path: Path) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import tbctl
 from orchestrator import image, spdk, spdk_rpc, topology
 from orchestrator.errors import MachineError
 from orchestrator.machine import Machine
@@ -31,12 +30,6 @@ pytestmark = [
     pytest.mark.vm,
     pytest.mark.skipif(not Tree(TREE).apps, reason=f"no built SPDK tree at {TREE} (set TBCTL_SPDK_DIR)"),
 ]
-
-
-def tbctl(tmp_path: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=tmp_path)
 
 
 def test_spdk_check_passes_and_an_app_starts_in_the_guest(tmp_path: Path) -> None:
