@@ -18,6 +18,7 @@ class NvmeWait:
     ok: bool
     waited: float
     controllers: dict[str, Any]
+    reprobed: list[dict[str, Any]]  # controllers probed again after their probe failed (NvmeWatch reprobe)
 
 
 DRIVERS = ("nvme", "uio_pci_generic", "vfio-pci")
@@ -62,9 +63,10 @@ def reserve_hugepages(ssh: SSH, pages: int, timeout: float = 30) -> None:
             f"[ $(cat /proc/sys/vm/nr_hugepages) -ge {pages:d} ]", timeout=timeout, check=True)
 
 
-def _script(serials: list[str], present: bool, timeout: float, addresses: dict[str, str] | None = None) -> bytes:
+def _script(serials: list[str], present: bool, timeout: float, addresses: dict[str, str] | None = None,
+            reprobe: bool = False) -> bytes:
     return render("guest/nvme_state.py.j2", serials=serials, present=present, timeout=timeout,
-                  addresses=addresses or {}).encode()
+                  addresses=addresses or {}, reprobe=reprobe).encode()
 
 
 def _parse(res: Result) -> NvmeWait:
@@ -72,7 +74,7 @@ def _parse(res: Result) -> NvmeWait:
         data = json.loads(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise MachineError(f"guest nvme_state helper failed (exit {res.rc}): {res.stderr.strip()[-500:]}") from None
-    return NvmeWait(data["ok"], data["waited"], data["controllers"])
+    return NvmeWait(data["ok"], data["waited"], data["controllers"], data["reprobed"])
 
 
 def nvme_state(ssh: SSH, timeout: float = 20) -> dict[str, Any]:
@@ -86,11 +88,14 @@ class NvmeWatch:
     guest saw the change, not when we got around to asking."""
 
     def __init__(self, ssh: SSH, serials: list[str], present: bool, timeout: float = 10, expect_change: bool = True,
-                 addresses: dict[str, str] | None = None):
+                 addresses: dict[str, str] | None = None, reprobe: bool = False):
         """`addresses` (serial -> PCI address) lets a controller held by a userspace driver
-        (uio_pci_generic, vfio-pci: SPDK's) count as present, which the kernel alone cannot tell."""
+        (uio_pci_generic, vfio-pci: SPDK's) count as present, which the kernel alone cannot tell.
+        `reprobe` (only for a machine getting ready: a test's own probe failure is its finding)
+        probes again a controller of `addresses` whose kernel probe failed; `result()` lists them."""
         self.serials, self.present, self.timeout = serials, present, timeout
-        self._proc = ssh.start("python3 -", timeout=timeout + 15, stdin=_script(serials, present, timeout, addresses))
+        self._proc = ssh.start("python3 -", timeout=timeout + 15,
+                               stdin=_script(serials, present, timeout, addresses, reprobe))
         first = self._proc.readline(timeout + 10)
         if first not in ("armed", "already"):
             raise MachineError(f"guest NVMe watcher for {serials} did not start: {first}")

@@ -23,7 +23,7 @@ from . import cpu, guest, registry
 from .console import Console
 from .errors import ConfigError, MachineError, TbctlError
 from .image import MARKER_FAILED, MARKER_READY, Image
-from .qmp import QMP, blockdev, pci_address
+from .qmp import QMP, blockdev, pci_address, port_address
 from .registry import Record
 from .render import render
 from .ssh import SSH, Result
@@ -248,11 +248,17 @@ class Machine:
             if wanted:
                 # All at once; the guest may then name them in another order than a boot would
                 # (find a controller by its serial, as tbctl does, not by its kernel name).
+                pci = self.qmp.execute("query-pci")
+                where = {c.serial: port_address(pci, c.root_port) if self.restore is not None else pci_address(pci, c.id)
+                         for c in wanted}
                 watch = guest.NvmeWatch(self.ssh, [c.serial for c in wanted], True,
-                                        max(1.0, deadline - time.monotonic()), self.restore is not None)
+                                        max(1.0, deadline - time.monotonic()), self.restore is not None,
+                                        addresses={s: a for s, a in where.items() if a}, reprobe=True)
                 for c in wanted if self.restore is not None else []:
                     self.qmp.hot_add(c, self.backing(c, 1))
-                watch.result()
+                for r in watch.result()[0].reprobed:
+                    self._log(f"controller {r['serial']} at {r['address']}: the guest's probe failed "
+                              f"({r['kernel']}); {r['outcome']} {r['after']} s into the wait")
             self.timings["nvme"] = time.monotonic()
         except TbctlError as e:
             raise type(e)(f"{self.name}: guest not ready ({stage}) within {timeout:g} s: {e}\n"

@@ -227,3 +227,11 @@ def pci_address(pci: list[dict[str, Any]], qdev_id: str) -> str | None:
     """The guest-visible BDF of device `qdev_id` (the bus numbers the guest programmed)."""
     d = pci_device(pci, qdev_id)
     return f"0000:{d['bus']:02x}:{d['slot']:02x}.{d['function']:x}" if d else None
+
+
+def port_address(pci: list[dict[str, Any]], port_id: str) -> str | None:
+    """The BDF a device plugged into root port `port_id` gets (function 0 of its secondary bus),
+    known before the device is there."""
+    d = pci_device(pci, port_id)
+    bus = (d or {}).get("pci_bridge", {}).get("bus", {}).get("secondary")
+    return f"0000:{bus:02x}:00.0" if bus else None
