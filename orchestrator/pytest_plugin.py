@@ -40,10 +40,15 @@ SEVERITY = ["passed", "skipped", "failed", "timed out", "guest crashed", "infras
 EXIT_PASSED, EXIT_FAILED, EXIT_INFRA = 0, 1, 2
 
 
-class TestDeadline(DeadlineError):
-    """The per-test deadline fired."""
+class TestDeadline(BaseException):
+    """The per-test deadline fired. Not an Exception, nor a DeadlineError: a test body's own
+    `except Exception` or `pytest.raises(DeadlineError)` cannot swallow it, and should one catch
+    it anyway it fires again every REFIRE seconds and the test still ends `timed out`."""
 
     __test__ = False  # not a pytest test class
+
+
+REFIRE = 5.0
 
 
 class GuestCrashed(TbctlError):
@@ -159,6 +164,7 @@ _KIND = pytest.StashKey[str]()
 _DIR = pytest.StashKey[Path]()
 _DIAGNOSIS = pytest.StashKey[str]()
 _CRASHES = pytest.StashKey[list]()
+_FIRED = pytest.StashKey[str]()  # the per-test deadline's message, once it fired
 
 
 def _safe(nodeid: str) -> str:
@@ -269,7 +275,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     limit = bed.deadline(item)
 
     def fire(signum: int, frame: Any) -> None:
-        raise TestDeadline(f"test deadline of {limit:g} s fired; {_in_flight(item)}")
+        item.stash[_FIRED] = f"test deadline of {limit:g} s fired; {_in_flight(item)}"
+        raise TestDeadline(item.stash[_FIRED])
 
     crashed: list[crash.Finding] = []
     armed = threading.Lock()
@@ -290,7 +297,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         if m.console is not None:
             watches.append(crash.CrashWatch(m.console, m._qmp, console_mark, qmp_mark, on_fatal, m.name))
             watches[-1].start()  # listed first: on_fatal ignores a watcher it does not know
-    signal.setitimer(signal.ITIMER_REAL, limit)
+    signal.setitimer(signal.ITIMER_REAL, limit, REFIRE)
     try:
         yield
     finally:
@@ -415,13 +422,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         findings = _crashes(item) if not rep.skipped else []
         exc = call.excinfo.value if call.excinfo else None
         fatal = {m for m, f in findings if f.fatal}
-        if isinstance(exc, DeadlineError) and not fatal:
+        fired = item.stash.get(_FIRED, None)
+        if fired and not isinstance(exc, TestDeadline):  # the body caught it: the deadline still ended the test
+            rep.outcome, rep.longrepr = "failed", f"{fired} (and the test body caught it)"
+        if (fired or isinstance(exc, DeadlineError)) and not fatal:
             kind = "timed out"
             diagnosis = _diagnose(item)  # first, while everything that hung is still there
             if diagnosis:
                 rep.sections.append(("diagnosis", diagnosis))
                 item.stash[_DIAGNOSIS] = diagnosis
-            if isinstance(exc, TestDeadline):
+            if fired:
                 rep.sections.append(("deadline", "\n".join(_kill_hung(item)) or "nothing left to kill"))
         if findings:
             kind = "guest crashed"
@@ -451,7 +461,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         entry = _entry(item)
         entry["duration"] = round(entry["duration"] + rep.duration, 3)
         if rep.failed and "message" not in entry:
-            entry["message"] = _message(call)
+            caught = rep.when == "call" and _FIRED in item.stash and not (call.excinfo and call.excinfo.type is TestDeadline)
+            entry["message"] = str(rep.longrepr) if caught else _message(call)
             if _CRASHES in item.stash:
                 crashed = "guest crashed: " + "; ".join(item.stash[_CRASHES])
                 entry["message"] = crashed + ("\n" + entry["message"] if entry["message"] else "")

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
 CRASHES = REPO / "tests" / "engine_suites" / "demo_crashes.py"
 TAINT = REPO / "tests" / "engine_suites" / "demo_taint.py"
+DEADLINE = REPO / "tests" / "engine_suites" / "demo_deadline.py"
 
 
 def junit_cases(path: Path) -> dict[str, ET.Element]:
@@ -46,6 +47,22 @@ def test_unknown_suite_is_one_line_exit_2(tmp_path: Path) -> None:
     r = tbctl(tmp_path, "run", "nosuch")
     assert r.returncode == 2
     assert r.stderr.strip() == "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; known suites: dm_mount, nvme_doorbell_aers, sw_hotplug"
+
+
+def test_a_test_body_cannot_catch_its_own_deadline(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", str(DEADLINE), "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    by = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
+    assert {k: t["outcome"] for k, t in by.items()} == {
+        "test_expects_a_deadline_of_its_own": "timed out", "test_swallows_everything": "timed out",
+        "test_catches_and_passes": "timed out"}
+    limit = 3  # TIMEOUT 1 x 3 for TCG (no VM here: the scale of the default accelerator)
+    assert by["test_expects_a_deadline_of_its_own"]["message"].startswith(f"TestDeadline: test deadline of {limit} s fired")
+    assert by["test_catches_and_passes"]["message"] == \
+        f"test deadline of {limit} s fired; no guest command in flight (and the test body caught it)"
+    # the one that swallowed the first firing was ended by the next, REFIRE seconds later
+    assert limit + 4 < by["test_swallows_everything"]["duration"] < limit + 10
+    assert by["test_expects_a_deadline_of_its_own"]["duration"] < limit + 2
 
 
 @pytest.mark.vm
@@ -191,12 +208,14 @@ def test_nvme_doorbell_aers_passes(tmp_path: Path) -> None:
 
 @pytest.mark.vm
 def test_no_doorbell_case_runs_past_its_deadline(tmp_path: Path) -> None:
-    """With a 3 s deadline most cases cannot finish: each must end within 3 + 5 s, killed or not."""
+    """With a 3 s deadline each case ends within 3 + 5 s, killed or not. The bus-master cases wait
+    ADMIN_WAIT (10 s) for a command that cannot complete, inside their own
+    `pytest.raises(DeadlineError)`: on any QEMU, at any speed, the test's deadline ends them."""
     r = tbctl(tmp_path, "run", "nvme_doorbell_aers", "--timeout", "3", "--json", str(tmp_path / "r.json"))
     assert r.returncode in (1, 2), r.stdout[-3000:]
     res = json.loads((tmp_path / "r.json").read_text())
-    timed_out = [t for t in res["tests"] if t["outcome"] == "timed out"]
-    assert timed_out, "no case hit the 3 s deadline"
+    bus_master = [t for t in res["tests"] if "test_bus_master_clear_makes_controller_fatal" in t["nodeid"]]
+    assert len(bus_master) == 2 and all(t["outcome"] == "timed out" for t in bus_master), bus_master
     for t in res["tests"]:
         if t["outcome"] in ("passed", "failed", "timed out"):
             assert t["duration"] <= 3 + 5, t
