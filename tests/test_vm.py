@@ -73,6 +73,22 @@ def test_guest_not_ready_by_its_deadline_is_killed_with_console_tail(guest_image
     assert not m.qemu_alive() and not m.run_dir.exists()
 
 
+def test_a_kernel_panic_at_boot_gets_one_more_boot(guest_image: Image, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import machine as machine_mod
+
+    # An init that does not exist: the kernel panics before the sshd marker, on every boot.
+    monkeypatch.setattr(machine_mod, "TCG_KERNEL_ARGS", machine_mod.TCG_KERNEL_ARGS + " rdinit=/nonexistent")
+    m = Machine(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=60)
+    with pytest.raises(machine_mod.KernelPanicAtBoot, match="guest boot failed: Kernel panic - not syncing"):
+        m.launch()
+    log = (tmp_path / "art" / "machine.log").read_text()
+    assert "boot 1 failed (" in log and "booting again, that boot's console is in console-boot1.log" in log
+    assert "Kernel panic - not syncing" in (tmp_path / "art" / "console-boot1.log").read_text()
+    assert "Kernel panic - not syncing" in (tmp_path / "art" / "console.log").read_text()  # the second boot's
+    assert "boot 2 failed" not in log and not m.qemu_alive() and not m.run_dir.exists()
+
+
 def test_sigkilled_tbctl_leaves_nothing_after_the_next_start(guest_image: Image, accelerator: str,
                                                               tmp_path: Path) -> None:
     script = (f"import sys, time; from pathlib import Path; from orchestrator import image, topology;"
