@@ -63,6 +63,12 @@ class Console:
         with self._cond:
             return self._text
 
+    @property
+    def closed(self) -> bool:
+        """QEMU closed the console: it is exiting (or gone)."""
+        with self._cond:
+            return self._closed
+
     def mark(self) -> int:
         with self._cond:
             return len(self._text)

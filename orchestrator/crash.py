@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -228,15 +229,22 @@ def qmp_findings(events: list[dict[str, Any]]) -> list[Finding]:
             for e in events if e.get("event") == "GUEST_PANICKED"]
 
 
-def qemu_findings(stderr: str, returncode: int | None) -> list[Finding]:
-    """QEMU died on its own: its assertion or error, else how it exited."""
+def qemu_findings(stderr: str, returncode: int | None, backtrace: str = "", frames: list[Any] | None = None,
+                  commands: list[str] | None = None) -> list[Finding]:
+    """QEMU died on its own: its assertion or error, else its signal and the first frame of its
+    own code in the crashing thread (`qemu_core.Frame`s from its core), else how it exited. The
+    evidence: the backtrace, or QEMU's stderr tail and the last QMP commands sent."""
+    evidence = backtrace[:6000] if backtrace else (
+        f"QEMU's stderr (tail):\n{stderr[-2000:]}\nlast QMP commands:\n" + "\n".join(commands or ["none"]))
     found = scan(stderr, QEMU_RULES, "qemu")
     if found:
-        return found[:1]
+        return [Finding(found[0].title, "qemu", True, found[0].evidence + "\n" + evidence)]
     if returncode is not None and returncode < 0:
         sig = SIGNALS.get(-returncode, f"signal {-returncode}")
-        return [Finding(f"QEMU died of {sig}", "qemu", True, stderr[-2000:])]
-    return [Finding(f"QEMU exited unexpectedly (status {returncode})", "qemu", True, stderr[-2000:])]
+        own = next((f for f in frames or [] if f.own), None)
+        where = "" if own is None else f" at {own.where}" if own.name == "??" else f" in {own.name}"
+        return [Finding(f"QEMU {sig}{where}" if where else f"QEMU died of {sig}", "qemu", True, evidence)]
+    return [Finding(f"QEMU exited unexpectedly (status {returncode})", "qemu", True, evidence)]
 
 
 def title(text: str) -> str | None:
@@ -260,8 +268,9 @@ class CrashWatch:
     instead of at its deadline."""
 
     def __init__(self, console: Any, qmp: Any, console_mark: int, qmp_mark: int,
-                 on_fatal: Callable[[Finding], None], name: str = "vm"):
-        self.console, self.qmp, self.on_fatal = console, qmp, on_fatal
+                 on_fatal: Callable[[Finding], None], name: str = "vm",
+                 qemu_died: Callable[[], bool] = lambda: False):
+        self.console, self.qmp, self.on_fatal, self.qemu_died = console, qmp, on_fatal, qemu_died
         self.console_mark, self.qmp_mark = console_mark, qmp_mark
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"crash-watch-{name}", daemon=True)
@@ -273,6 +282,16 @@ class CrashWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(REPORT_GRACE + 2)
+
+    def _died(self) -> bool:
+        """QEMU exited on its own (its console closing may come a moment before its exit)."""
+        for _ in range(20):
+            if self._stop.is_set():
+                return False
+            if self.qemu_died():
+                return True
+            time.sleep(0.1)
+        return False
 
     def _panicked(self) -> Finding | None:
         found = qmp_findings(self.qmp.events(self.qmp_mark)) if self.qmp is not None else []
@@ -291,6 +310,8 @@ class CrashWatch:
             except MachineError:  # the console closed: QEMU is gone
                 if f := self._panicked():
                     self.on_fatal(f)
+                elif self._died():
+                    self.on_fatal(Finding("QEMU died", "qemu", True, ""))  # the test's report says why
                 return
             try:
                 self.console.wait_for([_REPORT_END], REPORT_GRACE, after=m.start())

@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cpu, guest, registry
+from . import cpu, crash, guest, qemu_core, registry
 from .console import Console
 from .errors import ConfigError, MachineError, TbctlError
 from .image import MARKER_FAILED, MARKER_READY, Image
@@ -95,6 +95,7 @@ class Machine:
         self._qmp: QMP | None = None
         self._ssh: SSH | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._crash: list[crash.Finding] | None = None
         self.timings: dict[str, float] = {}
         self.stopped = False  # tbctl shut it down (QEMU gone otherwise means QEMU died)
         # Snapshot fast restore (orchestrator/snapshot.py): the hot-pluggable controllers' root
@@ -212,8 +213,10 @@ class Machine:
             wrapper = [] if self.persistent else ["setpriv", "--pdeathsig", "KILL", "--"]
             stderr = open(self.artifacts / "qemu.stderr", "ab")
             self.timings["launched"] = time.monotonic()
+            # In its run directory with cores allowed: a QEMU that crashes leaves its core there (qemu_core).
             self._proc = subprocess.Popen(wrapper + argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                                          start_new_session=True, close_fds=True)
+                                          start_new_session=True, close_fds=True, cwd=self.run_dir,
+                                          preexec_fn=qemu_core.allow_cores)
             stderr.close()
             self.record.pid, self.record.ssh_port = self._proc.pid, port
             self.record.pid_start = registry.start_time(self._proc.pid)
@@ -237,6 +240,36 @@ class Machine:
     def returncode(self) -> int | None:
         """QEMU's exit status once it exited (negative: the signal), if tbctl started it."""
         return self._proc.poll() if self._proc is not None else None
+
+    def qemu_crash(self) -> list[crash.Finding]:
+        """Why QEMU died while nobody stopped it: its assertion, or its signal titled by the first
+        frame of its own code in its core's crashing thread (gdb's backtraces go to
+        qemu-core.bt.txt beside its other logs; the core itself is removed)."""
+        if self._crash is None:
+            bt, frames = "", []
+            core = qemu_core.find(self.run_dir, self.record.pid if self.record else None)
+            if core is not None:
+                binary = Path(shutil.which(QEMU) or QEMU)
+                bt = qemu_core.backtrace(binary, core)
+                frames = qemu_core.crashing_frames(bt, binary)
+                (self.artifacts / "qemu-core.bt.txt").write_text(bt)
+                core.unlink()
+            stderr = (self.artifacts / "qemu.stderr").read_text(errors="replace")
+            self._crash = crash.qemu_findings(stderr, self.returncode, bt, frames,
+                                              list(self._qmp.sent) if self._qmp else [])
+            self._log(f"QEMU died (exit {self.returncode}): {self._crash[0].title}")
+        return self._crash
+
+    @property
+    def crashed(self) -> bool:
+        """QEMU died on its own (qemu_crash() told why)."""
+        return bool(self._crash) and self._crash[0].title.startswith("QEMU")
+
+    def settle(self, timeout: float = 30) -> None:
+        """If QEMU is on its way out on its own (its console closed while nobody stopped it: it
+        may still be writing its core), wait for it to be gone, so its death is seen as such."""
+        if not self.stopped and self.console is not None and self.console.closed:
+            self._wait_exit(timeout)
 
     def qemu_alive(self) -> bool:
         if self._proc is not None:

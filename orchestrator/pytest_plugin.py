@@ -8,8 +8,9 @@ Fixtures: `machine` (booted once per module, re-booted if a test left it dead), 
 Every test body runs under a deadline (module `TIMEOUT`, `--tb-timeout`, times the accelerator's
 scale). When it fires, the guest commands in flight are killed (their whole process group), or
 the VM if the guest no longer answers, and the outcome says what hung. Outcomes: passed, failed,
-timed out, guest crashed, infrastructure error, skipped; each becomes a JUnit property
-`outcome`, and the run's results.json holds them with the run's metadata.
+timed out, guest crashed, qemu crashed, infrastructure error, skipped; each becomes a JUnit
+property `outcome`, and the run's results.json holds them with the run's metadata. A machine
+whose test did not end passed, failed or skipped (or that lost a device_del) is discarded.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from .ssh import SSH
 
 DEFAULT_TIMEOUT = 120.0
 ACCEL_SCALE = {"kvm": 1.0, "tcg": 3.0}  # suite deadlines are written for KVM
-SEVERITY = ["passed", "skipped", "failed", "timed out", "guest crashed", "infrastructure error"]
+SEVERITY = ["passed", "skipped", "failed", "timed out", "guest crashed", "qemu crashed", "infrastructure error"]
+# Outcomes after which a machine's state is unknown: it is discarded, never handed to the next test.
+DISCARD = ("timed out", "guest crashed", "qemu crashed", "infrastructure error")
 EXIT_PASSED, EXIT_FAILED, EXIT_INFRA = 0, 1, 2
 
 
@@ -52,7 +55,7 @@ REFIRE = 5.0
 
 
 class GuestCrashed(TbctlError):
-    """A fatal crash report (panic, oops, GUEST_PANICKED) ended the test before its deadline."""
+    """A fatal crash report (panic, oops, GUEST_PANICKED, QEMU dying) ended the test before its deadline."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -163,7 +166,7 @@ _MACHINES = pytest.StashKey[list]()
 _KIND = pytest.StashKey[str]()
 _DIR = pytest.StashKey[Path]()
 _DIAGNOSIS = pytest.StashKey[str]()
-_CRASHES = pytest.StashKey[list]()
+_CRASHES = pytest.StashKey[str]()  # "guest crashed: TITLE; ..." or "qemu crashed: ..."
 _FIRED = pytest.StashKey[str]()  # the per-test deadline's message, once it fired
 
 
@@ -289,13 +292,14 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
                 signal.pthread_kill(main, signal.SIGUSR1)  # type: ignore[arg-type]
 
     def end(signum: int, frame: Any) -> None:
-        raise GuestCrashed(f"guest crashed: {crashed[0].title}" if crashed else "guest crashed")
+        raise GuestCrashed(crashed[0].title if crashed else "guest crashed")
 
     previous = signal.signal(signal.SIGALRM, fire), signal.signal(signal.SIGUSR1, end)
     watches: list[crash.CrashWatch] = []
     for m, console_mark, qmp_mark, _ in item.stash.get(_MACHINES, []):
         if m.console is not None:
-            watches.append(crash.CrashWatch(m.console, m._qmp, console_mark, qmp_mark, on_fatal, m.name))
+            watches.append(crash.CrashWatch(m.console, m._qmp, console_mark, qmp_mark, on_fatal, m.name,
+                                            qemu_died=lambda m=m: not m.stopped and not m.qemu_alive()))
             watches[-1].start()  # listed first: on_fatal ignores a watcher it does not know
     signal.setitimer(signal.ITIMER_REAL, limit, REFIRE)
     try:
@@ -354,12 +358,13 @@ def _crashes(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
     found: list[tuple[Machine, crash.Finding]] = []
     for m, console_mark, qmp_mark, cmd_mark in item.stash.get(_MACHINES, []):
         mine: list[crash.Finding] = []
+        m.settle()
         if m.console is not None:
             mine += crash.kernel_findings(m.console.text[console_mark:])
         if m._qmp is not None:
             mine += crash.qmp_findings(m._qmp.events(qmp_mark))
         if not m.stopped and not m.qemu_alive():
-            mine += crash.qemu_findings((m.artifacts / "qemu.stderr").read_text(errors="replace"), m.returncode)
+            mine += m.qemu_crash()
         app = _app_findings(m.artifacts / "commands.log", cmd_mark)
         if not any(f.fatal for f in mine) and m.qemu_alive() and m._ssh is not None:
             app += _core_findings(m, _test_dir(item, item.config.stash[_BED]))
@@ -434,12 +439,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if fired:
                 rep.sections.append(("deadline", "\n".join(_kill_hung(item)) or "nothing left to kill"))
         if findings:
-            kind = "guest crashed"
+            kind = "qemu crashed" if any(_qemu_died(f) for _, f in findings) else "guest crashed"
             titles = list(dict.fromkeys(f.title for _, f in findings))
-            item.stash[_CRASHES] = titles
-            rep.sections.append(("guest crash", "\n\n".join(f"{f.title}\n{f.evidence}" for _, f in findings)))
+            item.stash[_CRASHES] = f"{kind}: " + "; ".join(titles)
+            rep.sections.append((kind, "\n\n".join(f"{f.title}\n{f.evidence}" for _, f in findings)))
             if rep.passed:  # a passing test that crashed something did not pass
-                rep.outcome, rep.longrepr = "failed", "guest crashed: " + "; ".join(titles)
+                rep.outcome, rep.longrepr = "failed", item.stash[_CRASHES]
             for m in fatal:
                 m.shutdown(graceful=False)  # a panicked guest answers nothing: do not wait on it
     elif rep.when == "teardown" and rep.failed:
@@ -449,10 +454,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.stash[_KIND] = kind if SEVERITY.index(kind) >= SEVERITY.index(prev) else prev
     if rep.when == "teardown":
         final = item.stash.get(_KIND, "infrastructure error")
-        if final == "infrastructure error":
-            item.config.stash[_BED].tainted.update(m.name for m, *_ in item.stash.get(_MACHINES, []))
-        rep.user_properties.append(("outcome", final))
         entry = _entry(item)
+        for m, *_ in item.stash.get(_MACHINES, []):
+            why = _discard_reason(m, final)
+            if why:
+                item.config.stash[_BED].tainted.add(m.name)
+                entry.setdefault("discarded", {})[m.name] = why
+        rep.user_properties.append(("outcome", final))
         entry["outcome"] = final
         entry["artifacts"] = str(item.stash[_DIR]) if _DIR in item.stash else None
     if rep.skipped and "message" not in _entry(item):
@@ -464,10 +472,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             caught = rep.when == "call" and _FIRED in item.stash and not (call.excinfo and call.excinfo.type is TestDeadline)
             entry["message"] = str(rep.longrepr) if caught else _message(call)
             if _CRASHES in item.stash:
-                crashed = "guest crashed: " + "; ".join(item.stash[_CRASHES])
-                entry["message"] = crashed + ("\n" + entry["message"] if entry["message"] else "")
+                crashed = item.stash[_CRASHES]
+                ended = call.excinfo is not None and call.excinfo.type is GuestCrashed  # the watcher's early word
+                entry["message"] = crashed if ended or not entry["message"] else crashed + "\n" + entry["message"]
             if _DIAGNOSIS in item.stash:
                 entry["message"] += "\ndiagnosis: " + item.stash[_DIAGNOSIS]
+
+
+def _qemu_died(f: crash.Finding) -> bool:
+    """QEMU's own death, not a guest panic it reported (GUEST_PANICKED comes from QEMU too)."""
+    return f.source == "qemu" and f.title.startswith("QEMU")
+
+
+def _discard_reason(m: Machine, outcome: str) -> str | None:
+    """Why machine `m` must not be handed to the next test, if it must not."""
+    if m.crashed or (m.returncode is not None and not m.stopped):
+        return "QEMU died"
+    if m._qmp is not None and m._qmp.unplug_lost:
+        return f"half-unplugged: {m._qmp.unplug_lost}"
+    if outcome in DISCARD:
+        return f"the test ended {outcome}: the machine's state is unknown"
+    return None
 
 
 def _entry(item: pytest.Item) -> dict[str, Any]:
@@ -526,7 +551,7 @@ def exit_code(results: dict[str, dict[str, Any]], session_status: int) -> int:
     kinds = {r.get("outcome", "infrastructure error") for r in results.values()}
     if "infrastructure error" in kinds or session_status not in (0, 1) or not results:
         return EXIT_INFRA
-    if kinds & {"failed", "timed out", "guest crashed"}:
+    if kinds & {"failed", "timed out", "guest crashed", "qemu crashed"}:
         return EXIT_FAILED
     return EXIT_PASSED
 

@@ -9,6 +9,7 @@ arrives and kept in memory, so waits can match events that came before the wait 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import json
 import threading
@@ -35,6 +36,10 @@ class QMP:
         self.socket_path = socket_path
         self._event_log = open(event_log, "a", buffering=1) if event_log else None
         self._events: list[dict[str, Any]] = []
+        # The last commands sent, for the report of a QEMU that died under one of them.
+        self.sent: collections.deque[str] = collections.deque(maxlen=8)
+        # A device_del the guest never completed: the machine is half-unplugged for good.
+        self.unplug_lost: str | None = None
         self._cond = threading.Condition()
         self._closed = False
         self._pump_task: asyncio.Task[None] | None = None
@@ -113,6 +118,7 @@ class QMP:
     def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT) -> Any:
         if not self.connected:
             raise MachineError(f"QMP {cmd}: not connected to QEMU")
+        self.sent.append(f"{time.strftime('%H:%M:%S')} {cmd} {json.dumps(args) if args else ''}".rstrip())
         try:
             return self._call(self._client.execute(cmd, args), timeout, cmd)
         except ExecuteError as e:
@@ -163,7 +169,8 @@ class QMP:
         except DeadlineError:
             refused = [e for e in self.events(mark) if e["event"] == "DEVICE_UNPLUG_GUEST_ERROR"]
             why = " (the guest reported DEVICE_UNPLUG_GUEST_ERROR)" if refused else " (the guest did not acknowledge)"
-            raise DeadlineError(f"device_del {ctrl.id}: no DEVICE_DELETED within {timeout:g} s{why}") from None
+            self.unplug_lost = f"device_del {ctrl.id}: no DEVICE_DELETED within {timeout:g} s{why}"
+            raise DeadlineError(self.unplug_lost) from None
         self.execute("blockdev-del", {"node-name": ctrl.node(1)}, timeout)
         return event
 

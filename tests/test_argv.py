@@ -29,7 +29,7 @@ def test_default_topology(tmp_path: Path) -> None:
     m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t1", accel="tcg")
     argv = m.argv(40022)
     assert argv[0] == "qemu-system-x86_64"
-    assert opts(argv, "-machine") == ["q35"] and opts(argv, "-accel") == ["tcg"] and opts(argv, "-cpu") == ["max"]
+    assert opts(argv, "-machine") == ["q35,dump-guest-core=off"] and opts(argv, "-accel") == ["tcg"] and opts(argv, "-cpu") == ["max"]
     assert opts(argv, "-netdev") == ["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]
     devs = devices(argv)
     ports = [d for d in devs if d["driver"] == "pcie-root-port"]
@@ -53,7 +53,7 @@ def test_iommu_qtest_hugepages_and_fixed_controllers(tmp_path: Path) -> None:
                            "nvme": [{"id": "n0", "hotplug": False, "namespace": [{}, {"block_size": 4096}]}]}, "x")
     m = Machine(topo, fake_image(tmp_path), tmp_path / "art", name="t2", accel="kvm")
     argv = m.argv(1)
-    assert opts(argv, "-machine") == ["q35,kernel-irqchip=split"] and opts(argv, "-cpu") == ["host"]
+    assert opts(argv, "-machine") == ["q35,dump-guest-core=off,kernel-irqchip=split"] and opts(argv, "-cpu") == ["host"]
     devs = devices(argv)
     assert devs[0]["driver"] == "intel-iommu"  # must precede the PCI devices it translates
     assert opts(argv, "-qtest") == [f"unix:{m.run_dir}/qtest.sock,server=on,wait=off"]

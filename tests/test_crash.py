@@ -69,6 +69,8 @@ def test_exit_status_and_qemu() -> None:
     assert crash.exit_finding(137, "sleep 600") is None  # KILL is how tbctl ends a command, not a crash
     assert crash.exit_finding(1, "false") is None
     assert crash.qemu_findings("", -11)[0].title == "QEMU died of SIGSEGV"
+    assert "last QMP commands:\n01:02:03 device_del" in crash.qemu_findings("", -11, commands=[
+        '01:02:03 device_del {"id": "nvme0"}'])[0].evidence
     assert crash.qemu_findings("qemu-system-x86_64: terminating on signal 15\n", 0)[0].title == \
         "QEMU exited unexpectedly (status 0)"
     assert crash.qmp_findings([{"event": "GUEST_PANICKED", "data": {"action": "pause"}}])[0].fatal
@@ -83,3 +85,20 @@ def test_one_title_per_app_crash() -> None:
         "Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy"]
     segv = [crash.exit_finding(139, "./hotplug"), crash.Finding("SIGSEGV in nvme_pcie_qpair_process", "core", False, "")]
     assert [f.title for f in crash.one_per_app_crash(segv)] == ["SIGSEGV in nvme_pcie_qpair_process"]  # type: ignore[arg-type]
+
+
+def test_a_qemu_core_is_titled_by_qemus_own_first_frame() -> None:
+    from orchestrator import qemu_core
+
+    bt = (Path(__file__).parent / "qemu_cores" / "sigsegv-in-slirp-send.gdb.txt").read_text()
+    frames = qemu_core.crashing_frames(bt, Path("/usr/bin/qemu-system-x86_64"))
+    # libc's and libslirp's frames are not QEMU's; QEMU's first has no symbol: a file offset
+    assert [(f.name, f.where, f.own) for f in frames[2:5]] == [
+        ("??", "libslirp.so.0.4.0+0xb8a1", False), ("??", "libslirp.so.0.4.0+0x1304e", False),
+        ("??", "qemu-system-x86_64+0x6396a0", True)]
+    assert ("qemu_net_queue_send_iov", "qemu-system-x86_64+0x634df8", True) in \
+        [(f.name, f.where, f.own) for f in frames]
+    assert crash.qemu_findings("", -11, bt, frames)[0].title == "QEMU SIGSEGV at qemu-system-x86_64+0x6396a0"
+    named = [qemu_core.Frame("__libc_send", "libc.so.6+0x1", False), qemu_core.Frame("nvme_process_db", "x+0x2", True)]
+    assert crash.qemu_findings("", -11, "bt", named)[0].title == "QEMU SIGSEGV in nvme_process_db"
+    assert crash.qemu_findings("", -6, "bt", [])[0].title == "QEMU died of SIGABRT"

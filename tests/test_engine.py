@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -113,6 +114,20 @@ def test_a_machine_left_broken_is_not_handed_on(tmp_path: Path) -> None:
     assert by["test_breaks_its_machine"]["outcome"] == "infrastructure error"
     assert "could not restore the machine" in by["test_breaks_its_machine"]["message"]
     assert by["test_next_gets_a_machine_in_order"]["outcome"] == "passed"
+    crashed = by["test_qemu_dies_of_sigsegv"]
+    assert crashed["outcome"] == "qemu crashed" and crashed["duration"] < 30, crashed
+    # titled by the first frame of QEMU's own code in the thread the signal hit (its core, via gdb)
+    assert re.match(r"qemu crashed: QEMU SIGSEGV (in \w+|at qemu-system-x86_64\+0x[0-9a-f]+)$",
+                    crashed["message"].splitlines()[0]), crashed["message"]
+    assert list(crashed["discarded"].values()) == ["QEMU died"]
+    bt = Path(crashed["artifacts"]).parent / "vm-2" / "qemu-core.bt.txt"  # the module's second machine
+    assert "Program terminated with signal SIGSEGV" in bt.read_text()
+    assert by["test_after_the_qemu_crash_a_machine_in_order"]["outcome"] == "passed"
+    lost = by["test_guest_ignores_the_unplug"]
+    assert lost["outcome"] == "failed" and list(lost["discarded"].values()) == [
+        "half-unplugged: device_del nvme0: no DEVICE_DELETED within 3 s (the guest did not acknowledge)"]
+    assert by["test_after_the_lost_unplug_a_machine_in_order"]["outcome"] == "passed"
+    assert "qemu crashed" in r.stdout and "QEMU SIGSEGV" in r.stdout  # the summary names it
 
 
 @pytest.mark.vm
