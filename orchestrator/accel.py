@@ -13,13 +13,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import qemu_binary
 from .errors import ConfigError
 from .image import MARKER_PROBE, Image
 from .paths import cache_dir
 
 PROBE_TIMEOUT = 15.0
-QEMU = "qemu-system-x86_64"
-BIOS = "/usr/share/qemu/qboot.rom"
 
 
 def kvm_usable() -> bool:
@@ -54,13 +53,16 @@ def resolve(requested: str, image: Image) -> str:
 
 def probe_kvm(image: Image, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
     """Boot the image's kernel under KVM until the probe marker, killing QEMU at the deadline."""
-    argv = ["setpriv", "--pdeathsig", "KILL", "--", QEMU, "-accel", "kvm", "-cpu", "host", "-m", "256",
+    qemu = qemu_binary.current()
+    bios = qemu.firmware("qboot.rom")
+    argv = ["setpriv", "--pdeathsig", "KILL", "--", *qemu.argv(), "-accel", "kvm", "-cpu", "host", "-m", "256",
             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-serial", "stdio",
-            "-action", "reboot=shutdown", "-bios", BIOS, "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-            "-append", "console=ttyS0 quiet tbctl.probe=1"]
+            "-action", "reboot=shutdown", *(["-bios", str(bios)] if bios else []),
+            "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", "console=ttyS0 quiet tbctl.probe=1"]
     started = time.monotonic()
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                              env=qemu.environ())
     except subprocess.TimeoutExpired:
         return False, f"KVM guest did not reach the probe marker within {timeout:g} s (killed)"
     took = time.monotonic() - started

@@ -43,7 +43,7 @@ def host_mirror(suite: str, root: Path = SOURCES, os_release: Path = Path("/etc/
     for uri, suites, components in entries:
         if suite in suites and "main" in components:
             return uri
-    codename = _codename(os_release)
+    codename = host_codename(os_release)
     for uri, suites, components in entries:
         if codename and codename in suites and "main" in components:
             return uri
@@ -51,7 +51,8 @@ def host_mirror(suite: str, root: Path = SOURCES, os_release: Path = Path("/etc/
                       f"with component 'main'; pass --mirror URL")
 
 
-def _codename(os_release: Path) -> str | None:
+def host_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
+    """The host's Debian release (bookworm, trixie), from os-release."""
     try:
         text = os_release.read_text()
     except OSError:

@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import (__version__, accel, faults, guest, image, image_shell, registry, repro, snapshot, spdk, spdk_tree,
-               topology)
+from . import (__version__, accel, faults, guest, image, image_shell, qemu_binary, qemu_install, registry, repro,
+               snapshot, spdk, spdk_tree, topology)
 from .errors import ConfigError, TbctlError
 from .machine import Machine
 from .paths import SOURCE_ROOT, recipe_names
@@ -68,6 +68,7 @@ def _prepare(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, 
 def _environment(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
     """The topology, the image (built if needed; the SPDK-ready one for a tree) and the accelerator."""
     topo = _load_topology(args.topology)
+    topology.check_qemu(topo, qemu_binary.use(qemu_binary.select(args.qemu, topo.qemu, topo.source)))
     if args.spdk_dir and not Path(args.spdk_dir).is_dir():
         raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
     img = image.ensure(image.choose(args.image, topo.image, bool(args.spdk_dir)), mirror=args.mirror)
@@ -218,6 +219,18 @@ def cmd_inject(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qemu(args: argparse.Namespace) -> int:
+    """Install a QEMU from Debian into a private prefix, or list the known ones."""
+    if args.qemu_cmd == "install":
+        print(qemu_install.install(args.source, args.mirror, log=lambda m: print(m, file=sys.stderr)))
+        return 0
+    known = [("PATH", qemu_binary.select())] if qemu_binary.shutil.which(qemu_binary.DEFAULT) else []
+    known += [(name, qemu_binary.probe(binary, name)) for name, binary in qemu_binary.installed().items()]
+    for name, q in known:
+        print(f"{name:10} {q.version_text:8} {q.path}  ({q.origin})")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     reaped = registry.reap()
     if reaped:
@@ -272,7 +285,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "--tb-results", str(results), "-rN"]
     for flag, value in (("--tb-topology", args.topology), ("--tb-timeout", args.timeout), ("-k", args.k),
                         ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit),
-                        ("--tb-jitter", args.jitter)):
+                        ("--tb-jitter", args.jitter), ("--tb-qemu", args.qemu)):
         if value is not None:
             argv += [flag, str(value)]
     if args.keep_vm:
@@ -298,6 +311,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
                         ("--jitter", args.jitter)):
         if value is not None:
             run_args += [flag, str(Path(value).resolve()) if flag in ("--topology", "--spdk-dir") else str(value)]
+    if args.qemu:
+        run_args += ["--qemu", str(qemu_binary.current().path)]
     base, sep, rest = args.target.partition("::")
     target = args.target if (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
@@ -379,6 +394,8 @@ def parser() -> argparse.ArgumentParser:
                              f"--spdk-dir, else {image.DEFAULT_IMAGE}): {', '.join(recipe_names())}")
         sp.add_argument("--spdk-dir", metavar="DIR", required=tree_required,
                         help="built SPDK tree, shared read-only into the guest (checked against the image first)")
+        sp.add_argument("--qemu", metavar="PATH", help=f"QEMU binary (default: ${qemu_binary.ENV}, the topology's "
+                                                       "`qemu`, else PATH's; tbctl qemu list)")
 
     sp = sub.add_parser("image", help="build or list guest images")
     isub = sp.add_subparsers(dest="image_cmd", required=True)
@@ -396,6 +413,15 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--mirror", help="Debian mirror URL for an image build (default: the host's apt source)")
     sh.add_argument("command", nargs=argparse.REMAINDER, help="after --: the command (default: bash -l)")
     sp.set_defaults(fn=cmd_image)
+
+    sp = sub.add_parser("qemu", help="QEMU binaries: install Debian's backports into a private prefix, list")
+    qsub = sp.add_subparsers(dest="qemu_cmd", required=True)
+    q = qsub.add_parser("install", help="Debian's QEMU from SOURCE into tbctl's cache (the host's QEMU untouched); "
+                                        "prints the binary, then usable as --qemu SOURCE")
+    q.add_argument("source", choices=qemu_install.SOURCES)
+    q.add_argument("--mirror", help="Debian mirror URL (default: the host's apt source)")
+    qsub.add_parser("list", help="every known QEMU: name, version, path, origin")
+    sp.set_defaults(fn=cmd_qemu)
 
     sp = sub.add_parser("spdk", help="SPDK trees: check one against a guest image before running it")
     ssub = sp.add_subparsers(dest="spdk_cmd", required=True)

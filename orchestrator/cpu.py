@@ -11,7 +11,7 @@ import json
 import subprocess
 from functools import lru_cache
 
-from .accel import QEMU
+from . import qemu_binary
 from .errors import MachineError
 
 PROBE_TIMEOUT = 20.0
@@ -22,23 +22,27 @@ def model(accel: str) -> str:
     return "host" if accel == "kvm" else "max"
 
 
-@lru_cache(maxsize=None)
 def features(accel: str) -> frozenset[str]:
-    """The feature names (QEMU's spelling: "avx512f", "sse4.2", ...) the guest CPU has."""
+    """The feature names (QEMU's spelling: "avx512f", "sse4.2", ...) the guest CPU has, on the chosen QEMU."""
+    return _features(qemu_binary.current(), accel)
+
+
+@lru_cache(maxsize=None)
+def _features(qemu: qemu_binary.Qemu, accel: str) -> frozenset[str]:
     requests = [{"execute": "qmp_capabilities"},
                 {"execute": "query-cpu-model-expansion",
                  "arguments": {"type": "full", "model": {"name": model(accel)}}},
                 {"execute": "quit"}]
-    argv = [QEMU, "-machine", "none", "-accel", accel, "-nodefaults", "-no-user-config", "-display", "none",
+    argv = [*qemu.argv(), "-machine", "none", "-accel", accel, "-nodefaults", "-no-user-config", "-display", "none",
             "-qmp", "stdio"]
     try:
         proc = subprocess.run(argv, input="".join(json.dumps(r) + "\n" for r in requests), capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT)
+                              text=True, timeout=PROBE_TIMEOUT, env=qemu.environ())
     except subprocess.TimeoutExpired:
-        raise MachineError(f"{QEMU} -machine none did not answer query-cpu-model-expansion within "
+        raise MachineError(f"{qemu.path} -machine none did not answer query-cpu-model-expansion within "
                            f"{PROBE_TIMEOUT:g} s (killed)") from None
     except FileNotFoundError:
-        raise MachineError(f"{QEMU} is not installed") from None
+        raise MachineError(f"{qemu.path} is not installed") from None
     for line in proc.stdout.splitlines():
         try:
             reply = json.loads(line)
@@ -47,5 +51,5 @@ def features(accel: str) -> frozenset[str]:
         ret = reply.get("return")
         if isinstance(ret, dict) and "model" in ret:
             return frozenset(k for k, v in ret["model"].get("props", {}).items() if v is True)
-    raise MachineError(f"{QEMU} gave no CPU model expansion for {model(accel)!r} under {accel}: "
+    raise MachineError(f"{qemu.path} gave no CPU model expansion for {model(accel)!r} under {accel}: "
                        f"{(proc.stderr or proc.stdout).strip()[-300:]}")

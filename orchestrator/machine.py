@@ -16,11 +16,10 @@ import shutil
 import socket
 import subprocess
 import time
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cpu, crash, guest, qemu_core, registry
+from . import cpu, crash, guest, qemu_binary, qemu_core, registry
 from .console import Console
 from .errors import ConfigError, MachineError, TbctlError
 from .image import MARKER_FAILED, MARKER_READY, Image
@@ -33,8 +32,7 @@ from .topology import Controller, Topology
 if TYPE_CHECKING:
     from .snapshot import Saved
 
-QEMU = "qemu-system-x86_64"
-BIOS = "/usr/share/qemu/qboot.rom"
+BIOS = "qboot.rom"  # found in the chosen QEMU's own data directories (without it: its default, SeaBIOS)
 DEFAULT_BOOT_TIMEOUT = 60.0
 # Under TCG a controller was once seen stuck "connecting" at boot (an admin completion whose
 # interrupt never came). The nvme driver polls the queue when an admin command times out; 20 s
@@ -54,16 +52,6 @@ class KernelPanicAtBoot(MachineError):
     """The guest kernel panicked before it was ready."""
 
 
-@cache
-def qemu_version() -> str:
-    """QEMU's version line ("unknown" if it cannot be run): results record it, snapshots key on it."""
-    try:
-        out = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=10)
-        return out.stdout.splitlines()[0]
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        return "unknown"
-
-
 def free_port() -> int:
     """A currently free loopback port. QEMU may still lose it to a race: launch retries."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -81,7 +69,7 @@ class Machine:
     def __init__(self, topology: Topology, image: Image, artifacts: Path, *, name: str | None = None,
                  accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
                  shares: dict[str, Path] | None = None, empty_ports: bool = False,
-                 restore: "Saved | None" = None):
+                 restore: "Saved | None" = None, qemu: qemu_binary.Qemu | None = None):
         name = name or new_name()
         if not _NAME.match(name):
             raise ConfigError(f"machine name {name!r}: must be 1-31 of a-z 0-9 _ -, starting with a letter or digit")
@@ -102,6 +90,7 @@ class Machine:
         # ports start empty (NVMe cannot be migrated); a restored machine loads a saved guest
         # and hot-adds its controllers.
         self.restore = restore
+        self.qemu = qemu or qemu_binary.current()
         self.empty_ports = empty_ports or restore is not None
 
     # -- building the command line -------------------------------------------------------------
@@ -125,7 +114,8 @@ class Machine:
                       for i, c in enumerate(topo.controllers, 1) if c.hotplug}
         cmdline = " ".join(filter(None, [self.image.cmdline, topo.kernel_args(),
                                          TCG_KERNEL_ARGS if self.accel == "tcg" else ""]))
-        text = render("qemu/argv.j2", qemu=QEMU, name=self.name, topology=topo, accel=self.accel, bios=BIOS,
+        text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name, topology=topo, accel=self.accel,
+                      bios=self.qemu.firmware(BIOS),
                       cpu=cpu.model(self.accel),
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
                       run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,
@@ -153,7 +143,8 @@ class Machine:
                                  image=str(self.image.dir), accel=self.accel,
                                  topology=self._topology_ref(),
                                  ssh_port=0, owner_pid=None if self.persistent else me,
-                                 owner_start=None if self.persistent else registry.start_time(me), created=time.time())
+                                 owner_start=None if self.persistent else registry.start_time(me), created=time.time(),
+                                 qemu=str(self.qemu.path))
             registry.save(self.record)
         try:
             for boot in range(1, BOOTS + 1):
@@ -216,7 +207,7 @@ class Machine:
             # In its run directory with cores allowed: a QEMU that crashes leaves its core there (qemu_core).
             self._proc = subprocess.Popen(wrapper + argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
                                           start_new_session=True, close_fds=True, cwd=self.run_dir,
-                                          preexec_fn=qemu_core.allow_cores)
+                                          env=self.qemu.environ(), preexec_fn=qemu_core.allow_cores)
             stderr.close()
             self.record.pid, self.record.ssh_port = self._proc.pid, port
             self.record.pid_start = registry.start_time(self._proc.pid)
@@ -249,9 +240,8 @@ class Machine:
             bt, frames = "", []
             core = qemu_core.find(self.run_dir, self.record.pid if self.record else None)
             if core is not None:
-                binary = Path(shutil.which(QEMU) or QEMU)
-                bt = qemu_core.backtrace(binary, core)
-                frames = qemu_core.crashing_frames(bt, binary)
+                bt = qemu_core.backtrace(self.qemu.path, core)
+                frames = qemu_core.crashing_frames(bt, self.qemu.path)
                 (self.artifacts / "qemu-core.bt.txt").write_text(bt)
                 core.unlink()
             stderr = (self.artifacts / "qemu.stderr").read_text(errors="replace")
@@ -340,7 +330,7 @@ class Machine:
 
         topo = default() if rec.topology == "<built-in default>" else load(rec.topology)
         m = cls(topo, Image(Path(rec.image)), Path(rec.artifacts), name=rec.name, accel=rec.accel,
-                persistent=rec.owner_pid is None)
+                persistent=rec.owner_pid is None, qemu=qemu_binary.probe(Path(rec.qemu)) if rec.qemu else None)
         m.record = rec
         return m
 

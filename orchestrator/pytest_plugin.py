@@ -28,10 +28,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from . import __version__, accel, crash, faults, image, snapshot, spdk_tree, topology
+from . import __version__, accel, crash, faults, image, qemu_binary, snapshot, spdk_tree, topology
 from .errors import DeadlineError, TbctlError
 from .faults import Hotplug
-from .machine import Machine, qemu_version
+from .machine import Machine
 from .qmp import QMP
 from .ssh import SSH
 
@@ -62,6 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("tbctl")
     g.addoption("--tb-topology", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
     g.addoption("--tb-accel", choices=topology.ACCELS, help="override the topology's accelerator")
+    g.addoption("--tb-qemu", metavar="PATH", help=f"QEMU binary (default: ${qemu_binary.ENV}, the topology's, PATH's)")
     g.addoption("--tb-timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
     g.addoption("--tb-artifacts", metavar="DIR", help="where each test's artifacts go")
     g.addoption("--tb-results", metavar="FILE", help="results.json path (default: in the artifacts dir)")
@@ -151,8 +152,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tb_timeout(seconds): this test's deadline, before accelerator scaling")
     path = config.getoption("tb_topology")
     spdk = config.getoption("tb_spdk_dir")
+    try:
+        topo = topology.load(path) if path else topology.default()
+        topology.check_qemu(topo, qemu_binary.use(qemu_binary.select(config.getoption("tb_qemu"), topo.qemu,
+                                                                     topo.source)))
+    except TbctlError as e:
+        raise pytest.UsageError(str(e)) from None
     config.stash[_BED] = Bed(
-        config=config, topology=topology.load(path) if path else topology.default(),
+        config=config, topology=topo,
         artifacts=Path(config.getoption("tb_artifacts") or Path.cwd() / "tbctl-artifacts" /
                        time.strftime("run-%Y%m%d-%H%M%S")).resolve(),
         seed=config.getoption("tb_seed") if config.getoption("tb_seed") is not None else random.randrange(1 << 31),
@@ -563,7 +570,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     code = exit_code(bed.results, int(exitstatus))
     img = bed._image.manifest if bed._image else {}
     doc = {
-        "tbctl": __version__, "qemu": qemu_version(), "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
+        "tbctl": __version__, "qemu": qemu_binary.current().record(), "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
         "topology": bed.topology.source, "accel": bed._accel, "seed": bed.seed, "jitter": bed.jitter, "start": bed.start,
         "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
@@ -580,12 +587,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 _RESULTS = pytest.StashKey[tuple]()
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"tbctl {__version__}: {qemu_binary.current().describe()}"
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     bed = config.stash.get(_BED, None)
     if bed is None or not bed.results:
         return
     tr = terminalreporter
     tr.section("tbctl summary")
+    tr.write_line(qemu_binary.current().describe())
     for r in bed.results.values():
         tr.write_line(f"{r.get('outcome', '?'):21} {r['duration']:7.1f} s  {r['nodeid']}")
         if r.get("outcome") != "passed" and r.get("message"):

@@ -53,6 +53,7 @@ class Record:
     owner_pid: int | None = None
     owner_start: int | None = None
     created: float = 0.0
+    qemu: str | None = None  # the QEMU binary it runs
 
     @property
     def qmp_socket(self) -> Path:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, paths
+from . import __version__, paths, qemu_binary
 from .errors import MachineError
 from .image import Image
-from .machine import TCG_KERNEL_ARGS, Machine, qemu_version
+from .machine import TCG_KERNEL_ARGS, Machine
 from .topology import Topology
 
 
@@ -57,7 +57,8 @@ def unsupported(topology: Topology) -> str | None:
 
 def key(topology: Topology, image: Image, accel: str, shares: dict[str, Path]) -> str:
     argv_template = (paths.TEMPLATES / "qemu" / "argv.j2").read_text()
-    shape = {"image": image.digest, "qemu": qemu_version(), "accel": accel, "tbctl": __version__, "argv": argv_template,
+    q = qemu_binary.current()
+    shape = {"image": image.digest, "qemu": [str(q.path), q.version_line], "accel": accel, "tbctl": __version__, "argv": argv_template,
              "machine": [topology.memory_mib, topology.cpus, topology.iommu, topology.hugepages, topology.qtest,
                          topology.kernel_args(), TCG_KERNEL_ARGS],
              "ports": [c.root_port for c in topology.controllers if c.hotplug],

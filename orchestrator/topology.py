@@ -41,6 +41,7 @@ class Controller:
     cmb_size_mib: int = 0
     pmr_size_mib: int = 0
     subsystem: str | None = None
+    shadow_doorbells: bool | None = None  # QEMU's `dbcs` (10.0+); None: QEMU's default
 
     @property
     def root_port(self) -> str:
@@ -67,6 +68,8 @@ class Controller:
             dev["cmb_size_mb"] = self.cmb_size_mib
         if self.pmr_size_mib:
             dev["pmrdev"] = f"{self.id}-pmr"
+        if self.shadow_doorbells is not None:
+            dev["dbcs"] = self.shadow_doorbells
         return dev
 
     def namespace_devices(self) -> list[dict[str, Any]]:
@@ -94,6 +97,8 @@ class Topology:
     iommu: bool = False
     hugepages: int = 0
     qtest: bool = True
+    qemu: str | None = None  # the QEMU binary (path or name); None: TBCTL_QEMU or PATH's
+    multipath: bool = False  # the guest's native NVMe multipath (QEMU 10.0 gives each nvme a subsystem)
     controllers: tuple[Controller, ...] = field(default_factory=tuple)
     source: str = "<built-in default>"
 
@@ -109,13 +114,36 @@ class Topology:
         return sorted({c.subsystem for c in self.controllers if c.subsystem})
 
     def kernel_args(self) -> str:
-        """What this topology adds to the image's kernel command line."""
-        args = []
+        """What this topology adds to the image's kernel command line. Native multipath is off
+        unless asked for: QEMU 10.0 puts every controller in a subsystem (CMIC 0 -> 2), and the
+        guest would otherwise show 10.0 and 7.2 differently (hidden path devices nvmeXcYnZ,
+        kernel messages naming the path, ~30 % slower removal)."""
+        args = [] if self.multipath else ["nvme_core.multipath=N"]
         if self.iommu:
             args.append("intel_iommu=on")
         if self.hugepages:
             args.append(f"hugepages={self.hugepages}")
         return " ".join(args)
+
+
+# NVMe properties tbctl may set, by the topology field that sets them; and where a QEMU lacks one,
+# the first QEMU release known to have it (DESIGN.md, QEMU versions).
+_PROPERTY_FIELDS = {"cmb_size_mb": "cmb_size_mib", "pmrdev": "pmr_size_mib", "subsys": "subsystem",
+                    "dbcs": "shadow_doorbells", "drive": "namespace", "logical_block_size": "namespace.block_size",
+                    "physical_block_size": "namespace.block_size"}
+_SINCE = {"dbcs": "10.0"}
+
+
+def check_qemu(topo: Topology, qemu: Any) -> None:
+    """Refuse, before a boot, a topology that asks the chosen QEMU (`qemu_binary.Qemu`) for an
+    NVMe property it does not have: one line naming the field and the version that has it."""
+    for i, c in enumerate(topo.controllers):
+        for prop in c.device():
+            if prop in ("driver", "id", "bus", "serial") or prop in qemu.nvme_properties:
+                continue
+            since = f"; QEMU {_SINCE[prop]} has it" if prop in _SINCE else ""
+            raise ConfigError(f"{topo.source}: nvme[{i}].{_PROPERTY_FIELDS.get(prop, prop)}: QEMU {qemu.version_text} "
+                              f"({qemu.path}) has no nvme property {prop!r}{since}")
 
 
 def default() -> Topology:
@@ -175,9 +203,10 @@ class _Fields:
         return v
 
 
-_MACHINE_FIELDS = ("name", "image", "memory_mib", "cpus", "accel", "iommu", "hugepages", "qtest")
+_MACHINE_FIELDS = ("name", "image", "memory_mib", "cpus", "accel", "iommu", "hugepages", "qtest", "qemu",
+                   "multipath")
 _CTRL_FIELDS = ("id", "serial", "hotplug", "namespace", "max_ioqpairs", "msix_qsize", "mdts",
-                "cmb_size_mib", "pmr_size_mib", "subsystem")
+                "cmb_size_mib", "pmr_size_mib", "subsystem", "shadow_doorbells")
 _NS_FIELDS = ("size_mib", "block_size", "zoned")
 
 
@@ -221,6 +250,8 @@ def parse(data: dict[str, Any], source: str) -> Topology:
         iommu=m.bool("iommu", False),
         hugepages=hugepages,
         qtest=m.bool("qtest", True),
+        qemu=m.str("qemu", None, re.compile(r"^\S+$"), what="a QEMU binary: a path or a name on PATH"),
+        multipath=m.bool("multipath", False),
         controllers=controllers,
         source=source,
     )
@@ -246,6 +277,7 @@ def _controller(source: str, i: int, data: Any) -> Controller:
         max_ioqpairs=f.int("max_ioqpairs", None, 1, 256), msix_qsize=f.int("msix_qsize", None, 1, 2048),
         mdts=f.int("mdts", None, 0, 255), cmb_size_mib=f.int("cmb_size_mib", 0, 0, 1024) or 0,
         pmr_size_mib=f.int("pmr_size_mib", 0, 0, 1024) or 0, subsystem=subsystem,
+        shadow_doorbells=f.bool("shadow_doorbells", False) if "shadow_doorbells" in f.data else None,
     )
 
 

@@ -28,7 +28,9 @@ def devices(argv: list[str]) -> list[dict]:
 def test_default_topology(tmp_path: Path) -> None:
     m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t1", accel="tcg")
     argv = m.argv(40022)
-    assert argv[0] == "qemu-system-x86_64"
+    assert argv[0] == str(m.qemu.path) and m.qemu.path.is_absolute()
+    # the chosen QEMU's own qboot, not a fixed host path
+    assert opts(argv, "-bios") == [str(m.qemu.firmware("qboot.rom"))]
     assert opts(argv, "-machine") == ["q35,dump-guest-core=off"] and opts(argv, "-accel") == ["tcg"] and opts(argv, "-cpu") == ["max"]
     assert opts(argv, "-netdev") == ["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]
     devs = devices(argv)
@@ -57,7 +59,7 @@ def test_iommu_qtest_hugepages_and_fixed_controllers(tmp_path: Path) -> None:
     devs = devices(argv)
     assert devs[0]["driver"] == "intel-iommu"  # must precede the PCI devices it translates
     assert opts(argv, "-qtest") == [f"unix:{m.run_dir}/qtest.sock,server=on,wait=off"]
-    assert opts(argv, "-append")[0].endswith("intel_iommu=on hugepages=32")
+    assert opts(argv, "-append")[0].endswith("nvme_core.multipath=N intel_iommu=on hugepages=32")
     assert not any(d["driver"] == "pcie-root-port" for d in devs)
     ns = [d for d in devs if d["driver"] == "nvme-ns"]
     assert [(d["nsid"], d["bus"], d["logical_block_size"]) for d in ns] == [(1, "n0", 512), (2, "n0", 4096)]
@@ -67,7 +69,8 @@ def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
     m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t3", accel="tcg")
     argv = m.argv(1)
     assert all(a and a == a.strip() for a in argv)
-    assert opts(argv, "-append") == ["console=ttyS0 root=/dev/vda nvme_core.admin_timeout=20"]  # TCG only
+    # multipath off (the guest shows QEMU 7.2 and 10.0 alike); the admin timeout for TCG only
+    assert opts(argv, "-append") == ["console=ttyS0 root=/dev/vda nvme_core.multipath=N nvme_core.admin_timeout=20"]
 
 
 def test_pci_lookup_behind_bridges_and_config_address() -> None:

@@ -57,7 +57,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
     assert not n1.hotplug and [ns.block_size for ns in n1.namespaces] == [4096, 512]
     assert n1.device()["max_ioqpairs"] == 4 and n1.device()["cmb_size_mb"] == 16
     assert "drive" not in n1.device() and len(n1.namespace_devices()) == 2
-    assert t.kernel_args() == "intel_iommu=on hugepages=64"
+    assert t.kernel_args() == "nvme_core.multipath=N intel_iommu=on hugepages=64"
 
 
 BAD = [
