@@ -1,0 +1,54 @@
+"""The suites on a second QEMU: Debian's backports (10.0 on a bookworm host) beside the host's
+own, installed by tbctl itself into a private prefix. A test that passes on one QEMU and fails
+on the other shows here as this test failing, with the suite's own summary line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import tbctl
+from orchestrator import guest, image, qemu_binary, topology
+from orchestrator.machine import Machine
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def backports(tmp_path_factory: pytest.TempPathFactory) -> qemu_binary.Qemu:
+    r = tbctl(tmp_path_factory.mktemp("install"), "qemu", "install", "backports", timeout=900)
+    assert r.returncode == 0, r.stderr
+    q = qemu_binary.probe(Path(r.stdout.strip().splitlines()[-1]), "--qemu")
+    host = qemu_binary.select()
+    assert q.path != host.path and q.version != host.version, (q, host)
+    return q
+
+
+def test_every_suite_passes_on_the_other_qemu(backports: qemu_binary.Qemu, tmp_path: Path, standin: Path) -> None:
+    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "dm_mount", "--qemu", "backports",
+              "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"))
+    res = json.loads((tmp_path / "r.json").read_text())
+    summary = [ln for ln in r.stdout.splitlines() if " s  " in ln]
+    assert r.returncode == 0, "\n".join(summary) + r.stdout[-2000:]
+    assert res["qemu"]["path"] == str(backports.path) and res["qemu"]["version"] == backports.version_text
+    assert res["qemu"]["origin"].startswith("Debian ") and "-backports" in res["qemu"]["origin"]
+    outcomes = [t["outcome"] for t in res["tests"]]
+    assert set(outcomes) <= {"passed", "skipped"} and outcomes.count("passed") >= 15, outcomes
+    assert all(t["message"] for t in res["tests"] if t["outcome"] == "skipped")  # each skip says why
+    assert f"QEMU {backports.version_text} ({backports.path}" in r.stdout  # the summary says which QEMU
+
+
+def test_shadow_doorbells_off_where_the_qemu_has_the_property(backports: qemu_binary.Qemu, tmp_path: Path) -> None:
+    if "dbcs" not in backports.nvme_properties:
+        pytest.skip(f"QEMU {backports.version_text} has no nvme property dbcs")
+    topo = topology.parse({"nvme": [{"id": "nvme0", "serial": "ON"}, {"id": "nvme1", "serial": "OFF",
+                                                                      "shadow_doorbells": False}]}, "dbcs")
+    with Machine(topo, image.ensure(), tmp_path / "art", accel="tcg", qemu=backports) as m:
+        state = guest.nvme_state(m.ssh)
+        oacs = {s: json.loads(m.ssh.run(f"nvme id-ctrl /dev/{state[s]['name']} -o json", timeout=30,
+                                        check=True).stdout)["oacs"] for s in ("ON", "OFF")}
+    # OACS bit 8: Doorbell Buffer Config, the shadow doorbells SPDK's hang involves
+    assert oacs["ON"] & 0x100 and not oacs["OFF"] & 0x100, oacs
+    assert "nvme_core.multipath=N" in (tmp_path / "art" / "qemu.argv").read_text()
