@@ -16,6 +16,7 @@ import random
 import time
 from typing import Any
 
+from . import nvme_queues
 from .errors import DeadlineError, MachineError
 from .machine import Machine
 from .qmp import pci_address, pci_device
@@ -173,6 +174,25 @@ def bus_master(machine: Machine, ctrl_id: str, enable: bool, via: str = "host") 
     before = regs.command()
     regs.set_command(before | PCI_COMMAND_MASTER if enable else before & ~PCI_COMMAND_MASTER)
     return before
+
+
+def admin_queue(machine: Machine, ctrl_id: str) -> nvme_queues.AdminQueue:
+    """The controller's admin queue read from guest memory through qtest (see nvme_queues)."""
+    if machine.topology.iommu:
+        raise MachineError("behind a vIOMMU the queue addresses are IOVAs: not readable through qtest")
+    regs = Registers(machine, ctrl_id, "host")
+    if not regs.readl(nvme_queues.REG_CC) & 1:
+        raise MachineError("controller disabled (CC.EN=0): no admin queue")
+    aqa = regs.readl(REG_AQA)
+    sq_size, cq_size = (aqa & 0xFFF) + 1, ((aqa >> 16) & 0xFFF) + 1
+    asq, acq = (regs.readl(nvme_queues.REG_ASQ) | regs.readl(nvme_queues.REG_ASQ + 4) << 32,
+                regs.readl(nvme_queues.REG_ACQ) | regs.readl(nvme_queues.REG_ACQ + 4) << 32)
+    q = regs._qtest()
+    try:
+        sq, cq = q.read(asq, sq_size * nvme_queues.SQE), q.read(acq, cq_size * nvme_queues.CQE)
+    finally:
+        q.close()
+    return nvme_queues.decode(sq, cq)
 
 
 def controller_fatal(machine: Machine, ctrl_id: str, via: str = "host") -> bool:

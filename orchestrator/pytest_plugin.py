@@ -337,8 +337,9 @@ def _kill_hung(item: pytest.Item) -> list[str]:
 
 
 def _diagnose(item: pytest.Item) -> str:
-    """Why a wait may never have ended: NVMe controllers that declared themselves dead
-    (CSTS.CFS, read from the host through qtest), with QEMU's NVMe error trace lines."""
+    """Why a wait may never have ended, from QEMU's side of each controller: fatal status
+    (CSTS.CFS, with QEMU's NVMe error trace lines) and its admin queue (what was fetched and
+    completed last, what waits at the head), read from the host through qtest."""
     found = []
     for m, *_ in item.stash.get(_MACHINES, []):
         if not m.topology.qtest or not m.qemu_alive():
@@ -353,6 +354,10 @@ def _diagnose(item: pytest.Item) -> str:
                 trace = [ln for ln in stderr if ln.startswith("pci_nvme_err")][-4:]
                 found.append(f"{m.name} {c.id}: controller fatal status (CSTS.CFS=1)"
                              + (f"; QEMU trace: {' | '.join(trace)}" if trace else ""))
+            try:
+                found.append(f"{m.name} {c.id}: {faults.admin_queue(m, c.id).describe()}")
+            except TbctlError as e:
+                found.append(f"{m.name} {c.id}: admin queue not read: {e}")
     return "\n".join(found)
 
 

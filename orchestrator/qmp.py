@@ -33,8 +33,10 @@ class QMPError(MachineError):
 
 class QMP:
     def __init__(self, socket_path: Path, event_log: Path | None, name: str = "tbctl"):
+        """`event_log` gets every event (JSON lines); the commands sent go to qmp-commands.log beside it."""
         self.socket_path = socket_path
         self._event_log = open(event_log, "a", buffering=1) if event_log else None
+        self._command_log = open(event_log.with_name("qmp-commands.log"), "a", buffering=1) if event_log else None
         self._events: list[dict[str, Any]] = []
         # The last commands sent, for the report of a QEMU that died under one of them.
         self.sent: collections.deque[str] = collections.deque(maxlen=8)
@@ -119,6 +121,8 @@ class QMP:
         if not self.connected:
             raise MachineError(f"QMP {cmd}: not connected to QEMU")
         self.sent.append(f"{time.strftime('%H:%M:%S')} {cmd} {json.dumps(args) if args else ''}".rstrip())
+        if self._command_log is not None:
+            self._command_log.write(self.sent[-1] + "\n")
         try:
             return self._call(self._client.execute(cmd, args), timeout, cmd)
         except ExecuteError as e:
@@ -197,6 +201,9 @@ class QMP:
         if self._event_log:
             self._event_log.close()
             self._event_log = None
+        if self._command_log is not None:
+            self._command_log.close()
+            self._command_log = None
 
     async def _shutdown(self) -> None:
         if self._client.runstate != Runstate.IDLE:

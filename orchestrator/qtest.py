@@ -56,6 +56,10 @@ class QTest:
     def readl(self, addr: int) -> int:
         return int(self._cmd(f"readl {addr:#x}"), 16)
 
+    def read(self, addr: int, size: int) -> bytes:
+        """`size` bytes of the guest's physical memory (or MMIO) at `addr`."""
+        return bytes.fromhex(self._cmd(f"read {addr:#x} {size:#x}").removeprefix("0x"))
+
     def config_read16(self, bdf: str, offset: int) -> int:
         self._cmd(f"outl {CONFIG_ADDRESS:#x} {_config_addr(bdf, offset):#x}")
         return int(self._cmd(f"inw {CONFIG_DATA + (offset & 2):#x}"), 16)

@@ -164,13 +164,19 @@ class Repro:
         return sorted(self._done, key=lambda r: r.index)
 
     def bundle(self, run: Run) -> Path:
-        """A directory that replays `run`: its QEMU command lines, topology, image hash, seed and
-        a script that runs the same test with the same seed."""
+        """A directory that replays `run`: its QEMU command lines with the QMP and guest commands
+        each QEMU got (and a crashed QEMU's backtraces), topology, image hash, seed and a script
+        that runs the same test with the same seed."""
         assert run.artifacts is not None
         b = self.out / f"bundle-run-{run.index:04d}"
         b.mkdir(exist_ok=True)
         for i, argv in enumerate(sorted(run.artifacts.rglob("qemu.argv"))):
             shutil.copy(argv, b / f"qemu-{i}.argv")
+            # what a QEMU developer replays without tbctl: the QMP commands, the guest's commands,
+            # and where QEMU crashed (gdb's backtraces of its core)
+            for log in ("qmp-commands.log", "commands.log", "qemu-core.bt.txt", "qemu.stderr"):
+                if (argv.parent / log).is_file():
+                    shutil.copy(argv.parent / log, b / f"{Path(log).stem}-{i}{Path(log).suffix}")
         results = json.loads((run.artifacts / "results.json").read_text())
         (b / "run.json").write_text(json.dumps({
             "target": self.target, "seed": run.seed, "outcome": run.outcome, "signature": run.signature,

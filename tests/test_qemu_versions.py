@@ -5,6 +5,7 @@ on the other shows here as this test failing, with the suite's own summary line.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,16 @@ def test_shadow_doorbells_off_where_the_qemu_has_the_property(backports: qemu_bi
     # OACS bit 8: Doorbell Buffer Config, the shadow doorbells SPDK's hang involves
     assert oacs["ON"] & 0x100 and not oacs["OFF"] & 0x100, oacs
     assert "nvme_core.multipath=N" in (tmp_path / "art" / "qemu.argv").read_text()
+
+
+@pytest.mark.parametrize("multipath", [False, True])
+def test_native_multipath_only_when_the_topology_asks(backports: qemu_binary.Qemu, tmp_path: Path,
+                                                       multipath: bool) -> None:
+    """QEMU 10.0 puts every controller in a subsystem: the guest shows its hidden path devices
+    (nvmeXcYnZ) only with `multipath = true`; by default it looks as under 7.2."""
+    topo = topology.parse({"machine": {"multipath": multipath}, "nvme": [{"id": "nvme0"}]}, "mp")
+    with Machine(topo, image.ensure(), tmp_path / "art", accel="tcg", qemu=backports) as m:
+        paths = m.ssh.run("ls /sys/block", timeout=20, check=True).stdout.split()
+        cmic = json.loads(m.ssh.run("nvme id-ctrl /dev/nvme0 -o json", timeout=30, check=True).stdout)["cmic"]
+    assert cmic & 0x2  # 10.0: a controller of a (multi-controller) subsystem
+    assert any(re.fullmatch(r"nvme\d+c\d+n\d+", p) for p in paths) == multipath, paths
