@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -224,7 +225,8 @@ def cmd_qemu(args: argparse.Namespace) -> int:
     if args.qemu_cmd == "install":
         print(qemu_install.install(args.source, args.mirror, log=lambda m: print(m, file=sys.stderr)))
         return 0
-    known = [("PATH", qemu_binary.select())] if qemu_binary.shutil.which(qemu_binary.DEFAULT) else []
+    on_path = shutil.which(qemu_binary.DEFAULT)
+    known = [("PATH", qemu_binary.probe(Path(on_path).resolve()))] if on_path else []
     known += [(name, qemu_binary.probe(binary, name)) for name, binary in qemu_binary.installed().items()]
     for name, q in known:
         print(f"{name:10} {q.version_text:8} {q.path}  ({q.origin})")
