@@ -241,8 +241,12 @@ def qemu_findings(stderr: str, returncode: int | None, backtrace: str = "", fram
         return [Finding(found[0].title, "qemu", True, found[0].evidence + "\n" + evidence)]
     if returncode is not None and returncode < 0:
         sig = SIGNALS.get(-returncode, f"signal {-returncode}")
-        own = next((f for f in frames or [] if f.own), None)
-        where = "" if own is None else f" at {own.where}" if own.name == "??" else f" in {own.name}"
+        own = [f for f in frames or [] if f.own]
+        named = next((f.name for f in own if f.name != "??"), None)
+        # A frame without a symbol (a static function of a stripped build) is named by its file
+        # offset, with the first named frame above it for a reader: both stable for one build.
+        where = "" if not own else f" in {own[0].name}" if own[0].name != "??" else \
+            f" at {own[0].where}" + (f" under {named}" if named else "")
         return [Finding(f"QEMU {sig}{where}" if where else f"QEMU died of {sig}", "qemu", True, evidence)]
     return [Finding(f"QEMU exited unexpectedly (status {returncode})", "qemu", True, evidence)]
 

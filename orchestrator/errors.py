@@ -1,4 +1,7 @@
-"""Error kinds tbctl tells apart: bad input, broken infrastructure, and deadlines that fired."""
+"""Error kinds tbctl tells apart: bad input, broken infrastructure, and deadlines that fired; and
+the outcomes a test ends with, by severity (a run's worst is its verdict)."""
+
+OUTCOMES = ["passed", "skipped", "failed", "timed out", "guest crashed", "qemu crashed", "infrastructure error"]
 
 
 class TbctlError(Exception):

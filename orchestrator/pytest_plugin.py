@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import pytest
 
 from . import __version__, accel, crash, faults, image, qemu_binary, snapshot, spdk_tree, topology
-from .errors import DeadlineError, TbctlError
+from .errors import OUTCOMES, DeadlineError, TbctlError
 from .faults import Hotplug
 from .machine import Machine
 from .qmp import QMP
@@ -37,7 +37,6 @@ from .ssh import SSH
 
 DEFAULT_TIMEOUT = 120.0
 ACCEL_SCALE = {"kvm": 1.0, "tcg": 3.0}  # suite deadlines are written for KVM
-SEVERITY = ["passed", "skipped", "failed", "timed out", "guest crashed", "qemu crashed", "infrastructure error"]
 # Outcomes after which a machine's state is unknown: it is discarded, never handed to the next test.
 DISCARD = ("timed out", "guest crashed", "qemu crashed", "infrastructure error")
 EXIT_PASSED, EXIT_FAILED, EXIT_INFRA = 0, 1, 2
@@ -460,10 +459,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             for m in fatal:
                 m.shutdown(graceful=False)  # a panicked guest answers nothing: do not wait on it
     elif rep.when == "teardown" and rep.failed:
-        kind = "infrastructure error"
+        # A teardown that could not restore a machine whose QEMU or kernel died is the crash's
+        # consequence, not another finding.
+        crashed = item.stash.get(_KIND, "") in ("qemu crashed", "guest crashed")
+        kind = None if crashed else "infrastructure error"
     if kind:
         prev = item.stash.get(_KIND, "passed")
-        item.stash[_KIND] = kind if SEVERITY.index(kind) >= SEVERITY.index(prev) else prev
+        item.stash[_KIND] = kind if OUTCOMES.index(kind) >= OUTCOMES.index(prev) else prev
     if rep.when == "teardown":
         final = item.stash.get(_KIND, "infrastructure error")
         entry = _entry(item)
@@ -580,7 +582,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
         "duration": round(time.time() - bed.started, 2), "exit_code": code,
-        "counts": {k: sum(1 for r in bed.results.values() if r.get("outcome") == k) for k in SEVERITY},
+        "counts": {k: sum(1 for r in bed.results.values() if r.get("outcome") == k) for k in OUTCOMES},
         "tests": list(bed.results.values()), "artifacts": str(bed.artifacts),
     }
     path = Path(session.config.getoption("tb_results") or bed.artifacts / "results.json")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
+from .errors import OUTCOMES
 from .render import render
 
 RUN_TIMEOUT = 3600.0  # a run's hard deadline on top of its own per-test deadlines
@@ -44,8 +45,8 @@ class Run:
         return self.outcome not in ("passed", "skipped")
 
 
-_NUMBERS = re.compile(r"\b0x[0-9a-f]+\b|\b\d+(?:\.\d+)?\b")
-_WORST = ["passed", "skipped", "failed", "timed out", "guest crashed", "infrastructure error"]
+# Numbers that differ between runs; not a file offset ("qemu-system-x86_64+0xaee864"): one build's crash site.
+_NUMBERS = re.compile(r"(?<!\+)\b0x[0-9a-f]+\b|\b\d+(?:\.\d+)?\b")
 
 
 def signature(test: dict) -> str:
@@ -62,7 +63,7 @@ def judge(results: dict) -> tuple[str, str]:
     tests = results.get("tests", [])
     if not tests:
         return "infrastructure error", "infrastructure error: no test ran"
-    worst = max(tests, key=lambda t: _WORST.index(t.get("outcome", "infrastructure error")))
+    worst = max(tests, key=lambda t: OUTCOMES.index(t.get("outcome", "infrastructure error")))
     outcome = worst.get("outcome", "infrastructure error")
     return outcome, "" if outcome in ("passed", "skipped") else signature(worst)
 

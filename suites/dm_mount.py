@@ -7,8 +7,9 @@ uevents of exactly the partitions expected, as udev finished them, then `udevadm
 
 The table names the partitions by the links udev makes for them (/dev/disk/by-partlabel/...),
 so a dmsetup that outruns udev fails as the CI one did. Race mode makes udev slow on purpose
-(`udevadm control --stop-exec-queue`, started again RACE_DELAY seconds later): without the sync
-dmsetup then fails with "No such device" every time, and with the sync it passes every time.
+(`udevadm control --stop-exec-queue`): without the sync the queue starts again only once dmsetup
+has run, so dmsetup fails with "No such device" every time, however fast or loaded the machine;
+with the sync the queue starts again RACE_DELAY seconds later, and the sync waits it out every time.
 """
 
 from __future__ import annotations
@@ -55,15 +56,19 @@ def cleanup(ssh: SSH, disk: str) -> None:
 
 
 @contextmanager
-def slow_udev(ssh: SSH) -> Iterator[None]:
-    """udev's event queue stopped now and started again RACE_DELAY seconds later: events wait."""
+def slow_udev(ssh: SSH, delay: float | None) -> Iterator[None]:
+    """udev's event queue stopped now, started again `delay` seconds later (while the block
+    runs), or with None once the block is done: its events wait until then."""
     ssh.run("udevadm control --stop-exec-queue", timeout=10, check=True)
-    restart = ssh.start(f"sleep {RACE_DELAY:g}; udevadm control --start-exec-queue", timeout=RACE_DELAY + 20,
-                        label="udev queue restart")
+    restart = None if delay is None else ssh.start(f"sleep {delay:g}; udevadm control --start-exec-queue",
+                                                   timeout=delay + 20, label="udev queue restart")
     try:
         yield
     finally:
-        restart.wait()
+        if restart is not None:
+            restart.wait()
+        else:
+            ssh.run("udevadm control --start-exec-queue", timeout=10, check=True)
 
 
 def partition(ssh: SSH, disk: str, sync: bool) -> None:
@@ -116,14 +121,14 @@ def test_race_mode(machine: Machine, disk: str) -> None:
     "No such device"; after the uevent sync it succeeds."""
     ssh = machine.ssh
     for run in range(1, RACE_RUNS + 1):
-        with slow_udev(ssh):
+        with slow_udev(ssh, None):  # the CI's race, forced: udev has done nothing when dmsetup runs
             partition(ssh, disk, sync=False)
             raced = dmsetup_create(ssh)
         assert not raced.ok and f"reload ioctl on {DM_NAME}" in raced.stderr and "No such device" in raced.stderr, (
             f"run {run}: without the sync dmsetup was expected to fail with 'No such device', got exit "
             f"{raced.rc}: {raced.stderr.strip()}")
         cleanup(ssh, disk)
-        with slow_udev(ssh):
+        with slow_udev(ssh, RACE_DELAY):
             partition(ssh, disk, sync=True)
             synced = dmsetup_create(ssh)
         assert synced.ok, f"run {run}: with the sync dmsetup failed: {synced.stderr.strip()}"

@@ -98,7 +98,8 @@ def test_a_qemu_core_is_titled_by_qemus_own_first_frame() -> None:
         ("??", "qemu-system-x86_64+0x6396a0", True)]
     assert ("qemu_net_queue_send_iov", "qemu-system-x86_64+0x634df8", True) in \
         [(f.name, f.where, f.own) for f in frames]
-    assert crash.qemu_findings("", -11, bt, frames)[0].title == "QEMU SIGSEGV at qemu-system-x86_64+0x6396a0"
+    assert crash.qemu_findings("", -11, bt, frames)[0].title == \
+        "QEMU SIGSEGV at qemu-system-x86_64+0x6396a0 under qemu_net_queue_send_iov"
     named = [qemu_core.Frame("__libc_send", "libc.so.6+0x1", False), qemu_core.Frame("nvme_process_db", "x+0x2", True)]
     assert crash.qemu_findings("", -11, "bt", named)[0].title == "QEMU SIGSEGV in nvme_process_db"
     assert crash.qemu_findings("", -6, "bt", [])[0].title == "QEMU died of SIGABRT"
