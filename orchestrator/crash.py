@@ -60,6 +60,11 @@ def _first_frame(text: str, start: int, limit: int = 3000) -> str | None:
     return None
 
 
+def first_frame(text: str) -> str | None:
+    """The first call-trace frame of `text` that is not generic plumbing."""
+    return _first_frame(text, 0)
+
+
 def _rip(text: str, start: int, limit: int = 2500) -> str | None:
     m = _RIP.search(text, start, min(len(text), start + limit))
     return _func(m.group(1)) if m else None

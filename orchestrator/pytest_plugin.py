@@ -341,6 +341,8 @@ def _diagnose(item: pytest.Item) -> str:
     completed last, what waits at the head), read from the host through qtest."""
     found = []
     for m, *_ in item.stash.get(_MACHINES, []):
+        if m._qmp is not None and m._qmp.unplug_lost and m.qemu_alive():
+            found.append(f"{m.name}: {m._qmp.unplug_lost}; the guest's blocked tasks: {_blocked_tasks(m)}")
         if not m.topology.qtest or not m.qemu_alive():
             continue
         for c in m.topology.controllers:
@@ -358,6 +360,20 @@ def _diagnose(item: pytest.Item) -> str:
             except TbctlError as e:
                 found.append(f"{m.name} {c.id}: admin queue not read: {e}")
     return "\n".join(found)
+
+
+def _blocked_tasks(m: Machine) -> str:
+    """The guest's tasks in uninterruptible sleep with their innermost non-generic frame, from
+    sysrq-w (the whole dump goes to the kernel log, hence the console log)."""
+    try:
+        out = m.ssh.run("echo w > /proc/sysrq-trigger; sleep 1; dmesg", timeout=20).stdout
+    except TbctlError as e:
+        return f"not read ({e})"
+    dump = crash.clean(out).rsplit("sysrq: Show Blocked State", 1)
+    if len(dump) < 2:
+        return "no sysrq-w dump in dmesg"
+    blocked = [b for b in re.split(r"^(?=task:)", dump[1], flags=re.M) if b.startswith("task:") and "state:D" in b]
+    return "; ".join(f"{b.split()[0].removeprefix('task:')} in {crash.first_frame(b) or '?'}" for b in blocked) or "none"
 
 
 # -- outcomes -------------------------------------------------------------------------------------
