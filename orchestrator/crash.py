@@ -60,11 +60,6 @@ def _first_frame(text: str, start: int, limit: int = 3000) -> str | None:
     return None
 
 
-def first_frame(text: str) -> str | None:
-    """The first call-trace frame of `text` that is not generic plumbing."""
-    return _first_frame(text, 0)
-
-
 def _rip(text: str, start: int, limit: int = 2500) -> str | None:
     m = _RIP.search(text, start, min(len(text), start + limit))
     return _func(m.group(1)) if m else None
@@ -254,6 +249,16 @@ def qemu_findings(stderr: str, returncode: int | None, backtrace: str = "", fram
             f" at {own[0].where}" + (f" under {named}" if named else "")
         return [Finding(f"QEMU {sig}{where}" if where else f"QEMU died of {sig}", "qemu", True, evidence)]
     return [Finding(f"QEMU exited unexpectedly (status {returncode})", "qemu", True, evidence)]
+
+
+def blocked_tasks(dmesg: str) -> str:
+    """The tasks of the newest sysrq-w dump (uninterruptible sleep), each with its first frame
+    that is not generic plumbing: "kworker/u4:1 in uio_unregister_device"."""
+    dump = clean(dmesg).rsplit("sysrq: Show Blocked State", 1)
+    if len(dump) < 2:
+        return "no sysrq-w dump in the kernel log"
+    blocked = [b for b in re.split(r"^(?=task:)", dump[1], flags=re.M) if b.startswith("task:") and "state:D" in b]
+    return "; ".join(f"{b.split()[0].removeprefix('task:')} in {_first_frame(b, 0) or '?'}" for b in blocked) or "none"
 
 
 def title(text: str) -> str | None:

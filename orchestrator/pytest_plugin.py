@@ -366,14 +366,9 @@ def _blocked_tasks(m: Machine) -> str:
     """The guest's tasks in uninterruptible sleep with their innermost non-generic frame, from
     sysrq-w (the whole dump goes to the kernel log, hence the console log)."""
     try:
-        out = m.ssh.run("echo w > /proc/sysrq-trigger; sleep 1; dmesg", timeout=20).stdout
+        return crash.blocked_tasks(m.ssh.run("echo w > /proc/sysrq-trigger; sleep 1; dmesg", timeout=20).stdout)
     except TbctlError as e:
         return f"not read ({e})"
-    dump = crash.clean(out).rsplit("sysrq: Show Blocked State", 1)
-    if len(dump) < 2:
-        return "no sysrq-w dump in dmesg"
-    blocked = [b for b in re.split(r"^(?=task:)", dump[1], flags=re.M) if b.startswith("task:") and "state:D" in b]
-    return "; ".join(f"{b.split()[0].removeprefix('task:')} in {crash.first_frame(b) or '?'}" for b in blocked) or "none"
 
 
 # -- outcomes -------------------------------------------------------------------------------------

@@ -47,7 +47,12 @@ def install(source: str, mirror: str | None = None, log: Callable[[str], None] =
             "-oAcquire::Retries=3", "-q"]
     log(f"qemu install: {' '.join(PACKAGES)} from {mirror} {suite}")
     _run(["apt-get", *opts, "update"], work, "apt-get update")
-    _run(["apt-get", *opts, "download", *PACKAGES], work / "debs", "apt-get download")
+    try:
+        _run(["apt-get", *opts, "download", *PACKAGES], work / "debs", "apt-get download")
+    except MachineError as e:
+        if "Unable to locate package" in str(e) or "has no candidate" in str(e):
+            raise NoSuchQemu(f"qemu install: {mirror} {suite} carries no {PACKAGES[0]} (yet): {e}") from None
+        raise
     debs = sorted((work / "debs").glob("*.deb"))
     for deb in debs:
         _run(["dpkg-deb", "-x", str(deb), str(work / "root")], work, f"dpkg-deb -x {deb.name}")
@@ -65,6 +70,10 @@ def install(source: str, mirror: str | None = None, log: Callable[[str], None] =
     shutil.rmtree(prefix / "debs")
     log(f"qemu install: QEMU {q.version_text} ({q.version_line})")
     return prefix / BINARY
+
+
+class NoSuchQemu(ConfigError):
+    """The source has no QEMU for this host's release."""
 
 
 def _run(cmd: list[str], cwd: Path, what: str) -> None:

@@ -103,3 +103,22 @@ def test_a_qemu_core_is_titled_by_qemus_own_first_frame() -> None:
     named = [qemu_core.Frame("__libc_send", "libc.so.6+0x1", False), qemu_core.Frame("nvme_process_db", "x+0x2", True)]
     assert crash.qemu_findings("", -11, "bt", named)[0].title == "QEMU SIGSEGV in nvme_process_db"
     assert crash.qemu_findings("", -6, "bt", [])[0].title == "QEMU died of SIGABRT"
+
+
+def test_blocked_tasks_from_sysrq_w() -> None:
+    dmesg = """[   12.0] nvme nvme0: pci function 0000:01:00.0
+[   40.1] sysrq: Show Blocked State
+[   40.2] task:kworker/u4:1  state:D stack:0     pid:55    ppid:2      flags:0x00004000
+[   40.3] Workqueue: kacpi_hotplug acpi_hotplug_work_fn
+[   40.4] Call Trace:
+[   40.5]  <TASK>
+[   40.6]  __schedule+0x34d/0x9e0
+[   40.7]  schedule+0x5a/0xd0
+[   40.8]  uio_unregister_device+0x99/0x120 [uio]
+[   40.9]  remove+0x1c/0x30 [uio_pci_generic]
+[   41.0]  </TASK>
+[   41.1] task:bash            state:S stack:0     pid:99    ppid:1      flags:0x00000000
+"""
+    assert crash.blocked_tasks(dmesg) == "kworker/u4:1 in uio_unregister_device"
+    assert crash.blocked_tasks("[ 1.0] sysrq: Show Blocked State\n") == "none"
+    assert crash.blocked_tasks("") == "no sysrq-w dump in the kernel log"

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.vm
 @pytest.fixture(scope="module")
 def backports(tmp_path_factory: pytest.TempPathFactory) -> qemu_binary.Qemu:
     r = tbctl(tmp_path_factory.mktemp("install"), "qemu", "install", "backports", timeout=900)
+    if "carries no qemu-system-x86" in r.stderr:  # a release whose backports have no newer QEMU (yet)
+        pytest.skip(r.stderr.strip().splitlines()[-1])
     assert r.returncode == 0, r.stderr
     q = qemu_binary.probe(Path(r.stdout.strip().splitlines()[-1]), "--qemu")
     host = qemu_binary.select()
