@@ -86,12 +86,9 @@ def current() -> Qemu:
 
 def select(explicit: str | None = None, topology_qemu: str | None = None, topology_source: str = "") -> Qemu:
     """The QEMU to run, by precedence: --qemu, TBCTL_QEMU, the topology's `qemu`, PATH."""
-    for value, how in ((explicit, "--qemu"), (os.environ.get(ENV), ENV), (topology_qemu, "topology"),
-                       (DEFAULT, "PATH")):
-        if value:
-            where = f"{topology_source}: qemu" if how == "topology" else how
-            return probe(_resolve(value, where), how)
-    raise AssertionError("unreachable: DEFAULT is set")
+    value, how = next((v, h) for v, h in ((explicit, "--qemu"), (os.environ.get(ENV), ENV),
+                                          (topology_qemu, "topology"), (DEFAULT, "PATH")) if v)
+    return probe(_resolve(value, f"{topology_source}: qemu" if how == "topology" else how), how)
 
 
 def prefixes() -> Path:
