@@ -26,6 +26,9 @@ def backports(tmp_path_factory: pytest.TempPathFactory) -> qemu_binary.Qemu:
     q = qemu_binary.probe(Path(r.stdout.strip().splitlines()[-1]), "--qemu")
     host = qemu_binary.select()
     assert q.path != host.path and q.version != host.version, (q, host)
+    listed = tbctl(tmp_path_factory.mktemp("list"), "qemu", "list").stdout.splitlines()
+    assert f"PATH       {host.version_text:8} {host.path}  (host)" in listed
+    assert any(ln.startswith(f"backports  {q.version_text:8} {q.path}  (Debian ") for ln in listed), listed
     return q
 
 
