@@ -384,6 +384,8 @@ def _crashes(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
         if m.console is not None:
             mine += crash.kernel_findings(m.console.text[console_mark:])
         if m._qmp is not None:
+            if any(f.fatal for f in mine) and m.qemu_alive():
+                _await_pvpanic(m, qmp_mark)
             mine += crash.qmp_findings(m._qmp.events(qmp_mark))
         if not m.stopped and not m.qemu_alive():
             mine += m.qemu_crash()
@@ -392,6 +394,19 @@ def _crashes(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
             app += _core_findings(m, _test_dir(item, item.config.stash[_BED]))
         found += [(m, f) for f in mine + crash.one_per_app_crash(app)]
     return found
+
+
+PVPANIC_WAIT = 3.0  # seconds: the kernel tells pvpanic only after it printed its panic
+
+
+def _await_pvpanic(m: Machine, qmp_mark: int) -> None:
+    """A panicking kernel notifies pvpanic after its report: wait for GUEST_PANICKED a moment,
+    so the report is whole however early the console watch ended the test."""
+    assert m._qmp is not None
+    try:
+        m._qmp.wait_event("GUEST_PANICKED", timeout=PVPANIC_WAIT, after=qmp_mark)
+    except DeadlineError:
+        pass  # no pvpanic device, or the kernel died before reaching it
 
 
 _COMMAND = re.compile(r"^\$ (.*)\n# exit (-?\d+) in ", re.M)
