@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import cpu, crash, guest, qemu_binary, qemu_core, registry
 from .console import Console
-from .errors import ConfigError, MachineError, TbctlError
+from .errors import ConfigError, DeadlineError, MachineError, TbctlError
 from .image import MARKER_FAILED, MARKER_READY, Image
 from .qmp import QMP, blockdev, pci_address, port_address
 from .registry import Record
@@ -42,14 +42,16 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 _PORT_IN_USE = "Could not set up host forwarding rule"
 _READY = re.compile(re.escape(MARKER_READY) + r" ([0-9.]+)")
 _BOOT_FAILED = re.compile(re.escape(MARKER_FAILED) + r".*|Kernel panic - not syncing.*")
-# A kernel that panicked before its sshd marker gets one more boot: seen once in 22 trixie (6.12)
-# boots under load, "Oops: int3" in sched_clock_cpu while a static key was patched (TCG and
-# cross-CPU code patching). The failed boot's console is kept and machine.log says so.
+# A kernel that panicked or stalled before its sshd marker gets one more boot: seen under TCG,
+# "Oops: int3" in sched_clock_cpu while a static key was patched (1 in 27 trixie boots under
+# load), and an RCU stall with a vCPU taking no timer interrupts (QEMU 10.0, once in a CI run).
+# The failed boot's console is kept and machine.log says so.
 BOOTS = 2
+_STALL = re.compile(r"rcu: INFO: \w+ detected stalls on CPUs/tasks|watchdog: BUG: soft lockup[^\n]*")
 
 
-class KernelPanicAtBoot(MachineError):
-    """The guest kernel panicked before it was ready."""
+class KernelBrokeAtBoot(MachineError):
+    """The guest kernel panicked or stalled before it was ready."""
 
 
 def free_port() -> int:
@@ -155,7 +157,7 @@ class Machine:
                 try:
                     self.wait_ready(self.boot_timeout)
                     break
-                except KernelPanicAtBoot as e:
+                except KernelBrokeAtBoot as e:
                     if boot == BOOTS:
                         raise
                     self._discard_boot(boot, str(e).splitlines()[0])
@@ -165,7 +167,7 @@ class Machine:
         return self
 
     def _discard_boot(self, boot: int, why: str) -> None:
-        """Throw a boot whose kernel panicked away (QEMU, its disks; its console log is kept) so
+        """Throw a boot whose kernel panicked or stalled away (QEMU, its disks; its console log is kept) so
         the next one starts from the image again."""
         kept = self.artifacts / f"console-boot{boot}.log"
         self._log(f"boot {boot} failed ({why}); booting again, that boot's console is in {kept.name}")
@@ -286,9 +288,15 @@ class Machine:
         stage = "console marker"
         try:
             if self.restore is None:
-                m = self.console.wait_for([_READY, _BOOT_FAILED], timeout)
+                try:
+                    m = self.console.wait_for([_READY, _BOOT_FAILED], timeout)
+                except DeadlineError:
+                    stall = _STALL.search(self.console.text)
+                    if stall:
+                        raise KernelBrokeAtBoot(f"{self.name}: guest boot stalled: {stall.group(0)}") from None
+                    raise
                 if m.group(0).startswith("Kernel panic"):
-                    raise KernelPanicAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
+                    raise KernelBrokeAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
                 if not m.group(0).startswith(MARKER_READY):
                     raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
                 self.timings["marker"] = time.monotonic()

@@ -83,3 +83,11 @@ def test_pci_lookup_behind_bridges_and_config_address() -> None:
     assert pci_address(pci, "nvme0") == "0000:01:00.0" and pci_address(pci, "nvme9") is None
     assert _config_addr("0000:01:00.0", 0x04) == 0x80010004
     assert _config_addr("0000:00:1f.2", 0x06) == 0x8000FA04
+
+
+def test_a_kernel_stall_at_boot_is_told_from_a_slow_boot() -> None:
+    from orchestrator.machine import _STALL
+    stall = "[   23.692635] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[   23.69] rcu: \t1-...!: (0 ticks)\n"
+    assert _STALL.search(stall).group(0) == "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks"  # type: ignore[union-attr]
+    assert _STALL.search("[ 1.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [swapper/1:0]\n")
+    assert _STALL.search("[ 9.1] nvme nvme0: 2/0/0 default/read/poll queues\n") is None

@@ -80,7 +80,7 @@ def test_a_kernel_panic_at_boot_gets_one_more_boot(guest_image: Image, tmp_path:
     # An init that does not exist: the kernel panics before the sshd marker, on every boot.
     monkeypatch.setattr(machine_mod, "TCG_KERNEL_ARGS", machine_mod.TCG_KERNEL_ARGS + " rdinit=/nonexistent")
     m = Machine(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=60)
-    with pytest.raises(machine_mod.KernelPanicAtBoot, match="guest boot failed: Kernel panic - not syncing"):
+    with pytest.raises(machine_mod.KernelBrokeAtBoot, match="guest boot failed: Kernel panic - not syncing"):
         m.launch()
     log = (tmp_path / "art" / "machine.log").read_text()
     assert "boot 1 failed (" in log and "booting again, that boot's console is in console-boot1.log" in log
