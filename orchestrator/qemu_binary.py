@@ -106,8 +106,9 @@ def installed() -> dict[str, Path]:
 
 def _resolve(value: str, where: str) -> Path:
     """A path, a name `tbctl qemu install` gave (backports), or a name on PATH."""
-    if "/" not in value and value in installed():
-        return installed()[value]
+    named = installed().get(value) if "/" not in value else None
+    if named is not None:
+        return named
     found = shutil.which(value) if "/" not in value else (value if os.access(value, os.X_OK) else None)
     if not found:
         what = "no such executable" if "/" in value else "not found on PATH"
