@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cpu, crash, guest, qemu_binary, qemu_core, registry
+from . import acpi_hotplug, cpu, crash, guest, qemu_binary, qemu_core, registry
 from .console import Console
 from .errors import ConfigError, DeadlineError, MachineError, TbctlError
 from .image import MARKER_FAILED, MARKER_READY, Image
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .snapshot import Saved
 
 BIOS = "qboot.rom"  # found in the chosen QEMU's own data directories (without it: its default, SeaBIOS)
+# QEMU's ACPI PCI hotplug trace, always on where the binary has it: only hotplug writes it, and it
+# tells a removal the guest never completed from one QEMU never finished (acpi_hotplug).
+ACPI_TRACE = "acpi_pci_"
 DEFAULT_BOOT_TIMEOUT = 60.0
 # Under TCG a controller was once seen stuck "connecting" at boot (an admin completion whose
 # interrupt never came). The nvme driver polls the queue when an admin command times out; 20 s
@@ -122,8 +125,11 @@ class Machine:
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
                       run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,
                       objects=objects, root_ports=root_ports, shares=self.shares, attached={c.id for c in attached},
-                      incoming=self.restore is not None)
+                      incoming=self.restore is not None, traces=self._traces())
         return [line for line in text.splitlines() if line]
+
+    def _traces(self) -> list[str]:
+        return [ACPI_TRACE + "*"] if any(t.startswith(ACPI_TRACE) for t in self.qemu.trace_events) else []
 
     # -- launch and readiness -----------------------------------------------------------------
 
@@ -217,7 +223,8 @@ class Machine:
             try:
                 self.console = Console(self.run_dir / "console.sock", self.name)
                 self.console.connect(10, self.qemu_alive)
-                self._qmp = QMP(self.run_dir / "qmp.sock", self.artifacts / "qmp-events.jsonl", self.name)
+                self._qmp = QMP(self.run_dir / "qmp.sock", self.artifacts / "qmp-events.jsonl", self.name,
+                                self.unplug_stopped)
                 self._qmp.connect(10, self.qemu_alive)
                 return
             except MachineError:
@@ -251,6 +258,30 @@ class Machine:
                                               list(self._qmp.sent) if self._qmp else [])
             self._log(f"QEMU died (exit {self.returncode}): {self._crash[0].title}")
         return self._crash
+
+    def unplug_stopped(self) -> str:
+        """Where the last device_del stopped, from QEMU's ACPI hotplug trace in its stderr; when QEMU
+        unrealized the device, whether it still has it in its object tree (unparented or not)."""
+        if not self._traces():
+            return f"QEMU {self.qemu.version_text} has no {ACPI_TRACE}* trace events to tell where it stopped"
+        verdict = acpi_hotplug.last_unplug((self.artifacts / "qemu.stderr").read_text(errors="replace"))
+        if not verdict.unrealized:
+            return verdict.describe()
+        try:
+            peripherals = sorted(p["name"] for p in self.qmp.execute("qom-list", {"path": "/machine/peripheral"})
+                                 if p["type"].startswith("child<"))
+            held = f"; QEMU's /machine/peripheral now holds: {', '.join(peripherals) or 'nothing'}"
+        except TbctlError as e:
+            held = f"; QEMU's object tree not read ({e})"
+        return verdict.describe() + held
+
+    def threads_backtrace(self) -> Path | None:
+        """Every thread of this (live) QEMU, from gdb attached for a moment: qemu-threads.bt.txt."""
+        if self.record is None or self.record.pid is None or not self.qemu_alive():
+            return None
+        out = self.artifacts / "qemu-threads.bt.txt"
+        out.write_text(qemu_core.live_backtrace(self.record.pid))
+        return out
 
     @property
     def crashed(self) -> bool:
@@ -367,7 +398,8 @@ class Machine:
     def qmp(self) -> QMP:
         if self._qmp is None:
             assert self.record is not None
-            self._qmp = QMP(self.record.qmp_socket, self.artifacts / "qmp-events.jsonl", self.name)
+            self._qmp = QMP(self.record.qmp_socket, self.artifacts / "qmp-events.jsonl", self.name,
+                            self.unplug_stopped)
             self._qmp.connect(10, self.qemu_alive)
         return self._qmp
 

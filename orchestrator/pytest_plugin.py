@@ -342,7 +342,9 @@ def _diagnose(item: pytest.Item) -> str:
     found = []
     for m, *_ in item.stash.get(_MACHINES, []):
         if m._qmp is not None and m._qmp.unplug_lost and m.qemu_alive():
-            found.append(f"{m.name}: {m._qmp.unplug_lost}; the guest's blocked tasks: {_blocked_tasks(m)}")
+            bt = m.threads_backtrace()
+            found.append(f"{m.name}: {m._qmp.unplug_lost}; the guest's blocked tasks: {_blocked_tasks(m)}"
+                         + (f"; QEMU's threads: {bt}" if bt else ""))
         if not m.topology.qtest or not m.qemu_alive():
             continue
         for c in m.topology.controllers:

@@ -1,9 +1,10 @@
 """Which QEMU runs the machines, and what it can do.
 
 Chosen once per run: `--qemu PATH|NAME`, else `TBCTL_QEMU`, else the topology's `qemu`, else the
-first `qemu-system-x86_64` on PATH (a NAME is one `tbctl qemu install` made, e.g. backports). What tbctl uses that differs by version (NVMe properties, netdev
-backends) is read from the binary itself (`-device nvme,help`, `-netdev help`, `-L help`), once
-per binary (cached by its content hash), never assumed from a version number. A binary in a
+first `qemu-system-x86_64` on PATH (a NAME is one `tbctl qemu install` made, e.g. backports).
+What tbctl uses that differs by version (NVMe properties, netdev backends, trace events) is read
+from the binary itself (`-device nvme,help`, `-netdev help`, `-L help`, `-trace help`), once per
+binary (cached by its content hash), never assumed from a version number. A binary in a
 private prefix (`tbctl qemu install`) carries a manifest: its module directory and its own data
 directory, searched before the host's, so its firmware (qboot, option ROMs) is its own.
 """
@@ -27,6 +28,8 @@ DEFAULT = "qemu-system-x86_64"
 MANIFEST = "tbctl-qemu.json"  # at the top of a private prefix
 PROBE_TIMEOUT = 30.0
 _VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)")
+TRACED = ("pci_nvme_", "acpi_pci_")  # trace event families tbctl enables and parses
+PROBE_SCHEMA = 2  # bumped when the probe learns something new: older cached probes are asked again
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Qemu:
     datadirs: tuple[str, ...] = ()  # every directory it searches for firmware, in order
     nvme_properties: frozenset[str] = frozenset()
     netdevs: frozenset[str] = frozenset()
+    trace_events: frozenset[str] = frozenset()  # of the families tbctl reads (TRACED)
 
     @property
     def version_text(self) -> str:
@@ -138,7 +142,7 @@ def probe(binary: Path, chosen_by: str = "PATH") -> Qemu:
     prefix, manifest = found if found else (None, {})
     env = {k: str(prefix / v) for k, v in manifest.get("env", {}).items()} if prefix else {}
     own = tuple(str(prefix / d) for d in manifest.get("datadirs", [])) if prefix else ()
-    cache = cache_dir() / f"qemu-probe-{_digest(binary)}.json"
+    cache = cache_dir() / f"qemu-probe-{_digest(binary)}-v{PROBE_SCHEMA}.json"
     try:
         facts = json.loads(cache.read_text())
     except (OSError, ValueError):
@@ -150,7 +154,7 @@ def probe(binary: Path, chosen_by: str = "PATH") -> Qemu:
         raise MachineError(f"{binary}: not a QEMU system emulator (its --version says {facts['version_line']!r})")
     return Qemu(binary, chosen_by, manifest.get("origin", "host"), facts["version_line"],
                 (int(m[1]), int(m[2]), int(m[3])), tuple(sorted(env.items())), own, tuple(facts["datadirs"]),
-                frozenset(facts["nvme_properties"]), frozenset(facts["netdevs"]))
+                frozenset(facts["nvme_properties"]), frozenset(facts["netdevs"]), frozenset(facts["trace_events"]))
 
 
 def _ask(binary: Path, env: dict[str, str], own: tuple[str, ...]) -> dict:
@@ -169,5 +173,7 @@ def _ask(binary: Path, env: dict[str, str], own: tuple[str, ...]) -> dict:
     version = run("--version").splitlines()
     nvme = re.findall(r"^\s+([\w.-]+)=", run("-device", "nvme,help"), re.M)
     netdevs = [ln.strip() for ln in run("-netdev", "help").splitlines()[1:] if ln.strip()]
+    # A build without a trace backend lists none: tbctl then enables none and says so where it matters.
+    traces = [t for t in run("-trace", "help").split() if t.startswith(TRACED)]
     return {"version_line": version[0] if version else "", "datadirs": run("-L", "help").split(),
-            "nvme_properties": sorted(nvme), "netdevs": sorted(netdevs)}
+            "nvme_properties": sorted(nvme), "netdevs": sorted(netdevs), "trace_events": sorted(traces)}

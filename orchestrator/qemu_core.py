@@ -44,8 +44,16 @@ class Frame:
 
 def backtrace(binary: Path, core: Path) -> str:
     """gdb's view of the core: the crashing thread, every thread, and the mapped files."""
-    cmd = ["gdb", "-batch", "-nx", "-ex", "bt", "-ex", "thread apply all bt", "-ex", "info proc mappings",
-           str(binary), str(core)]
+    return _gdb(["-ex", "bt", "-ex", "thread apply all bt", "-ex", "info proc mappings", str(binary), str(core)])
+
+
+def live_backtrace(pid: int) -> str:
+    """Every thread of a QEMU that still runs but is stuck (gdb attaches, reads, detaches: QEMU goes on)."""
+    return _gdb(["-ex", "thread apply all bt", "-p", str(pid)])
+
+
+def _gdb(args: list[str]) -> str:
+    cmd = ["gdb", "-batch", "-nx", *args]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=GDB_TIMEOUT, stdin=subprocess.DEVNULL)
     except FileNotFoundError:

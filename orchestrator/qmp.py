@@ -32,9 +32,13 @@ class QMPError(MachineError):
 
 
 class QMP:
-    def __init__(self, socket_path: Path, event_log: Path | None, name: str = "tbctl"):
-        """`event_log` gets every event (JSON lines); the commands sent go to qmp-commands.log beside it."""
+    def __init__(self, socket_path: Path, event_log: Path | None, name: str = "tbctl",
+                 explain_unplug: Callable[[], str] | None = None):
+        """`event_log` gets every event (JSON lines); the commands sent go to qmp-commands.log beside it.
+        `explain_unplug` says where a removal whose DEVICE_DELETED never came stopped (the QEMU's
+        owner reads that from QEMU's own trace)."""
         self.socket_path = socket_path
+        self.explain_unplug = explain_unplug
         self._event_log = open(event_log, "a", buffering=1) if event_log else None
         self._command_log = open(event_log.with_name("qmp-commands.log"), "a", buffering=1) if event_log else None
         self._events: list[dict[str, Any]] = []
@@ -172,8 +176,9 @@ class QMP:
             event = self.wait_event("DEVICE_DELETED", {"device": ctrl.id}, timeout, after=mark)
         except DeadlineError:
             refused = [e for e in self.events(mark) if e["event"] == "DEVICE_UNPLUG_GUEST_ERROR"]
-            why = " (the guest reported DEVICE_UNPLUG_GUEST_ERROR)" if refused else " (the guest did not acknowledge)"
-            self.unplug_lost = f"device_del {ctrl.id}: no DEVICE_DELETED within {timeout:g} s{why}"
+            why = ("the guest reported DEVICE_UNPLUG_GUEST_ERROR" if refused else
+                   self.explain_unplug() if self.explain_unplug else "no word from the guest")
+            self.unplug_lost = f"device_del {ctrl.id}: no DEVICE_DELETED within {timeout:g} s: {why}"
             raise DeadlineError(self.unplug_lost) from None
         self.execute("blockdev-del", {"node-name": ctrl.node(1)}, timeout)
         return event

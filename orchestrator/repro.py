@@ -55,7 +55,9 @@ def signature(test: dict) -> str:
     are already stable; durations and addresses are not)."""
     message = (test.get("message") or "").strip().splitlines()
     first = _NUMBERS.sub("N", message[0]) if message else ""
-    return f"{test.get('outcome')}: {first}"[:300]
+    outcome = test.get("outcome")
+    # a crash's message already starts with its outcome ("qemu crashed: QEMU SIGSEGV in ...")
+    return (first if first.startswith(f"{outcome}: ") else f"{outcome}: {first}")[:300]
 
 
 def judge(results: dict) -> tuple[str, str]:

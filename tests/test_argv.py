@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_default_topology(tmp_path: Path) -> None:
     qmp = [c for c in opts(argv, "-chardev") if c.startswith("socket,id=qmp")]
     assert qmp == [f"socket,id=qmp,path={m.run_dir}/qmp.sock,server=on,wait=off"]
     assert opts(argv, "-qtest") == [f"unix:{m.run_dir}/qtest.sock,server=on,wait=off"]
+    # qtest's own log would fill qemu.stderr (the evidence of a QEMU crash) with guest memory dumps
+    assert opts(argv, "-qtest-log") == ["none"]
+    # the host's QEMU (Debian's) has the ACPI hotplug trace: always on, to tell where a removal stopped
+    assert opts(argv, "-trace") == ["acpi_pci_*"]
     assert not any(d["driver"] == "intel-iommu" for d in devs)
     nodes = [json.loads(b)["node-name"] for b in opts(argv, "-blockdev")]
     assert nodes == ["nvme0-ns1", "nvme1-ns1"]
@@ -58,11 +63,19 @@ def test_iommu_qtest_hugepages_and_fixed_controllers(tmp_path: Path) -> None:
     assert opts(argv, "-machine") == ["q35,dump-guest-core=off,kernel-irqchip=split"] and opts(argv, "-cpu") == ["host"]
     devs = devices(argv)
     assert devs[0]["driver"] == "intel-iommu"  # must precede the PCI devices it translates
+    assert devs[0]["aw-bits"] == 48  # DPDK maps its IOVAs at user virtual addresses
     assert opts(argv, "-qtest") == [f"unix:{m.run_dir}/qtest.sock,server=on,wait=off"]
     assert opts(argv, "-append")[0].endswith("nvme_core.multipath=N intel_iommu=on hugepages=32")
     assert not any(d["driver"] == "pcie-root-port" for d in devs)
     ns = [d for d in devs if d["driver"] == "nvme-ns"]
     assert [(d["nsid"], d["bus"], d["logical_block_size"]) for d in ns] == [(1, "n0", 512), (2, "n0", 4096)]
+
+
+def test_no_hotplug_trace_where_the_binary_has_none(tmp_path: Path) -> None:
+    m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t1", accel="tcg")
+    m.qemu = dataclasses.replace(m.qemu, trace_events=frozenset())
+    assert opts(m.argv(40022), "-trace") == []
+    assert "has no acpi_pci_* trace events" in m.unplug_stopped()
 
 
 def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
