@@ -181,7 +181,10 @@ class SpdkHotplugApp(HotplugApp):
     """SPDK's examples/nvme/hotplug: `-i shm -t secs -n inserts -r removals`, reports on stderr.
 
     It names an attached controller by PCI address and a removed one by "model (serial)", and
-    counts only controllers attached after its start-up probe as insertions."""
+    counts only controllers attached after its start-up probe as insertions. Its remove callback
+    may run more than once for one removal (it marks the controller removed and detaches it only
+    once its I/O drained; seen under vfio-pci, where the kernel's device request and the device's
+    disappearance each call it): the app counts that removal once, and so does this."""
 
     name = "spdk"
 
@@ -189,6 +192,7 @@ class SpdkHotplugApp(HotplugApp):
         super().__init__(ssh, log)
         self.tree, self.serial_of = tree, serial_of
         self._started = False
+        self._removed: set[str] = set()  # reported removed, not attached again since
 
     def command(self, inserts: int, removals: int, seconds: int) -> tuple[str, bytes | None]:
         args = ["-i", "0", "-t", str(seconds), "-n", str(inserts), "-r", str(removals)]
@@ -204,9 +208,12 @@ class SpdkHotplugApp(HotplugApp):
 
     def parse(self, line: str) -> tuple[str, str] | None:
         if self._started and (m := _ATTACHED.match(line)):
-            return "insert", self.serial_of.get(m.group(1), m.group(1))
-        if m := _REMOVED.match(line):
-            return "remove", m.group(1).strip()
+            serial = self.serial_of.get(m.group(1), m.group(1))
+            self._removed.discard(serial)
+            return "insert", serial
+        if (m := _REMOVED.match(line)) and (serial := m.group(1).strip()) not in self._removed:
+            self._removed.add(serial)
+            return "remove", serial
         return None
 
     def summary(self, result: Result) -> Summary:

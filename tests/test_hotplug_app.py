@@ -14,10 +14,13 @@ Attached to 0000:01:00.0
 Initialization complete. Starting I/O...
 QEMU NVMe Ctrl       (TBCTL0001           ):        120 I/Os completed (+120)
 Controller removed: QEMU NVMe Ctrl       (TBCTL0001           )
+[2026-12-03 18:26:17.452738] nvme_pcie_common.c: 790:nvme_pcie_qpair_abort_trackers: *ERROR*: [0000:01:00.0,cntlid:0,qid:1,qpair:0x2000005fbde0,DESTROYING] aborting outstanding command
+Controller removed: QEMU NVMe Ctrl       (TBCTL0001           )
 unregister_dev: QEMU NVMe Ctrl       (TBCTL0001           )
 Attaching to 0000:01:00.0
 Attached to 0000:01:00.0
-Expected removals 2 != actual removals 1
+Controller removed: QEMU NVMe Ctrl       (TBCTL0001           )
+Expected removals 3 != actual removals 2
 """
 
 
@@ -31,10 +34,11 @@ def test_spdk_lines() -> None:
         if p := app.parse(line):
             events.append(p)
     assert ready_at == 3  # controllers attached at start-up are not insertions
-    assert events == [("remove", "TBCTL0001"), ("insert", "TBCTL0001")]
+    # the remove callback ran twice for the first removal (vfio-pci: SPDK v26.05 did so): one removal
+    assert events == [("remove", "TBCTL0001"), ("insert", "TBCTL0001"), ("remove", "TBCTL0001")]
     app.events = []
     s = app.summary(Result("x", 1, SPDK_OUTPUT, "", 1.0))
-    assert (s.rc, s.removals) == (1, 1)
+    assert (s.rc, s.removals) == (1, 2)
     assert app.command(2, 2, 30)[0] == ("exec stdbuf -oL -eL /mnt/spdk/build/examples/hotplug "
                                         "-i 0 -t 30 -n 2 -r 2 2>&1")
 
