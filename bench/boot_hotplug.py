@@ -17,9 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator import accel, image, topology
+from orchestrator.vm import accel
+from orchestrator import image
+from orchestrator.config import topology
 from orchestrator.image import MARKER_READY
-from orchestrator.machine import Machine
+from orchestrator.vm.machine import Machine
 
 
 def stats(xs: list[float]) -> str:

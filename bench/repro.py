@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator import accel, image, snapshot, topology
-from orchestrator.machine import Machine
+from orchestrator.vm import accel, snapshot
+from orchestrator import image
+from orchestrator.config import topology
+from orchestrator.vm.machine import Machine
 
 REPO = Path(__file__).resolve().parent.parent
 FLAKY = REPO / "tests" / "engine_suites" / "flaky.py"

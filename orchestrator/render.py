@@ -8,7 +8,7 @@ from typing import Any
 
 import jinja2
 
-from .paths import TEMPLATES
+from orchestrator.paths import TEMPLATES
 
 
 @lru_cache(maxsize=1)

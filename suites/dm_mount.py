@@ -21,8 +21,8 @@ from typing import Iterator
 import pytest
 
 from orchestrator import guest
-from orchestrator.machine import Machine
-from orchestrator.ssh import SSH, Result
+from orchestrator.vm.machine import Machine
+from orchestrator.guest.ssh import SSH, Result
 
 TIMEOUT = 120  # seconds per test under KVM (scaled for TCG)
 DM_NAME = "nvme_dm_test"

@@ -22,9 +22,10 @@ import pytest
 
 from orchestrator import guest, spdk
 from orchestrator.faults import Hotplug
-from orchestrator.hotplug_app import HotplugApp, KernelHotplugApp, SpdkHotplugApp
-from orchestrator.machine import Machine
-from orchestrator.pytest_plugin import Bed
+from orchestrator.guest.hotplug_app import HotplugApp, KernelHotplugApp
+from orchestrator.spdk.hotplug_app import SpdkHotplugApp
+from orchestrator.vm.machine import Machine
+from orchestrator.engine.plugin import Bed
 
 TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
 CYCLES = 4  # hotplug cycles per controller

@@ -10,7 +10,9 @@ from typing import Iterator
 
 import pytest
 
-from orchestrator import accel, image, image_shell, registry
+from orchestrator.vm import accel, registry
+from orchestrator import image
+from orchestrator.image import shell as image_shell
 
 STANDIN = Path(__file__).resolve().parent / "spdk_standin"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.acpi_hotplug import last_unplug
+from orchestrator.report.acpi_hotplug import last_unplug
 
 SAMPLE = (Path(__file__).parent / "acpi_traces" / "qemu72-ejected-no-device-deleted.txt").read_text().splitlines()
 LAST_REQUEST = max(i for i, ln in enumerate(SAMPLE) if ln.startswith("acpi_pci_unplug_request"))

@@ -6,9 +6,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from orchestrator import topology
+from orchestrator.config import topology
 from orchestrator.image import Image
-from orchestrator.machine import Machine
+from orchestrator.vm.machine import Machine
 
 
 def fake_image(tmp_path: Path) -> Image:
@@ -87,8 +87,8 @@ def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
 
 
 def test_pci_lookup_behind_bridges_and_config_address() -> None:
-    from orchestrator.qmp import pci_address
-    from orchestrator.qtest import _config_addr
+    from orchestrator.vm.qmp import pci_address
+    from orchestrator.vm.qtest import _config_addr
 
     pci = [{"bus": 0, "devices": [{"bus": 0, "slot": 2, "function": 0, "qdev_id": "rp-nvme0",
                                    "pci_bridge": {"devices": [{"bus": 1, "slot": 0, "function": 0,
@@ -99,7 +99,7 @@ def test_pci_lookup_behind_bridges_and_config_address() -> None:
 
 
 def test_a_kernel_stall_at_boot_is_told_from_a_slow_boot() -> None:
-    from orchestrator.machine import _STALL
+    from orchestrator.vm.machine import _STALL
     stall = "[   23.692635] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[   23.69] rcu: \t1-...!: (0 ticks)\n"
     assert _STALL.search(stall).group(0) == "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks"  # type: ignore[union-attr]
     assert _STALL.search("[ 1.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [swapper/1:0]\n")

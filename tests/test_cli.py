@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
+from orchestrator.vm import registry
 
 
 def test_bad_topology_is_rejected_before_boot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -15,7 +16,7 @@ def test_bad_topology_is_rejected_before_boot(tmp_path: Path, capsys: pytest.Cap
     assert cli.main(["smoke", "--topology", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"tbctl: {bad}: machine.cpus: must be an integer from 1 to 16 (got 99)"
-    assert list(cli.registry.vms_dir().iterdir()) == []
+    assert list(registry.vms_dir().iterdir()) == []
 
 
 def test_commands_on_unknown_vm(capsys: pytest.CaptureFixture[str]) -> None:

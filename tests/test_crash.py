@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import crash
+from orchestrator.report import crash
 
 CORPUS = sorted((Path(__file__).parent / "crash_corpus").glob("*.txt"))
 
@@ -88,7 +88,7 @@ def test_one_title_per_app_crash() -> None:
 
 
 def test_a_qemu_core_is_titled_by_qemus_own_first_frame() -> None:
-    from orchestrator import qemu_core
+    from orchestrator.vm import qemu_core
 
     bt = (Path(__file__).parent / "qemu_cores" / "sigsegv-in-slirp-send.gdb.txt").read_text()
     frames = qemu_core.crashing_frames(bt, Path("/usr/bin/qemu-system-x86_64"))

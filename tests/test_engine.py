@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tbctl
-from orchestrator.pytest_plugin import exit_code
+from orchestrator.engine.plugin import exit_code
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
@@ -197,7 +197,7 @@ def test_spdk_path_with_the_stand_in_app(tmp_path: Path, standin: Path) -> None:
 
 @pytest.mark.vm
 def test_sigterm_mid_run_cleans_up_and_still_writes_results(tmp_path: Path) -> None:
-    from orchestrator import registry
+    from orchestrator.vm import registry
 
     env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "sw_hotplug", "-k", "kernel",

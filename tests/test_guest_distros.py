@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from conftest import STANDIN, tbctl
-from orchestrator import guest, image, image_shell, topology
+from orchestrator import guest, image
+from orchestrator.image import shell as image_shell
+from orchestrator.config import topology
 from orchestrator.errors import DeadlineError
-from orchestrator.machine import Machine
-from orchestrator.qmp import pci_address
+from orchestrator.vm.machine import Machine
+from orchestrator.vm.qmp import pci_address
 
 pytestmark = pytest.mark.vm
 

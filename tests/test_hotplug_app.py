@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.hotplug_app import KernelHotplugApp, SpdkHotplugApp
-from orchestrator.spdk_tree import Tree
-from orchestrator.ssh import Result
+from orchestrator.guest.hotplug_app import KernelHotplugApp
+from orchestrator.spdk.hotplug_app import SpdkHotplugApp
+from orchestrator.spdk.tree import Tree
+from orchestrator.guest.ssh import Result
 
 SPDK_OUTPUT = """Initializing NVMe Controllers
 Attaching to 0000:01:00.0

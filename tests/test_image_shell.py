@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import image, image_shell
+from orchestrator import image
+from orchestrator.image import shell as image_shell
 from orchestrator.errors import ConfigError, DeadlineError
 
 

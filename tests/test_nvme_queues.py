@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from orchestrator import nvme_queues
+from orchestrator.report import nvme_queues
 
 
 def sq(entries: dict[int, tuple[int, int]], size: int = 8) -> bytes:

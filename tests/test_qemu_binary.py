@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import qemu_binary, topology
+from orchestrator.vm import qemu_binary
+from orchestrator.config import topology
 from orchestrator.errors import ConfigError
 
 HOST = Path(shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64").resolve()

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import tbctl
-from orchestrator import guest, image, qemu_binary, topology
-from orchestrator.machine import Machine
+from orchestrator import guest, image
+from orchestrator.vm import qemu_binary
+from orchestrator.config import topology
+from orchestrator.vm.machine import Machine
 
 pytestmark = pytest.mark.vm
 

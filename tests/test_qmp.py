@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import DeadlineError
-from orchestrator.qmp import QMP
+from orchestrator.vm.qmp import QMP
 
 
 def test_wait_event_matches_data_and_honours_cursor_and_deadline(tmp_path: Path) -> None:

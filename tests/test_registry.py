@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import registry
-from orchestrator.registry import Record
+from orchestrator.vm import registry
+from orchestrator.vm.registry import Record
 
 
 def sleeper(*args: str) -> subprocess.Popen[bytes]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import repro
+from orchestrator.engine import repro
 
 REPO = Path(__file__).resolve().parent.parent
 FLAKY = REPO / "tests" / "engine_suites" / "flaky.py"

@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator.errors import DeadlineError
 from orchestrator.spdk import DOORBELL_CASES, DoorbellAers
-from orchestrator.ssh import Result
+from orchestrator.guest.ssh import Result
 
 PASSING = """Executing: test_write_invalid_db
 Waiting for AER completion...

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.spdk import AppDidNotStart, DoorbellAers
-from orchestrator.spdk_diagnose import diagnose
-from orchestrator.ssh import Result
+from orchestrator.report.spdk_start import diagnose
+from orchestrator.guest.ssh import Result
 
 CASES = [
     # (what the app printed, exit status, the cause the diagnosis must name)

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from conftest import tbctl
-from orchestrator import image, spdk, spdk_rpc, topology
+from orchestrator import image, spdk
+from orchestrator.spdk import rpc as spdk_rpc
+from orchestrator.config import topology
 from orchestrator.errors import MachineError
-from orchestrator.machine import Machine
-from orchestrator.spdk_tree import Tree
+from orchestrator.vm.machine import Machine
+from orchestrator.spdk.tree import Tree
 
 TREE = Path(os.environ.get("TBCTL_SPDK_DIR") or Path.home() / ".cache" / "tbctl" / "spdk")
 SPDK_TESTS = ("test_orderly_hotplug[spdk]", "test_surprise_removal[spdk]", "test_spdk_doorbell_aers")

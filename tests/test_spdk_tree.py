@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spdk_tree import GuestRoot, Tree, check, read_elf
+from orchestrator.spdk.tree import GuestRoot, Tree, check, read_elf
 
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
 CPU = frozenset({"sse", "sse2", "pni", "ssse3", "sse4.1", "sse4.2"})  # TCG's max, as QEMU names them

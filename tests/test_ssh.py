@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from orchestrator.errors import DeadlineError, SSHError
-from orchestrator.ssh import SSH, _retryable
+from orchestrator.guest.ssh import SSH, _retryable
 
 
 def keypair(tmp_path: Path, name: str) -> tuple[Path, Path]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import topology
+from orchestrator.config import topology
 from orchestrator.errors import ConfigError
 
 GOOD = """

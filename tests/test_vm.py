@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import accel, faults, guest, registry, topology
+from orchestrator.vm import accel, registry
+from orchestrator import faults, guest
+from orchestrator.config import topology
 from orchestrator.errors import DeadlineError
 from orchestrator.image import MARKER_READY, Image
-from orchestrator.machine import Machine
+from orchestrator.vm.machine import Machine
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +77,7 @@ def test_guest_not_ready_by_its_deadline_is_killed_with_console_tail(guest_image
 
 def test_a_kernel_panic_at_boot_gets_one_more_boot(guest_image: Image, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import machine as machine_mod
+    from orchestrator.vm import machine as machine_mod
 
     # An init that does not exist: the kernel panics before the sshd marker, on every boot.
     monkeypatch.setattr(machine_mod, "TCG_KERNEL_ARGS", machine_mod.TCG_KERNEL_ARGS + " rdinit=/nonexistent")
@@ -199,7 +201,7 @@ def test_snapshot_restore_and_cold_fallback(guest_image: Image, accelerator: str
     """A machine restored from a saved guest is ready with its controllers hot-added, takes
     hotplug and I/O, and leaves nothing behind; a topology with a fixed controller cannot be
     saved and says why."""
-    from orchestrator import snapshot
+    from orchestrator.vm import snapshot
 
     topo = topology.default()
     saved = snapshot.ensure(topo, guest_image, accelerator)

@@ -8,9 +8,9 @@ import pytest
 
 from orchestrator import faults, spdk
 from orchestrator.faults import Hotplug
-from orchestrator.hotplug_app import KernelHotplugApp
-from orchestrator.machine import Machine
-from orchestrator.pytest_plugin import Bed
+from orchestrator.guest.hotplug_app import KernelHotplugApp
+from orchestrator.vm.machine import Machine
+from orchestrator.engine.plugin import Bed
 
 TIMEOUT = 5  # KVM seconds; x3 under TCG
 AER_WAIT = 10

@@ -1,0 +1,7 @@
+"""`python -m orchestrator.cli`: the tbctl command."""
+
+import sys
+
+from orchestrator.cli.commands import main
+
+sys.exit(main())

@@ -1,0 +1,31 @@
+"""What a fault injector needs of a machine, and nothing more: its QMP, its guest's SSH, its
+topology, its qtest socket and QEMU's stderr (where the trace goes), and where a controller's
+namespace is backed. Any object with these will do: a machine tbctl booted, or one it attached to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator.config.topology import Controller, Topology
+from orchestrator.guest.ssh import SSH
+from orchestrator.vm.qmp import QMP
+
+
+class Target(Protocol):
+    topology: Topology
+
+    @property
+    def qmp(self) -> QMP: ...
+
+    @property
+    def ssh(self) -> SSH: ...
+
+    @property
+    def qtest_socket(self) -> Path | None: ...
+
+    @property
+    def stderr_log(self) -> Path: ...
+
+    def backing(self, ctrl: Controller, nsid: int) -> Path: ...

@@ -1,0 +1,12 @@
+"""Loopback ports for QEMU's host forwards (SSH now; networks between machines later)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A currently free loopback port. QEMU may still lose it to a race: its launch retries."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
