@@ -21,7 +21,7 @@ from orchestrator.vm import accel
 from orchestrator import image
 from orchestrator.config import topology
 from orchestrator.image import MARKER_READY
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 
 
 def stats(xs: list[float]) -> str:

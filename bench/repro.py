@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.vm import accel, snapshot
+from orchestrator.vm import accel
+from orchestrator.machines import snapshot
 from orchestrator import image
 from orchestrator.config import topology
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 
 REPO = Path(__file__).resolve().parent.parent
 FLAKY = REPO / "tests" / "engine_suites" / "flaky.py"

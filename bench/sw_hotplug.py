@@ -21,7 +21,7 @@ from orchestrator import image
 from orchestrator.config import topology
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import KernelHotplugApp
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 
 REPO = Path(__file__).resolve().parent.parent
 SLEEP_START, SLEEP_REMOVE, SLEEP_ADD = 6, 4, 6

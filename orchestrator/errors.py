@@ -1,5 +1,9 @@
 """Error kinds tbctl tells apart: bad input, broken infrastructure, and deadlines that fired; and
-the outcomes a test ends with, by severity (a run's worst is its verdict)."""
+the outcomes a test ends with, by severity (a run's worst is its verdict). An error prints as one
+line without a traceback; where a caller may act on its parts (what hung, a command's status and
+output, QEMU's exit code) they are fields, as qemu.machine's VMLaunchFailure keeps them."""
+
+from __future__ import annotations
 
 OUTCOMES = ["passed", "skipped", "failed", "timed out", "guest crashed", "qemu crashed", "infrastructure error"]
 
@@ -20,9 +24,30 @@ class MachineError(TbctlError):
     """QEMU failed to start, died, or the guest never became ready."""
 
 
+class QemuLaunchFailure(MachineError):
+    """QEMU exited before its sockets answered: its exit code, command line and output."""
+
+    def __init__(self, message: str, *, exitcode: int | None = None, command: list[str] | None = None,
+                 output: str = ""):
+        super().__init__(message)
+        self.exitcode, self.command, self.output = exitcode, command or [], output
+
+
 class DeadlineError(TbctlError):
-    """A deadline fired; the message says what hung and what was killed."""
+    """A deadline fired: `what` did not finish within `seconds`; the message also says what was killed."""
+
+    def __init__(self, message: str, *, what: str | None = None, seconds: float | None = None):
+        super().__init__(message)
+        self.what, self.seconds = what, seconds
 
 
 class SSHError(TbctlError):
     """SSH to the guest failed (connect, authentication, host key)."""
+
+
+class CommandFailed(SSHError):
+    """A guest command exited non-zero: the command, its status and its output."""
+
+    def __init__(self, message: str, *, cmd: str = "", rc: int | None = None, stdout: str = "", stderr: str = ""):
+        super().__init__(message)
+        self.cmd, self.rc, self.stdout, self.stderr = cmd, rc, stdout, stderr

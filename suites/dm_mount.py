@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 
 from orchestrator import guest
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 from orchestrator.guest.ssh import SSH, Result
 
 TIMEOUT = 120  # seconds per test under KVM (scaled for TCG)

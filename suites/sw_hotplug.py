@@ -24,8 +24,8 @@ from orchestrator import guest, spdk
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import HotplugApp, KernelHotplugApp
 from orchestrator.spdk.hotplug_app import SpdkHotplugApp
-from orchestrator.vm.machine import Machine
-from orchestrator.engine.plugin import Bed
+from orchestrator.machines import Machine
+from orchestrator.engine.session import Bed
 
 TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
 CYCLES = 4  # hotplug cycles per controller

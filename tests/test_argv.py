@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orchestrator.config import topology
 from orchestrator.image import Image
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 
 
 def fake_image(tmp_path: Path) -> Image:
@@ -75,7 +75,7 @@ def test_no_hotplug_trace_where_the_binary_has_none(tmp_path: Path) -> None:
     m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t1", accel="tcg")
     m.qemu = dataclasses.replace(m.qemu, trace_events=frozenset())
     assert opts(m.argv(40022), "-trace") == []
-    assert "has no acpi_pci_* trace events" in m.unplug_stopped()
+    assert "has no acpi_pci_* trace events" in m.unplug_stopped("nvme0")
 
 
 def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:

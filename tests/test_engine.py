@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from conftest import tbctl
-from orchestrator.engine.plugin import exit_code
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
@@ -32,16 +31,6 @@ def prop(case: ET.Element, name: str) -> str | None:
         if p.get("name") == name:
             return p.get("value")
     return None
-
-
-def test_exit_codes() -> None:
-    ok = {"a": {"outcome": "passed"}, "b": {"outcome": "skipped"}}
-    assert exit_code(ok, 0) == 0
-    assert exit_code({**ok, "c": {"outcome": "timed out"}}, 1) == 1
-    assert exit_code({**ok, "c": {"outcome": "guest crashed"}}, 1) == 1
-    assert exit_code({**ok, "c": {"outcome": "failed"}, "d": {"outcome": "infrastructure error"}}, 1) == 2
-    assert exit_code({}, 5) == 2  # nothing ran: incomplete
-    assert exit_code(ok, 2) == 2  # interrupted
 
 
 def test_unknown_suite_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from orchestrator import guest, image
 from orchestrator.image import shell as image_shell
 from orchestrator.config import topology
 from orchestrator.errors import DeadlineError
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 from orchestrator.vm.qmp import pci_address
 
 pytestmark = pytest.mark.vm

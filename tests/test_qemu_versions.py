@@ -14,7 +14,7 @@ from conftest import tbctl
 from orchestrator import guest, image
 from orchestrator.vm import qemu_binary
 from orchestrator.config import topology
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 
 pytestmark = pytest.mark.vm
 

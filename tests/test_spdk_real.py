@@ -18,7 +18,7 @@ from orchestrator import image, spdk
 from orchestrator.spdk import rpc as spdk_rpc
 from orchestrator.config import topology
 from orchestrator.errors import MachineError
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 from orchestrator.spdk.tree import Tree
 
 TREE = Path(os.environ.get("TBCTL_SPDK_DIR") or Path.home() / ".cache" / "tbctl" / "spdk")

@@ -126,3 +126,14 @@ def test_pinned_host_key_is_accepted(tmp_path: Path, listener: socket.socket) ->
     ssh.connect(10)
     assert ssh.transport.is_active()
     ssh.close()
+
+
+def test_a_failed_command_keeps_its_parts() -> None:
+    """One line for a person, and the command, status and output as fields for a caller."""
+    from orchestrator.errors import CommandFailed
+    from orchestrator.guest.ssh import Result
+
+    with pytest.raises(CommandFailed, match=r"^guest command failed \(exit 3\): nvme list\nno such device$") as e:
+        Result("nvme list", 3, "", "no such device\n", 0.1).check()
+    assert (e.value.cmd, e.value.rc, e.value.stderr) == ("nvme list", 3, "no such device\n")
+    assert isinstance(e.value, SSHError)  # still what callers catching SSH failures catch

@@ -17,7 +17,7 @@ from orchestrator import faults, guest
 from orchestrator.config import topology
 from orchestrator.errors import DeadlineError
 from orchestrator.image import MARKER_READY, Image
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parent.parent
@@ -201,7 +201,7 @@ def test_snapshot_restore_and_cold_fallback(guest_image: Image, accelerator: str
     """A machine restored from a saved guest is ready with its controllers hot-added, takes
     hotplug and I/O, and leaves nothing behind; a topology with a fixed controller cannot be
     saved and says why."""
-    from orchestrator.vm import snapshot
+    from orchestrator.machines import snapshot
 
     topo = topology.default()
     saved = snapshot.ensure(topo, guest_image, accelerator)

@@ -2,6 +2,6 @@
 
 import sys
 
-from orchestrator.cli.commands import main
+from orchestrator.cli.app import main
 
 sys.exit(main())

@@ -18,7 +18,7 @@ from typing import Callable
 import paramiko
 import tenacity
 
-from orchestrator.errors import DeadlineError, SSHError
+from orchestrator.errors import CommandFailed, DeadlineError, SSHError
 
 KILL_GRACE = 2  # seconds between the guest's SIGTERM and SIGKILL at a command's deadline
 HOST_SLACK = 5  # seconds the host waits past a command's deadline before giving the channel up
@@ -58,7 +58,8 @@ class Result:
     def check(self) -> "Result":
         if self.rc != 0:
             tail = (self.stderr or self.stdout).strip().splitlines()[-5:]
-            raise SSHError(f"guest command failed (exit {self.rc}): {self.cmd}\n" + "\n".join(tail))
+            raise CommandFailed(f"guest command failed (exit {self.rc}): {self.cmd}\n" + "\n".join(tail),
+                                cmd=self.cmd, rc=self.rc, stdout=self.stdout, stderr=self.stderr)
         return self
 
 
@@ -207,7 +208,7 @@ class RemoteProcess:
         if now >= self._host_deadline:
             chan.close()
             raise DeadlineError(f"guest command hung past {self.timeout:g} s and the guest did not kill it "
-                                f"(is the guest stuck?): {self.cmd}")
+                                f"(is the guest stuck?): {self.cmd}", what=self.cmd, seconds=self.timeout)
         remaining = min(until, self._host_deadline) - now
         if remaining > 0:
             select.select([chan], [], [], min(remaining, 1.0))
@@ -303,5 +304,6 @@ class RemoteProcess:
             self._log(result)
         if rc in (124, 137) and _TIMEOUT_MARK in result.stderr:
             raise DeadlineError(f"guest command did not finish within {self.timeout:g} s and was killed: "
-                                f"{self.cmd}\n" + result.stdout[-2000:] + result.stderr[-2000:])
+                                f"{self.cmd}\n" + result.stdout[-2000:] + result.stderr[-2000:], what=self.cmd,
+                                seconds=self.timeout)
         return result

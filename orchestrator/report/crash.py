@@ -11,12 +11,9 @@ wait_for_completion, ...).
 from __future__ import annotations
 
 import re
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from orchestrator.errors import DeadlineError, MachineError
 
 SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV"}  # the ones a crash raises
 
@@ -270,69 +267,6 @@ def title(text: str) -> str | None:
 
 # The start of a fatal kernel report in raw console text (lines carry printk timestamps), and
 # what ends one: the panic line, or the "---[ end" trailer.
-_FATAL_START = re.compile(r"^(?:\[\s*\d+\.\d+\] ?)?(?:" + "|".join(
+FATAL_START = re.compile(r"^(?:\[\s*\d+\.\d+\] ?)?(?:" + "|".join(
     r.pattern.pattern.lstrip("^") for r in KERNEL_RULES if r.fatal) + ")", re.M)
-_REPORT_END = re.compile(r"---\[ end |Kernel panic - not syncing")
-REPORT_GRACE = 2.0  # seconds a started report gets to print its call trace
-
-
-class CrashWatch:
-    """Watches one machine's console and QMP events while a test runs and calls `on_fatal` once,
-    from its own thread, with the first fatal finding: a panicked guest ends the test at once
-    instead of at its deadline."""
-
-    def __init__(self, console: Any, qmp: Any, console_mark: int, qmp_mark: int,
-                 on_fatal: Callable[[Finding], None], name: str = "vm",
-                 qemu_died: Callable[[], bool] = lambda: False):
-        self.console, self.qmp, self.on_fatal, self.qemu_died = console, qmp, on_fatal, qemu_died
-        self.console_mark, self.qmp_mark = console_mark, qmp_mark
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"crash-watch-{name}", daemon=True)
-
-    def start(self) -> "CrashWatch":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(REPORT_GRACE + 2)
-
-    def _died(self) -> bool:
-        """QEMU exited on its own (its console closing may come a moment before its exit)."""
-        for _ in range(20):
-            if self._stop.is_set():
-                return False
-            if self.qemu_died():
-                return True
-            time.sleep(0.1)
-        return False
-
-    def _panicked(self) -> Finding | None:
-        found = qmp_findings(self.qmp.events(self.qmp_mark)) if self.qmp is not None else []
-        return found[0] if found else None
-
-    def _run(self) -> None:
-        pos = self.console_mark
-        while not self._stop.is_set():
-            try:
-                m = self.console.wait_for([_FATAL_START], 0.5, after=pos)
-            except DeadlineError:
-                if f := self._panicked():
-                    self.on_fatal(f)
-                    return
-                continue
-            except MachineError:  # the console closed: QEMU is gone
-                if f := self._panicked():
-                    self.on_fatal(f)
-                elif self._died():
-                    self.on_fatal(Finding("QEMU died", "qemu", True, ""))  # the test's report says why
-                return
-            try:
-                self.console.wait_for([_REPORT_END], REPORT_GRACE, after=m.start())
-            except (DeadlineError, MachineError):
-                pass
-            fatal = [f for f in kernel_findings(self.console.text[self.console_mark:]) if f.fatal]
-            if fatal:
-                self.on_fatal(fatal[0])
-                return
-            pos = m.end()
+REPORT_END = re.compile(r"---\[ end |Kernel panic - not syncing")

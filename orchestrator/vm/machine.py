@@ -1,9 +1,11 @@
-"""One QEMU process: render argv, launch, console, readiness, hotplug, escalating shutdown.
+"""One QEMU process: render argv, launch, console, boot marker, its own crash, escalating shutdown.
 
-Modelled on qemu.machine: this object owns the process, its sockets (in a private 0700 run
-directory) and its throw-away disks; the artifacts (argv, console, QMP events, stderr, guest
-commands) go to a separate directory that outlives it. Every wait has a deadline, and when one
-fires the QEMU is killed and the error says what hung.
+Modelled on qemu.machine's QEMUMachine: this object owns the process, its sockets (in a private
+0700 run directory) and its throw-away disks; the artifacts (argv, console, QMP events, stderr)
+go to a separate directory that outlives it. Every wait has a deadline, and when one fires the
+QEMU is killed and the error says what hung. It knows the guest only by what QEMU shows (the
+console, QMP): a subclass (orchestrator.machines) adds the guest's side through `ready_steps`,
+`poweroff_guest` and `close_guest`.
 """
 
 from __future__ import annotations
@@ -16,23 +18,20 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.report import acpi_hotplug, crash
 from orchestrator.vm import cpu, qemu_binary, qemu_core, registry
-from orchestrator import guest
 from orchestrator.vm.console import Console
-from orchestrator.errors import ConfigError, DeadlineError, MachineError, TbctlError
+from orchestrator.errors import ConfigError, DeadlineError, MachineError, QemuLaunchFailure, TbctlError
 from orchestrator.image import MARKER_FAILED, MARKER_READY, Image
 from orchestrator.net.ports import free_port
-from orchestrator.vm.qmp import QMP, blockdev, pci_address, port_address
+from orchestrator.vm.qmp import QMP, blockdev
 from orchestrator.vm.registry import Record
+from orchestrator import logs
 from orchestrator.render import render
-from orchestrator.guest.ssh import SSH, Result
 from orchestrator.config.topology import Controller, Topology
-
-if TYPE_CHECKING:
-    from orchestrator.vm.snapshot import Saved
 
 BIOS = "qboot.rom"  # found in the chosen QEMU's own data directories (without it: its default, SeaBIOS)
 # QEMU's ACPI PCI hotplug trace, always on where the binary has it: only hotplug writes it, and it
@@ -59,17 +58,36 @@ class KernelBrokeAtBoot(MachineError):
     """The guest kernel panicked or stalled before it was ready."""
 
 
+@dataclass(frozen=True)
+class Saved:
+    """A saved guest (orchestrator.machines.snapshot makes them): QEMU's migration stream and the
+    root disk of that moment."""
+
+    dir: Path
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state.bin"
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "root.qcow2"
+
+
 def new_name() -> str:
     return f"vm-{secrets.token_hex(3)}"
 
 
-class Machine:
-    """A guest under QEMU. `with Machine(...) as m:` launches it and always shuts it down."""
+class QemuMachine:
+    """A guest under QEMU. `with QemuMachine(...) as m:` launches it and always shuts it down."""
+
+    # What each step of getting ready is called in machine.log (the timings' keys).
+    STEPS = {"marker": "sshd marker"}
 
     def __init__(self, topology: Topology, image: Image, artifacts: Path, *, name: str | None = None,
                  accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
                  shares: dict[str, Path] | None = None, empty_ports: bool = False,
-                 restore: "Saved | None" = None, qemu: qemu_binary.Qemu | None = None):
+                 restore: Saved | None = None, qemu: qemu_binary.Qemu | None = None):
         name = name or new_name()
         if not _NAME.match(name):
             raise ConfigError(f"machine name {name!r}: must be 1-31 of a-z 0-9 _ -, starting with a letter or digit")
@@ -81,17 +99,17 @@ class Machine:
         self.record: Record | None = None
         self.console: Console | None = None
         self._qmp: QMP | None = None
-        self._ssh: SSH | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._crash: list[crash.Finding] | None = None
         self.timings: dict[str, float] = {}
         self.stopped = False  # tbctl shut it down (QEMU gone otherwise means QEMU died)
-        # Snapshot fast restore (orchestrator/snapshot.py): the hot-pluggable controllers' root
+        # Snapshot fast restore (orchestrator.machines.snapshot): the hot-pluggable controllers' root
         # ports start empty (NVMe cannot be migrated); a restored machine loads a saved guest
         # and hot-adds its controllers.
         self.restore = restore
         self.qemu = qemu or qemu_binary.current()
         self.empty_ports = empty_ports or restore is not None
+        self.stage = ""  # the step of getting ready under way, for the error if it fails
 
     # -- building the command line -------------------------------------------------------------
 
@@ -128,13 +146,13 @@ class Machine:
 
     # -- launch and readiness -----------------------------------------------------------------
 
-    def __enter__(self) -> "Machine":
+    def __enter__(self) -> "QemuMachine":
         return self.launch()
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
-    def launch(self) -> "Machine":
+    def launch(self) -> "QemuMachine":
         registry.reap()
         self.artifacts.mkdir(parents=True, exist_ok=True)
         with registry.locked():
@@ -171,10 +189,10 @@ class Machine:
         """Throw a boot whose kernel panicked or stalled away (QEMU, its disks; its console log is kept) so
         the next one starts from the image again."""
         kept = self.artifacts / f"console-boot{boot}.log"
-        self._log(f"boot {boot} failed ({why}); booting again, that boot's console is in {kept.name}")
+        self.log(f"boot {boot} failed ({why}); booting again, that boot's console is in {kept.name}")
         self._stop(graceful=False)
-        self._close_channels()
-        self._wait_exit(5)
+        self.close_channels()
+        self.wait_exit(5)
         (self.artifacts / "console.log").replace(kept)
         (self.run_dir / "root.qcow2").unlink()
         shutil.rmtree(self.run_dir / "nvme")
@@ -223,13 +241,14 @@ class Machine:
                 self._qmp.connect(10, self.qemu_alive)
                 return
             except MachineError:
-                self._close_channels()
-                self._wait_exit(5)
+                self.close_channels()
+                self.wait_exit(5)
                 err = (self.artifacts / "qemu.stderr").read_text(errors="replace")
                 if _PORT_IN_USE in err and attempt < attempts:
                     continue  # another process took the port between our check and QEMU's bind
-                raise MachineError(f"{self.name}: QEMU failed to start (exit {self._proc.returncode}): "
-                                   f"{err.strip()[-1500:]}") from None
+                raise QemuLaunchFailure(f"{self.name}: QEMU failed to start (exit {self._proc.returncode}): "
+                                        f"{err.strip()[-1500:]}", exitcode=self._proc.returncode, command=argv,
+                                        output=err) from None
 
     @property
     def qtest_socket(self) -> Path | None:
@@ -261,24 +280,25 @@ class Machine:
             stderr = (self.artifacts / "qemu.stderr").read_text(errors="replace")
             self._crash = crash.qemu_findings(stderr, self.returncode, bt, frames,
                                               list(self._qmp.sent) if self._qmp else [])
-            self._log(f"QEMU died (exit {self.returncode}): {self._crash[0].title}")
+            self.log(f"QEMU died (exit {self.returncode}): {self._crash[0].title}")
         return self._crash
 
-    def unplug_stopped(self) -> str:
-        """Where the last device_del stopped, from QEMU's ACPI hotplug trace in its stderr; when QEMU
-        unrealized the device, whether it still has it in its object tree (unparented or not)."""
+    def unplug_stopped(self, device: str) -> str:
+        """Where the last device_del (of `device`) stopped, from QEMU's ACPI hotplug trace in its
+        stderr; when QEMU unrealized the device, whether it is still in QEMU's device tree."""
         if not self._traces():
             return f"QEMU {self.qemu.version_text} has no {ACPI_TRACE}* trace events to tell where it stopped"
-        verdict = acpi_hotplug.last_unplug((self.artifacts / "qemu.stderr").read_text(errors="replace"))
+        verdict = acpi_hotplug.last_unplug(self.stderr_log.read_text(errors="replace"))
         if not verdict.unrealized:
             return verdict.describe()
         try:
-            peripherals = sorted(p["name"] for p in self.qmp.execute("qom-list", {"path": "/machine/peripheral"})
-                                 if p["type"].startswith("child<"))
-            held = f"; QEMU's /machine/peripheral now holds: {', '.join(peripherals) or 'nothing'}"
+            held = {p["name"] for p in self.qmp.execute("qom-list", {"path": "/machine/peripheral"})}
         except TbctlError as e:
-            held = f"; QEMU's object tree not read ({e})"
-        return verdict.describe() + held
+            return f"{verdict.describe()}; QEMU's device tree not read ({e})"
+        where = (f"it is still in QEMU's device tree (/machine/peripheral/{device})" if device in held else
+                 "QEMU took it out of its device tree (/machine/peripheral) but never freed it: a reference to it "
+                 "leaked")
+        return f"{verdict.describe()}; {where}"
 
     def threads_backtrace(self) -> Path | None:
         """Every thread of this (live) QEMU, from gdb attached for a moment: qemu-threads.bt.txt."""
@@ -297,14 +317,14 @@ class Machine:
         """If QEMU is on its way out on its own (its console closed while nobody stopped it: it
         may still be writing its core), wait for it to be gone, so its death is seen as such."""
         if not self.stopped and self.console is not None and self.console.closed:
-            self._wait_exit(timeout)
+            self.wait_exit(timeout)
 
     def qemu_alive(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
         return self.record is not None and self.record.qemu_alive()
 
-    def _load(self, saved: "Saved", timeout: float = 120) -> None:
+    def _load(self, saved: Saved, timeout: float = 120) -> None:
         """Load a saved guest into this (incoming) QEMU; the guest runs on from where it was saved."""
         self.qmp.execute("migrate-incoming", {"uri": "exec:cat " + shlex.quote(str(saved.state))})
         deadline = time.monotonic() + timeout
@@ -316,61 +336,45 @@ class Machine:
         self.timings["marker"] = time.monotonic()  # the saved guest was past its marker
 
     def wait_ready(self, timeout: float) -> None:
-        """Ready = the guest printed its sshd marker (a restored one did before it was saved), a
-        first SSH command succeeded, and every NVMe controller is live with its namespaces (a
-        restored guest gets its hot-pluggable ones now)."""
+        """Every step of `ready_steps` within `timeout`; one that fails names itself, with the
+        console's tail. machine.log gets each step's time after launch."""
         assert self.console is not None and self.record is not None
         deadline = time.monotonic() + timeout
-        stage = "console marker"
         try:
-            if self.restore is None:
-                try:
-                    m = self.console.wait_for([_READY, _BOOT_FAILED], timeout)
-                except DeadlineError:
-                    stall = _STALL.search(self.console.text)
-                    if stall:
-                        raise KernelBrokeAtBoot(f"{self.name}: guest boot stalled: {stall.group(0)}") from None
-                    raise
-                if m.group(0).startswith("Kernel panic"):
-                    raise KernelBrokeAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
-                if not m.group(0).startswith(MARKER_READY):
-                    raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
-                self.timings["marker"] = time.monotonic()
-            stage = "first SSH command"
-            self.ssh.connect(max(1.0, deadline - time.monotonic()))
-            # The first command arms crash reporting: udev would load pvpanic's driver only later,
-            # and a test that panics the guest at once must still get GUEST_PANICKED.
-            self.ssh.run("modprobe -q pvpanic-pci || true", timeout=max(1.0, deadline - time.monotonic()), check=True)
-            self.timings["ready"] = time.monotonic()
-            stage = "NVMe controllers in the guest"
-            wanted = list(self.topology.controllers) if self.restore is not None else self.boot_controllers()
-            if wanted:
-                # All at once; the guest may then name them in another order than a boot would
-                # (find a controller by its serial, as tbctl does, not by its kernel name).
-                pci = self.qmp.execute("query-pci")
-                where = {c.serial: port_address(pci, c.root_port) if self.restore is not None else pci_address(pci, c.id)
-                         for c in wanted}
-                watch = guest.NvmeWatch(self.ssh, [c.serial for c in wanted], True,
-                                        max(1.0, deadline - time.monotonic()), self.restore is not None,
-                                        addresses={s: a for s, a in where.items() if a}, reprobe=True)
-                for c in wanted if self.restore is not None else []:
-                    self.qmp.hot_add(c, self.backing(c, 1))
-                for r in watch.result()[0].reprobed:
-                    self._log(f"controller {r['serial']} at {r['address']}: the guest's probe failed "
-                              f"({r['kernel']}); {r['outcome']} {r['after']} s into the wait")
-            self.timings["nvme"] = time.monotonic()
-        except TbctlError as e:
-            raise type(e)(f"{self.name}: guest not ready ({stage}) within {timeout:g} s: {e}\n"
-                          f"--- console tail ({self.artifacts / 'console.log'}) ---\n{self.console.tail()}") from None
-        t = {k: round(v - self.timings["launched"], 2) for k, v in self.timings.items()}
+            self.ready_steps(deadline)
+        except TbctlError as e:  # the same error, its fields kept, saying which step and what the console shows
+            e.args = (f"{self.name}: guest not ready ({self.stage}) within {timeout:g} s: {e}\n"
+                      f"--- console tail ({self.artifacts / 'console.log'}) ---\n{self.console.tail()}",)
+            raise e from None
+        t = {k: round(v - self.timings["launched"], 2) for k, v in self.timings.items() if k in self.STEPS}
         how = f"restored from {self.restore.dir}" if self.restore is not None else "booted"
-        self._log(f"ready ({how}): sshd marker {t['marker']} s, first SSH command {t['ready']} s, "
-                  f"NVMe controllers {t['nvme']} s after launch (accel {self.accel})")
+        self.log(f"ready ({how}): " + ", ".join(f"{label} {t[k]} s" for k, label in self.STEPS.items() if k in t)
+                 + f" after launch (accel {self.accel})")
+
+    def ready_steps(self, deadline: float) -> None:
+        """The guest's own word that it booted: its marker on the console (a restored guest was
+        past it when saved). A kernel that panicked or stalled first is KernelBrokeAtBoot."""
+        assert self.console is not None
+        self.stage = "console marker"
+        if self.restore is not None:
+            return
+        try:
+            m = self.console.wait_for([_READY, _BOOT_FAILED], max(0.0, deadline - time.monotonic()))
+        except DeadlineError:
+            stall = _STALL.search(self.console.text)
+            if stall:
+                raise KernelBrokeAtBoot(f"{self.name}: guest boot stalled: {stall.group(0)}") from None
+            raise
+        if m.group(0).startswith("Kernel panic"):
+            raise KernelBrokeAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
+        if not m.group(0).startswith(MARKER_READY):
+            raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
+        self.timings["marker"] = time.monotonic()
 
     # -- channels -------------------------------------------------------------------------------
 
     @classmethod
-    def attach(cls, rec: Record) -> "Machine":
+    def attach(cls, rec: Record) -> "QemuMachine":
         """A handle on a VM another tbctl process launched (`tbctl up`), for ssh/qmp/hotplug/down."""
         from orchestrator.config.topology import default, load
 
@@ -381,25 +385,6 @@ class Machine:
         return m
 
     @property
-    def ssh(self) -> SSH:
-        if self._ssh is None:
-            assert self.record is not None
-            self._ssh = SSH(self.record.ssh_port, self.image.client_key, self.image.host_key_pub, log=self._log_command)
-        return self._ssh
-
-    def ssh_alive(self, timeout: float = 10) -> bool:
-        """Does the guest still run commands? (A test may have left it hung or dead.)"""
-        try:
-            self.ssh.run("true", timeout=timeout)
-            return True
-        except Exception:
-            return False
-
-    def connect_ssh(self, timeout: float = 15) -> SSH:
-        self.ssh.connect(timeout)
-        return self.ssh
-
-    @property
     def qmp(self) -> QMP:
         if self._qmp is None:
             assert self.record is not None
@@ -408,45 +393,19 @@ class Machine:
             self._qmp.connect(10, self.qemu_alive)
         return self._qmp
 
-    def _log(self, msg: str) -> None:
-        with open(self.artifacts / "machine.log", "a") as f:
-            f.write(f"{time.strftime('%H:%M:%S')} {self.name}: {msg}\n")
+    @property
+    def qmp_channel(self) -> QMP | None:
+        """The QMP connection if one was made, never connecting: its recorded events stay readable
+        after QEMU is gone."""
+        return self._qmp
 
-    def _log_command(self, r: Result) -> None:
-        with open(self.artifacts / "commands.log", "a") as f:
-            f.write(f"$ {r.cmd}\n# exit {r.rc} in {r.seconds:.3f} s\n{r.stdout}{r.stderr}\n")
-
-    # -- hotplug ----------------------------------------------------------------------------------
-
-    def hot_remove(self, ctrl_id: str, timeout: float = 10) -> dict[str, float]:
-        """device_del a controller; confirmed when the guest no longer sees it. Returns latencies (s)."""
-        ctrl = self.topology.controller(ctrl_id)
-        bdf = pci_address(self.qmp.execute("query-pci"), ctrl_id)
-        # By its PCI address too: a controller SPDK holds (uio, vfio) has no kernel nvme device.
-        watch = guest.NvmeWatch(self.ssh, [ctrl.serial], present=False, timeout=timeout,
-                                addresses={ctrl.serial: bdf} if bdf else None)
-        t0 = time.monotonic()
-        event = self.qmp.hot_remove(ctrl, timeout)
-        t_event = event["host_time"] - time.time() + time.monotonic()
-        _, t_guest = watch.result()
-        lat = {"guest": round(t_guest - t0, 4), "device_deleted": round(t_event - t0, 4)}
-        self._log(f"hot-removed {ctrl_id}: {lat}")
-        return lat
-
-    def hot_add(self, ctrl_id: str, timeout: float = 10) -> dict[str, float]:
-        """blockdev-add + device_add a controller; confirmed when the guest has its namespace."""
-        ctrl = self.topology.controller(ctrl_id)
-        watch = guest.NvmeWatch(self.ssh, [ctrl.serial], present=True, timeout=timeout)
-        t0 = time.monotonic()
-        self.qmp.hot_add(ctrl, self.backing(ctrl, 1), timeout)
-        state, t_guest = watch.result()
-        lat = {"guest": round(t_guest - t0, 4)}
-        self._log(f"hot-added {ctrl_id}: {lat} {state.controllers[ctrl.serial]}")
-        return lat
+    def log(self, msg: str) -> None:
+        """A line in machine.log (and the run's log, where the engine keeps one)."""
+        logs.machine(self.name, self.artifacts / "machine.log").info(msg)
 
     # -- shutdown ---------------------------------------------------------------------------------
 
-    def _wait_exit(self, timeout: float) -> bool:
+    def wait_exit(self, timeout: float) -> bool:
         if self._proc is not None:
             try:
                 self._proc.wait(timeout)
@@ -462,15 +421,24 @@ class Machine:
 
     def release(self) -> None:
         """Let go of a VM without stopping it (after `tbctl up`, or a command on a VM it started)."""
-        self._close_channels()
+        self.close_channels()
+        logs.close_machine(self.name)
 
-    def _close_channels(self) -> None:
-        """Close SSH, QMP and console. The closed QMP and console objects are kept: their events
-        and text are still read for a test's artifacts after the VM is gone."""
-        for ch in (self._ssh, self._qmp, self.console):
+    def close_channels(self) -> None:
+        """Close the guest's channels, QMP and the console. The closed QMP and console objects are
+        kept: their events and text are still read for a test's artifacts after the VM is gone."""
+        self.close_guest()
+        for ch in (self._qmp, self.console):
             if ch is not None:
                 ch.close()
-        self._ssh = None
+
+    def close_guest(self) -> None:
+        """Close whatever a subclass opened into the guest."""
+
+    def poweroff_guest(self) -> bool:
+        """Ask the guest to power off and wait for QEMU to exit: True if it did. QEMU alone cannot
+        (no ACPI power-button daemon in the guest): a subclass that reaches the guest can."""
+        return False
 
     def shutdown(self, graceful: bool = True) -> str:
         """Guest poweroff -> QMP quit -> SIGTERM -> SIGKILL, each with a deadline; then remove the
@@ -479,33 +447,27 @@ class Machine:
         self.stopped = True
         if self.qemu_alive():
             how = self._stop(graceful)
-        self._close_channels()
-        if self._proc is not None and not self._wait_exit(5):
+        self.close_channels()
+        if self._proc is not None and not self.wait_exit(5):
             how += " (QEMU did not exit after SIGKILL)"
         if self.record is not None:
             registry.remove(self.record)
-        self._log(f"shut down: {how}")
+        self.log(f"shut down: {how}")
+        logs.close_machine(self.name)
         return how
 
     def _stop(self, graceful: bool) -> str:
-        if graceful:
-            try:
-                ssh = self._ssh if self._ssh is not None else self.connect_ssh(3)
-                ssh.run("poweroff", timeout=5)
-            except Exception:  # any failure here just moves shutdown to the next, harder step
-                pass
-            else:
-                if self._wait_exit(10):
-                    return "guest poweroff"
+        if graceful and self.poweroff_guest():
+            return "guest poweroff"
         try:
             self.qmp.execute("quit", timeout=3)
         except TbctlError:
             pass
-        if self._wait_exit(5):
+        if self.wait_exit(5):
             return "QMP quit"
         assert self.record is not None and self.record.pid is not None
         registry.kill(self.record.pid, self.record.pid_start)
-        self._wait_exit(5)
+        self.wait_exit(5)
         return "signal (QEMU ignored poweroff and quit)"
 
     def status(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class QMPError(MachineError):
 
 class QMP:
     def __init__(self, socket_path: Path, event_log: Path | None, name: str = "tbctl",
-                 explain_unplug: Callable[[], str] | None = None):
+                 explain_unplug: Callable[[str], str] | None = None):
         """`event_log` gets every event (JSON lines); the commands sent go to qmp-commands.log beside it.
         `explain_unplug` says where a removal whose DEVICE_DELETED never came stopped (the QEMU's
         owner reads that from QEMU's own trace)."""
@@ -64,7 +64,8 @@ class QMP:
             return fut.result(timeout + 2)
         except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
             fut.cancel()
-            raise DeadlineError(f"QMP {what}: no answer from QEMU within {timeout:g} s") from None
+            raise DeadlineError(f"QMP {what}: no answer from QEMU within {timeout:g} s", what=f"QMP {what}",
+                                seconds=timeout) from None
 
     def connect(self, timeout: float = DEFAULT_TIMEOUT, alive: Callable[[], bool] = lambda: True) -> None:
         """Connect to QEMU's QMP socket, retrying until QEMU has created it (or died)."""
@@ -159,7 +160,8 @@ class QMP:
                     raise MachineError(f"QMP connection closed while waiting for {name} {match or ''}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise DeadlineError(f"QMP event {name} {json.dumps(match)} did not come within {timeout:g} s")
+                    raise DeadlineError(f"QMP event {name} {json.dumps(match)} did not come within {timeout:g} s",
+                                        what=f"QMP event {name}", seconds=timeout)
                 self._cond.wait(remaining)
 
     def hot_remove(self, ctrl: Controller, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
@@ -177,9 +179,9 @@ class QMP:
         except DeadlineError:
             refused = [e for e in self.events(mark) if e["event"] == "DEVICE_UNPLUG_GUEST_ERROR"]
             why = ("the guest reported DEVICE_UNPLUG_GUEST_ERROR" if refused else
-                   self.explain_unplug() if self.explain_unplug else "no word from the guest")
+                   self.explain_unplug(ctrl.id) if self.explain_unplug else "no word from the guest")
             self.unplug_lost = f"device_del {ctrl.id}: no DEVICE_DELETED within {timeout:g} s: {why}"
-            raise DeadlineError(self.unplug_lost) from None
+            raise DeadlineError(self.unplug_lost, what=f"device_del {ctrl.id}", seconds=timeout) from None
         self.execute("blockdev-del", {"node-name": ctrl.node(1)}, timeout)
         return event
 

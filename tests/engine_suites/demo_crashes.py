@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 
 TIMEOUT = 100  # KVM seconds; x3 under TCG: a panic must end its test long before this
 

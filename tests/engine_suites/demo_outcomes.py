@@ -9,8 +9,8 @@ import pytest
 from orchestrator import faults, spdk
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import KernelHotplugApp
-from orchestrator.vm.machine import Machine
-from orchestrator.engine.plugin import Bed
+from orchestrator.machines import Machine
+from orchestrator.engine.session import Bed
 
 TIMEOUT = 5  # KVM seconds; x3 under TCG
 AER_WAIT = 10

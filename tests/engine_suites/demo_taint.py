@@ -12,7 +12,7 @@ import pytest
 from orchestrator import guest
 from orchestrator.errors import DeadlineError
 from orchestrator.faults import Hotplug
-from orchestrator.vm.machine import Machine
+from orchestrator.machines import Machine
 
 TIMEOUT = 30  # KVM seconds; x3 under TCG
 NAMES: list[str] = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.vm.machine import Machine
-from orchestrator.engine.plugin import Bed
+from orchestrator.machines import Machine
+from orchestrator.engine.session import Bed
 
 FAIL_RATE = 0.3
 

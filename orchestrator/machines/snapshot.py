@@ -20,7 +20,6 @@ import shlex
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,21 +27,9 @@ from orchestrator import __version__, paths
 from orchestrator.vm import qemu_binary
 from orchestrator.errors import MachineError
 from orchestrator.image import Image
-from orchestrator.vm.machine import TCG_KERNEL_ARGS, Machine
+from orchestrator.machines.machine import Machine
+from orchestrator.vm.machine import TCG_KERNEL_ARGS, Saved
 from orchestrator.config.topology import Topology
-
-
-@dataclass(frozen=True)
-class Saved:
-    dir: Path
-
-    @property
-    def state(self) -> Path:
-        return self.dir / "state.bin"
-
-    @property
-    def disk(self) -> Path:
-        return self.dir / "root.qcow2"
 
 
 def unsupported(topology: Topology) -> str | None:
@@ -103,8 +90,7 @@ def _save(topology: Topology, image: Image, accel: str, shares: dict[str, Path],
     m = Machine(topology, image, into.dir / "template", accel=accel, shares=shares, empty_ports=True)
     with m:
         m.ssh.run("udevadm settle --timeout=60; sync", timeout=90, check=True)
-        m.ssh.close()  # no TCP session in the saved state
-        m._ssh = None
+        m.close_guest()  # no TCP session in the saved state
         m.qmp.execute("migrate", {"uri": "exec:cat > " + shlex.quote(str(into.state))})
         deadline = time.monotonic() + timeout
         while (status := m.qmp.execute("query-migrate").get("status")) != "completed":

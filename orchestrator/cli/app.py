@@ -1,0 +1,68 @@
+"""The tbctl command: its parser, made of one module per command group, and its entry point."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+from orchestrator import __version__
+from orchestrator.cli import images, qemu, runs, spdk, vms
+from orchestrator.errors import TbctlError
+
+EPILOG = """examples:
+  tbctl run sw_hotplug                   run a suite on the default guest; summary + artifacts
+  tbctl run sw_hotplug -k kernel --junit out.xml
+  tbctl run sw_hotplug -- -x --pdb          anything after -- goes to pytest
+  tbctl repro sw_hotplug::test_orderly_hotplug -n 50 --jobs 2     a flake: rate, signatures, bundle
+  tbctl list                             suites and their tests
+  tbctl image build                      build (or reuse) the default guest image
+  tbctl image shell --image bookworm-spdk --bind ~/spdk -- make -j2    build a tree for the guest
+  tbctl spdk check --spdk-dir ~/spdk     will the tree start in the guest? (files, then a start probe)
+  tbctl up --name dev                    boot a VM that stays up; prints its SSH and QMP endpoints
+  tbctl ssh dev -- nvme list             run a command in it
+  tbctl qmp dev query-pci                any QMP command, arguments as JSON
+  tbctl hotplug dev remove nvme0         device_del + wait until the guest lost it
+  tbctl hotplug dev add nvme0            device_add + wait until the guest has its namespace
+  tbctl inject dev doorbell nvme0 sq-tail-too-big     invalid doorbell write (qtest), trace shown
+  tbctl inject dev bus-master nvme0 off --via guest
+  tbctl smoke                            boot, hot-remove and hot-add every controller, shut down
+  tbctl status ; tbctl down dev | --all
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tbctl", description="QEMU-based VM test-bed for NVMe and SPDK testing.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tbctl {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for group in (images, qemu, spdk, runs, vms):
+        group.register(sub.add_parser)
+    return p
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # As Ctrl-C: unwinds through every `with Machine` and `finally`, and pytest (tbctl run)
+    # stops the session, tears its VMs down and still writes results.json.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:  # `tbctl run SUITE -- PYTEST-ARGS`
+        extra, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
+    args = parser().parse_args(argv)
+    args.pytest_args = extra
+    if args.cmd == "ssh" and args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.fn(args)
+    except TbctlError as e:
+        print(f"tbctl: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tbctl: interrupted", file=sys.stderr)
+        return 130

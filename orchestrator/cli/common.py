@@ -1,0 +1,112 @@
+"""What several commands share: their common options, and the steps before any boot (the
+topology, the QEMU, the image, the accelerator, an SPDK tree's check), and reaching a running VM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from orchestrator import image, spdk
+from orchestrator.config import topology
+from orchestrator.errors import ConfigError
+from orchestrator.machines import Machine
+from orchestrator.paths import SOURCE_ROOT, recipe_names
+from orchestrator.spdk.tree import Tree
+from orchestrator.vm import accel, qemu_binary, registry
+
+SUITES = SOURCE_ROOT / "suites"
+MIRROR_HELP = "Debian mirror URL for an image build (default: the host's apt source)"
+
+
+def topology_opts(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--topology", "-t", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
+    sp.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
+
+
+def image_opts(sp: argparse.ArgumentParser, tree_required: bool = False) -> None:
+    sp.add_argument("--image", metavar="RECIPE", choices=recipe_names(),
+                    help=f"guest image recipe (default: the topology's, else {image.SPDK_IMAGE} with "
+                         f"--spdk-dir, else {image.DEFAULT_IMAGE}): {', '.join(recipe_names())}")
+    sp.add_argument("--spdk-dir", metavar="DIR", required=tree_required,
+                    help="built SPDK tree, shared read-only into the guest (checked against the image first)")
+    sp.add_argument("--qemu", metavar="PATH", help=f"QEMU binary (default: ${qemu_binary.ENV}, the topology's "
+                                                   "`qemu`, else PATH's; tbctl qemu list)")
+
+
+def boot_opts(sp: argparse.ArgumentParser) -> None:
+    topology_opts(sp)
+    sp.add_argument("--boot-timeout", type=float, default=90, metavar="S", help="deadline to SSH-ready (90)")
+    sp.add_argument("--mirror", help=MIRROR_HELP)
+
+
+def artifacts_root() -> Path:
+    return Path(os.environ.get("TBCTL_ARTIFACTS") or Path.cwd() / "tbctl-artifacts")
+
+
+def environment(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
+    """The topology, the image (built if needed; the SPDK-ready one for a tree) and the accelerator."""
+    topo = topology.load(args.topology) if args.topology else topology.default()
+    topology.check_qemu(topo, qemu_binary.use(qemu_binary.select(args.qemu, topo.qemu, topo.source)))
+    if args.spdk_dir and not Path(args.spdk_dir).is_dir():
+        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
+    img = image.ensure(image.choose(args.image, topo.image, bool(args.spdk_dir)), mirror=args.mirror)
+    return topo, img, accel.resolve(args.accel or topo.accel, img)
+
+
+def prepare(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
+    """Validate everything, build the image if needed, pick the accelerator, and check an SPDK
+    tree against the image: all before booting."""
+    topo, img, acc = environment(args)
+    if args.spdk_dir:
+        problems = spdk.preflight(Tree(Path(args.spdk_dir)), img, acc)
+        if problems:
+            raise ConfigError(f"--spdk-dir {args.spdk_dir}: its apps cannot start in image {img.manifest['name']}:"
+                              "\n  " + "\n  ".join(p.line() for p in problems))
+    return topo, img, acc
+
+
+def new_machine(args: argparse.Namespace, persistent: bool) -> Machine:
+    topo, img, acc = prepare(args)
+    shares = {"spdk": Path(args.spdk_dir).resolve()} if args.spdk_dir else {}
+    m = Machine(topo, img, Path("."), name=args.name or None, accel=acc, persistent=persistent,
+                boot_timeout=args.boot_timeout, shares=shares)
+    m.artifacts = artifacts_root() / f"{m.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return m
+
+
+@contextmanager
+def attached(name: str, ssh: bool = False) -> Iterator[Machine]:
+    """A running VM of another tbctl process, let go of (not stopped) afterwards."""
+    registry.reap()
+    rec = registry.load(name)
+    if rec is None or not rec.qemu_alive():
+        known = ", ".join(r.name for r in registry.records()) or "none"
+        raise ConfigError(f"no running VM named {name!r} (running: {known})")
+    m = Machine.attach(rec)
+    try:
+        if ssh:
+            m.connect_ssh()
+        yield m
+    finally:
+        m.release()
+
+
+def known_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES.glob("*.py") if not p.name.startswith(("_", "conftest")))
+
+
+def suite_paths(names: list[str]) -> list[str]:
+    """Suite names (suites/<name>.py, optionally ::test) or paths to suite files -> pytest args."""
+    out = []
+    known = known_suites()
+    for name in names:
+        base, sep, rest = name.partition("::")
+        path = SUITES / f"{base}.py" if (SUITES / f"{base}.py").is_file() else Path(base)
+        if not path.is_file() or path.suffix != ".py":
+            raise ConfigError(f"suite {base!r}: no suites/{base}.py and no such file; known suites: {', '.join(known)}")
+        out.append(str(path.resolve()) + sep + rest)
+    return out

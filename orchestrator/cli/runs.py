@@ -1,0 +1,122 @@
+"""tbctl run, repro and list: suites, through the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.cli.common import (MIRROR_HELP, SUITES, artifacts_root, image_opts, known_suites, prepare,
+                                     suite_paths, topology_opts)
+from orchestrator.engine import repro, run
+from orchestrator.errors import ConfigError
+from orchestrator.machines import snapshot
+from orchestrator.vm import qemu_binary
+
+
+def run_opts(sp: argparse.ArgumentParser) -> None:
+    topology_opts(sp)
+    sp.add_argument("--timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
+    image_opts(sp)
+    sp.add_argument("--jitter", type=float, metavar="S",
+                    help="hotplug faults fire after a seeded delay below S seconds (default 0.3; 0: at once)")
+    sp.add_argument("--mirror", help=MIRROR_HELP)
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    sp = add("run", help="run suites (pytest underneath); exit 0 passed, 1 failed, 2 infrastructure")
+    sp.add_argument("suites", nargs="+", metavar="SUITE", help="suite name (see `tbctl list`), SUITE::TEST, or a file")
+    sp.add_argument("-k", metavar="EXPR", help="select tests, as pytest -k")
+    run_opts(sp)
+    sp.add_argument("--junit", metavar="FILE", help="write JUnit XML")
+    sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
+    sp.add_argument("--keep-vm", action="store_true", help="leave the VMs running (tbctl status / down)")
+    sp.add_argument("--seed", type=int, help="replay the fault timing and random choices of an earlier run")
+    sp.add_argument("--snapshot", action="store_true",
+                    help="start machines from a saved ready guest (made once, cached), not by booting")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = add("repro", help="run a test many times (parallel VMs): failure rate, signatures, bundle")
+    sp.add_argument("target", metavar="SUITE[::TEST]", help="suite name, SUITE::TEST, or a file")
+    sp.add_argument("-n", "--runs", type=int, required=True, help="how many runs")
+    sp.add_argument("--until-fail", action="store_true", help="stop starting runs after the first failure")
+    sp.add_argument("--jobs", "-j", type=int, help="runs at once (default: from host cores and memory)")
+    sp.add_argument("--seed", type=int, help="the repro's seed: the same seed replays the same run schedules")
+    sp.add_argument("--cold", action="store_true", help="boot every run's machine instead of restoring a saved guest")
+    run_opts(sp)
+    sp.set_defaults(fn=cmd_repro)
+
+    sp = add("list", help="list suites and their tests")
+    sp.add_argument("suites", nargs="*", metavar="SUITE")
+    sp.set_defaults(fn=cmd_list)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Thin front over the engine: validate, build the image, pick the accelerator, then hand over."""
+    paths = suite_paths(args.suites)
+    _, img, acc = prepare(args)
+    run_dir = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
+    results = Path(args.json) if args.json else run_dir / "results.json"
+    argv = [*paths, "-o", "junit_family=xunit1", "--tb-artifacts", str(run_dir), "--tb-accel", acc,
+            "--tb-image", img.manifest["name"], "--tb-results", str(results), "-rN"]
+    for flag, value in (("--tb-topology", args.topology), ("--tb-timeout", args.timeout), ("-k", args.k),
+                        ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit),
+                        ("--tb-jitter", args.jitter), ("--tb-qemu", args.qemu)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.keep_vm:
+        argv.append("--tb-keep-vm")
+    if args.snapshot:
+        argv.append("--tb-snapshot")
+    run.run(argv + args.pytest_args)
+    try:
+        return int(json.loads(results.read_text())["exit_code"])
+    except (OSError, ValueError, KeyError):
+        print(f"tbctl: the run wrote no results ({results}): incomplete", file=sys.stderr)
+        return 2
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    """Validate and build once, then hand each run to its own `tbctl run`."""
+    suite_paths([args.target])
+    if args.runs < 1 or (args.jobs is not None and args.jobs < 1):
+        raise ConfigError("repro: --runs and --jobs must be at least 1")
+    topo, img, acc = prepare(args)
+    run_args = ["--accel", acc, "--image", img.manifest["name"]]
+    for flag, value in (("--topology", args.topology), ("--timeout", args.timeout), ("--spdk-dir", args.spdk_dir),
+                        ("--jitter", args.jitter)):
+        if value is not None:
+            run_args += [flag, str(Path(value).resolve()) if flag in ("--topology", "--spdk-dir") else str(value)]
+    if args.qemu:
+        run_args += ["--qemu", str(qemu_binary.current().path)]
+    base, sep, rest = args.target.partition("::")
+    target = args.target if (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    jobs = args.jobs or repro.default_jobs(topo.memory_mib)
+    if not args.cold:
+        reason = snapshot.unsupported(topo)
+        if reason:
+            print(f"repro: cold boot for every run: {reason}", file=sys.stderr)
+        else:  # made here once, before the runs, so they all start from it at once
+            shares = {"spdk": Path(args.spdk_dir).resolve()} if args.spdk_dir else {}
+            saved = snapshot.ensure(topo, img, acc, shares, log=lambda msg: print(f"repro: {msg}", file=sys.stderr))
+            print(f"repro: every run starts from the saved guest {saved.dir}", file=sys.stderr)
+            run_args.append("--snapshot")
+    out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
+    print(f"repro: {args.target}, {args.runs} runs, {jobs} at once, seed {seed}, artifacts {out}", file=sys.stderr)
+    r = repro.Repro(target, args.runs, jobs, seed, out, run_args, args.until_fail)
+    runs = r.execute()
+    repro.summary(runs, args.runs, seed, print)
+    failed = [x for x in runs if x.failed]
+    if failed:
+        bundle = r.bundle(min(failed, key=lambda x: x.index))
+        print(f"repro bundle: {bundle} (replay: {bundle / 'replay.sh'})")
+    return 1 if failed else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    return run.list_tests(suite_paths(args.suites or known_suites()))

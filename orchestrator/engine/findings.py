@@ -1,0 +1,86 @@
+"""Every crash report of a test's slice of each machine's life: the kernel's on the console,
+GUEST_PANICKED, QEMU dying, apps' reports in the guest commands' output and their core dumps
+(each with gdb's backtrace in the test's artifacts), titled by orchestrator.report.crash."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from orchestrator import image
+from orchestrator.engine import slices
+from orchestrator.errors import DeadlineError, TbctlError
+from orchestrator.machines import Machine
+from orchestrator.report import crash
+
+PVPANIC_WAIT = 3.0  # seconds: the kernel tells pvpanic only after it printed its panic
+_COMMAND = re.compile(r"^\$ (.*)\n# exit (-?\d+) in ", re.M)
+
+
+def of(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
+    found: list[tuple[Machine, crash.Finding]] = []
+    for s in slices.of(item):
+        m, mine = s.machine, []
+        m.settle()
+        if m.console is not None:
+            mine += crash.kernel_findings(m.console.text[s.console_mark:])
+        qmp = m.qmp_channel
+        if qmp is not None:
+            if any(f.fatal for f in mine) and m.qemu_alive():
+                _await_pvpanic(m, s.qmp_mark)
+            mine += crash.qmp_findings(qmp.events(s.qmp_mark))
+        if not m.stopped and not m.qemu_alive():
+            mine += m.qemu_crash()
+        app = _app_findings(m.artifacts / "commands.log", s.commands_mark)
+        if not any(f.fatal for f in mine) and m.qemu_alive() and m.ssh_channel is not None:
+            app += _core_findings(m, slices.test_dir(item))
+        found += [(m, f) for f in mine + crash.one_per_app_crash(app)]
+    return found
+
+
+def qemu_died(f: crash.Finding) -> bool:
+    """QEMU's own death, not a guest panic it reported (GUEST_PANICKED comes from QEMU too)."""
+    return f.source == "qemu" and f.title.startswith("QEMU")
+
+
+def _await_pvpanic(m: Machine, qmp_mark: int) -> None:
+    """A panicking kernel notifies pvpanic after its report: wait for GUEST_PANICKED a moment,
+    so the report is whole however early the console watch ended the test."""
+    try:
+        m.qmp.wait_event("GUEST_PANICKED", timeout=PVPANIC_WAIT, after=qmp_mark)
+    except DeadlineError:
+        pass  # no pvpanic device, or the kernel died before reaching it
+
+
+def _app_findings(log: Path, mark: int) -> list[crash.Finding]:
+    text = slices.since(log, mark).decode(errors="replace")
+    exits = [crash.exit_finding(int(m[2]), m[1]) for m in _COMMAND.finditer(text)]
+    return crash.app_findings(text) + [f for f in exits if f]
+
+
+def _core_findings(m: Machine, artifacts: Path) -> list[crash.Finding]:
+    """Cores the guest's core_pattern left: each gets gdb's `thread apply all bt` in the test's
+    artifacts, and is then removed so the next test does not report it again."""
+    try:
+        names = m.ssh.run(f"ls {image.CORE_DIR}", timeout=15).stdout.split()
+    except TbctlError:
+        return []
+    found = []
+    for name in names:
+        parts = name.split(".", 3)  # core.PID.SIGNAL.EXE
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        exe, core = parts[3].replace("!", "/"), f"{image.CORE_DIR}/{name}"
+        q = shlex.quote
+        try:
+            bt = m.ssh.run(f"gdb -batch -nx -ex 'thread apply all bt' {q(exe)} {q(core)} 2>&1; rm -f {q(core)}",
+                           timeout=120).stdout
+        except TbctlError as e:
+            bt = f"gdb failed: {e}"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        (artifacts / f"core-{exe.rsplit('/', 1)[-1]}-{parts[1]}.bt.txt").write_text(bt)
+        found.append(crash.core_finding(int(parts[2]), exe, bt))
+    return found

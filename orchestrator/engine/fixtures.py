@@ -1,0 +1,89 @@
+"""What suites get: `machine` (booted once per module, booted again if a test left it dead or in a
+state nobody could restore), `fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug`
+(fault injector), `artifacts` (the test's directory), `bed` (the run's settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from orchestrator.engine import results, slices
+from orchestrator.engine.session import Bed, bed_of
+from orchestrator.faults import Hotplug
+from orchestrator.guest.ssh import SSH
+from orchestrator.machines import Machine
+from orchestrator.vm.qmp import QMP
+
+
+@pytest.fixture(scope="session")
+def bed(request: pytest.FixtureRequest) -> Bed:
+    return bed_of(request.config)
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    return slices.test_dir(request.node)
+
+
+class ModuleVM:
+    """The module's machine: booted on first use, booted again if a test left it dead or in a
+    state nobody could restore (see `Bed.tainted`)."""
+
+    def __init__(self, bed: Bed, name: str):
+        self.bed, self.name, self.machine, self.boots = bed, name, None, 0
+
+    def get(self) -> Machine:
+        m = self.machine
+        if m is None or m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive():
+            if m is not None:
+                m.shutdown(graceful=False)
+            self.boots += 1
+            self.machine = self.bed.boot(self.bed.artifacts / self.name / f"vm-{self.boots}")
+        assert self.machine is not None
+        return self.machine
+
+    def close(self) -> None:
+        if self.machine is not None and not self.bed.keep_vm:
+            # a restored guest's disk is thrown away: no need to let it power off cleanly
+            self.machine.shutdown(graceful=self.machine.restore is None)
+
+
+@pytest.fixture(scope="module")
+def module_vm(request: pytest.FixtureRequest, bed: Bed) -> Iterator[ModuleVM]:
+    holder = ModuleVM(bed, Path(str(request.module.__file__)).stem)
+    yield holder
+    holder.close()
+
+
+@pytest.fixture
+def machine(request: pytest.FixtureRequest, module_vm: ModuleVM) -> Machine:
+    return slices.use(request.node, module_vm.get())
+
+
+@pytest.fixture
+def fresh_machine(request: pytest.FixtureRequest, bed: Bed, artifacts: Path) -> Iterator[Machine]:
+    m = bed.boot(artifacts / "vm")
+    try:
+        yield slices.use(request.node, m)
+    finally:
+        m.shutdown(graceful=m.restore is None)
+
+
+@pytest.fixture
+def ssh(machine: Machine) -> SSH:
+    return machine.ssh
+
+
+@pytest.fixture
+def qmp(machine: Machine) -> QMP:
+    return machine.qmp
+
+
+@pytest.fixture
+def hotplug(request: pytest.FixtureRequest, machine: Machine, bed: Bed) -> Iterator[Hotplug]:
+    h = Hotplug(machine, bed.rng(request.node), bed.jitter)
+    yield h
+    if h.schedule:
+        results.entry(bed, request.node)["schedule"] = h.schedule

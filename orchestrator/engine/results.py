@@ -1,0 +1,102 @@
+"""A run's results: one record per test (outcome, duration, message, artifacts, machines
+discarded), written to results.json with the run's metadata (tbctl, QEMU, image, topology,
+accelerator, seed), and the summary printed at the end."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import __version__
+from orchestrator.engine import outcome
+from orchestrator.engine.deadline import GuestCrashed
+from orchestrator.engine.session import Bed
+from orchestrator.errors import OUTCOMES
+from orchestrator.vm import qemu_binary
+
+
+@dataclass
+class Verdict:
+    """What is known of one test so far."""
+
+    kind: str | None = None  # the worst outcome its phases gave so far
+    diagnosis: str = ""  # from QEMU's side, when a wait never ended
+    crashes: str = ""  # "guest crashed: TITLE; ..." or "qemu crashed: ..."
+    caught: bool = False  # the body caught its own deadline
+
+
+VERDICT = pytest.StashKey[Verdict]()
+
+
+def verdict(item: pytest.Item) -> Verdict:
+    return item.stash.setdefault(VERDICT, Verdict())
+
+
+def entry(bed: Bed, item: pytest.Item) -> dict[str, Any]:
+    """This test's record in the run's results."""
+    return bed.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
+
+
+def add_phase(bed: Bed, item: pytest.Item, rep: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+    """Duration and the first failure's message (with the crash titles and diagnosis), or a skip's reason."""
+    e, v = entry(bed, item), verdict(item)
+    if rep.skipped and "message" not in e:
+        e["message"] = _skip_reason(rep)
+    if not (rep.failed or rep.when == "call"):
+        return
+    e["duration"] = round(e["duration"] + rep.duration, 3)
+    if not rep.failed or "message" in e:
+        return
+    e["message"] = str(rep.longrepr) if rep.when == "call" and v.caught else _message(call)
+    if v.crashes:  # the watcher's early word is the crash itself
+        ended = call.excinfo is not None and call.excinfo.type is GuestCrashed
+        e["message"] = v.crashes if ended or not e["message"] else v.crashes + "\n" + e["message"]
+    if v.diagnosis:
+        e["message"] += "\ndiagnosis: " + v.diagnosis
+
+
+def _skip_reason(rep: pytest.TestReport) -> str:
+    """pytest keeps a skip's reason as (file, line, "Skipped: why")."""
+    if isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3:
+        return str(rep.longrepr[2]).removeprefix("Skipped: ")
+    return str(rep.longrepr or "skipped")
+
+
+def _message(call: pytest.CallInfo[None]) -> str:
+    if call.excinfo is None:
+        return ""
+    return f"{call.excinfo.typename}: {call.excinfo.value}"[:4000]
+
+
+def write(bed: Bed, session_status: int, path: Path) -> int:
+    """results.json; returns the run's exit code."""
+    code = outcome.exit_code(bed.results, session_status)
+    img = bed.chosen_image.manifest if bed.chosen_image else {}
+    doc = {
+        "tbctl": __version__, "qemu": qemu_binary.current().record(),
+        "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
+        "topology": bed.topology.source, "accel": bed.resolved_accel, "seed": bed.seed, "jitter": bed.jitter,
+        "start": bed.start, "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
+        "duration": round(time.time() - bed.started, 2), "exit_code": code,
+        "counts": {k: sum(1 for r in bed.results.values() if r.get("outcome") == k) for k in OUTCOMES},
+        "tests": list(bed.results.values()), "artifacts": str(bed.artifacts),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return code
+
+
+def summary(bed: Bed) -> list[str]:
+    """The summary's lines: the QEMU, then one line per test (and a failure's first line)."""
+    lines = [qemu_binary.current().describe()]
+    for r in bed.results.values():
+        lines.append(f"{r.get('outcome', '?'):21} {r['duration']:7.1f} s  {r['nodeid']}")
+        if r.get("outcome") != "passed" and r.get("message"):
+            lines.append(f"{'':21} {r['message'].splitlines()[0][:300]}")
+    return lines
