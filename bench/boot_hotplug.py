@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.vm import accel
 from orchestrator import image
 from orchestrator.config import topology
 from orchestrator.image import MARKER_READY
 from orchestrator.machines import Machine
+from orchestrator.vm import accel
 
 
 def stats(xs: list[float]) -> str:

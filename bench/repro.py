@@ -16,11 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.vm import accel
-from orchestrator.machines import snapshot
 from orchestrator import image
 from orchestrator.config import topology
-from orchestrator.machines import Machine
+from orchestrator.machines import Machine, snapshot
+from orchestrator.vm import accel
 
 REPO = Path(__file__).resolve().parent.parent
 FLAKY = REPO / "tests" / "engine_suites" / "flaky.py"

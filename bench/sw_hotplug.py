@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.vm import accel
 from orchestrator import image
 from orchestrator.config import topology
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import KernelHotplugApp
 from orchestrator.machines import Machine
+from orchestrator.vm import accel
 
 REPO = Path(__file__).resolve().parent.parent
 SLEEP_START, SLEEP_REMOVE, SLEEP_ADD = 6, 4, 6

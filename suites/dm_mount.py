@@ -21,8 +21,8 @@ from typing import Iterator
 import pytest
 
 from orchestrator import guest
-from orchestrator.machines import Machine
 from orchestrator.guest.ssh import SSH, Result
+from orchestrator.machines import Machine
 
 TIMEOUT = 120  # seconds per test under KVM (scaled for TCG)
 DM_NAME = "nvme_dm_test"

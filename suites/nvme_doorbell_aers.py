@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import faults, guest, spdk
+from orchestrator.engine.session import Bed
 from orchestrator.errors import DeadlineError
 from orchestrator.faults import Hotplug
 from orchestrator.machines import Machine
-from orchestrator.engine.session import Bed
 
 TIMEOUT = 30  # seconds per test under KVM (scaled for TCG)
 ADMIN_WAIT = 10  # how long the "app" may wait for an admin completion that never comes

@@ -21,11 +21,11 @@ from typing import Iterator
 import pytest
 
 from orchestrator import guest, spdk
+from orchestrator.engine.session import Bed
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import HotplugApp, KernelHotplugApp
-from orchestrator.spdk.hotplug_app import SpdkHotplugApp
 from orchestrator.machines import Machine
-from orchestrator.engine.session import Bed
+from orchestrator.spdk.hotplug_app import SpdkHotplugApp
 
 TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
 CYCLES = 4  # hotplug cycles per controller

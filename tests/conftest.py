@@ -10,9 +10,9 @@ from typing import Iterator
 
 import pytest
 
-from orchestrator.vm import accel, registry
 from orchestrator import image
 from orchestrator.image import shell as image_shell
+from orchestrator.vm import accel, registry
 
 STANDIN = Path(__file__).resolve().parent / "spdk_standin"
 

@@ -12,7 +12,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from conftest import tbctl
 
 REPO = Path(__file__).resolve().parent.parent

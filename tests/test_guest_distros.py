@@ -12,12 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import STANDIN, tbctl
+
 from orchestrator import guest, image
-from orchestrator.image import shell as image_shell
 from orchestrator.config import topology
 from orchestrator.errors import DeadlineError
+from orchestrator.image import shell as image_shell
 from orchestrator.machines import Machine
 from orchestrator.vm.qmp import pci_address
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.guest.hotplug_app import KernelHotplugApp
+from orchestrator.guest.ssh import Result
 from orchestrator.spdk.hotplug_app import SpdkHotplugApp
 from orchestrator.spdk.tree import Tree
-from orchestrator.guest.ssh import Result
 
 SPDK_OUTPUT = """Initializing NVMe Controllers
 Attaching to 0000:01:00.0

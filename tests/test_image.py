@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from orchestrator.errors import ConfigError, ImageError
 from orchestrator.image import apt
 from orchestrator.image import build as image
-from orchestrator.errors import ConfigError, ImageError
 
 DEP = """kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
 kernel/fs/mbcache.ko:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import image
-from orchestrator.image import shell as image_shell
 from orchestrator.errors import ConfigError, DeadlineError
+from orchestrator.image import shell as image_shell
 
 
 def shell(img: image.Image, bind: Path, script: str, timeout: float = 60) -> int:

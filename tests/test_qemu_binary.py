@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.vm import qemu_binary
 from orchestrator.config import topology
 from orchestrator.errors import ConfigError
+from orchestrator.vm import qemu_binary
 
 HOST = Path(shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64").resolve()
 

@@ -9,12 +9,12 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import tbctl
+
 from orchestrator import guest, image
-from orchestrator.vm import qemu_binary
 from orchestrator.config import topology
 from orchestrator.machines import Machine
+from orchestrator.vm import qemu_binary
 
 pytestmark = pytest.mark.vm
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import DeadlineError
-from orchestrator.spdk import DOORBELL_CASES, DoorbellAers
 from orchestrator.guest.ssh import Result
+from orchestrator.spdk import DOORBELL_CASES, DoorbellAers
 
 PASSING = """Executing: test_write_invalid_db
 Waiting for AER completion...

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.spdk import AppDidNotStart, DoorbellAers
-from orchestrator.report.spdk_start import diagnose
 from orchestrator.guest.ssh import Result
+from orchestrator.report.spdk_start import diagnose
+from orchestrator.spdk import AppDidNotStart, DoorbellAers
 
 CASES = [
     # (what the app printed, exit status, the cause the diagnosis must name)

@@ -12,13 +12,13 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import tbctl
+
 from orchestrator import image, spdk
-from orchestrator.spdk import rpc as spdk_rpc
 from orchestrator.config import topology
 from orchestrator.errors import MachineError
 from orchestrator.machines import Machine
+from orchestrator.spdk import rpc as spdk_rpc
 from orchestrator.spdk.tree import Tree
 
 TREE = Path(os.environ.get("TBCTL_SPDK_DIR") or Path.home() / ".cache" / "tbctl" / "spdk")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.vm import accel, registry
 from orchestrator import faults, guest
 from orchestrator.config import topology
 from orchestrator.errors import DeadlineError
 from orchestrator.image import MARKER_READY, Image
 from orchestrator.machines import Machine
+from orchestrator.vm import accel, registry
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parent.parent
@@ -93,8 +93,8 @@ def test_a_kernel_panic_at_boot_gets_one_more_boot(guest_image: Image, tmp_path:
 
 def test_sigkilled_tbctl_leaves_nothing_after_the_next_start(guest_image: Image, accelerator: str,
                                                               tmp_path: Path) -> None:
-    script = (f"import sys, time; from pathlib import Path; from orchestrator import image, topology;"
-              f"from orchestrator.machine import Machine;"
+    script = (f"import sys, time; from pathlib import Path; from orchestrator import image;"
+              f"from orchestrator.config import topology; from orchestrator.machines import Machine;"
               f"m = Machine(topology.default(), image.ensure(), Path({str(tmp_path / 'art')!r}), accel={accelerator!r});"
               f"m.launch(); print(m.name, m.record.pid, flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO, env=os.environ.copy())

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 from orchestrator.vm import qemu_binary, qemu_install
 

@@ -10,8 +10,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.cli.common import (MIRROR_HELP, SUITES, artifacts_root, image_opts, known_suites, prepare,
-                                     suite_paths, topology_opts)
+from orchestrator.cli.common import (
+    MIRROR_HELP,
+    SUITES,
+    artifacts_root,
+    image_opts,
+    known_suites,
+    prepare,
+    suite_paths,
+    topology_opts,
+)
 from orchestrator.engine import repro, run
 from orchestrator.errors import ConfigError
 from orchestrator.machines import snapshot

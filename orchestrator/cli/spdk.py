@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
 import time
 from pathlib import Path
+from typing import Callable
 
 from orchestrator import faults, spdk
 from orchestrator.cli.common import artifacts_root, boot_opts, environment, image_opts

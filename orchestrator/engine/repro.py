@@ -176,8 +176,8 @@ class Repro:
         for i, argv in enumerate(sorted(run.artifacts.rglob("qemu.argv"))):
             shutil.copy(argv, b / f"qemu-{i}.argv")
             # what a QEMU developer replays without tbctl: the QMP commands, the guest's commands,
-            # and where QEMU crashed (gdb's backtraces of its core)
-            for log in ("qmp-commands.log", "commands.log", "qemu-core.bt.txt", "qemu.stderr"):
+            # and where QEMU crashed or stuck (gdb's backtraces of its core, or of its live threads)
+            for log in ("qmp-commands.log", "commands.log", "qemu-core.bt.txt", "qemu-threads.bt.txt", "qemu.stderr"):
                 if (argv.parent / log).is_file():
                     shutil.copy(argv.parent / log, b / f"{Path(log).stem}-{i}{Path(log).suffix}")
         results = json.loads((run.artifacts / "results.json").read_text())

@@ -4,10 +4,19 @@ guest) and QEMU's NVMe trace. Each takes the narrow Target it needs (QMP, SSH, t
 socket), never a machine's insides. Imports vm, guest, config, report and the base modules."""
 
 from orchestrator.faults.hotplug import Hotplug
-from orchestrator.faults.registers import (DOORBELL_KINDS, VIAS, Registers, admin_queue, bus_master,
-                                           controller_fatal, invalid_doorbell, userspace_admin_command)
+from orchestrator.faults.registers import (
+                                           DOORBELL_KINDS,
+                                           PCI_COMMAND_MASTER,
+                                           VIAS,
+                                           Registers,
+                                           admin_queue,
+                                           bus_master,
+                                           controller_fatal,
+                                           invalid_doorbell,
+                                           userspace_admin_command,
+)
 from orchestrator.faults.target import Target
 from orchestrator.faults.traces import NvmeTrace
 
-__all__ = ["DOORBELL_KINDS", "VIAS", "Hotplug", "NvmeTrace", "Registers", "Target", "admin_queue", "bus_master",
-           "controller_fatal", "invalid_doorbell", "userspace_admin_command"]
+__all__ = ["DOORBELL_KINDS", "PCI_COMMAND_MASTER", "VIAS", "Hotplug", "NvmeTrace", "Registers", "Target", "admin_queue",
+           "bus_master", "controller_fatal", "invalid_doorbell", "userspace_admin_command"]

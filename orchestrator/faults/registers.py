@@ -14,7 +14,6 @@ from orchestrator.report import nvme_queues
 from orchestrator.vm.qmp import pci_device
 from orchestrator.vm.qtest import QTest
 
-
 # NVMe register map (NVMe base spec 3.1); QEMU's doorbell stride is 4 bytes (CAP.DSTRD = 0).
 REG_AQA, REG_CSTS, DOORBELLS = 0x24, 0x1C, 0x1000
 CSTS_CFS = 1 << 1

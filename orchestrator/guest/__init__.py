@@ -2,8 +2,18 @@
 uevents, and apps that report controllers coming and going (hotplug_app). Takes an SSH channel,
 not a VM, so it works on a guest tbctl did not start. Imports config, report and the base modules."""
 
-from orchestrator.guest.nvme import (DRIVERS, NvmeWait, NvmeWatch, UeventWatch, bind, identities, mount_share,
-                                     nvme_state, reserve_hugepages, settle)
+from orchestrator.guest.nvme import (
+                                     DRIVERS,
+                                     NvmeWait,
+                                     NvmeWatch,
+                                     UeventWatch,
+                                     bind,
+                                     identities,
+                                     mount_share,
+                                     nvme_state,
+                                     reserve_hugepages,
+                                     settle,
+)
 
 __all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "bind", "identities", "mount_share", "nvme_state",
            "reserve_hugepages", "settle"]

@@ -9,14 +9,13 @@ goes to its log in the test's artifacts.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import DeadlineError, SSHError
-from orchestrator.render import render
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
+from orchestrator.render import render
 
 
 @dataclass(frozen=True)

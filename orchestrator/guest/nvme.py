@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import DeadlineError, MachineError
-from orchestrator.render import render
 from orchestrator.guest.ssh import SSH, Result
+from orchestrator.render import render
 
 
 @dataclass(frozen=True)

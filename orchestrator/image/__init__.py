@@ -2,9 +2,22 @@
 disk; cached by recipe hash), the image's userland on the host (shell), and the host's Debian
 mirror (apt). Imports only the base modules."""
 
-from orchestrator.image.build import (CORE_DIR, DEFAULT_IMAGE, GUEST_LIBDIR, HOST_KEY_ALIAS, MARKER_FAILED,
-                                      MARKER_PROBE, MARKER_READY, MARKER_UDEV, SPDK_IMAGE, Image, Recipe, choose,
-                                      ensure, list_cached)
+from orchestrator.image.build import (
+                                      CORE_DIR,
+                                      DEFAULT_IMAGE,
+                                      GUEST_LIBDIR,
+                                      HOST_KEY_ALIAS,
+                                      MARKER_FAILED,
+                                      MARKER_PROBE,
+                                      MARKER_READY,
+                                      MARKER_UDEV,
+                                      SPDK_IMAGE,
+                                      Image,
+                                      Recipe,
+                                      choose,
+                                      ensure,
+                                      list_cached,
+)
 
 __all__ = ["CORE_DIR", "DEFAULT_IMAGE", "GUEST_LIBDIR", "HOST_KEY_ALIAS", "MARKER_FAILED", "MARKER_PROBE",
            "MARKER_READY", "MARKER_UDEV", "SPDK_IMAGE", "Image", "Recipe", "choose", "ensure", "list_cached"]

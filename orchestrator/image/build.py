@@ -32,8 +32,8 @@ import zstandard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from orchestrator.image import apt
 from orchestrator.errors import ConfigError, ImageError
+from orchestrator.image import apt
 from orchestrator.paths import IMAGES, TEMPLATES, cache_dir, recipe_names
 from orchestrator.render import render
 

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator import __version__, paths
-from orchestrator.vm import qemu_binary
+from orchestrator.config.topology import Topology
 from orchestrator.errors import MachineError
 from orchestrator.image import Image
 from orchestrator.machines.machine import Machine
+from orchestrator.vm import qemu_binary
 from orchestrator.vm.machine import TCG_KERNEL_ARGS, Saved
-from orchestrator.config.topology import Topology
 
 
 def unsupported(topology: Topology) -> str | None:
@@ -96,7 +96,7 @@ def _save(topology: Topology, image: Image, accel: str, shares: dict[str, Path],
         while (status := m.qmp.execute("query-migrate").get("status")) != "completed":
             if status in ("failed", "cancelled") or time.monotonic() > deadline:
                 raise MachineError(f"saving the guest failed (migration {status}): "
-                                   f"{(m.artifacts / 'qemu.stderr').read_text()[-500:]}")
+                                   f"{m.stderr_log.read_text()[-500:]}")
             time.sleep(0.1)
         shutil.copy(m.run_dir / "root.qcow2", into.disk)  # paused and flushed: the disk of that moment
         log(f"saved a ready guest in {time.monotonic() - t0:.1f} s: {into.state.stat().st_size >> 20} MiB")

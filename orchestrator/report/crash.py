@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-
 SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV"}  # the ones a crash raises
 
 

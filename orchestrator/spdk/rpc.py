@@ -22,8 +22,8 @@ import paramiko
 from spdk.rpc.client import JSONRPCClient, JSONRPCException
 
 from orchestrator.errors import DeadlineError, MachineError, SSHError
-from orchestrator.paths import private_dir
 from orchestrator.guest.ssh import SSH
+from orchestrator.paths import private_dir
 
 DEFAULT_SOCKET = "/var/tmp/spdk.sock"
 # The guest half: the app's socket <-> this SSH channel's stdin/stdout, until either side closes.

@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.vm import cpu
 from orchestrator import guest, image
+from orchestrator.config.topology import Topology
 from orchestrator.errors import DeadlineError, SSHError
+from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.report.spdk_start import diagnose
 from orchestrator.spdk.rpc import DEFAULT_SOCKET
 from orchestrator.spdk.tree import GuestRoot, Problem, Tree, check
-from orchestrator.guest.ssh import SSH, RemoteProcess, Result
-from orchestrator.config.topology import Topology
+from orchestrator.vm import cpu
 
 MOUNT = "/mnt/spdk"
 HUGEPAGES = 64  # enough for the NVMe example apps on two controllers

@@ -13,10 +13,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from orchestrator.vm import qemu_binary
 from orchestrator.errors import ConfigError
 from orchestrator.image import MARKER_PROBE, Image
 from orchestrator.paths import cache_dir
+from orchestrator.vm import qemu_binary
 
 PROBE_TIMEOUT = 15.0
 

@@ -11,8 +11,8 @@ import json
 import subprocess
 from functools import lru_cache
 
-from orchestrator.vm import qemu_binary
 from orchestrator.errors import MachineError
+from orchestrator.vm import qemu_binary
 
 PROBE_TIMEOUT = 20.0
 

@@ -17,21 +17,21 @@ import shlex
 import shutil
 import subprocess
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from orchestrator.report import acpi_hotplug, crash
-from orchestrator.vm import cpu, qemu_binary, qemu_core, registry
-from orchestrator.vm.console import Console
+from orchestrator import logs
+from orchestrator.config.topology import Controller, Topology
 from orchestrator.errors import ConfigError, DeadlineError, MachineError, QemuLaunchFailure, TbctlError
 from orchestrator.image import MARKER_FAILED, MARKER_READY, Image
 from orchestrator.net.ports import free_port
+from orchestrator.render import render
+from orchestrator.report import acpi_hotplug, crash
+from orchestrator.vm import cpu, qemu_binary, qemu_core, registry
+from orchestrator.vm.console import Console
 from orchestrator.vm.qmp import QMP, blockdev
 from orchestrator.vm.registry import Record
-from orchestrator import logs
-from orchestrator.render import render
-from orchestrator.config.topology import Controller, Topology
 
 BIOS = "qboot.rom"  # found in the chosen QEMU's own data directories (without it: its default, SeaBIOS)
 # QEMU's ACPI PCI hotplug trace, always on where the binary has it: only hotplug writes it, and it
@@ -223,7 +223,7 @@ class QemuMachine:
             (self.artifacts / "qemu.argv").write_text(shlex.join(argv) + "\n")
             # Owned VMs die with tbctl (pdeathsig); `up` VMs live on in their own session until `down`.
             wrapper = [] if self.persistent else ["setpriv", "--pdeathsig", "KILL", "--"]
-            stderr = open(self.artifacts / "qemu.stderr", "ab")
+            stderr = open(self.stderr_log, "ab")
             self.timings["launched"] = time.monotonic()
             # In its run directory with cores allowed: a QEMU that crashes leaves its core there (qemu_core).
             self._proc = subprocess.Popen(wrapper + argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
@@ -243,7 +243,7 @@ class QemuMachine:
             except MachineError:
                 self.close_channels()
                 self.wait_exit(5)
-                err = (self.artifacts / "qemu.stderr").read_text(errors="replace")
+                err = self.stderr_log.read_text(errors="replace")
                 if _PORT_IN_USE in err and attempt < attempts:
                     continue  # another process took the port between our check and QEMU's bind
                 raise QemuLaunchFailure(f"{self.name}: QEMU failed to start (exit {self._proc.returncode}): "
@@ -277,7 +277,7 @@ class QemuMachine:
                 frames = qemu_core.crashing_frames(bt, self.qemu.path)
                 (self.artifacts / "qemu-core.bt.txt").write_text(bt)
                 core.unlink()
-            stderr = (self.artifacts / "qemu.stderr").read_text(errors="replace")
+            stderr = self.stderr_log.read_text(errors="replace")
             self._crash = crash.qemu_findings(stderr, self.returncode, bt, frames,
                                               list(self._qmp.sent) if self._qmp else [])
             self.log(f"QEMU died (exit {self.returncode}): {self._crash[0].title}")
@@ -331,7 +331,7 @@ class QemuMachine:
         while (status := self.qmp.execute("query-status")["status"]) != "running":
             if status not in ("inmigrate", "paused", "prelaunch") or time.monotonic() > deadline:
                 raise MachineError(f"{self.name}: loading {saved.state} failed or hung (status {status}); "
-                                   f"qemu.stderr: {(self.artifacts / 'qemu.stderr').read_text()[-500:]}")
+                                   f"qemu.stderr: {self.stderr_log.read_text()[-500:]}")
             time.sleep(0.05)
         self.timings["marker"] = time.monotonic()  # the saved guest was past its marker
 

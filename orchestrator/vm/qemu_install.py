@@ -15,10 +15,10 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.image import apt
-from orchestrator.vm import qemu_binary
 from orchestrator.errors import ConfigError, MachineError
+from orchestrator.image import apt
 from orchestrator.render import render
+from orchestrator.vm import qemu_binary
 
 SOURCES = ("backports",)  # <host release>-backports: a newer QEMU built for the host's own libraries
 PACKAGES = ("qemu-system-x86", "qemu-system-common", "qemu-system-data", "qemu-system-gui",

@@ -20,8 +20,8 @@ from typing import Any, Callable, Coroutine, TypeVar
 from qemu.qmp import ExecuteError, QMPClient
 from qemu.qmp.protocol import Runstate
 
-from orchestrator.errors import DeadlineError, MachineError
 from orchestrator.config.topology import Controller
+from orchestrator.errors import DeadlineError, MachineError
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import faults, spdk
+from orchestrator.engine.session import Bed
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import KernelHotplugApp
 from orchestrator.machines import Machine
-from orchestrator.engine.session import Bed
 
 TIMEOUT = 5  # KVM seconds; x3 under TCG
 AER_WAIT = 10

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.machines import Machine
 from orchestrator.engine.session import Bed
+from orchestrator.machines import Machine
 
 FAIL_RATE = 0.3
 
