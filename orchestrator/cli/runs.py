@@ -28,6 +28,8 @@ from orchestrator.vm import qemu_binary
 
 def run_opts(sp: argparse.ArgumentParser) -> None:
     topology_opts(sp)
+    sp.add_argument("--bed", metavar="FILE", help="bed of several machines (TOML) for the suites that use one "
+                                                  "(default: each suite's own)")
     sp.add_argument("--timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
     image_opts(sp)
     sp.add_argument("--jitter", type=float, metavar="S",
@@ -71,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = Path(args.json) if args.json else run_dir / "results.json"
     argv = [*paths, "-o", "junit_family=xunit1", "--tb-artifacts", str(run_dir), "--tb-accel", acc,
             "--tb-image", img.manifest["name"], "--tb-results", str(results), "-rN"]
-    for flag, value in (("--tb-topology", args.topology), ("--tb-timeout", args.timeout), ("-k", args.k),
+    for flag, value in (("--tb-topology", args.topology), ("--tb-bed", args.bed), ("--tb-timeout", args.timeout),
+                        ("-k", args.k),
                         ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit),
                         ("--tb-jitter", args.jitter), ("--tb-qemu", args.qemu)):
         if value is not None:
@@ -95,10 +98,11 @@ def cmd_repro(args: argparse.Namespace) -> int:
         raise ConfigError("repro: --runs and --jobs must be at least 1")
     topo, img, acc = prepare(args)
     run_args = ["--accel", acc, "--image", img.manifest["name"]]
-    for flag, value in (("--topology", args.topology), ("--timeout", args.timeout), ("--spdk-dir", args.spdk_dir),
-                        ("--jitter", args.jitter)):
+    for flag, value in (("--topology", args.topology), ("--bed", args.bed), ("--timeout", args.timeout),
+                        ("--spdk-dir", args.spdk_dir), ("--jitter", args.jitter)):
         if value is not None:
-            run_args += [flag, str(Path(value).resolve()) if flag in ("--topology", "--spdk-dir") else str(value)]
+            path_like = flag in ("--topology", "--bed", "--spdk-dir")
+            run_args += [flag, str(Path(value).resolve()) if path_like else str(value)]
     if args.qemu:
         run_args += ["--qemu", str(qemu_binary.current().path)]
     base, sep, rest = args.target.partition("::")

@@ -1,4 +1,5 @@
-"""Machine + NVMe topology: one TOML file, validated before anything boots.
+"""Machine + NVMe topology (and the machine's NICs on a bed's networks): one TOML file, validated
+before anything boots.
 
 Every error names the file, the field and what is allowed, on one line. The same model feeds the
 QEMU command line and hotplug (`device_add` takes the very dict `-device` was rendered from).
@@ -6,6 +7,8 @@ QEMU command line and hotplug (`device_add` takes the very dict `-device` was re
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -88,6 +91,37 @@ class Controller:
 
 
 @dataclass(frozen=True)
+class Nic:
+    """A virtio-net NIC on one of a bed's networks, with a static IPv4 address in the guest. A
+    hot-pluggable one has its own pcie-root-port, so it can be pulled (`device_del`) and put back."""
+
+    id: str
+    network: str
+    address: str  # "10.0.0.1/24"
+    hotplug: bool = True
+
+    @property
+    def root_port(self) -> str:
+        return f"rp-{self.id}"
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/", 1)[0]
+
+    def mac(self, machine: str) -> str:
+        """Stable per machine and NIC (the guest finds the NIC by it), locally administered."""
+        h = hashlib.sha256(f"{machine}/{self.id}".encode()).digest()
+        return "52:54:" + ":".join(f"{b:02x}" for b in h[:4])
+
+    def device(self, machine: str) -> dict[str, Any]:
+        """The `-device` / `device_add` arguments of the NIC."""
+        dev: dict[str, Any] = {"driver": "virtio-net-pci", "netdev": self.id, "id": self.id, "mac": self.mac(machine)}
+        if self.hotplug:
+            dev["bus"] = self.root_port
+        return dev
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str = "default"
     image: str | None = None  # a recipe name; None: the default image (the SPDK-ready one with a tree)
@@ -100,6 +134,7 @@ class Topology:
     qemu: str | None = None  # the QEMU binary (path or name); None: TBCTL_QEMU or PATH's
     multipath: bool = False  # the guest's native NVMe multipath (QEMU 10.0 gives each nvme a subsystem)
     controllers: tuple[Controller, ...] = field(default_factory=tuple)
+    nics: tuple[Nic, ...] = field(default_factory=tuple)  # on a bed's networks (config.bed)
     source: str = "<built-in default>"
 
     def controller(self, ctrl_id: str) -> Controller:
@@ -136,7 +171,10 @@ _SINCE = {"dbcs": "10.0"}
 
 def check_qemu(topo: Topology, qemu: Any) -> None:
     """Refuse, before a boot, a topology that asks the chosen QEMU (`qemu_binary.Qemu`) for an
-    NVMe property it does not have: one line naming the field and the version that has it."""
+    NVMe property or a netdev it does not have: one line naming the field and the version that has it."""
+    if topo.nics and "dgram" not in qemu.netdevs:
+        raise ConfigError(f"{topo.source}: nic: QEMU {qemu.version_text} ({qemu.path}) has no dgram netdev, which "
+                          "carries a bed's networks on loopback; QEMU 7.2 has it")
     for i, c in enumerate(topo.controllers):
         for prop in c.device():
             if prop in ("driver", "id", "bus", "serial") or prop in qemu.nvme_properties:
@@ -166,6 +204,10 @@ class _Fields:
 
     def _name(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
+
+    def sub(self, key: str) -> str:
+        """The dotted name of a field or element below this table (for an element's own errors)."""
+        return self._name(key)
 
     def fail(self, key: str, allowed: str, got: Any = None) -> ConfigError:
         got_s = "" if got is None else f" (got {got!r})"
@@ -205,6 +247,7 @@ class _Fields:
 
 _MACHINE_FIELDS = ("name", "image", "memory_mib", "cpus", "accel", "iommu", "hugepages", "qtest", "qemu",
                    "multipath")
+_NIC_FIELDS = ("id", "network", "address", "hotplug")
 _CTRL_FIELDS = ("id", "serial", "hotplug", "namespace", "max_ioqpairs", "msix_qsize", "mdts",
                 "cmb_size_mib", "pmr_size_mib", "subsystem", "shadow_doorbells")
 _NS_FIELDS = ("size_mib", "block_size", "zoned")
@@ -223,23 +266,32 @@ def load(path: str | Path) -> Topology:
     return parse(data, str(path))
 
 
-def parse(data: dict[str, Any], source: str) -> Topology:
-    top = _Fields(source, "", data, ("machine", "nvme"))
-    m = _Fields(source, "machine", data.get("machine", {}), _MACHINE_FIELDS)
+def parse(data: dict[str, Any], source: str, where: str = "") -> Topology:
+    """One machine's topology: its `machine` table, `nvme` and `nic` lists (under `where` in a bed)."""
+    top = _Fields(source, where, data, ("machine", "nvme", "nic"))
+    m = _Fields(source, f"{where}.machine" if where else "machine", data.get("machine", {}), _MACHINE_FIELDS)
     memory = m.int("memory_mib", 1024, 256, 65536)
     hugepages = m.int("hugepages", 0, 0, 65536)
     assert memory is not None and hugepages is not None
     if hugepages * 2 > memory // 2:
         raise m.fail("hugepages", f"at most {memory // 4} (2 MiB pages, half of memory_mib={memory})", hugepages)
-    controllers = tuple(_controller(source, i, c) for i, c in enumerate(top.list("nvme")))
+    controllers = tuple(_controller(source, top.sub(f"nvme[{i}]"), c) for i, c in enumerate(top.list("nvme")))
+    nics = tuple(_nic(source, top.sub(f"nic[{i}]"), n) for i, n in enumerate(top.list("nic")))
     if len(controllers) > MAX_CONTROLLERS:
         raise top.fail("nvme", f"at most {MAX_CONTROLLERS} controllers", len(controllers))
     for attr in ("id", "serial"):
         seen: set[str] = set()
         for i, c in enumerate(controllers):
             if getattr(c, attr) in seen and not (attr == "serial" and c.subsystem):
-                raise ConfigError(f"{source}: nvme[{i}].{attr}: must be unique (duplicate {getattr(c, attr)!r})")
+                raise ConfigError(f"{source}: {top.sub(f'nvme[{i}]')}.{attr}: must be unique "
+                                  f"(duplicate {getattr(c, attr)!r})")
             seen.add(getattr(c, attr))
+    ids = [c.id for c in controllers]
+    for i, n in enumerate(nics):
+        if n.id in ids:
+            raise ConfigError(f"{source}: {top.sub(f'nic[{i}]')}.id: must be unique among NICs and NVMe controllers "
+                              f"(duplicate {n.id!r})")
+        ids.append(n.id)
     return Topology(
         name=m.str("name", Path(source).stem if source.endswith(".toml") else "default", _ID,
                    what="lower-case letters, digits and _ (max 32), starting with a letter") or "default",
@@ -253,12 +305,30 @@ def parse(data: dict[str, Any], source: str) -> Topology:
         qemu=m.str("qemu", None, re.compile(r"^\S+$"), what="a QEMU binary: a path or a name on PATH"),
         multipath=m.bool("multipath", False),
         controllers=controllers,
+        nics=nics,
         source=source,
     )
 
 
-def _controller(source: str, i: int, data: Any) -> Controller:
-    f = _Fields(source, f"nvme[{i}]", data, _CTRL_FIELDS)
+def _nic(source: str, where: str, data: Any) -> Nic:
+    f = _Fields(source, where, data, _NIC_FIELDS)
+    network = f.str("network", None, _ID, what="a network's name (lower-case letters, digits and _)")
+    if network is None:
+        raise f.fail("network", "set (the name of a network of the bed)")
+    address = f.str("address", None, what="an IPv4 address with its prefix, e.g. \"10.0.0.1/24\"")
+    try:
+        iface = ipaddress.IPv4Interface(address or "")
+    except ValueError:
+        raise f.fail("address", "an IPv4 address with its prefix, e.g. \"10.0.0.1/24\"", address) from None
+    if iface.ip in (iface.network.network_address, iface.network.broadcast_address) or iface.network.prefixlen > 30:
+        raise f.fail("address", "a host address in a network of /30 or larger", address)
+    return Nic(id=f.str("id", f"nic_{network}", _ID, what="lower-case letters, digits and _ (max 32)") or "",
+               network=network, address=str(iface), hotplug=f.bool("hotplug", True))
+
+
+def _controller(source: str, where: str, data: Any) -> Controller:
+    i = int(where.rsplit("[", 1)[1].rstrip("]"))
+    f = _Fields(source, where, data, _CTRL_FIELDS)
     ctrl_id = f.str("id", None, _ID, what="lower-case letters, digits and _ (max 32), starting with a letter")
     if ctrl_id is None:
         raise f.fail("id", "set (e.g. id = \"nvme0\")")
@@ -267,7 +337,7 @@ def _controller(source: str, i: int, data: Any) -> Controller:
     ns_data = f.list("namespace") or [{}]
     if len(ns_data) > 8:
         raise f.fail("namespace", "at most 8 namespaces", len(ns_data))
-    namespaces = tuple(_namespace(source, f"nvme[{i}].namespace[{j}]", n) for j, n in enumerate(ns_data))
+    namespaces = tuple(_namespace(source, f"{where}.namespace[{j}]", n) for j, n in enumerate(ns_data))
     subsystem = f.str("subsystem", None, _ID, what="an id like 'subsys0'")
     if hotplug and (len(namespaces) > 1 or subsystem or any(n.zoned for n in namespaces)):
         raise f.fail("hotplug", "false for a controller with several namespaces, ZNS or a subsystem "

@@ -1,6 +1,7 @@
 """What suites get: `machine` (booted once per module, booted again if a test left it dead or in a
-state nobody could restore), `fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug`
-(fault injector), `artifacts` (the test's directory), `bed` (the run's settings)."""
+state nobody could restore), `machines` (the module's bed, by role: its BED, or --tb-bed),
+`fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug` (fault injector), `artifacts`
+(the test's directory), `bed` (the run's settings)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from orchestrator.engine.session import Bed, bed_of
 from orchestrator.faults import Hotplug
 from orchestrator.guest.ssh import SSH
 from orchestrator.machines import Machine
+from orchestrator.machines import bed as machine_beds
 from orchestrator.vm.qmp import QMP
 
 
@@ -55,6 +57,42 @@ def module_vm(request: pytest.FixtureRequest, bed: Bed) -> Iterator[ModuleVM]:
     holder = ModuleVM(bed, Path(str(request.module.__file__)).stem)
     yield holder
     holder.close()
+
+
+class ModuleBed:
+    """The module's bed: every machine booted together on first use, and together again if a test
+    left one of them dead or in a state nobody could restore."""
+
+    def __init__(self, bed: Bed, name: str, module: object):
+        self.bed, self.name, self.module, self.boots = bed, name, module, 0
+        self.machines: dict[str, Machine] = {}
+
+    def get(self) -> dict[str, Machine]:
+        broken = [m for m in self.machines.values()
+                  if m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive()]
+        if not self.machines or broken:
+            machine_beds.shutdown(self.machines, graceful=False)
+            self.boots += 1
+            shares = {"spdk": self.bed.spdk_dir} if self.bed.spdk_dir else {}
+            self.machines = machine_beds.boot(self.bed.bed_of(self.module), self.bed.image, self.bed.accel,
+                                              self.bed.artifacts / self.name / f"bed-{self.boots}", shares)
+        return self.machines
+
+    def close(self) -> None:
+        if not self.bed.keep_vm:
+            machine_beds.shutdown(self.machines)
+
+
+@pytest.fixture(scope="module")
+def module_bed(request: pytest.FixtureRequest, bed: Bed) -> Iterator[ModuleBed]:
+    holder = ModuleBed(bed, Path(str(request.module.__file__)).stem, request.module)
+    yield holder
+    holder.close()
+
+
+@pytest.fixture
+def machines(request: pytest.FixtureRequest, module_bed: ModuleBed) -> dict[str, Machine]:
+    return {role: slices.use(request.node, m) for role, m in module_bed.get().items()}
 
 
 @pytest.fixture

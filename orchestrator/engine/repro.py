@@ -186,15 +186,16 @@ class Repro:
             "image": results.get("image"), "qemu": results.get("qemu"), "tbctl": results.get("tbctl"),
             "accel": results.get("accel"), "topology": results.get("topology"),
             "artifacts": str(run.artifacts)}, indent=2) + "\n")
-        args = list(self.run_args)
-        if "--topology" in args:  # the bundle's own copy, so the replay does not depend on the original
-            i = args.index("--topology")
-            shutil.copy(args[i + 1], b / "topology.toml")
-            del args[i:i + 2]
+        args, copied = list(self.run_args), {}
+        for flag in ("--topology", "--bed"):  # the bundle's own copies: the replay needs no original
+            if flag in args:
+                i = args.index(flag)
+                copied[flag] = f"{flag[2:]}.toml"
+                shutil.copy(args[i + 1], b / copied[flag])
+                del args[i:i + 2]
         script = b / "replay.sh"
-        script.write_text(render("repro/replay.sh.j2", target=self.target, seed=run.seed, args=args,
-                                 topology=(b / "topology.toml").exists(), index=run.index,
-                                 digest=(results.get("image") or {}).get("digest", "")))
+        script.write_text(render("repro/replay.sh.j2", target=self.target, seed=run.seed, args=args, copied=copied,
+                                 index=run.index, digest=(results.get("image") or {}).get("digest", "")))
         script.chmod(0o755)
         return b
 

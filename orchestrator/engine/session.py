@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator import image
+from orchestrator.config import bed as beds
 from orchestrator.config import topology
 from orchestrator.errors import TbctlError
 from orchestrator.machines import Machine, snapshot
@@ -25,6 +26,8 @@ ACCEL_SCALE = {"kvm": 1.0, "tcg": 3.0}  # suite deadlines are written for KVM
 def add_options(parser: pytest.Parser) -> None:
     g = parser.getgroup("tbctl")
     g.addoption("--tb-topology", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
+    g.addoption("--tb-bed", metavar="FILE", help="bed of several machines (TOML) for suites that use one; "
+                                                 "default: the suite's own (its BED)")
     g.addoption("--tb-accel", choices=topology.ACCELS, help="override the topology's accelerator")
     g.addoption("--tb-qemu", metavar="PATH", help=f"QEMU binary (default: ${qemu_binary.ENV}, the topology's, PATH's)")
     g.addoption("--tb-timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
@@ -61,6 +64,7 @@ class Bed:
     started: float = field(default_factory=time.time)
     # Machines a test left in an unknown state: never handed to the next test.
     tainted: set[str] = field(default_factory=set)
+    bed_file: beds.Bed | None = None  # --tb-bed, for every suite that uses a bed
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Bed":
@@ -74,11 +78,25 @@ class Bed:
             raise pytest.UsageError(str(e)) from None
         artifacts = config.getoption("tb_artifacts") or Path.cwd() / "tbctl-artifacts" / time.strftime(
             "run-%Y%m%d-%H%M%S")
-        return cls(config=config, topology=topo, artifacts=Path(artifacts).resolve(),
+        bed_file = _load_bed(config.getoption("tb_bed"))
+        return cls(config=config, topology=topo, artifacts=Path(artifacts).resolve(), bed_file=bed_file,
                    seed=seed if seed is not None else random.randrange(1 << 31),
                    spdk_dir=Path(spdk).resolve() if spdk else None, keep_vm=config.getoption("tb_keep_vm"),
                    timeout_override=config.getoption("tb_timeout"), jitter=config.getoption("tb_jitter"),
                    snapshot=config.getoption("tb_snapshot"))
+
+    def bed_of(self, module: Any) -> beds.Bed:
+        """The bed a suite module runs on: --tb-bed, else the built-in one its BED names; a suite
+        without BED runs on the run's topology alone (role `default`)."""
+        if self.bed_file is not None:
+            return self.bed_file
+        name = getattr(module, "BED", None)
+        if name is None:
+            return beds.of(self.topology)
+        spec = beds.BUILTIN[name]()
+        for topo in spec.machines.values():
+            topology.check_qemu(topo, qemu_binary.current())
+        return spec
 
     @property
     def image(self) -> image.Image:
@@ -127,6 +145,18 @@ class Bed:
                 self.start = f"snapshot {saved.dir.name}"
         return Machine(self.topology, self.image, artifacts, accel=self.accel, shares=shares, persistent=False,
                        restore=saved).launch()
+
+
+def _load_bed(path: str | None) -> beds.Bed | None:
+    if not path:
+        return None
+    try:
+        spec = beds.load(path)
+        for topo in spec.machines.values():
+            topology.check_qemu(topo, qemu_binary.current())
+    except TbctlError as e:
+        raise pytest.UsageError(str(e)) from None
+    return spec
 
 
 BED = pytest.StashKey[Bed]()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from orchestrator import guest
+from orchestrator.guest import net
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.vm.machine import QemuMachine
 from orchestrator.vm.qmp import pci_address, port_address
@@ -31,6 +32,9 @@ class Machine(QemuMachine):
         # and a test that panics the guest at once must still get GUEST_PANICKED.
         self.ssh.run("modprobe -q pvpanic-pci || true", timeout=max(1.0, deadline - time.monotonic()), check=True)
         self.timings["ready"] = time.monotonic()
+        for nic in self.topology.nics:
+            self.stage = f"NIC {nic.id} on network {nic.network}"
+            net.address(self.ssh, nic.mac(self.topology.name), nic.address)
         self.stage = "NVMe controllers in the guest"
         self._controllers_ready(deadline)
         self.timings["nvme"] = time.monotonic()

@@ -40,6 +40,8 @@ def unsupported(topology: Topology) -> str | None:
                 "so only controllers hot-added after the restore can be used")
     if any(c.pmr_size_mib for c in topology.controllers):
         return "a controller with a PMR (its memory backend is not hot-added)"
+    if topology.nics:
+        return "a NIC on a bed's network (its ends are set anew at each start)"
     return None
 
 

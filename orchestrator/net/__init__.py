@@ -1,2 +1,2 @@
-"""Host resources that outlive one QEMU and that several machines share: loopback ports. Imports
-only the base modules."""
+"""Host resources that outlive one QEMU and that several machines share: loopback ports, and the
+ends of a bed's networks (links). Imports config and the base modules."""

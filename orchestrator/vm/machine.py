@@ -25,6 +25,7 @@ from orchestrator import logs
 from orchestrator.config.topology import Controller, Topology
 from orchestrator.errors import ConfigError, DeadlineError, MachineError, QemuLaunchFailure, TbctlError
 from orchestrator.image import MARKER_FAILED, MARKER_READY, Image
+from orchestrator.net.links import Link
 from orchestrator.net.ports import free_port
 from orchestrator.render import render
 from orchestrator.report import acpi_hotplug, crash
@@ -87,13 +88,15 @@ class QemuMachine:
     def __init__(self, topology: Topology, image: Image, artifacts: Path, *, name: str | None = None,
                  accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
                  shares: dict[str, Path] | None = None, empty_ports: bool = False,
-                 restore: Saved | None = None, qemu: qemu_binary.Qemu | None = None):
+                 restore: Saved | None = None, qemu: qemu_binary.Qemu | None = None,
+                 links: dict[str, Link] | None = None):
         name = name or new_name()
         if not _NAME.match(name):
             raise ConfigError(f"machine name {name!r}: must be 1-31 of a-z 0-9 _ -, starting with a letter or digit")
         self.name, self.topology, self.image, self.accel = name, topology, image, accel
         self.persistent, self.boot_timeout = persistent, boot_timeout
         self.shares = shares or {}  # virtfs mount tag -> host directory, exported read-only
+        self.links = links or {}  # NIC id -> the UDP ports of its network's ends (net.links)
         self.artifacts = artifacts
         self.run_dir = registry.vms_dir() / name
         self.record: Record | None = None
@@ -128,8 +131,15 @@ class QemuMachine:
         objects = [{"qom-type": "memory-backend-file", "id": f"{c.id}-pmr", "share": True,
                     "mem-path": str(self.run_dir / "nvme" / f"{c.id}.pmr"), "size": c.pmr_size_mib << 20}
                    for c in topo.controllers if c.pmr_size_mib]
-        root_ports = {c.id: {"driver": "pcie-root-port", "id": c.root_port, "chassis": i, "slot": i, "bus": "pcie.0"}
-                      for i, c in enumerate(topo.controllers, 1) if c.hotplug}
+        # chassis/slot numbers by position, controllers first: a topology's numbers never change
+        devices = [(c.id, c.root_port, c.hotplug) for c in topo.controllers] + \
+                  [(n.id, n.root_port, n.hotplug) for n in topo.nics]
+        root_ports = {dev: {"driver": "pcie-root-port", "id": port, "chassis": i, "slot": i, "bus": "pcie.0"}
+                      for i, (dev, port, hot) in enumerate(devices, 1) if hot}
+        unlinked = [n.id for n in topo.nics if n.id not in self.links]
+        if unlinked:
+            raise MachineError(f"{self.name}: NIC(s) {', '.join(unlinked)} have no network peer: boot the machine "
+                               "as part of its bed")
         cmdline = " ".join(filter(None, [self.image.cmdline, topo.kernel_args(),
                                          TCG_KERNEL_ARGS if self.accel == "tcg" else ""]))
         text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name, topology=topo, accel=self.accel,
@@ -138,7 +148,7 @@ class QemuMachine:
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
                       run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,
                       objects=objects, root_ports=root_ports, shares=self.shares, attached={c.id for c in attached},
-                      incoming=self.restore is not None, traces=self._traces())
+                      incoming=self.restore is not None, traces=self._traces(), links=self.links)
         return [line for line in text.splitlines() if line]
 
     def _traces(self) -> list[str]:
@@ -153,6 +163,14 @@ class QemuMachine:
         self.shutdown()
 
     def launch(self) -> "QemuMachine":
+        """Start QEMU, then wait until the guest is ready."""
+        self.start()
+        return self.finish()
+
+    def start(self) -> None:
+        """Register the VM, make its disks and start its QEMU, without waiting for the guest (so
+        several machines boot at once). Call it from the thread that stays: a QEMU tbctl owns dies
+        with the thread that started it (pdeathsig)."""
         registry.reap()
         self.artifacts.mkdir(parents=True, exist_ok=True)
         with registry.locked():
@@ -168,18 +186,30 @@ class QemuMachine:
                                  qemu=str(self.qemu.path))
             registry.save(self.record)
         try:
+            self._spawn()
+        except BaseException:
+            self.shutdown(graceful=False)
+            raise
+
+    def _spawn(self) -> None:
+        self._prepare_disks()
+        self._start_qemu()
+        if self.restore is not None:
+            self._load(self.restore)
+
+    def finish(self) -> "QemuMachine":
+        """Wait until the started guest is ready; a kernel that panicked or stalled at boot gets one
+        more boot. Whatever fails, the VM is shut down."""
+        try:
             for boot in range(1, BOOTS + 1):
-                self._prepare_disks()
-                self._start_qemu()
-                if self.restore is not None:
-                    self._load(self.restore)
                 try:
                     self.wait_ready(self.boot_timeout)
-                    break
+                    return self
                 except KernelBrokeAtBoot as e:
                     if boot == BOOTS:
                         raise
                     self._discard_boot(boot, str(e).splitlines()[0])
+                    self._spawn()
         except BaseException:
             self.shutdown(graceful=False)
             raise

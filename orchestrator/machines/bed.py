@@ -1,0 +1,39 @@
+"""A bed's machines, booted together: each network's two ends chosen on loopback, every QEMU
+started at once (most of a boot is waiting), all shut down if one fails, so nothing is left half up."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+from orchestrator.config.bed import Bed
+from orchestrator.image import Image
+from orchestrator.machines.machine import Machine
+from orchestrator.net import links
+
+
+def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, Path] | None = None,
+         boot_timeout: float | None = None) -> dict[str, Machine]:
+    """Every machine of `bed`, ready, by role; artifacts in `artifacts`/ROLE. All QEMUs start
+    first, then each is waited for in turn: they boot side by side, and every QEMU is started
+    from this thread, which it must not outlive."""
+    ends = links.allocate(bed)
+    extra = {"boot_timeout": boot_timeout} if boot_timeout else {}
+    machines = {role: Machine(topo, image, artifacts / role, accel=accel, shares=shares, links=ends[role], **extra)
+                for role, topo in bed.machines.items()}
+    try:
+        for m in machines.values():
+            m.start()
+        for m in machines.values():
+            m.finish()
+    except BaseException:  # one failed, or tbctl was interrupted: none is left up
+        shutdown(machines, graceful=False)
+        raise
+    return machines
+
+
+def shutdown(machines: dict[str, Machine], graceful: bool = True) -> None:
+    """Every machine of a bed, at once."""
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(machines)), thread_name_prefix="down") as pool:
+        for f in [pool.submit(m.shutdown, graceful) for m in machines.values()]:
+            f.result()

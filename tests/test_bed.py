@@ -1,0 +1,151 @@
+"""Beds: several machines by role, joined by point-to-point networks on loopback. The file format
+and its one-line errors; the QEMU command lines; two machines booted together and talking."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import bed as beds
+from orchestrator.config import topology
+from orchestrator.errors import ConfigError
+from orchestrator.guest import net
+from orchestrator.image import Image
+from orchestrator.machines import Machine
+from orchestrator.machines import bed as machine_beds
+from orchestrator.net import links
+from orchestrator.vm import qemu_binary
+
+GOOD = """
+[bed]
+name = "nvmf"
+[machines.target]
+machine = { memory_mib = 1024 }
+nvme = [{ id = "nvme0", serial = "TGT0001" }]
+nic = [{ network = "fabric", address = "10.0.0.1/24" }]
+[machines.host]
+nic = [{ id = "eth_fabric", network = "fabric", address = "10.0.0.2/24", hotplug = false }]
+[networks.fabric]
+kind = "dgram"
+"""
+
+
+def test_a_bed_file() -> None:
+    b = beds.parse(tomllib.loads(GOOD), "nvmf.toml")
+    assert (b.name, list(b.machines), list(b.networks)) == ("nvmf", ["target", "host"], ["fabric"])
+    target, host = b.machine("target"), b.machine("host")
+    assert (target.name, host.name) == ("target", "host")  # named by role: MACs derive from it
+    assert target.nics[0] == topology.Nic("nic_fabric", "fabric", "10.0.0.1/24", True)
+    assert host.nics[0].id == "eth_fabric" and not host.nics[0].hotplug
+    assert [r for r, _ in b.peers("fabric")] == ["target", "host"]
+    assert target.nics[0].mac("target") == target.nics[0].mac("target") != target.nics[0].mac("host")
+    with pytest.raises(ConfigError, match="has no machine 'client'; roles: target, host"):
+        b.machine("client")
+
+
+@pytest.mark.parametrize("edit, error", [
+    (lambda d: d.pop("networks"), "machines.target.nic[0].network: 'fabric' is no network of the bed; networks: none"),
+    (lambda d: d["machines"]["host"].pop("nic"),
+     "networks.fabric: must join exactly two machines with one NIC each (point to point); it has NICs of: target"),
+    (lambda d: d["machines"]["host"]["nic"][0].update(address="10.0.1.2/24"),
+     "networks.fabric: its two addresses must be different hosts of one subnet (got 10.0.0.1/24 and 10.0.1.2/24)"),
+    (lambda d: d["machines"]["host"]["nic"][0].update(address="10.0.0.300/24"),
+     "machines.host.nic[0].address: must be an IPv4 address with its prefix"),
+    (lambda d: d["machines"]["host"]["nic"][0].update(address="10.0.0.255/24"),
+     "machines.host.nic[0].address: must be a host address in a network of /30 or larger"),
+    (lambda d: d["machines"]["host"]["nic"][0].update(speed=10), "machines.host.nic[0].speed: unknown field"),
+    (lambda d: d["networks"]["fabric"].update(kind="tap"), "networks.fabric.kind: must be one of dgram (got 'tap')"),
+    (lambda d: d["machines"].update(Host={}), "machines.Host: a role is lower-case letters"),
+    (lambda d: d["machines"]["target"]["nic"][0].update(id="nvme0"),
+     "machines.target.nic[0].id: must be unique among NICs and NVMe controllers (duplicate 'nvme0')"),
+    (lambda d: d.update(machine={}), "machine: unknown field; allowed: bed, machines, networks"),
+])
+def test_each_mistake_is_one_line(edit, error: str) -> None:  # type: ignore[no-untyped-def]
+    data = tomllib.loads(GOOD)
+    edit(data)
+    with pytest.raises(ConfigError) as e:
+        beds.parse(data, "nvmf.toml")
+    assert str(e.value).startswith("nvmf.toml: ") and error in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_topology_file_is_a_bed_of_one(tmp_path: Path) -> None:
+    (tmp_path / "one.toml").write_text('[[nvme]]\nid = "nvme0"\n')
+    b = beds.load(tmp_path / "one.toml")
+    assert list(b.machines) == [beds.DEFAULT_ROLE] and b.machines["default"].controllers[0].id == "nvme0"
+    (tmp_path / "bad.toml").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        beds.load(tmp_path / "bad.toml")
+
+
+def test_the_command_lines_join_the_two_ends(tmp_path: Path) -> None:
+    b = beds.pair()
+    ends = links.allocate(b)
+    t, h = ends["target"]["fabric0"], ends["host"]["fabric0"]
+    assert (t.local, t.remote) == (h.remote, h.local) and t.local != t.remote
+    img = tmp_path / "img"
+    img.mkdir()
+    (img / "manifest.json").write_text(json.dumps({"cmdline": "console=ttyS0", "digest": "x"}))
+    m = Machine(b.machine("target"), Image(img), tmp_path / "art", name="t1", links=ends["target"])
+    argv = m.argv(40022)
+    netdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-netdev"]
+    assert netdevs[1] == (f"dgram,id=fabric0,local.type=inet,local.host=127.0.0.1,local.port={t.local},"
+                          f"remote.type=inet,remote.host=127.0.0.1,remote.port={t.remote}")
+    devs = [json.loads(argv[i + 1]) for i, a in enumerate(argv) if a == "-device"]
+    ports = {d["id"]: d["chassis"] for d in devs if d["driver"] == "pcie-root-port"}
+    assert ports == {"rp-nvme0": 1, "rp-nvme1": 2, "rp-fabric0": 3}  # the controllers' numbers unchanged
+    nic = next(d for d in devs if d["driver"] == "virtio-net-pci" and d["id"] == "fabric0")
+    assert nic == {"driver": "virtio-net-pci", "netdev": "fabric0", "id": "fabric0",
+                   "mac": b.machine("target").nics[0].mac("target"), "bus": "rp-fabric0"}
+    with pytest.raises(Exception, match="NIC.s. fabric0 have no network peer"):
+        Machine(b.machine("target"), Image(img), tmp_path / "art", name="t2").argv(40022)
+
+
+def test_a_qemu_without_dgram_is_refused() -> None:
+    q = dataclasses.replace(qemu_binary.current(), netdevs=frozenset({"user"}))
+    with pytest.raises(ConfigError, match="nic: QEMU .* has no dgram netdev"):
+        topology.check_qemu(beds.pair().machine("host"), q)
+
+
+@pytest.mark.vm
+def test_two_machines_boot_together_and_talk(guest_image: Image, accelerator: str, tmp_path: Path) -> None:
+    machines = machine_beds.boot(beds.pair(), guest_image, accelerator, tmp_path / "art")
+    try:
+        target, host = machines["target"], machines["host"]
+        assert net.reachable(host.ssh, "10.0.0.1") and net.reachable(target.ssh, "10.0.0.2")
+        # the NIC of the topology, found by its MAC, holds the topology's address
+        shown = host.ssh.run("ip -o -4 addr show; ip -o link", timeout=10, check=True).stdout
+        dev = next(ln.split(":")[1].strip() for ln in shown.splitlines() if host.topology.nics[0].mac("host") in ln)
+        assert f"{dev}    inet 10.0.0.2/24" in shown
+    finally:
+        machine_beds.shutdown(machines)
+
+
+@pytest.mark.vm
+def test_a_bed_that_cannot_boot_leaves_nothing(guest_image: Image, accelerator: str, tmp_path: Path) -> None:
+    """Both machines miss a 1 s deadline: the error names one, and no QEMU, socket or run
+    directory is left (the no_leaks fixture checks)."""
+    with pytest.raises(Exception, match="guest not ready"):
+        machine_beds.boot(beds.pair(), guest_image, accelerator, tmp_path / "art", boot_timeout=1.0)
+
+
+@pytest.mark.vm
+def test_a_suite_gets_its_bed_by_role_and_another_from_a_file(tmp_path: Path) -> None:
+    from conftest import tbctl
+
+    suite = Path(__file__).parent / "engine_suites" / "demo_bed.py"
+    r = tbctl(tmp_path, "run", str(suite), "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["counts"]["passed"] == 2
+    art = Path(doc["artifacts"]) / "demo_bed" / "bed-1"
+    assert {p.name for p in art.iterdir()} == {"target", "host"}  # one bed for the module, booted once
+    (tmp_path / "mine.toml").write_text(GOOD.replace("10.0.0.", "192.168.7."))
+    r = tbctl(tmp_path, "run", str(suite), "--bed", str(tmp_path / "mine.toml"), "--json", str(tmp_path / "r2.json"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    (tmp_path / "bad.toml").write_text(GOOD.replace('kind = "dgram"', 'kind = "tap"'))
+    r = tbctl(tmp_path, "run", str(suite), "--bed", str(tmp_path / "bad.toml"))
+    assert r.returncode == 2 and f"{tmp_path / 'bad.toml'}: networks.fabric.kind: must be one of dgram" in r.stderr
