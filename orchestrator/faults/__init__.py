@@ -1,9 +1,10 @@
 """Fault injection, from suites and `tbctl inject`: hotplug (orderly and surprise), registers
 (invalid doorbells, bus master, admin queue, fatal status; from the host through qtest or from the
-guest) and QEMU's NVMe trace. Each takes the narrow Target it needs (QMP, SSH, topology, qtest
+guest), network links (NIC pulled and put back, link down and up) and QEMU's NVMe trace. Each takes the narrow Target it needs (QMP, SSH, topology, qtest
 socket), never a machine's insides. Imports vm, guest, config, report and the base modules."""
 
 from orchestrator.faults.hotplug import Hotplug
+from orchestrator.faults.link import Link
 from orchestrator.faults.registers import (
                                            DOORBELL_KINDS,
                                            PCI_COMMAND_MASTER,
@@ -18,5 +19,5 @@ from orchestrator.faults.registers import (
 from orchestrator.faults.target import Target
 from orchestrator.faults.traces import NvmeTrace
 
-__all__ = ["DOORBELL_KINDS", "PCI_COMMAND_MASTER", "VIAS", "Hotplug", "NvmeTrace", "Registers", "Target", "admin_queue",
+__all__ = ["DOORBELL_KINDS", "PCI_COMMAND_MASTER", "VIAS", "Hotplug", "Link", "NvmeTrace", "Registers", "Target", "admin_queue",
            "bus_master", "controller_fatal", "invalid_doorbell", "userspace_admin_command"]

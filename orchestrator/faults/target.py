@@ -1,6 +1,6 @@
 """What a fault injector needs of a machine, and nothing more: its QMP, its guest's SSH, its
-topology, its qtest socket and QEMU's stderr (where the trace goes), and where a controller's
-namespace is backed. Any object with these will do: a machine tbctl booted, or one it attached to.
+topology, its qtest socket and QEMU's stderr (where the trace goes), where a controller's
+namespace is backed, and its NICs' network ends. Any object with these will do: a machine tbctl booted, or one it attached to.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from typing import Protocol
 
 from orchestrator.config.topology import Controller, Topology
 from orchestrator.guest.ssh import SSH
+from orchestrator.net.links import Link
 from orchestrator.vm.qmp import QMP
 
 
 class Target(Protocol):
     topology: Topology
+    links: dict[str, Link]  # a bed machine's NICs: their network's two ends
 
     @property
     def qmp(self) -> QMP: ...

@@ -6,15 +6,19 @@ import shlex
 
 from orchestrator.guest.ssh import SSH
 
+_FIND = ("for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {mac} ] && dev=${{d##*/}}; done; "
+         "[ -n \"${{dev:-}}\" ] || {{ echo no NIC with MAC {mac} >&2; exit 1; }}; ")
+
+
+def device(ssh: SSH, mac: str, timeout: float = 20) -> str:
+    """The guest's name of the NIC with MAC `mac`."""
+    return ssh.run(_FIND.format(mac=shlex.quote(mac)) + 'echo "$dev"', timeout=timeout, check=True).stdout.strip()
+
 
 def address(ssh: SSH, mac: str, cidr: str, timeout: float = 20) -> str:
     """Give the NIC with MAC `mac` the address `cidr` and bring it up; returns its name."""
-    q = shlex.quote
-    res = ssh.run(f"for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {q(mac)} ] && dev=${{d##*/}}; done; "
-                  f"[ -n \"$dev\" ] || {{ echo no NIC with MAC {q(mac)} >&2; exit 1; }}; "
-                  f"ip addr replace {q(cidr)} dev \"$dev\" && ip link set \"$dev\" up && echo \"$dev\"",
-                  timeout=timeout, check=True)
-    return res.stdout.strip()
+    return ssh.run(_FIND.format(mac=shlex.quote(mac)) + f"ip addr replace {shlex.quote(cidr)} dev \"$dev\" && "
+                   "ip link set \"$dev\" up && echo \"$dev\"", timeout=timeout, check=True).stdout.strip()
 
 
 def reachable(ssh: SSH, ip: str, timeout: float = 10) -> bool:

@@ -164,24 +164,29 @@ class QMP:
                                         what=f"QMP event {name}", seconds=timeout)
                 self._cond.wait(remaining)
 
-    def hot_remove(self, ctrl: Controller, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        """device_del, then wait for DEVICE_DELETED and free the backing node.
+    def unplug(self, device: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """device_del, then wait for DEVICE_DELETED; a removal that never completes is remembered
+        (`unplug_lost`: the machine is half-unplugged for good) with where it stopped.
 
         device_del only asks the guest. Never resend it: with native PCIe hotplug a second request
         within 5 s cancels the first (DESIGN.md §3).
         """
-        if not ctrl.hotplug:
-            raise MachineError(f"controller {ctrl.id} is not hot-pluggable (hotplug = false in the topology)")
         mark = self.mark()
-        self.execute("device_del", {"id": ctrl.id}, timeout)
+        self.execute("device_del", {"id": device}, timeout)
         try:
-            event = self.wait_event("DEVICE_DELETED", {"device": ctrl.id}, timeout, after=mark)
+            return self.wait_event("DEVICE_DELETED", {"device": device}, timeout, after=mark)
         except DeadlineError:
             refused = [e for e in self.events(mark) if e["event"] == "DEVICE_UNPLUG_GUEST_ERROR"]
             why = ("the guest reported DEVICE_UNPLUG_GUEST_ERROR" if refused else
-                   self.explain_unplug(ctrl.id) if self.explain_unplug else "no word from the guest")
-            self.unplug_lost = f"device_del {ctrl.id}: no DEVICE_DELETED within {timeout:g} s: {why}"
-            raise DeadlineError(self.unplug_lost, what=f"device_del {ctrl.id}", seconds=timeout) from None
+                   self.explain_unplug(device) if self.explain_unplug else "no word from the guest")
+            self.unplug_lost = f"device_del {device}: no DEVICE_DELETED within {timeout:g} s: {why}"
+            raise DeadlineError(self.unplug_lost, what=f"device_del {device}", seconds=timeout) from None
+
+    def hot_remove(self, ctrl: Controller, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Unplug an NVMe controller and free its backing node."""
+        if not ctrl.hotplug:
+            raise MachineError(f"controller {ctrl.id} is not hot-pluggable (hotplug = false in the topology)")
+        event = self.unplug(ctrl.id, timeout)
         self.execute("blockdev-del", {"node-name": ctrl.node(1)}, timeout)
         return event
 

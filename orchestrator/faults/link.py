@@ -1,0 +1,68 @@
+"""Network faults on a machine's NIC: pulled and put back (QMP device_del + netdev_del, then
+netdev_add + device_add on its own root port, the same two ends; the guest gives it its address
+again), or its link set down and up (QMP set_link: the NIC stays, the carrier goes)."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from orchestrator.errors import CommandFailed, MachineError
+from orchestrator.faults.target import Target
+from orchestrator.guest import net
+
+
+class Link:
+    """One NIC of `machine` (a machine of a bed: it has `links`). Each fault fires after a delay
+    drawn from `rng` in [0, jitter) seconds, as Hotplug's do."""
+
+    def __init__(self, machine: Target, nic_id: str, rng: random.Random | None = None, jitter: float = 0.0):
+        self.machine, self.rng, self.jitter = machine, rng or random.Random(0), jitter
+        matches = [n for n in machine.topology.nics if n.id == nic_id]
+        if not matches:
+            raise MachineError(f"no NIC {nic_id!r} in topology {machine.topology.source}; NICs: "
+                               f"{', '.join(n.id for n in machine.topology.nics) or 'none'}")
+        self.nic = matches[0]
+        self.schedule: list[tuple[str, float]] = []
+
+    def _delay(self, what: str) -> None:
+        delay = self.rng.uniform(0, self.jitter) if self.jitter > 0 else 0.0
+        self.schedule.append((what, round(delay, 4)))
+        if delay:
+            time.sleep(delay)
+
+    def remove(self, timeout: float = 10) -> dict[str, Any]:
+        """The NIC is pulled: the guest is asked (ACPI), must let go, and QEMU frees it."""
+        if not self.nic.hotplug:
+            raise MachineError(f"NIC {self.nic.id} is not hot-pluggable (hotplug = false in the topology)")
+        self._delay(f"nic-remove {self.nic.id}")
+        event = self.machine.qmp.unplug(self.nic.id, timeout)
+        self.machine.qmp.execute("netdev_del", {"id": self.nic.id}, timeout)
+        return event
+
+    def add(self, timeout: float = 30) -> str:
+        """The NIC is back, on the same network, with its address; returns its name in the guest."""
+        self._delay(f"nic-add {self.nic.id}")
+        end = self.machine.links[self.nic.id]
+        self.machine.qmp.execute("netdev_add", {
+            "type": "dgram", "id": self.nic.id,
+            "local": {"type": "inet", "host": "127.0.0.1", "port": str(end.local)},
+            "remote": {"type": "inet", "host": "127.0.0.1", "port": str(end.remote)}}, timeout)
+        self.machine.qmp.execute("device_add", self.nic.device(self.machine.topology.name), timeout)
+        deadline = time.monotonic() + timeout
+        while True:  # the guest names the NIC once its driver probed it
+            try:
+                return net.address(self.machine.ssh, self.nic.mac(self.machine.topology.name), self.nic.address)
+            except CommandFailed:  # no NIC with that MAC yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def down(self) -> None:
+        self._delay(f"link-down {self.nic.id}")
+        self.machine.qmp.execute("set_link", {"name": self.nic.id, "up": False})
+
+    def up(self) -> None:
+        self._delay(f"link-up {self.nic.id}")
+        self.machine.qmp.execute("set_link", {"name": self.nic.id, "up": True})

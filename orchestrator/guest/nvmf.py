@@ -1,0 +1,115 @@
+"""NVMe over Fabrics with the guest kernel: a target (nvmet over configfs) and a host (nvme-tcp or
+nvme-rdma through nvme-cli), over TCP, or RDMA on soft-RoCE (rdma_rxe on the fabric NIC).
+
+Each machine gets a host NQN and host ID of its own (the image bakes one into /etc/nvme for every
+VM, and two hosts with one NQN collide at a target). Wall-clock bounds come from
+`fast_io_fail_tmo` (set in sysfs after connecting: nvme-cli 2.3 has no option for it) and the
+caller's deadlines: `ctrl_loss_tmo` counts reconnect attempts, not seconds."""
+
+from __future__ import annotations
+
+import shlex
+import time
+import uuid
+
+from orchestrator.errors import DeadlineError, MachineError
+from orchestrator.guest.ssh import SSH
+from orchestrator.render import render
+
+TRANSPORTS = ("tcp", "rdma")
+SERVICE = 4420
+_IDS = uuid.UUID("5b2a1c3e-8f0d-4a6b-9d7e-1c2b3a4d5e6f")  # tbctl's namespace for host IDs
+
+
+def identity(ssh: SSH, name: str) -> str:
+    """A host NQN and host ID derived from the machine's name, written where nvme-cli reads them."""
+    host_id = uuid.uuid5(_IDS, name)
+    nqn = f"nqn.2014-08.org.nvmexpress:uuid:{host_id}"
+    ssh.run(f"mkdir -p /etc/nvme && echo {nqn} > /etc/nvme/hostnqn && echo {host_id} > /etc/nvme/hostid",
+            timeout=10, check=True)
+    return nqn
+
+
+def rxe(ssh: SSH, netdev: str, timeout: float = 30) -> str:
+    """The soft-RoCE device on NIC `netdev` (made if it is not there); returns its name."""
+    name = f"rxe_{netdev}"
+    q = shlex.quote
+    ssh.run(f"modprobe rdma_rxe && (rdma link show {q(name)}/1 >/dev/null 2>&1 || "
+            f"rdma link add {q(name)} type rxe netdev {q(netdev)})", timeout=timeout, check=True)
+    return name
+
+
+def export(ssh: SSH, nqn: str, device: str, transport: str, address: str, port_id: int = 1,
+           timeout: float = 30) -> None:
+    """Serve block device `device` as namespace 1 of subsystem `nqn` on `address`:4420."""
+    if transport not in TRANSPORTS:
+        raise MachineError(f"transport {transport!r}: must be one of {', '.join(TRANSPORTS)}")
+    script = render("guest/nvmet_port.sh.j2", nqn=nqn, device=device, transport=transport, address=address,
+                    service=SERVICE, port_id=port_id)
+    ssh.run("sh -s", timeout=timeout, stdin=script.encode(), check=True)
+
+
+def unexport(ssh: SSH, nqn: str, port_id: int = 1, timeout: float = 30) -> None:
+    ssh.run("sh -s", timeout=timeout, stdin=render("guest/nvmet_remove.sh.j2", nqn=nqn, port_id=port_id).encode(),
+            check=True)
+
+
+def connect(ssh: SSH, transport: str, address: str, nqn: str, fast_io_fail_tmo: int = 3, ctrl_loss_tmo: int = 60,
+            reconnect_delay: int = 2, timeout: float = 60) -> str:
+    """Connect this guest to subsystem `nqn` at `address`:4420; returns the controller's name
+    (nvmeN). I/O fails after `fast_io_fail_tmo` s without a path; the controller is given up after
+    `ctrl_loss_tmo` / `reconnect_delay` reconnect attempts."""
+    q = shlex.quote
+    ssh.run(f"modprobe nvme-{q(transport)} && nvme connect -t {q(transport)} -a {q(address)} -s {SERVICE} "
+            f"-n {q(nqn)} --ctrl-loss-tmo={ctrl_loss_tmo:d} --reconnect-delay={reconnect_delay:d}",
+            timeout=timeout, check=True)
+    ctrl = controller(ssh, nqn)
+    if ctrl is None:
+        raise MachineError(f"nvme connect to {nqn} at {address} ({transport}) reported success, and no controller "
+                           "of that subsystem is there")
+    ssh.run(f"echo {fast_io_fail_tmo:d} > /sys/class/nvme/{ctrl}/fast_io_fail_tmo", timeout=10, check=True)
+    return ctrl
+
+
+def controller(ssh: SSH, nqn: str) -> str | None:
+    """The fabrics controller of subsystem `nqn` in this guest, if one is connected."""
+    out = ssh.run(f"for c in /sys/class/nvme-fabrics/ctl/nvme*; do [ \"$(cat $c/subsysnqn 2>/dev/null)\" = "
+                  f"{shlex.quote(nqn)} ] && echo ${{c##*/}}; done; true", timeout=10, check=True).stdout.split()
+    return out[0] if out else None
+
+
+def state(ssh: SSH, ctrl: str) -> str:
+    """live, connecting, resetting, deleting, ... ('gone' once the controller was removed)."""
+    out = ssh.run(f"cat /sys/class/nvme/{shlex.quote(ctrl)}/state 2>/dev/null || echo gone", timeout=10).stdout
+    return out.strip() or "gone"
+
+
+def wait_state(ssh: SSH, ctrl: str, states: tuple[str, ...], timeout: float) -> tuple[str, float]:
+    """Until controller `ctrl` is in one of `states`: (the state, seconds waited)."""
+    start = time.monotonic()
+    while (s := state(ssh, ctrl)) not in states:
+        if time.monotonic() - start > timeout:
+            raise DeadlineError(f"fabrics controller {ctrl}: still {s!r}, not {'/'.join(states)} after {timeout:g} s",
+                                what=f"controller {ctrl}", seconds=timeout)
+        time.sleep(0.5)
+    return s, round(time.monotonic() - start, 2)
+
+
+def namespace(ssh: SSH, ctrl: str, timeout: float = 30) -> str:
+    """The block device (/dev/nvmeXnY) of the controller's first namespace, once it is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = ssh.run(f"ls /sys/class/nvme/{shlex.quote(ctrl)}/ | grep -E '^nvme[0-9]+(c[0-9]+)?n[0-9]+$' | "
+                      "sed 's/c[0-9]*n/n/' | head -n 1", timeout=10).stdout.strip()
+        if out:
+            return f"/dev/{out}"
+        if time.monotonic() > deadline:
+            raise DeadlineError(f"fabrics controller {ctrl}: no namespace within {timeout:g} s", what=ctrl,
+                                seconds=timeout)
+        time.sleep(0.5)
+
+
+def disconnect(ssh: SSH, nqn: str, timeout: float = 60) -> None:
+    """Drop the connection to `nqn` (nvme disconnect can block behind a pending RDMA reconnect:
+    the deadline ends it)."""
+    ssh.run(f"nvme disconnect -n {shlex.quote(nqn)}", timeout=timeout)
