@@ -1,3 +1,3 @@
-"""Suites run on tbctl's pytest plugin (fixtures: machine, ssh, qmp, hotplug, artifacts, bed)."""
+"""Suites run on tbctl's pytest plugin (fixtures: machine, machines, ssh, qmp, hotplug, artifacts, bed)."""
 
 pytest_plugins = ["orchestrator.pytest_plugin"]
