@@ -6,28 +6,22 @@ no notice to the driver, then a bus rescan brings it back, as SPDK's sw_hotplug 
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 from orchestrator.config.topology import Controller
 from orchestrator.errors import MachineError
 from orchestrator.faults.target import Target
+from orchestrator.faults.timing import Timed
 from orchestrator.vm.qmp import pci_address
 
 
-class Hotplug:
+class Hotplug(Timed):
     """Hotplug faults. Each one fires after a delay drawn from `rng` in [0, jitter) seconds: the
     timing varies from run to run to shake races out, and the run's seed replays it."""
 
     def __init__(self, machine: Target, rng: random.Random | None = None, jitter: float = 0.0):
-        self.machine, self.rng, self.jitter = machine, rng or random.Random(0), jitter
-        self.schedule: list[tuple[str, float]] = []  # (fault, delay before it) as fired
-
-    def _delay(self, what: str) -> None:
-        delay = self.rng.uniform(0, self.jitter) if self.jitter > 0 else 0.0
-        self.schedule.append((what, round(delay, 4)))
-        if delay:
-            time.sleep(delay)
+        super().__init__(rng, jitter)
+        self.machine = machine
 
     def _ctrl(self, ctrl_id: str) -> Controller:
         return self.machine.topology.controller(ctrl_id)
@@ -42,23 +36,23 @@ class Hotplug:
 
     def remove(self, ctrl_id: str, timeout: float = 10) -> dict[str, Any]:
         """Orderly removal: device_del, DEVICE_DELETED, backing node freed."""
-        self._delay(f"remove {ctrl_id}")
+        self.delay(f"remove {ctrl_id}")
         return self.machine.qmp.hot_remove(self._ctrl(ctrl_id), timeout)
 
     def add(self, ctrl_id: str, timeout: float = 10) -> None:
         """Orderly insertion: blockdev-add + device_add on the controller's root port."""
-        self._delay(f"add {ctrl_id}")
+        self.delay(f"add {ctrl_id}")
         ctrl = self._ctrl(ctrl_id)
         self.machine.qmp.hot_add(ctrl, self.machine.backing(ctrl, 1), timeout)
 
     def surprise_remove(self, ctrl_id: str, timeout: float = 30) -> str:
         """Remove the function from inside the guest; QEMU keeps the device. Returns its BDF."""
-        self._delay(f"surprise-remove {ctrl_id}")
+        self.delay(f"surprise-remove {ctrl_id}")
         bdf = self.address(ctrl_id)
         self.machine.ssh.run(f"echo 1 > /sys/bus/pci/devices/{bdf}/remove", timeout=timeout, check=True)
         return bdf
 
     def rescan(self, timeout: float = 30) -> None:
         """Bring surprise-removed functions back: the guest rescans its PCI buses."""
-        self._delay(f"rescan")
+        self.delay(f"rescan")
         self.machine.ssh.run("echo 1 > /sys/bus/pci/rescan", timeout=timeout, check=True)

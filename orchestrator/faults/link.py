@@ -10,40 +10,35 @@ from typing import Any
 
 from orchestrator.errors import CommandFailed, MachineError
 from orchestrator.faults.target import Target
+from orchestrator.faults.timing import Timed
 from orchestrator.guest import net
 
 
-class Link:
+class Link(Timed):
     """One NIC of `machine` (a machine of a bed: it has `links`). Each fault fires after a delay
     drawn from `rng` in [0, jitter) seconds, as Hotplug's do."""
 
     def __init__(self, machine: Target, nic_id: str, rng: random.Random | None = None, jitter: float = 0.0):
-        self.machine, self.rng, self.jitter = machine, rng or random.Random(0), jitter
+        super().__init__(rng, jitter)
+        self.machine = machine
         matches = [n for n in machine.topology.nics if n.id == nic_id]
         if not matches:
             raise MachineError(f"no NIC {nic_id!r} in topology {machine.topology.source}; NICs: "
                                f"{', '.join(n.id for n in machine.topology.nics) or 'none'}")
         self.nic = matches[0]
-        self.schedule: list[tuple[str, float]] = []
-
-    def _delay(self, what: str) -> None:
-        delay = self.rng.uniform(0, self.jitter) if self.jitter > 0 else 0.0
-        self.schedule.append((what, round(delay, 4)))
-        if delay:
-            time.sleep(delay)
 
     def remove(self, timeout: float = 10) -> dict[str, Any]:
         """The NIC is pulled: the guest is asked (ACPI), must let go, and QEMU frees it."""
         if not self.nic.hotplug:
             raise MachineError(f"NIC {self.nic.id} is not hot-pluggable (hotplug = false in the topology)")
-        self._delay(f"nic-remove {self.nic.id}")
+        self.delay(f"nic-remove {self.nic.id}")
         event = self.machine.qmp.unplug(self.nic.id, timeout)
         self.machine.qmp.execute("netdev_del", {"id": self.nic.id}, timeout)
         return event
 
     def add(self, timeout: float = 30) -> str:
         """The NIC is back, on the same network, with its address; returns its name in the guest."""
-        self._delay(f"nic-add {self.nic.id}")
+        self.delay(f"nic-add {self.nic.id}")
         end = self.machine.links[self.nic.id]
         self.machine.qmp.execute("netdev_add", {
             "type": "dgram", "id": self.nic.id,
@@ -60,9 +55,9 @@ class Link:
                 time.sleep(0.5)
 
     def down(self) -> None:
-        self._delay(f"link-down {self.nic.id}")
+        self.delay(f"link-down {self.nic.id}")
         self.machine.qmp.execute("set_link", {"name": self.nic.id, "up": False})
 
     def up(self) -> None:
-        self._delay(f"link-up {self.nic.id}")
+        self.delay(f"link-up {self.nic.id}")
         self.machine.qmp.execute("set_link", {"name": self.nic.id, "up": True})
