@@ -74,7 +74,7 @@ class ModuleBed:
             machine_beds.shutdown(self.machines, graceful=False)
             self.boots += 1
             shares = {"spdk": self.bed.spdk_dir} if self.bed.spdk_dir else {}
-            self.machines = machine_beds.boot(self.bed.bed_of(self.module), self.bed.image, self.bed.accel,
+            self.machines = machine_beds.boot(self.bed.bed_for(self.module), self.bed.image, self.bed.accel,
                                               self.bed.artifacts / self.name / f"bed-{self.boots}", shares)
         return self.machines
 

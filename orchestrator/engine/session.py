@@ -85,7 +85,7 @@ class Bed:
                    timeout_override=config.getoption("tb_timeout"), jitter=config.getoption("tb_jitter"),
                    snapshot=config.getoption("tb_snapshot"))
 
-    def bed_of(self, module: Any) -> beds.Bed:
+    def bed_for(self, module: Any) -> beds.Bed:
         """The bed a suite module runs on: --tb-bed, else the built-in one its BED names; a suite
         without BED runs on the run's topology alone (role `default`)."""
         if self.bed_file is not None:
