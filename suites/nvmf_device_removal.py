@@ -22,8 +22,7 @@ from typing import Iterator
 
 import pytest
 
-from orchestrator import faults, guest
-from orchestrator.engine.session import Bed
+from orchestrator.engine.fixtures import Injectors
 from orchestrator.guest import net, nvmf
 from orchestrator.machines import Machine
 
@@ -36,12 +35,6 @@ RESTORE = 60  # seconds for the host to be live again once the NIC is back
 HUNG_TASK = 20  # the target's hung-task timeout (seconds): a stuck teardown is reported in time
 
 
-def target_device(target: Machine) -> str:
-    """The block device of the target's first NVMe controller, found by its serial."""
-    serial = target.topology.controllers[0].serial
-    return "/dev/" + guest.nvme_state(target.ssh)[serial]["block"][0]
-
-
 @pytest.fixture(params=nvmf.TRANSPORTS)
 def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine]) -> Iterator[str]:
     """Both machines set up for `transport` (host identities, soft-RoCE for RDMA); afterwards the
@@ -50,33 +43,31 @@ def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine]) -> Iter
     target, host = machines["target"], machines["host"]
     target.ssh.run(f"echo {HUNG_TASK} > /proc/sys/kernel/hung_task_timeout_secs", timeout=10, check=True)
     for role, m in machines.items():
-        nvmf.identity(m.ssh, role)
-        if transport == "rdma":
-            nvmf.rxe(m.ssh, net.device(m.ssh, m.topology.nics[0].mac(m.topology.name)))
+        nvmf.prepare(m.ssh, role, transport, m.topology.nics[0].mac(m.topology.name))
     yield transport
     if host.qemu_alive() and target.qemu_alive():
         nvmf.disconnect(host.ssh, NQN, timeout=30)
         nvmf.unexport(target.ssh, NQN)
 
 
-def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: str, bed: Bed,
-                                    request: pytest.FixtureRequest) -> None:
+def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: str, injectors: Injectors) -> None:
     """Pull the target's fabric NIC while the host reads and writes; put it back; service returns."""
     target, host = machines["target"], machines["host"]
     nic = target.topology.nics[0]
-    nvmf.export(target.ssh, NQN, target_device(target), fabric, nic.ip)
+    device = nvmf.block_device(target.ssh, target.topology.controllers[0].serial)
+    nvmf.export(target.ssh, NQN, device, fabric, nic.ip)
     ctrl = nvmf.connect(host.ssh, fabric, nic.ip, NQN, fast_io_fail_tmo=FAST_IO_FAIL, ctrl_loss_tmo=600)
     dev = nvmf.namespace(host.ssh, ctrl)
     fio = host.ssh.start(f"fio --name=load --filename={dev} --rw=randrw --bs=4k --direct=1 --ioengine=libaio "
                          "--iodepth=8 --time_based --runtime=600 --continue_on_error=all --output-format=json",
                          timeout=900, label=f"fio on {dev} over {fabric}")
-    link = faults.Link(target, nic.id, bed.rng(request.node), bed.jitter)
+    link = injectors.link(target, nic.id)
     link.remove(timeout=60)  # a target that cannot let go hangs here; its hung tasks end the test first
     lost, after = nvmf.wait_state(host.ssh, ctrl, ("connecting", "resetting"), PATH_LOSS)
     link.add()
     if fabric == "rdma":  # a new NIC: a new soft-RoCE device on it
         nvmf.rxe(target.ssh, net.device(target.ssh, nic.mac(target.topology.name)))
-    nvmf.export(target.ssh, NQN, target_device(target), fabric, nic.ip)  # the port linked anew
+    nvmf.export(target.ssh, NQN, device, fabric, nic.ip)  # the port linked anew
     _, back = nvmf.wait_state(host.ssh, ctrl, ("live",), RESTORE)
     read = host.ssh.run(f"dd if={dev} of=/dev/null bs=64k count=64 iflag=direct", timeout=60)
     fio.signal("INT")

@@ -146,9 +146,11 @@ def pair() -> Bed:
     return parse({
         "bed": {"name": "pair"},
         "machines": {
-            "target": {"nvme": [{"id": "nvme0", "serial": "TBCTL0001"}, {"id": "nvme1", "serial": "TBCTL0002"}],
+            "target": {"machine": {"memory_mib": 2048},
+                       "nvme": [{"id": "nvme0", "serial": "TBCTL0001"}, {"id": "nvme1", "serial": "TBCTL0002"}],
                        "nic": [{"id": "fabric0", "network": "fabric", "address": "10.0.0.1/24"}]},
-            "host": {"nic": [{"id": "fabric0", "network": "fabric", "address": "10.0.0.2/24"}]},
+            "host": {"machine": {"memory_mib": 2048},
+                     "nic": [{"id": "fabric0", "network": "fabric", "address": "10.0.0.2/24"}]},
         },
         "networks": {"fabric": {"kind": "dgram"}},
     }, "<built-in pair>")

@@ -1,6 +1,7 @@
 """What suites get: `machine` (booted once per module, booted again if a test left it dead or in a
 state nobody could restore), `machines` (the module's bed, by role: its BED, or --tb-bed),
-`fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug` (fault injector), `artifacts`
+`fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug` and `injectors` (fault injectors
+on the test's seeded schedule, recorded in results), `artifacts`
 (the test's directory), `bed` (the run's settings)."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pytest
 
 from orchestrator.engine import results, slices
 from orchestrator.engine.session import Bed, bed_of
-from orchestrator.faults import Hotplug
+from orchestrator.faults import Hotplug, Link, Stop
+from orchestrator.faults.timing import Timed
 from orchestrator.guest.ssh import SSH
 from orchestrator.machines import Machine
 from orchestrator.machines import bed as machine_beds
@@ -119,9 +121,37 @@ def qmp(machine: Machine) -> QMP:
     return machine.qmp
 
 
+def _record(bed: Bed, node: pytest.Item, fired: list[tuple[str, float]]) -> None:
+    """What the test's fault injectors fired, and the delay before each: its results entry."""
+    if fired:
+        results.entry(bed, node).setdefault("schedule", []).extend(fired)
+
+
 @pytest.fixture
 def hotplug(request: pytest.FixtureRequest, machine: Machine, bed: Bed) -> Iterator[Hotplug]:
     h = Hotplug(machine, bed.rng(request.node), bed.jitter)
     yield h
-    if h.schedule:
-        results.entry(bed, request.node)["schedule"] = h.schedule
+    _record(bed, request.node, h.schedule)
+
+
+class Injectors:
+    """The test's network and stop faults on the machines of its bed, all on one seeded schedule."""
+
+    def __init__(self, bed: Bed, node: pytest.Item):
+        self.rng, self.jitter = bed.rng(node), bed.jitter
+        self.made: list[Timed] = []
+
+    def link(self, machine: Machine, nic_id: str) -> Link:
+        self.made.append(link := Link(machine, nic_id, self.rng, self.jitter))
+        return link
+
+    def stop(self, machine: Machine) -> Stop:
+        self.made.append(stop := Stop(machine, self.rng, self.jitter))
+        return stop
+
+
+@pytest.fixture
+def injectors(request: pytest.FixtureRequest, bed: Bed) -> Iterator[Injectors]:
+    made = Injectors(bed, request.node)
+    yield made
+    _record(bed, request.node, [f for i in made.made for f in i.schedule])

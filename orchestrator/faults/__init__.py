@@ -1,6 +1,7 @@
 """Fault injection, from suites and `tbctl inject`: hotplug (orderly and surprise), registers
 (invalid doorbells, bus master, admin queue, fatal status; from the host through qtest or from the
-guest), network links (NIC pulled and put back, link down and up) and QEMU's NVMe trace. Each takes the narrow Target it needs (QMP, SSH, topology, qtest
+guest), network links (NIC pulled and put back, link down and up), a target stopped (app signalled,
+machine paused) and QEMU's NVMe trace. Each takes the narrow Target it needs (QMP, SSH, topology, qtest
 socket), never a machine's insides. Imports vm, guest, config, report and the base modules."""
 
 from orchestrator.faults.hotplug import Hotplug
@@ -16,8 +17,9 @@ from orchestrator.faults.registers import (
                                            invalid_doorbell,
                                            userspace_admin_command,
 )
+from orchestrator.faults.stop import Stop
 from orchestrator.faults.target import Target
 from orchestrator.faults.traces import NvmeTrace
 
-__all__ = ["DOORBELL_KINDS", "PCI_COMMAND_MASTER", "VIAS", "Hotplug", "Link", "NvmeTrace", "Registers", "Target", "admin_queue",
+__all__ = ["DOORBELL_KINDS", "PCI_COMMAND_MASTER", "VIAS", "Hotplug", "Link", "NvmeTrace", "Registers", "Stop", "Target", "admin_queue",
            "bus_master", "controller_fatal", "invalid_doorbell", "userspace_admin_command"]

@@ -13,6 +13,7 @@ import time
 import uuid
 
 from orchestrator.errors import DeadlineError, MachineError
+from orchestrator.guest import net, nvme
 from orchestrator.guest.ssh import SSH
 from orchestrator.render import render
 
@@ -28,6 +29,19 @@ def identity(ssh: SSH, name: str) -> str:
     ssh.run(f"mkdir -p /etc/nvme && echo {nqn} > /etc/nvme/hostnqn && echo {host_id} > /etc/nvme/hostid",
             timeout=10, check=True)
     return nqn
+
+
+def prepare(ssh: SSH, name: str, transport: str, fabric_mac: str) -> None:
+    """This guest ready for NVMe-oF over `transport`: its own host identity, and for RDMA a
+    soft-RoCE device on its fabric NIC (MAC `fabric_mac`)."""
+    identity(ssh, name)
+    if transport == "rdma":
+        rxe(ssh, net.device(ssh, fabric_mac))
+
+
+def block_device(ssh: SSH, serial: str) -> str:
+    """The block device of this guest's NVMe controller with serial `serial` (what a kernel target exports)."""
+    return "/dev/" + nvme.nvme_state(ssh)[serial]["block"][0]
 
 
 def rxe(ssh: SSH, netdev: str, timeout: float = 30) -> str:

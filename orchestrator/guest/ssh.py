@@ -291,11 +291,16 @@ class RemoteProcess:
         self._chan.close()
         self._ssh.active.discard(self)
 
-    def wait(self) -> Result:
+    def wait(self, timeout: float | None = None) -> Result:
         """Until the command exits. If this is interrupted (a test deadline), the command stays
-        registered as active, so whoever handles the interruption can still kill it."""
-        while not self._pump(self._host_deadline):
-            pass
+        registered as active, so whoever handles the interruption can still kill it. With
+        `timeout`, a command still running that many seconds from now is killed (DeadlineError)."""
+        until = self._host_deadline if timeout is None else min(self._host_deadline, time.monotonic() + timeout)
+        while not self._pump(until):
+            if time.monotonic() >= until and timeout is not None:
+                self.kill()
+                raise DeadlineError(f"{self.label or self.cmd}: still running {timeout:g} s after it was told to "
+                                    "stop (killed)", what=self.label or self.cmd, seconds=timeout)
         rc = self._chan.recv_exit_status()
         self._release()
         result = Result(self.cmd, rc, self._out.decode(errors="replace"), self._stderr(),

@@ -1,0 +1,132 @@
+"""The NVMe-oF target is shut down under heavy I/O; the initiator must fail, not crash.
+
+Seed 004 (SPDK test/nvmf/target/shutdown.sh, nvmf_shutdown_tc4): spdk_nvme_perf writes 128 deep
+over 4 qpairs, the target gets SIGTERM half-way; perf aborted with "nvme_rdma.c:1837:
+nvme_rdma_qpair_destroy: Assertion `qpair->poll_group' failed" after "CQ transport error -6 (No
+such device or address)" (SPDK #3569). Pass: the initiator exits with an error within its bound,
+not by a signal, and nothing crashed on either machine. An app's assertion or signal is a guest
+crash, titled, with gdb's backtrace from its core.
+
+Variants: target {kernel (nvmet; shut down = its port and subsystem removed), spdk (nvmf_tgt,
+SIGTERM)} x initiator {kernel (nvme-cli connect, fio), spdk (spdk_nvme_perf)} x {tcp, rdma (soft-
+RoCE)}. The SPDK parts come from --spdk-dir and are skipped without it. The target is stopped
+after the load has run for LOAD_BEFORE_STOP seconds, plus a delay from the run's seeded schedule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+
+from orchestrator.engine.fixtures import Injectors
+from orchestrator.engine.session import Bed
+from orchestrator.guest import nvmf
+from orchestrator.guest.ssh import RemoteProcess, Result
+from orchestrator.machines import Machine
+from orchestrator.spdk import nvmf as spdk_nvmf
+
+BED = "pair"
+TIMEOUT = 180  # seconds per test under KVM (scaled for TCG)
+NQN = "nqn.2026-12.io.tbctl:shutdown"
+LOAD_SECONDS = 20  # tc4: perf -t 20
+LOAD_BEFORE_STOP = 5  # tc4: sleep 5, then killprocess
+MUST_EXIT = 60  # seconds for the initiator to give up once its target is gone
+FAST_IO_FAIL = 3  # the kernel initiator's bound on I/O without a path
+VARIANTS = [pytest.param(v, id=f"{v[0]}_target-{v[1]}_host-{v[2]}")
+            for v in itertools.product(("kernel", "spdk"), ("kernel", "spdk"), nvmf.TRANSPORTS)]
+
+
+@dataclass
+class Load:
+    """The initiator's I/O: fio on a kernel NVMe-oF namespace, or spdk_nvme_perf."""
+
+    proc: RemoteProcess
+    running: str  # a line the load prints once its I/O is under way
+
+    def wait_running(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.running not in self.proc.output():
+            if self.proc.poll():
+                return  # it ended before its I/O began: its exit status says why
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.proc.label}: no I/O under way within {timeout:g} s "
+                                     f"(no {self.running!r}): {self.proc.output()[-500:]}")
+            time.sleep(0.5)
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request: pytest.FixtureRequest, machines: dict[str, Machine], bed: Bed) -> Iterator[tuple[str, ...]]:
+    """Both machines set up for the variant's transport; afterwards the host disconnected and the
+    target's exports gone, so the next variant starts clean."""
+    target_kind, host_kind, transport = request.param
+    if target_kind == "spdk":
+        bed.spdk_tree(spdk_nvmf.NVMF_TGT)
+    if host_kind == "spdk":
+        bed.spdk_tree(spdk_nvmf.PERF)
+    for role, m in machines.items():
+        nvmf.prepare(m.ssh, role, transport, m.topology.nics[0].mac(m.topology.name))
+    yield request.param
+    host, target = machines["host"], machines["target"]
+    if host.qemu_alive() and host_kind == "kernel":
+        nvmf.disconnect(host.ssh, NQN, timeout=30)
+    if target.qemu_alive() and target_kind == "kernel":
+        nvmf.unexport(target.ssh, NQN)
+
+
+def kernel_load(host: Machine, transport: str, address: str) -> Load:
+    ctrl = nvmf.connect(host.ssh, transport, address, NQN, fast_io_fail_tmo=FAST_IO_FAIL, ctrl_loss_tmo=10)
+    dev = nvmf.namespace(host.ssh, ctrl)
+    # tc4's shape with fio: 44 KiB random writes, 128 deep, 4 jobs (perf's -P 4 qpairs)
+    proc = host.ssh.start(f"fio --name=tc4 --filename={dev} --rw=randwrite --bs=45056 --direct=1 --ioengine=libaio "
+                          f"--iodepth=128 --numjobs=4 --time_based --runtime={LOAD_SECONDS} --group_reporting "
+                          "--eta=always --eta-newline=1 2>&1",
+                          timeout=LOAD_SECONDS + MUST_EXIT + 60, label=f"fio on {dev} over {transport}")
+    return Load(proc, "Jobs: 4 (f=4)")
+
+
+def test_target_stopped_under_io(machines: dict[str, Machine], variant: tuple[str, str, str], bed: Bed,
+                                 injectors: Injectors) -> None:
+    """Stop the target while the initiator writes 128 deep; the initiator exits with an error."""
+    target_kind, host_kind, transport = variant
+    target, host = machines["target"], machines["host"]
+    address = target.topology.nics[0].ip
+    stop = injectors.stop(target)
+    app = None
+    if target_kind == "spdk":
+        app = spdk_nvmf.Target(target.ssh, bed.spdk_tree(spdk_nvmf.NVMF_TGT), target.run_dir)
+        app.export(NQN, transport, address)
+    else:
+        serial = target.topology.controllers[0].serial
+        nvmf.export(target.ssh, NQN, nvmf.block_device(target.ssh, serial), transport, address)
+    try:
+        if host_kind == "spdk":
+            proc = spdk_nvmf.perf(host.ssh, bed.spdk_tree(spdk_nvmf.PERF), [spdk_nvmf.trid(transport, address, NQN)],
+                                  LOAD_SECONDS, timeout=LOAD_SECONDS + MUST_EXIT + 60)
+            load = Load(proc, "Initialization complete. Launching workers.")
+        else:
+            load = kernel_load(host, transport, address)
+        load.wait_running(60)
+        time.sleep(LOAD_BEFORE_STOP)
+        stopped_at = time.monotonic()
+        if app is not None:
+            stop.app(app.proc, "TERM")
+            exited: Result | None = app.proc.wait(60)
+        else:
+            stop.delay("nvmet-remove")
+            nvmf.unexport(target.ssh, NQN)
+            exited = None
+        res = load.proc.wait(MUST_EXIT + LOAD_SECONDS)
+        took = round(time.monotonic() - stopped_at, 1)
+    finally:
+        if app is not None:
+            app.close()
+    assert exited is None or exited.rc == 0, f"SPDK nvmf_tgt exited {exited.rc} on SIGTERM: {exited.stdout[-500:]}"
+    assert res.rc != 0, (f"{load.proc.label} exited 0 {took} s after its target was stopped under I/O: "
+                         "its I/O errors went unreported")
+    assert 0 < res.rc < 128, (f"{load.proc.label} was killed by a signal ({res.rc}) {took} s after the target "
+                              "stopped")
+    print(f"{load.proc.label} exited {res.rc} {took} s after the target was stopped")
