@@ -8,6 +8,7 @@ a host-side deadline a few seconds later closes the channel in case the guest it
 from __future__ import annotations
 
 import base64
+import contextlib
 import select
 import shlex
 import time
@@ -281,15 +282,26 @@ class RemoteProcess:
                 raise SSHError(f"SIG{sig} to {self.label}: not every process took it within 1 s: {res.stderr.strip()}")
 
     def kill(self) -> None:
-        """SIGKILL the command's process tree (a stopped process dies too) and let it go."""
+        """SIGKILL the command's process tree (a stopped process dies too) and let it go; what it
+        printed is logged as a finished command's is (its last words say why it was stopped)."""
         try:
             self.signal("KILL")
+            until = time.monotonic() + 5
+            with contextlib.suppress(DeadlineError):  # a guest past its deadline: nothing more to read
+                while not self._pump(until) and time.monotonic() < until:
+                    pass
         finally:
+            if self._log and self._chan.exit_status_ready():
+                self._log(self._result())
             self._release()
 
     def _release(self) -> None:
         self._chan.close()
         self._ssh.active.discard(self)
+
+    def _result(self) -> Result:
+        return Result(self.cmd, self._chan.recv_exit_status(), self._out.decode(errors="replace"), self._stderr(),
+                      time.monotonic() - self.started)
 
     def wait(self, timeout: float | None = None) -> Result:
         """Until the command exits. If this is interrupted (a test deadline), the command stays
@@ -301,13 +313,11 @@ class RemoteProcess:
                 self.kill()
                 raise DeadlineError(f"{self.label or self.cmd}: still running {timeout:g} s after it was told to "
                                     "stop (killed)", what=self.label or self.cmd, seconds=timeout)
-        rc = self._chan.recv_exit_status()
         self._release()
-        result = Result(self.cmd, rc, self._out.decode(errors="replace"), self._stderr(),
-                        time.monotonic() - self.started)
+        result = self._result()
         if self._log:
             self._log(result)
-        if rc in (124, 137) and _TIMEOUT_MARK in result.stderr:
+        if result.rc in (124, 137) and _TIMEOUT_MARK in result.stderr:
             raise DeadlineError(f"guest command did not finish within {self.timeout:g} s and was killed: "
                                 f"{self.cmd}\n" + result.stdout[-2000:] + result.stderr[-2000:], what=self.cmd,
                                 seconds=self.timeout)

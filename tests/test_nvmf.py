@@ -1,0 +1,44 @@
+"""The seed-004 suite (nvmf_shutdown) end to end on the pair bed, its SPDK parts played by the
+stand-in tree (tests/spdk_standin): nvmf_tgt configured over SPDK's JSON-RPC, spdk_nvme_perf as
+the load; and a perf that fails SPDK #3569's assertion is a titled guest crash with a backtrace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tbctl
+
+pytestmark = pytest.mark.vm
+ENGINE_SUITES = Path(__file__).parent / "engine_suites"
+
+
+def results(path: Path) -> dict[str, dict]:
+    return {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads(path.read_text())["tests"]}
+
+
+def test_nvmf_shutdown_runs_every_variant(tmp_path: Path, standin: Path) -> None:
+    """Every {kernel, spdk} target x {kernel, spdk} initiator x {tcp, rdma} variant: the target is
+    stopped under load (nvmet's port removed, or nvmf_tgt signalled), the initiator exits with an
+    error, not a signal; the stop is on the run's recorded schedule."""
+    r = tbctl(tmp_path, "run", "nvmf_shutdown", "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"))
+    res = results(tmp_path / "r.json")
+    assert len(res) == 8, r.stdout[-3000:]
+    for name, t in res.items():
+        assert t["outcome"] == "passed", (name, t, r.stdout[-3000:])
+        stopped = [what for what, _ in t["schedule"]]
+        assert stopped == (["app-term SPDK build/bin/nvmf_tgt"] if "spdk_target" in name else ["nvmet-remove"])
+    assert r.returncode == 0
+
+
+def test_a_perf_that_asserts_is_a_guest_crash_with_a_backtrace(tmp_path: Path, standin: Path) -> None:
+    r = tbctl(tmp_path, "run", str(ENGINE_SUITES / "demo_perf_asserts.py"), "-k", "kernel_target-spdk_host-rdma",
+              "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"))
+    (t,) = results(tmp_path / "r.json").values()
+    assert t["outcome"] == "guest crashed", (t, r.stdout[-3000:])
+    assert t["message"].splitlines()[0] == ("guest crashed: Assertion `qpair->poll_group' failed in "
+                                            "nvme_rdma_qpair_destroy"), t["message"]
+    (bt,) = Path(t["artifacts"]).glob("core-spdk_nvme_perf-*.bt.txt")
+    assert "nvme_rdma_qpair_destroy (qpair=" in bt.read_text()
+    assert r.returncode == 1
