@@ -83,7 +83,7 @@ def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
     argv = m.argv(1)
     assert all(a and a == a.strip() for a in argv)
     # multipath off (the guest shows QEMU 7.2 and 10.0 alike); the admin timeout for TCG only
-    assert opts(argv, "-append") == ["console=ttyS0 root=/dev/vda nvme_core.multipath=N nvme_core.admin_timeout=20"]
+    assert opts(argv, "-append") == ["console=ttyS0 root=/dev/vda sysrq_always_enabled nvme_core.multipath=N nvme_core.admin_timeout=20"]
 
 
 def test_pci_lookup_behind_bridges_and_config_address() -> None:

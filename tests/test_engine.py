@@ -136,6 +136,12 @@ def test_crashes_are_found_and_titled(tmp_path: Path) -> None:
     assert bt and "__assert_fail" in bt[0].read_text()  # gdb's backtrace of the core the app left
     warned = by["test_kernel_warning"]
     assert (warned["outcome"], warned["message"]) == ("guest crashed", "guest crashed: WARNING in nvme_remove_namespaces")
+    hung = by["test_task_hangs"]
+    # with `quiet`, the hung-task report's stack (KERN_INFO) stays off the console: the title has no frame
+    assert (hung["outcome"], hung["message"]) == ("guest crashed", "guest crashed: INFO: task hung"), hung
+    (stacks,) = Path(hung["artifacts"]).glob("sysrq-*.txt")
+    assert "Show Blocked State" in stacks.read_text() and "task:touch" in stacks.read_text()
+    assert "discarded" in hung
     panic = by["test_sysrq_panic"]
     assert panic["outcome"] == "guest crashed"
     assert panic["message"].startswith("guest crashed: kernel panic: sysrq triggered crash; "

@@ -20,13 +20,14 @@ from typing import Any, Iterator
 import pytest
 
 from orchestrator import __version__, logs
-from orchestrator.engine import artifacts, deadline, findings, hookspecs, outcome, results, slices
+from orchestrator.engine import artifacts, deadline, findings, hookspecs, host, outcome, results, slices
 from orchestrator.engine.session import BED, Bed, add_options
 from orchestrator.errors import DeadlineError
 from orchestrator.vm import qemu_binary
 
 pytest_plugins = ["orchestrator.engine.fixtures"]
 log = logging.getLogger(f"{logs.ROOT}.engine")
+HOST_BEFORE = pytest.StashKey[host.Sample]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -56,6 +57,11 @@ class Engine:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not session.config.option.collectonly:
             self._log = logs.to_file(self.bed.artifacts / "run.log")  # the machines' lines and the engine's
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
+        item.stash[HOST_BEFORE] = host.sample()
+        yield
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
@@ -151,5 +157,7 @@ class Engine:
                 entry.setdefault("discarded", {})[m.name] = why
         rep.user_properties.append(("outcome", final))
         entry["outcome"] = final
+        if HOST_BEFORE in item.stash:
+            entry["host"] = host.conditions(item.stash[HOST_BEFORE], host.sample())
         entry["artifacts"] = str(slices.test_dir(item)) if slices.has_dir(item) else None
         log.info(f"{item.nodeid}: {final}" + (f"; discarded {entry['discarded']}" if "discarded" in entry else ""))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator import __version__
-from orchestrator.engine import outcome
+from orchestrator.engine import host, outcome
 from orchestrator.engine.deadline import GuestCrashed
 from orchestrator.engine.session import Bed
 from orchestrator.errors import OUTCOMES
@@ -93,10 +93,13 @@ def write(bed: Bed, session_status: int, path: Path) -> int:
 
 
 def summary(bed: Bed) -> list[str]:
-    """The summary's lines: the QEMU, then one line per test (and a failure's first line)."""
+    """The summary's lines: the QEMU, then one line per test (flagged when the host was throttled
+    or overloaded) and a failure's first line."""
     lines = [qemu_binary.current().describe()]
     for r in bed.results.values():
-        lines.append(f"{r.get('outcome', '?'):21} {r['duration']:7.1f} s  {r['nodeid']}")
+        busy = host.flag(r["host"]) if "host" in r else None
+        lines.append(f"{r.get('outcome', '?'):21} {r['duration']:7.1f} s  {r['nodeid']}"
+                     + (f"  [host: {busy}]" if busy else ""))
         if r.get("outcome") != "passed" and r.get("message"):
             lines.append(f"{'':21} {r['message'].splitlines()[0][:300]}")
     return lines

@@ -43,6 +43,9 @@ DEFAULT_BOOT_TIMEOUT = 60.0
 # interrupt never came). The nvme driver polls the queue when an admin command times out; 20 s
 # instead of 60 s lets that recovery happen well inside the boot deadline.
 TCG_KERNEL_ARGS = "nvme_core.admin_timeout=20"
+# Every sysrq key works from the keyboard, so a hung guest's stacks can be asked for from the host
+# (QMP send-key) when its SSH is stuck too; Debian's default (kernel.sysrq=438) refuses w, l and t.
+KERNEL_ARGS = "sysrq_always_enabled"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 _PORT_IN_USE = "Could not set up host forwarding rule"
 _READY = re.compile(re.escape(MARKER_READY) + r" ([0-9.]+)")
@@ -140,7 +143,7 @@ class QemuMachine:
         if unlinked:
             raise MachineError(f"{self.name}: NIC(s) {', '.join(unlinked)} have no network peer: boot the machine "
                                "as part of its bed")
-        cmdline = " ".join(filter(None, [self.image.cmdline, topo.kernel_args(),
+        cmdline = " ".join(filter(None, [self.image.cmdline, KERNEL_ARGS, topo.kernel_args(),
                                          TCG_KERNEL_ARGS if self.accel == "tcg" else ""]))
         text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name, topology=topo, accel=self.accel,
                       bios=self.qemu.firmware(BIOS),

@@ -164,6 +164,10 @@ class QMP:
                                         what=f"QMP event {name}", seconds=timeout)
                 self._cond.wait(remaining)
 
+    def sysrq(self, key: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Alt-SysRq-`key` on the guest's keyboard: the kernel answers even when its SSH cannot."""
+        self.execute("send-key", {"keys": [{"type": "qcode", "data": k} for k in ("alt", "sysrq", key)]}, timeout)
+
     def unplug(self, device: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         """device_del, then wait for DEVICE_DELETED; a removal that never completes is remembered
         (`unplug_lost`: the machine is half-unplugged for good) with where it stopped.
