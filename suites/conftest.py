@@ -1,3 +1,4 @@
-"""Suites run on tbctl's pytest plugin (fixtures: machine, machines, ssh, qmp, hotplug, artifacts, bed)."""
+"""Suites run on tbctl's pytest plugin (fixtures: machine, machines, ssh, qmp, hotplug, injectors,
+fabric, artifacts, bed)."""
 
 pytest_plugins = ["orchestrator.pytest_plugin"]

@@ -15,15 +15,10 @@ after the load has run for LOAD_BEFORE_STOP seconds, plus a delay from the run's
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
-from typing import Iterator
 
-import pytest
-
-from orchestrator.engine.fixtures import Injectors
-from orchestrator.engine.session import Bed
+from orchestrator.engine.fixtures import Fabric, Injectors
 from orchestrator.guest import nvmf
 from orchestrator.guest.ssh import RemoteProcess, Result
 from orchestrator.machines import Machine
@@ -36,8 +31,7 @@ LOAD_SECONDS = 20  # tc4: perf -t 20
 LOAD_BEFORE_STOP = 5  # tc4: sleep 5, then killprocess
 MUST_EXIT = 60  # seconds for the initiator to give up once its target is gone
 FAST_IO_FAIL = 3  # the kernel initiator's bound on I/O without a path
-VARIANTS = [pytest.param(v, id=f"{v[0]}_target-{v[1]}_host-{v[2]}")
-            for v in itertools.product(("kernel", "spdk"), ("kernel", "spdk"), nvmf.TRANSPORTS)]
+SPDK_HOST_APP = spdk_nvmf.PERF
 
 
 @dataclass
@@ -58,25 +52,6 @@ class Load:
             time.sleep(0.5)
 
 
-@pytest.fixture(params=VARIANTS)
-def variant(request: pytest.FixtureRequest, machines: dict[str, Machine], bed: Bed) -> Iterator[tuple[str, ...]]:
-    """Both machines set up for the variant's transport; afterwards the host disconnected and the
-    target's exports gone, so the next variant starts clean."""
-    target_kind, host_kind, transport = request.param
-    if target_kind == "spdk":
-        bed.spdk_tree(spdk_nvmf.NVMF_TGT)
-    if host_kind == "spdk":
-        bed.spdk_tree(spdk_nvmf.PERF)
-    for role, m in machines.items():
-        nvmf.prepare(m.ssh, role, transport, m.topology.nics[0].mac(m.topology.name))
-    yield request.param
-    host, target = machines["host"], machines["target"]
-    if host.qemu_alive() and host_kind == "kernel":
-        nvmf.disconnect(host.ssh, NQN, timeout=30)
-    if target.qemu_alive() and target_kind == "kernel":
-        nvmf.unexport(target.ssh, NQN)
-
-
 def kernel_load(host: Machine, transport: str, address: str) -> Load:
     ctrl = nvmf.connect(host.ssh, transport, address, NQN, fast_io_fail_tmo=FAST_IO_FAIL, ctrl_loss_tmo=10)
     dev = nvmf.namespace(host.ssh, ctrl)
@@ -88,23 +63,22 @@ def kernel_load(host: Machine, transport: str, address: str) -> Load:
     return Load(proc, "Jobs: 4 (f=4)")
 
 
-def test_target_stopped_under_io(machines: dict[str, Machine], variant: tuple[str, str, str], bed: Bed,
-                                 injectors: Injectors) -> None:
+def test_target_stopped_under_io(machines: dict[str, Machine], fabric: Fabric, injectors: Injectors) -> None:
     """Stop the target while the initiator writes 128 deep; the initiator exits with an error."""
-    target_kind, host_kind, transport = variant
+    transport = fabric.transport
     target, host = machines["target"], machines["host"]
     address = target.topology.nics[0].ip
     stop = injectors.stop(target)
     app = None
-    if target_kind == "spdk":
-        app = spdk_nvmf.Target(target.ssh, bed.spdk_tree(spdk_nvmf.NVMF_TGT), target.run_dir)
+    if fabric.target == "spdk" and fabric.tree:
+        app = spdk_nvmf.Target(target.ssh, fabric.tree, target.run_dir)
         app.export(NQN, transport, address)
     else:
         serial = target.topology.controllers[0].serial
         nvmf.export(target.ssh, NQN, nvmf.block_device(target.ssh, serial), transport, address)
     try:
-        if host_kind == "spdk":
-            proc = spdk_nvmf.perf(host.ssh, bed.spdk_tree(spdk_nvmf.PERF), [spdk_nvmf.trid(transport, address, NQN)],
+        if fabric.host == "spdk" and fabric.tree:
+            proc = spdk_nvmf.perf(host.ssh, fabric.tree, [spdk_nvmf.trid(transport, address, NQN)],
                                   LOAD_SECONDS, timeout=LOAD_SECONDS + MUST_EXIT + 60)
             load = Load(proc, "Initialization complete. Launching workers.")
         else:

@@ -166,7 +166,7 @@ def test_nvmf_device_removal_runs_end_to_end(tmp_path: Path) -> None:
 
     r = tbctl(tmp_path, "run", "nvmf_device_removal", "--json", str(tmp_path / "r.json"))
     res = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
-    assert res["test_target_nic_pulled_under_io[tcp]"]["outcome"] == "passed", r.stdout[-3000:]
-    rdma = res["test_target_nic_pulled_under_io[rdma]"]
+    assert res["test_target_nic_pulled_under_io[kernel_target-kernel_host-tcp]"]["outcome"] == "passed", r.stdout[-3000:]
+    rdma = res["test_target_nic_pulled_under_io[kernel_target-kernel_host-rdma]"]
     first = (rdma.get("message") or "").splitlines()[0] if rdma.get("message") else ""
     assert rdma["outcome"] == "passed" or (first.startswith("guest crashed: ") and "INFO: task hung" in first), rdma

@@ -1,5 +1,7 @@
 """A crash ends the test at once, not at its deadline: one watcher thread per machine reads its
-console and QMP events while the test runs, and reports the first fatal finding."""
+console and QMP events while the test runs, and reports the first fatal finding, or the first
+report of a kernel stuck (a hung task, a soft lockup, an RCU stall) once the stuck kernel's
+stacks were asked for, while it is still stuck."""
 
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ class CrashWatch:
 
     def __init__(self, console: Any, qmp: Any, console_mark: int, qmp_mark: int,
                  on_fatal: Callable[[crash.Finding], None], name: str = "vm",
-                 qemu_died: Callable[[], bool] = lambda: False):
+                 qemu_died: Callable[[], bool] = lambda: False, on_hang: Callable[[], None] = lambda: None):
         self.console, self.qmp, self.on_fatal, self.qemu_died = console, qmp, on_fatal, qemu_died
+        self.on_hang = on_hang
         self.console_mark, self.qmp_mark = console_mark, qmp_mark
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"crash-watch-{name}", daemon=True)
@@ -52,7 +55,7 @@ class CrashWatch:
         pos = self.console_mark
         while not self._stop.is_set():
             try:
-                m = self.console.wait_for([crash.FATAL_START], 0.5, after=pos)
+                m = self.console.wait_for([crash.FATAL_START, crash.HANG_START], 0.5, after=pos)
             except DeadlineError:
                 if f := self._panicked():
                     self.on_fatal(f)
@@ -68,8 +71,15 @@ class CrashWatch:
                 self.console.wait_for([crash.REPORT_END], REPORT_GRACE, after=m.start())
             except (DeadlineError, MachineError):
                 pass
-            fatal = [f for f in crash.kernel_findings(self.console.text[self.console_mark:]) if f.fatal]
+            found = crash.kernel_findings(self.console.text[self.console_mark:])
+            fatal = [f for f in found if f.fatal]
             if fatal:
                 self.on_fatal(fatal[0])
+                return
+            if crash.HANG_START.match(self.console.text, m.start()):
+                self.on_hang()  # its stacks, now: the test's own clean-up may end the hang
+                hung = [f for f in crash.kernel_findings(self.console.text[self.console_mark:])
+                        if f.title.startswith(crash.HANG_TITLES)]
+                self.on_fatal(hung[0] if hung else crash.Finding("kernel stuck", "kernel", False, m.group(0)))
                 return
             pos = m.end()

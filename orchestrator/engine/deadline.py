@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 from orchestrator import faults
-from orchestrator.engine import slices
+from orchestrator.engine import findings, slices
 from orchestrator.engine.crash_watch import CrashWatch
 from orchestrator.errors import TbctlError
 from orchestrator.machines import Machine
@@ -88,7 +88,8 @@ class Guard:
             m = s.machine
             if m.console is not None:
                 self.watches.append(CrashWatch(m.console, m.qmp_channel, s.console_mark, s.qmp_mark, self._on_fatal,
-                                               m.name, qemu_died=lambda m=m: not m.stopped and not m.qemu_alive()))
+                                               m.name, qemu_died=lambda m=m: not m.stopped and not m.qemu_alive(),
+                                               on_hang=lambda m=m: findings.hang_stacks(m, slices.test_dir(self.item))))
                 self.watches[-1].start()  # listed first: _on_fatal ignores a watcher it does not know
         self.item.config.hook.pytest_tbctl_deadline_arm(item=self.item, seconds=self.limit, fire=self.fire)
         return self

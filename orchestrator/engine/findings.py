@@ -17,7 +17,6 @@ from orchestrator.errors import DeadlineError, TbctlError
 from orchestrator.machines import Machine
 from orchestrator.report import crash
 
-HANGS = ("INFO: task hung", "BUG: soft lockup", "INFO: rcu detected stall")  # titles of a kernel stuck, not dead
 SYSRQ_KEYS = "9wl"  # all messages to the console (the dumps are KERN_INFO), blocked tasks, CPUs
 SYSRQ_WAIT = 5.0  # seconds for the stacks to come out on the console
 PVPANIC_WAIT = 3.0  # seconds: the kernel tells pvpanic only after it printed its panic
@@ -38,8 +37,6 @@ def of(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
             mine += crash.qmp_findings(qmp.events(s.qmp_mark))
         if not m.stopped and not m.qemu_alive():
             mine += m.qemu_crash()
-        elif any(f.title.startswith(HANGS) for f in mine) and m.console is not None:
-            _hang_stacks(m, slices.test_dir(item))
         app = _app_findings(m.artifacts / "commands.log", s.commands_mark)
         if not any(f.fatal for f in mine) and m.qemu_alive() and m.ssh_channel is not None:
             app += _core_findings(m, slices.test_dir(item))
@@ -47,10 +44,11 @@ def of(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
     return found
 
 
-def _hang_stacks(m: Machine, artifacts: Path) -> None:
+def hang_stacks(m: Machine, artifacts: Path) -> None:
     """A stuck kernel's blocked tasks (sysrq w) and every CPU's stack (sysrq l), asked for on the
-    keyboard (its SSH may be stuck behind the hang), in the test's artifacts. The console then
-    shows every message: the machine is not handed on after a hang anyway."""
+    keyboard (its SSH may be stuck behind the hang), in the test's artifacts; on the console too,
+    right after the report, whose title then names where the task waits. The console shows every
+    message from then on: the machine is not handed on after a hang anyway."""
     assert m.console is not None
     mark = len(m.console.text)
     try:

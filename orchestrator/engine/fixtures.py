@@ -1,11 +1,13 @@
 """What suites get: `machine` (booted once per module, booted again if a test left it dead or in a
 state nobody could restore), `machines` (the module's bed, by role: its BED, or --tb-bed),
 `fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug` and `injectors` (fault injectors
-on the test's seeded schedule, recorded in results), `artifacts`
-(the test's directory), `bed` (the run's settings)."""
+on the test's seeded schedule, recorded in results), `fabric` (the NVMe-oF variants of a bed's
+target and host), `artifacts` (the test's directory), `bed` (the run's settings)."""
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -15,9 +17,12 @@ from orchestrator.engine import results, slices
 from orchestrator.engine.session import Bed, bed_of
 from orchestrator.faults import Hotplug, Link, Stop
 from orchestrator.faults.timing import Timed
+from orchestrator.guest import nvmf
 from orchestrator.guest.ssh import SSH
 from orchestrator.machines import Machine
 from orchestrator.machines import bed as machine_beds
+from orchestrator.spdk import nvmf as spdk_nvmf
+from orchestrator.spdk.tree import Tree
 from orchestrator.vm.qmp import QMP
 
 
@@ -155,3 +160,37 @@ def injectors(request: pytest.FixtureRequest, bed: Bed) -> Iterator[Injectors]:
     made = Injectors(bed, request.node)
     yield made
     _record(bed, request.node, [f for i in made.made for f in i.schedule])
+
+
+FABRIC_KINDS = ("kernel", "spdk")
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """One NVMe-oF variant: who serves (the guest kernel's nvmet, or SPDK's nvmf_tgt), who
+    connects (the kernel's initiator, or the suite's SPDK app: its SPDK_HOST_APP), over what."""
+
+    target: str
+    host: str
+    transport: str
+    tree: Tree | None  # the SPDK tree, when a part of the variant is SPDK's
+
+
+@pytest.fixture(params=[pytest.param(v, id=f"{v[0]}_target-{v[1]}_host-{v[2]}")
+                        for v in itertools.product(FABRIC_KINDS, FABRIC_KINDS, nvmf.TRANSPORTS)])
+def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine], bed: Bed) -> Iterator[Fabric]:
+    """Both machines of the bed set up for the variant's transport (host identities, soft-RoCE
+    for RDMA); SPDK's parts skipped without a tree. Afterwards every kernel connection and export
+    is gone, so the next variant starts clean."""
+    target_kind, host_kind, transport = request.param
+    tree = None
+    if target_kind == "spdk":
+        tree = bed.spdk_tree(spdk_nvmf.NVMF_TGT)
+    if host_kind == "spdk":
+        tree = bed.spdk_tree(request.module.SPDK_HOST_APP)
+    for role, m in machines.items():
+        nvmf.prepare(m.ssh, role, transport, m.topology.nics[0].mac(m.topology.name))
+    yield Fabric(target_kind, host_kind, transport, tree)
+    for m in machines.values():
+        if m.qemu_alive() and m.ssh_alive():
+            nvmf.clear(m.ssh)

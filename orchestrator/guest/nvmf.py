@@ -127,3 +127,11 @@ def disconnect(ssh: SSH, nqn: str, timeout: float = 60) -> None:
     """Drop the connection to `nqn` (nvme disconnect can block behind a pending RDMA reconnect:
     the deadline ends it)."""
     ssh.run(f"nvme disconnect -n {shlex.quote(nqn)}", timeout=timeout)
+
+
+def clear(ssh: SSH, timeout: float = 60) -> None:
+    """No NVMe-oF left in this guest: every fabrics controller disconnected, every nvmet port and
+    subsystem taken down (nvme disconnect can block behind a pending RDMA reconnect: the
+    deadline ends it)."""
+    ssh.run("sh -s", timeout=timeout, stdin=render("guest/nvmf_clear.sh.j2").encode(), check=True)
+

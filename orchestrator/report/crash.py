@@ -269,3 +269,7 @@ def title(text: str) -> str | None:
 FATAL_START = re.compile(r"^(?:\[\s*\d+\.\d+\] ?)?(?:" + "|".join(
     r.pattern.pattern.lstrip("^") for r in KERNEL_RULES if r.fatal) + ")", re.M)
 REPORT_END = re.compile(r"---\[ end |Kernel panic - not syncing")
+# A kernel stuck, not dead: its reports, and the titles the table gives them.
+HANG_START = re.compile(r"^(?:\[\s*\d+\.\d+\] ?)?(?:INFO: task \S+:\d+ blocked for more than|"
+                        r"watchdog: BUG: soft lockup|(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stall)", re.M)
+HANG_TITLES = ("INFO: task hung", "BUG: soft lockup", "INFO: rcu detected stall")

@@ -1,12 +1,17 @@
 """SPDK as an NVMe-oF target and initiator, from the user's tree: nvmf_tgt configured over its
 JSON-RPC with SPDK's own client, as SPDK's test/nvmf scripts configure it (a transport, a malloc
-bdev per subsystem, the subsystem, its namespace, its listener), and spdk_nvme_perf as the
-initiator's load (its arguments and verdict as test/nvmf/target/shutdown.sh's tc4 uses them)."""
+bdev per subsystem, the subsystem, its namespace, its listener); as the initiator's load,
+spdk_nvme_perf (its arguments and verdict as test/nvmf/target/shutdown.sh's tc4 uses them) and
+bdevperf (as device_removal.sh drives it: a controller that reconnects forever, verify I/O)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+from orchestrator.errors import DeadlineError, TbctlError
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.spdk import runtime
 from orchestrator.spdk.rpc import Rpc
@@ -14,12 +19,15 @@ from orchestrator.spdk.tree import Tree
 
 NVMF_TGT = "build/bin/nvmf_tgt"
 PERF = "build/bin/spdk_nvme_perf"
+BDEVPERF = "build/examples/bdevperf"
+BDEVPERF_SOCKET = "/var/tmp/bdevperf.sock"
 SERVICE = 4420
 MALLOC_MIB = 64  # SPDK's tests: MALLOC_BDEV_SIZE=64, MALLOC_BLOCK_SIZE=512
 BLOCK = 512
 # SPDK's NVMF_TRANSPORT_OPTS (test/nvmf/common.sh) with the `-u 8192` its target scripts add.
 TRANSPORT_OPTS = {"tcp": {"io_unit_size": 8192, "c2h_success": False},
                   "rdma": {"io_unit_size": 8192, "num_shared_buffers": 1024}}
+COMMAND_TIMEOUT_US = 10_000_000  # bdevperf's host: an I/O or admin command unanswered this long resets
 PERF_HUGEPAGES = 256  # -P 4 qpairs x -q 128 x 44 KiB buffers, DPDK's pools beside them
 
 
@@ -60,11 +68,89 @@ class Target:
         self.proc.signal(sig)
         return self.proc.wait(timeout)
 
+    def rdma_devices(self) -> list[str]:
+        """The RDMA devices the target's transport serves on (nvmf_get_stats, as device_removal.sh
+        reads it): a pulled NIC's device leaves the list, a new one joins it."""
+        groups = self.rpc.call("nvmf_get_stats")["poll_groups"]
+        return [d["name"] for t in groups[0]["transports"] if t["trtype"] == "RDMA" for d in t.get("devices", [])]
+
     def close(self) -> None:
         """Whatever is left of it gone (after a test that failed half-way)."""
         self.rpc.close()
         if self.proc in self.ssh.active:
             self.proc.kill()
+
+
+class Bdevperf:
+    """SPDK's bdevperf as device_removal.sh runs it: started idle (-z), then given a controller
+    that reconnects forever, 1 s apart (-l -1 -o 1, bdev retries unbounded), then 128-deep 4 KiB
+    verify I/O for `seconds` on perform_tests, which answers once the run is over."""
+
+    def __init__(self, ssh: SSH, tree: Tree, run_dir: Path, seconds: int, timeout: float = 3600):
+        self.ssh, self.run_dir, self.seconds = ssh, run_dir, seconds
+        runtime.prepare(ssh, [], "", PERF_HUGEPAGES)
+        self.proc = runtime.serve(ssh, tree, BDEVPERF, ["-m", "0x1", "-z", "-q", "128", "-o", "4096", "-w", "verify",
+                                                        "-t", str(seconds)], sock=BDEVPERF_SOCKET, timeout=timeout)
+        self.rpc = Rpc(ssh, run_dir, BDEVPERF_SOCKET)
+        # Over TCP a pulled target NIC sends no reset: without command timeouts the host waits on
+        # its keep-alive for good (seen: 'enabled' 30 s after the pull). 10 s, then a reset.
+        self.rpc.call("bdev_nvme_set_options", bdev_retry_count=-1, timeout_us=COMMAND_TIMEOUT_US,
+                      timeout_admin_us=COMMAND_TIMEOUT_US, action_on_timeout="reset")
+        self._run: threading.Thread | None = None
+        self._outcome: dict[str, Any] = {}
+
+    def attach(self, nqn: str, transport: str, address: str, name: str = "Nvme0") -> list[str]:
+        """Connect to `nqn` at `address`:4420; the bdevs it made."""
+        self.name = name
+        return self.rpc.call("bdev_nvme_attach_controller", name=name, trtype=transport.upper(), traddr=address,
+                             adrfam="IPv4", trsvcid=str(SERVICE), subnqn=nqn, ctrlr_loss_timeout_sec=-1,
+                             reconnect_delay_sec=1)
+
+    def start(self) -> None:
+        """perform_tests, answered on a connection of its own once the run is over."""
+        def run() -> None:
+            try:
+                with Rpc(self.ssh, self.run_dir, BDEVPERF_SOCKET, timeout=self.seconds + 120) as rpc:
+                    self._outcome["result"] = rpc.call("perform_tests")
+            except TbctlError as e:
+                self._outcome["error"] = e
+        self._run = threading.Thread(target=run, name="bdevperf perform_tests", daemon=True)
+        self._run.start()
+
+    def state(self) -> str:
+        """The controller's state as bdev_nvme reports it: enabled, resetting, reconnect_is_delayed, failed..."""
+        return self.rpc.call("bdev_nvme_get_controllers", name=self.name)[0]["ctrlrs"][0]["state"]
+
+    def wait_state(self, states: tuple[str, ...], timeout: float) -> tuple[str, float]:
+        start = time.monotonic()
+        while (s := self.state()) not in states:
+            if time.monotonic() - start > timeout:
+                raise DeadlineError(f"bdevperf's controller {self.name}: still {s!r}, not {'/'.join(states)} after "
+                                    f"{timeout:g} s", what=f"controller {self.name}", seconds=timeout)
+            time.sleep(0.5)
+        return s, round(time.monotonic() - start, 2)
+
+    def finish(self) -> dict[str, Any]:
+        """perform_tests' answer once the run is over (its error raised as it came)."""
+        assert self._run is not None
+        self._run.join(self.seconds + 180)
+        if self._run.is_alive():
+            raise DeadlineError(f"bdevperf: perform_tests did not answer within {self.seconds + 180} s",
+                                what="bdevperf perform_tests", seconds=self.seconds + 180)
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["result"]
+
+    def close(self) -> None:
+        """Stopped the way SPDK stops it (SIGINT), or killed when it does not go: after a test
+        that failed, its own error is the one to report."""
+        self.rpc.close()
+        if self.proc in self.ssh.active:
+            try:
+                self.proc.signal("INT")
+                self.proc.wait(30)
+            except TbctlError:
+                pass  # killed by wait(); its output is in commands.log
 
 
 def perf(ssh: SSH, tree: Tree, targets: list[str], seconds: int, timeout: float) -> RemoteProcess:

@@ -20,7 +20,6 @@ suite = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(suite)
 
 BED, TIMEOUT = suite.BED, suite.TIMEOUT
-variant = suite.variant
 test_target_stopped_under_io = suite.test_target_stopped_under_io
 KNOB = "/run/spdk-standin/perf-assert"
 

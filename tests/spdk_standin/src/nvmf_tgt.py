@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 NVMET = "/sys/kernel/config/nvmet"
@@ -135,6 +136,22 @@ class Target:
         log(f"{tr.lower()}.c: *NOTICE*: *** NVMe/{tr} Target Listening on {key[1]} port {key[2]} ***")
         return True
 
+    def nvmf_get_stats(self, **_):
+        transports = [{"trtype": tr, "devices": [{"name": d} for d in rdma_devices()] if tr == "RDMA" else []}
+                      for tr in self.transports]
+        return {"tick_rate": 1000000000, "poll_groups": [{"name": "nvmf_tgt_poll_group_000", "transports": transports}]}
+
+    def relisten(self):
+        """A new RDMA device (a NIC back): listen on it again, as SPDK's RDMA transport rescans its
+        devices and re-creates its listeners (nvmet's own RDMA port stays dead until re-linked)."""
+        for (tr, _, _), port in self.ports.items():
+            if tr != "RDMA":
+                continue
+            for nqn in os.listdir(f"{port}/subsystems"):
+                os.unlink(f"{port}/subsystems/{nqn}")
+                os.symlink(f"{NVMET}/subsystems/{nqn}", f"{port}/subsystems/{nqn}")
+                log(f"rdma.c: *NOTICE*: Port {port.rsplit('/', 1)[1]} listening again for {nqn}")
+
     def nvmf_get_subsystems(self, **_):
         return list(self.subsystems.values())
 
@@ -157,6 +174,24 @@ class Target:
             raise RpcError(INVALID_PARAMS, f"Invalid parameters: {e}") from None
         except OSError as e:
             raise RpcError(-e.errno if e.errno else INTERNAL, os.strerror(e.errno) if e.errno else str(e)) from None
+
+
+def rdma_devices():
+    try:
+        return sorted(os.listdir("/sys/class/infiniband"))
+    except OSError:
+        return []
+
+
+def rescan(target):
+    """Every second, the RDMA devices there are; a new one makes the target listen on it."""
+    seen = set(rdma_devices())
+    while True:
+        time.sleep(1)
+        now = set(rdma_devices())
+        if now - seen and "RDMA" in target.transports:
+            target.relisten()
+        seen = now
 
 
 def undo(made):
@@ -259,6 +294,7 @@ def main():
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=rescan, args=(target,), daemon=True).start()
     serve(sock, target)
 
 
