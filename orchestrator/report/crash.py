@@ -33,7 +33,7 @@ _SUFFIX = re.compile(r"(?:\.(?:part|cold|isra|constprop|llvm|lto_priv)(?:\.\d+)?
 _RIP = re.compile(r"RIP: [0-9a-f]{4}:([A-Za-z_][\w.]*)\+0x")
 # Frames that say nothing about the bug: scheduling, waiting, locking, entry code, dump helpers.
 _GENERIC_FRAME = re.compile(
-    r"^(?:__?schedule\w*|schedule\w*|io_schedule\w*|preempt_schedule\w*|wait_for_completion\w*|"
+    r"^(?:__?schedule\w*|schedule\w*|io_schedule\w*|preempt_schedule\w*|wait_for_completion\w*|msleep\w*|"
     r"__wait_for_common|wait_for_common\w*|do_wait_for_common|\w*_timeout|__mutex_lock\w*|mutex_lock\w*|"
     r"__down\w*|down\w*|rwsem_down\w*|_raw_spin\w*|__raw_spin\w*|native_\w+|dump_stack\w*|show_stack|"
     r"__warn|warn_slowpath\w*|report_bug|handle_bug|exc_\w+|asm_\w+|do_syscall_64|entry_SYSCALL\w*|"
@@ -54,6 +54,14 @@ def _first_frame(text: str, start: int, limit: int = 3000) -> str | None:
         if not m.group(1) and not _GENERIC_FRAME.match(_func(m.group(2))):
             return _func(m.group(2))
     return None
+
+
+def _blocked_in(text: str, m: re.Match[str], limit: int = 30000) -> str | None:
+    """Where the task a hung-task report names waits: its own stack, in the report or in a later
+    list of blocked tasks (sysrq w) when the report's stack stayed off the console (`quiet`)."""
+    task = re.compile(rf"task:{re.escape(m[1])}\s+state:\S+\s+stack:\s*\d+\s+pid:\s*{m[2]}\b")
+    own = task.search(text, m.end(), min(len(text), m.end() + limit))
+    return _first_frame(text, own.end()) if own else _first_frame(text, m.start())
 
 
 def _rip(text: str, start: int, limit: int = 2500) -> str | None:
@@ -102,8 +110,8 @@ KERNEL_RULES: list[Rule] = [
     _rule(r"^BUG: (?!KASAN|kernel NULL|unable to handle|soft lockup)([a-z][\w -]*?)(?::| at | in |$)",
           lambda m, t: f"BUG: {_stable(m[1])}" + _where(t, m.start()), False),
     _rule(r"^WARNING: CPU: \d+ PID: \d+ at \S+ ([A-Za-z_][\w.]*)\+0x", lambda m, t: f"WARNING in {_func(m[1])}", False),
-    _rule(r"^INFO: task \S+:\d+ blocked for more than \d+ seconds",
-          lambda m, t: "INFO: task hung" + (f" in {f}" if (f := _first_frame(t, m.start())) else ""), False),
+    _rule(r"^INFO: task (\S+):(\d+) blocked for more than \d+ seconds",
+          lambda m, t: "INFO: task hung" + (f" in {f}" if (f := _blocked_in(t, m)) else ""), False),
     _rule(r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls? on CPUs?",
           lambda m, t: "INFO: rcu detected stall" + _where(t, m.start()), False),
     _rule(r"^Oops: ", lambda m, t: "Oops" + _where(t, m.start()), True),

@@ -27,7 +27,6 @@ BLOCK = 512
 # SPDK's NVMF_TRANSPORT_OPTS (test/nvmf/common.sh) with the `-u 8192` its target scripts add.
 TRANSPORT_OPTS = {"tcp": {"io_unit_size": 8192, "c2h_success": False},
                   "rdma": {"io_unit_size": 8192, "num_shared_buffers": 1024}}
-COMMAND_TIMEOUT_US = 10_000_000  # bdevperf's host: an I/O or admin command unanswered this long resets
 PERF_HUGEPAGES = 256  # -P 4 qpairs x -q 128 x 44 KiB buffers, DPDK's pools beside them
 
 
@@ -92,10 +91,7 @@ class Bdevperf:
         self.proc = runtime.serve(ssh, tree, BDEVPERF, ["-m", "0x1", "-z", "-q", "128", "-o", "4096", "-w", "verify",
                                                         "-t", str(seconds)], sock=BDEVPERF_SOCKET, timeout=timeout)
         self.rpc = Rpc(ssh, run_dir, BDEVPERF_SOCKET)
-        # Over TCP a pulled target NIC sends no reset: without command timeouts the host waits on
-        # its keep-alive for good (seen: 'enabled' 30 s after the pull). 10 s, then a reset.
-        self.rpc.call("bdev_nvme_set_options", bdev_retry_count=-1, timeout_us=COMMAND_TIMEOUT_US,
-                      timeout_admin_us=COMMAND_TIMEOUT_US, action_on_timeout="reset")
+        self.rpc.call("bdev_nvme_set_options", bdev_retry_count=-1)
         self._run: threading.Thread | None = None
         self._outcome: dict[str, Any] = {}
 
