@@ -5,7 +5,8 @@ output, QEMU's exit code) they are fields, as qemu.machine's VMLaunchFailure kee
 
 from __future__ import annotations
 
-OUTCOMES = ["passed", "skipped", "failed", "timed out", "guest crashed", "qemu crashed", "infrastructure error"]
+OUTCOMES = ["passed", "skipped", "known failure", "failed", "timed out", "guest crashed", "qemu crashed",
+            "infrastructure error"]
 
 
 class TbctlError(Exception):

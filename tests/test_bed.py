@@ -20,6 +20,7 @@ from orchestrator.machines import bed as machine_beds
 from orchestrator.net import links
 from orchestrator.vm import qemu_binary
 
+KNOWN = Path(__file__).resolve().parents[1] / "suites" / "known_failures.toml"
 GOOD = """
 [bed]
 name = "nvmf"
@@ -82,7 +83,7 @@ def test_a_topology_file_is_a_bed_of_one(tmp_path: Path) -> None:
     b = beds.load(tmp_path / "one.toml")
     assert list(b.machines) == [beds.DEFAULT_ROLE] and b.machines["default"].controllers[0].id == "nvme0"
     (tmp_path / "bad.toml").write_bytes(b"\xff\xfe")
-    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml: not a text file \(byte 0 is not UTF-8\)"):
         beds.load(tmp_path / "bad.toml")
 
 
@@ -164,9 +165,14 @@ def test_nvmf_device_removal_runs_end_to_end(tmp_path: Path) -> None:
     guest's crash with its hung-task title, never a silent hang."""
     from conftest import tbctl
 
-    r = tbctl(tmp_path, "run", "nvmf_device_removal", "--json", str(tmp_path / "r.json"))
+    r = tbctl(tmp_path, "run", "nvmf_device_removal", "--expunge", str(KNOWN), "--json", str(tmp_path / "r.json"))
     res = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
-    assert res["test_target_nic_pulled_under_io[kernel_target-kernel_host-tcp]"]["outcome"] == "passed", r.stdout[-3000:]
+    tcp = res["test_target_nic_pulled_under_io[kernel_target-kernel_host-tcp]"]
+    assert tcp["outcome"] == "passed" or tcp.get("known", {}).get("outcome") == "guest crashed", r.stdout[-3000:]
     rdma = res["test_target_nic_pulled_under_io[kernel_target-kernel_host-rdma]"]
-    first = (rdma.get("message") or "").splitlines()[0] if rdma.get("message") else ""
-    assert rdma["outcome"] == "passed" or (first.startswith("guest crashed: ") and "INFO: task hung" in first), rdma
+    if rdma["outcome"] == "known failure":  # the hang: still titled, with the stuck machine's stacks
+        assert rdma["message"].startswith("guest crashed: INFO: task hung in "), rdma
+        assert any(Path(rdma["artifacts"]).glob("sysrq-*.txt")), rdma
+    else:
+        assert rdma["outcome"] == "passed", rdma
+    assert r.returncode == 0, r.stdout[-3000:]  # the SPDK variants skip: no tree given

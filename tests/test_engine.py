@@ -19,6 +19,7 @@ DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
 CRASHES = REPO / "tests" / "engine_suites" / "demo_crashes.py"
 TAINT = REPO / "tests" / "engine_suites" / "demo_taint.py"
 DEADLINE = REPO / "tests" / "engine_suites" / "demo_deadline.py"
+KNOWN = REPO / "tests" / "engine_suites" / "demo_known.py"
 
 
 def junit_cases(path: Path) -> dict[str, ET.Element]:
@@ -52,6 +53,53 @@ def test_a_test_body_cannot_catch_its_own_deadline(tmp_path: Path) -> None:
     # the one that swallowed the first firing was ended by the next, REFIRE seconds later
     assert limit + 4 < by["test_swallows_everything"]["duration"] < limit + 10
     assert by["test_expects_a_deadline_of_its_own"]["duration"] < limit + 2
+
+
+def test_known_failures_are_reported_and_do_not_fail_the_run(tmp_path: Path) -> None:
+    known = REPO / "tests" / "engine_suites" / "demo_known.toml"
+    r = tbctl(tmp_path, "run", str(KNOWN), "--expunge", str(known), "--json", str(tmp_path / "r.json"),
+              "--junit", str(tmp_path / "j.xml"))
+    res = json.loads((tmp_path / "r.json").read_text())
+    by = {t["nodeid"].rsplit("::", 1)[1]: t for t in res["tests"]}
+    assert {k: t["outcome"] for k, t in by.items()} == {
+        "test_passes": "passed", "test_loses_its_controller": "known failure",
+        "test_loses_its_controller_otherwise": "failed", "test_known_on_another_kernel": "failed",
+        "test_hangs[admin[0]]": "known failure", "test_hangs[io[1]]": "timed out"}, r.stdout[-3000:]
+    assert r.returncode == 1 and res["exit_code"] == 1 and res["known_failures"] == str(known)
+    lost = by["test_loses_its_controller"]
+    assert lost["message"] == "AssertionError: controller lost at 0x1f after 12 s"  # kept, not hidden
+    assert lost["known"] == {"outcome": "failed", "test": "demo_known::test_loses_its_controller",
+                             "signature": "failed: AssertionError: controller lost at N after N s",
+                             "reason": "the controller goes away under load", "link": "spdk#3522"}
+    assert by["test_hangs[admin[0]]"]["known"]["outcome"] == "timed out"
+    assert "known (failed): the controller goes away under load [spdk#3522]" in r.stdout
+    assert res["counts"]["known failure"] == 2
+    cases = junit_cases(tmp_path / "j.xml")
+    case = cases["test_loses_its_controller"]
+    assert prop(case, "outcome") == "known failure" and case.find("failure") is None
+    assert case.find("skipped").get("message") == "known failure: the controller goes away under load"
+    # the same list, with only what it knows failing: a green run
+    r = tbctl(tmp_path, "run", str(KNOWN), "-k", "passes or controller and not otherwise or admin",
+              "--expunge", str(known), "--json", str(tmp_path / "r2.json"))
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert [t["outcome"] for t in json.loads((tmp_path / "r2.json").read_text())["tests"]] == \
+        ["passed", "known failure", "known failure"]
+
+
+@pytest.mark.parametrize("content, line", [
+    ("[[known]]\ntest = 'a::b'\n", "known[0].reason: must be a non-empty string: why the failure is known"),
+    ("[[known]]\ntest = 'a'\nreason = 'r'\n", "known[0].test: must be SUITE::TEST"),
+    ("[[known]]\ntest = 'a::b'\nreason = 'r'\nlink = 'ftp://x'\n", "known[0].link: must be a URL"),
+    ("[[known]]\ntest = 'a::b'\nreason = 'r'\ndistro = 'x'\n", "known[0].distro: unknown field"),
+    ("\xff\xfe", "not a text file (byte 0 is not UTF-8)"),
+])
+def test_a_bad_known_failure_list_is_one_line_before_anything_boots(tmp_path: Path, content: str, line: str) -> None:
+    bad = tmp_path / "known.toml"
+    bad.write_bytes(content.encode("latin-1"))
+    r = tbctl(tmp_path, "run", "sw_hotplug", "--expunge", str(bad))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"tbctl: {bad}: ") and line in r.stderr, r.stderr
+    assert not (tmp_path / "art").exists() and "Traceback" not in r.stderr
 
 
 @pytest.mark.vm

@@ -12,6 +12,7 @@ from conftest import tbctl
 
 pytestmark = pytest.mark.vm
 ENGINE_SUITES = Path(__file__).parent / "engine_suites"
+KNOWN = Path(__file__).resolve().parents[1] / "suites" / "known_failures.toml"
 
 
 def results(path: Path) -> dict[str, dict]:
@@ -22,11 +23,14 @@ def test_nvmf_shutdown_runs_every_variant(tmp_path: Path, standin: Path) -> None
     """Every {kernel, spdk} target x {kernel, spdk} initiator x {tcp, rdma} variant: the target is
     stopped under load (nvmet's port removed, or nvmf_tgt signalled), the initiator exits with an
     error, not a signal; the stop is on the run's recorded schedule."""
-    r = tbctl(tmp_path, "run", "nvmf_shutdown", "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"))
+    r = tbctl(tmp_path, "run", "nvmf_shutdown", "--spdk-dir", str(standin), "--expunge", str(KNOWN),
+              "--json", str(tmp_path / "r.json"))
     res = results(tmp_path / "r.json")
     assert len(res) == 8, r.stdout[-3000:]
     for name, t in res.items():
-        assert t["outcome"] == "passed", (name, t, r.stdout[-3000:])
+        # or the guest kernel's own nvme-tcp bug, on the list of known failures: still a crash found
+        assert t["outcome"] == "passed" or t.get("known", {}).get("outcome") == "guest crashed", \
+            (name, t, r.stdout[-3000:])
         stopped = [what for what, _ in t["schedule"]]
         assert stopped == (["app-term SPDK build/bin/nvmf_tgt"] if "spdk_target" in name else ["nvmet-remove"])
     assert r.returncode == 0

@@ -67,3 +67,17 @@ def test_exit_codes() -> None:
     assert outcome.exit_code({**ok, "c": {"outcome": "failed"}, "d": {"outcome": "infrastructure error"}}, 1) == 2
     assert outcome.exit_code({}, 5) == 2  # nothing ran: incomplete
     assert outcome.exit_code(ok, 2) == 2  # interrupted
+
+
+@pytest.mark.parametrize("final, known_as, expected", [
+    ("guest crashed", "guest crashed", "known failure"),
+    ("infrastructure error", "guest crashed", "infrastructure error"),  # teardown broke after the known crash
+    ("failed", None, "failed"),
+])
+def test_known(final: str, known_as: str | None, expected: str) -> None:
+    assert outcome.known(final, known_as) == expected
+
+
+def test_a_known_failure_does_not_fail_the_run() -> None:
+    assert outcome.exit_code({"a": {"outcome": "known failure"}, "b": {"outcome": "passed"}}, 1) == 0
+    assert outcome.exit_code({"a": {"outcome": "known failure"}, "b": {"outcome": "failed"}}, 1) == 1

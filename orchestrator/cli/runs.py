@@ -20,6 +20,7 @@ from orchestrator.cli.common import (
     suite_paths,
     topology_opts,
 )
+from orchestrator.config import expunge
 from orchestrator.engine import repro, run
 from orchestrator.errors import ConfigError
 from orchestrator.machines import snapshot
@@ -48,6 +49,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--seed", type=int, help="replay the fault timing and random choices of an earlier run")
     sp.add_argument("--snapshot", action="store_true",
                     help="start machines from a saved ready guest (made once, cached), not by booting")
+    sp.add_argument("--expunge", metavar="FILE",
+                    help="known failures (TOML): reported as `known failure`, they do not fail the run")
     sp.set_defaults(fn=cmd_run)
 
     sp = add("repro", help="run a test many times (parallel VMs): failure rate, signatures, bundle")
@@ -68,6 +71,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Thin front over the engine: validate, build the image, pick the accelerator, then hand over."""
     paths = suite_paths(args.suites)
+    if args.expunge:
+        expunge.load(args.expunge)  # its mistakes before anything is built or booted
     _, img, acc = prepare(args)
     run_dir = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
     results = Path(args.json) if args.json else run_dir / "results.json"
@@ -76,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for flag, value in (("--tb-topology", args.topology), ("--tb-bed", args.bed), ("--tb-timeout", args.timeout),
                         ("-k", args.k),
                         ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit),
-                        ("--tb-jitter", args.jitter), ("--tb-qemu", args.qemu)):
+                        ("--tb-jitter", args.jitter), ("--tb-qemu", args.qemu), ("--tb-expunge", args.expunge)):
         if value is not None:
             argv += [flag, str(value)]
     if args.keep_vm:

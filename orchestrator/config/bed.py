@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,12 +67,7 @@ def of(topo: Topology) -> Bed:
 def load(path: str | Path) -> Bed:
     """A bed file, or a one-machine topology file (no `machines` table)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    data = topology.read_toml(path, "bed")
     return parse(data, str(path)) if "machines" in data else of(topology.parse(data, str(path)))
 
 

@@ -190,7 +190,7 @@ def default() -> Topology:
     return Topology(controllers=(Controller("nvme0", "TBCTL0001"), Controller("nvme1", "TBCTL0002")))
 
 
-class _Fields:
+class Fields:
     """Reads one TOML table, turning every mistake into a one-line ConfigError."""
 
     def __init__(self, source: str, where: str, data: Any, allowed: tuple[str, ...]):
@@ -253,23 +253,27 @@ _CTRL_FIELDS = ("id", "serial", "hotplug", "namespace", "max_ioqpairs", "msix_qs
 _NS_FIELDS = ("size_mib", "block_size", "zoned")
 
 
-def load(path: str | Path) -> Topology:
-    path = Path(path)
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's tables; unreadable, non-UTF-8 or malformed is one line naming the file."""
     try:
-        text = path.read_text()
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read topology: {e.strerror}") from None
-    try:
-        data = tomllib.loads(text)
+        raise ConfigError(f"{path}: cannot read {what}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8): a {what} is TOML") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse(data, str(path))
+
+
+def load(path: str | Path) -> Topology:
+    path = Path(path)
+    return parse(read_toml(path, "topology"), str(path))
 
 
 def parse(data: dict[str, Any], source: str, where: str = "") -> Topology:
     """One machine's topology: its `machine` table, `nvme` and `nic` lists (under `where` in a bed)."""
-    top = _Fields(source, where, data, ("machine", "nvme", "nic"))
-    m = _Fields(source, f"{where}.machine" if where else "machine", data.get("machine", {}), _MACHINE_FIELDS)
+    top = Fields(source, where, data, ("machine", "nvme", "nic"))
+    m = Fields(source, f"{where}.machine" if where else "machine", data.get("machine", {}), _MACHINE_FIELDS)
     memory = m.int("memory_mib", 1024, 256, 65536)
     hugepages = m.int("hugepages", 0, 0, 65536)
     assert memory is not None and hugepages is not None
@@ -311,7 +315,7 @@ def parse(data: dict[str, Any], source: str, where: str = "") -> Topology:
 
 
 def _nic(source: str, where: str, data: Any) -> Nic:
-    f = _Fields(source, where, data, _NIC_FIELDS)
+    f = Fields(source, where, data, _NIC_FIELDS)
     network = f.str("network", None, _ID, what="a network's name (lower-case letters, digits and _)")
     if network is None:
         raise f.fail("network", "set (the name of a network of the bed)")
@@ -328,7 +332,7 @@ def _nic(source: str, where: str, data: Any) -> Nic:
 
 def _controller(source: str, where: str, data: Any) -> Controller:
     i = int(where.rsplit("[", 1)[1].rstrip("]"))
-    f = _Fields(source, where, data, _CTRL_FIELDS)
+    f = Fields(source, where, data, _CTRL_FIELDS)
     ctrl_id = f.str("id", None, _ID, what="lower-case letters, digits and _ (max 32), starting with a letter")
     if ctrl_id is None:
         raise f.fail("id", "set (e.g. id = \"nvme0\")")
@@ -352,7 +356,7 @@ def _controller(source: str, where: str, data: Any) -> Controller:
 
 
 def _namespace(source: str, where: str, data: Any) -> Namespace:
-    f = _Fields(source, where, data, _NS_FIELDS)
+    f = Fields(source, where, data, _NS_FIELDS)
     block = f.int("block_size", 512, 512, 4096)
     if block not in BLOCK_SIZES:
         raise f.fail("block_size", f"one of {', '.join(map(str, BLOCK_SIZES))}", block)

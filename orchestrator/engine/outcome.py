@@ -14,6 +14,8 @@ from orchestrator.errors import OUTCOMES
 # Outcomes after which a machine's state is unknown: it is discarded, never handed to the next test.
 DISCARD = ("timed out", "guest crashed", "qemu crashed", "infrastructure error")
 CRASHES = ("guest crashed", "qemu crashed")
+# What a known-failure rule may stand for: the test's own failures, never the test-bed's.
+KNOWABLE = ("failed", "timed out", *CRASHES)
 EXIT_PASSED, EXIT_FAILED, EXIT_INFRA = 0, 1, 2
 
 
@@ -52,6 +54,12 @@ def teardown(failed: bool, so_far: str | None) -> str | None:
     """A teardown that failed is the test-bed's fault, unless it could not restore a machine whose
     QEMU or kernel died: that is the crash's consequence, not another finding."""
     return None if not failed or so_far in CRASHES else "infrastructure error"
+
+
+def known(final: str, known_as: str | None) -> str:
+    """A failure that matched a known-failure rule is `known failure`, as long as nothing later
+    (teardown) made the test end worse than what the rule was matched on."""
+    return "known failure" if known_as is not None and final == known_as else final
 
 
 def final(so_far: str | None) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from orchestrator import __version__, logs
-from orchestrator.engine import artifacts, deadline, findings, hookspecs, host, outcome, results, slices
+from orchestrator.engine import artifacts, deadline, findings, hookspecs, host, outcome, repro, results, slices
 from orchestrator.engine.session import BED, Bed, add_options
 from orchestrator.errors import DeadlineError
 from orchestrator.vm import qemu_binary
@@ -80,6 +80,8 @@ class Engine:
             v.kind = outcome.worst(v.kind, outcome.teardown(rep.failed, v.kind))
             self._finish(item, rep)
         results.add_phase(self.bed, item, rep, call)
+        if rep.when == "call":
+            self._known(item, rep)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Iterator[None]:
@@ -134,6 +136,18 @@ class Engine:
                 m.shutdown(graceful=False)  # a panicked guest answers nothing: do not wait on it
         return outcome.call(rep.passed, rep.skipped, timed_out, crashed)
 
+    def _known(self, item: pytest.Item, rep: pytest.TestReport) -> None:
+        """A body failure on the known-failure list: kept, with its reason, and shown to pytest
+        (terminal, JUnit) as an expected failure."""
+        v, e = results.verdict(item), results.entry(self.bed, item)
+        if v.kind not in outcome.KNOWABLE:
+            return
+        test_id = f"{Path(str(item.fspath)).stem}::{item.name}"
+        rule = self.bed.known.match(test_id, repro.signature({**e, "outcome": v.kind}), self.bed.versions())
+        if rule is not None:
+            v.known = rule.record(v.kind)
+            rep.outcome, rep.wasxfail = "skipped", f"known failure: {rule.reason}"  # type: ignore[attr-defined]
+
     def _diagnose(self, item: pytest.Item, rep: pytest.TestReport, fired: bool) -> None:
         """First the diagnosis, while everything that hung is still there; then kill what hung."""
         diagnosis = deadline.diagnose(item)
@@ -145,7 +159,8 @@ class Engine:
 
     def _finish(self, item: pytest.Item, rep: pytest.TestReport) -> None:
         """The test's final outcome: recorded, given to JUnit, and its machines discarded if need be."""
-        final = outcome.final(results.verdict(item).kind)
+        v = results.verdict(item)
+        final = outcome.final(v.kind)
         entry = results.entry(self.bed, item)
         for s in slices.of(item):
             m = s.machine
@@ -155,9 +170,12 @@ class Engine:
             if why:
                 self.bed.tainted.add(m.name)
                 entry.setdefault("discarded", {})[m.name] = why
-        rep.user_properties.append(("outcome", final))
-        entry["outcome"] = final
+        shown = outcome.known(final, v.known["outcome"] if v.known else None)
+        if shown != final:
+            entry["known"] = v.known
+        rep.user_properties.append(("outcome", shown))
+        entry["outcome"] = shown
         if HOST_BEFORE in item.stash:
             entry["host"] = host.conditions(item.stash[HOST_BEFORE], host.sample())
         entry["artifacts"] = str(slices.test_dir(item)) if slices.has_dir(item) else None
-        log.info(f"{item.nodeid}: {final}" + (f"; discarded {entry['discarded']}" if "discarded" in entry else ""))
+        log.info(f"{item.nodeid}: {shown}" + (f"; discarded {entry['discarded']}" if "discarded" in entry else ""))

@@ -28,6 +28,7 @@ class Verdict:
     diagnosis: str = ""  # from QEMU's side, when a wait never ended
     crashes: str = ""  # "guest crashed: TITLE; ..." or "qemu crashed: ..."
     caught: bool = False  # the body caught its own deadline
+    known: dict[str, Any] | None = None  # the known-failure rule its body's failure matched
 
 
 VERDICT = pytest.StashKey[Verdict]()
@@ -82,6 +83,7 @@ def write(bed: Bed, session_status: int, path: Path) -> int:
         "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
         "topology": bed.topology.source, "accel": bed.resolved_accel, "seed": bed.seed, "jitter": bed.jitter,
         "start": bed.start, "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
+        "spdk": bed.versions()["spdk"], "known_failures": bed.known.source,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
         "duration": round(time.time() - bed.started, 2), "exit_code": code,
         "counts": {k: sum(1 for r in bed.results.values() if r.get("outcome") == k) for k in OUTCOMES},
@@ -102,4 +104,7 @@ def summary(bed: Bed) -> list[str]:
                      + (f"  [host: {busy}]" if busy else ""))
         if r.get("outcome") != "passed" and r.get("message"):
             lines.append(f"{'':21} {r['message'].splitlines()[0][:300]}")
+        if r.get("known"):
+            k = r["known"]
+            lines.append(f"{'':21} known ({k['outcome']}): {k['reason']}" + (f" [{k['link']}]" if k["link"] else ""))
     return lines

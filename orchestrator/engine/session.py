@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator import image
 from orchestrator.config import bed as beds
-from orchestrator.config import topology
+from orchestrator.config import expunge, topology
 from orchestrator.errors import TbctlError
 from orchestrator.machines import Machine, snapshot
 from orchestrator.spdk.tree import Tree
@@ -42,6 +42,8 @@ def add_options(parser: pytest.Parser) -> None:
                 help="hotplug faults fire after a seeded delay in [0, S) s (default 0.3; 0: at once)")
     g.addoption("--tb-snapshot", action="store_true",
                 help="start machines from a saved ready guest (hot-pluggable controllers only; else cold boot)")
+    g.addoption("--tb-expunge", metavar="FILE",
+                help="known failures (TOML): reported as such, they do not fail the run")
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Bed:
     # Machines a test left in an unknown state: never handed to the next test.
     tainted: set[str] = field(default_factory=set)
     bed_file: beds.Bed | None = None  # --tb-bed, for every suite that uses a bed
+    known: expunge.Expunge = field(default_factory=expunge.Expunge)  # --tb-expunge
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Bed":
@@ -79,11 +82,16 @@ class Bed:
         artifacts = config.getoption("tb_artifacts") or Path.cwd() / "tbctl-artifacts" / time.strftime(
             "run-%Y%m%d-%H%M%S")
         bed_file = _load_bed(config.getoption("tb_bed"))
+        try:
+            known_file = config.getoption("tb_expunge")
+            known = expunge.load(known_file) if known_file else expunge.Expunge()
+        except TbctlError as e:
+            raise pytest.UsageError(str(e)) from None
         return cls(config=config, topology=topo, artifacts=Path(artifacts).resolve(), bed_file=bed_file,
                    seed=seed if seed is not None else random.randrange(1 << 31),
                    spdk_dir=Path(spdk).resolve() if spdk else None, keep_vm=config.getoption("tb_keep_vm"),
                    timeout_override=config.getoption("tb_timeout"), jitter=config.getoption("tb_jitter"),
-                   snapshot=config.getoption("tb_snapshot"))
+                   snapshot=config.getoption("tb_snapshot"), known=known)
 
     def bed_for(self, module: Any) -> beds.Bed:
         """The bed a suite module runs on: --tb-bed, else the built-in one its BED names; a suite
@@ -110,6 +118,12 @@ class Bed:
         if self.resolved_accel is None:
             self.resolved_accel = accel.resolve(self.config.getoption("tb_accel") or self.topology.accel, self.image)
         return self.resolved_accel
+
+    def versions(self) -> dict[str, str | None]:
+        """What the run runs on, as known failures name it (None: not part of this run)."""
+        return {"kernel": self.chosen_image.manifest.get("kernel") if self.chosen_image else None,
+                "qemu": qemu_binary.current().version_text,
+                "spdk": Tree(self.spdk_dir).release if self.spdk_dir else None}
 
     def deadline(self, item: pytest.Item) -> float:
         if self.timeout_override:

@@ -19,7 +19,7 @@ assert _spec is not None and _spec.loader is not None
 suite = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(suite)
 
-BED, TIMEOUT = suite.BED, suite.TIMEOUT
+BED, TIMEOUT, SPDK_HOST_APP = suite.BED, suite.TIMEOUT, suite.SPDK_HOST_APP
 test_target_stopped_under_io = suite.test_target_stopped_under_io
 KNOB = "/run/spdk-standin/perf-assert"
 

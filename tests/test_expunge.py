@@ -1,0 +1,31 @@
+"""Known-failure rules: which failures they match (the file's mistakes are in test_engine.py)."""
+
+from __future__ import annotations
+
+from orchestrator.config import expunge
+
+RUN = {"kernel": "6.1.0-50-amd64", "qemu": "7.2.22", "spdk": None}
+HUNG = "guest crashed: INFO: task hung in ib_uverbs_remove_one"
+
+
+def rules(*known: dict[str, str]) -> expunge.Expunge:
+    return expunge.parse({"known": list(known)}, "k.toml")
+
+
+def test_brackets_match_themselves_and_star_is_the_only_wildcard() -> None:
+    e = rules({"test": "nvmf_device_removal::*[*-rdma]", "signature": "guest crashed: INFO: task hung in *",
+               "reason": "rxe teardown under a live connection"})
+    assert e.match("nvmf_device_removal::test_nic_pulled[kernel_target-kernel_host-rdma]", HUNG, RUN)
+    assert not e.match("nvmf_device_removal::test_nic_pulled[kernel_target-kernel_host-tcp]", HUNG, RUN)
+    assert not e.match("nvmf_device_removal::test_nic_pulled[kernel_target-kernel_host-rdma]",
+                       "guest crashed: BUG: kernel NULL pointer dereference in rxe_qp_do_cleanup", RUN)
+    assert not rules({"test": "s::t[a]", "reason": "r"}).match("s::ta", HUNG, RUN)  # not a character class
+
+
+def test_versions_narrow_a_rule_and_an_unknown_version_never_matches() -> None:
+    e = rules({"test": "s::t", "reason": "r", "kernel": "6.1.*", "qemu": "7.2.*"})
+    assert e.match("s::t", HUNG, RUN)
+    assert not e.match("s::t", HUNG, {**RUN, "qemu": "10.0.2"})
+    spdk = rules({"test": "s::t", "reason": "r", "spdk": "24.09*"})
+    assert not spdk.match("s::t", HUNG, RUN)  # a run without an SPDK tree
+    assert spdk.match("s::t", HUNG, {**RUN, "spdk": "24.09.1"})
