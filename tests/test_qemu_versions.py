@@ -38,8 +38,9 @@ def test_every_suite_passes_on_the_other_qemu(backports: qemu_binary.Qemu, tmp_p
     r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "dm_mount", "--qemu", "backports",
               "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"))
     res = json.loads((tmp_path / "r.json").read_text())
-    summary = [ln for ln in r.stdout.splitlines() if " s  " in ln]
-    assert r.returncode == 0, "\n".join(summary) + r.stdout[-2000:]
+    failed = [f"{t['outcome']}: {t['nodeid']}\n{(t.get('message') or '')[:2000]}"
+              for t in res["tests"] if t["outcome"] not in ("passed", "skipped")]
+    assert r.returncode == 0, "\n".join(failed) + r.stdout[-2000:]  # each failure's whole message first
     assert res["qemu"]["path"] == str(backports.path) and res["qemu"]["version"] == backports.version_text
     assert res["qemu"]["origin"].startswith("Debian ") and "-backports" in res["qemu"]["origin"]
     outcomes = [t["outcome"] for t in res["tests"]]
