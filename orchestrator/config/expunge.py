@@ -8,7 +8,7 @@ to live with for now. One TOML file, validated before anything boots:
     link = "https://example.org/bug/123"
     kernel = "6.1.*"                   # optional: only on these guest kernels, QEMUs, SPDK trees
     qemu = "7.2.*"
-    spdk = "v24.09*"
+    spdk = "24.09.*"
 
 `test` names a test as `tbctl run` does (SUITE::TEST, parameters in brackets); `signature` is the
 failure as `tbctl repro` counts it (its outcome and first message line, numbers as N). In every

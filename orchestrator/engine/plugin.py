@@ -6,9 +6,10 @@ hooks stay a few lines each and call the engine's pieces: the deadline and crash
 (engine.deadline, with its own hooks another plugin may take over), crash findings
 (engine.findings), the outcome (engine.outcome, a pure classifier), artifacts (engine.artifacts)
 and results (engine.results). Outcomes: passed, failed, timed out, guest crashed, qemu crashed,
-infrastructure error, skipped; each becomes a JUnit property `outcome`, and the run's
-results.json holds them with the run's metadata. A machine whose test did not end passed, failed
-or skipped (or that lost a device_del) is discarded.
+infrastructure error, skipped, known failure (a failure on the run's --tb-expunge list); each
+becomes a JUnit property `outcome`, and the run's results.json holds them with the run's
+metadata. A machine whose test did not end passed, failed or skipped (or that lost a
+device_del) is discarded; a known failure's machine too, by the outcome it stands for.
 """
 
 from __future__ import annotations
