@@ -176,3 +176,42 @@ def test_nvmf_device_removal_runs_end_to_end(tmp_path: Path) -> None:
     else:
         assert rdma["outcome"] == "passed", rdma
     assert r.returncode == 0, r.stdout[-3000:]  # the SPDK variants skip: no tree given
+
+
+@pytest.mark.vm
+def test_a_bed_up_by_hand_takes_network_and_target_faults(tmp_path: Path) -> None:
+    """`tbctl up --bed pair`: both machines stay up, joined by their network; `tbctl inject` pulls
+    the target's NIC and puts it back, sets its link down and up, signals a program in it and
+    pauses it; `tbctl down` leaves nothing."""
+    from conftest import tbctl
+
+    reach = ["--", "python3", "-c", "import socket; socket.create_connection(('10.0.0.2', 22), 3); print('reached')"]
+    up = tbctl(tmp_path, "up", "--bed", "pair", "--name", "hand", timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        assert "hand-target: target, ssh 127.0.0.1:" in up.stdout and "fabric0 10.0.0.1/24 on fabric" in up.stdout
+        assert {r["name"] for r in json.loads(tbctl(tmp_path, "status", "--json").stdout)} == {"hand-target",
+                                                                                             "hand-host"}
+        assert tbctl(tmp_path, "ssh", "hand-target", *reach).stdout.strip() == "reached"
+        r = tbctl(tmp_path, "inject", "hand-target", "nic-remove", "fabric0")
+        assert r.returncode == 0 and "fabric0: pulled; DEVICE_DELETED fabric0" in r.stdout, r.stderr
+        assert tbctl(tmp_path, "ssh", "hand-target", *reach).returncode != 0  # no route: the NIC is gone
+        r = tbctl(tmp_path, "inject", "hand-target", "nic-add", "fabric0")
+        assert r.returncode == 0 and "with 10.0.0.1/24" in r.stdout, r.stderr
+        assert tbctl(tmp_path, "ssh", "hand-target", *reach).stdout.strip() == "reached"
+        assert tbctl(tmp_path, "inject", "hand-target", "link-down", "fabric0").stdout.strip() == "fabric0: link down"
+        assert tbctl(tmp_path, "ssh", "hand-target", *reach).returncode != 0
+        assert tbctl(tmp_path, "inject", "hand-target", "link-up", "fabric0").returncode == 0
+        assert tbctl(tmp_path, "ssh", "hand-target", *reach).stdout.strip() == "reached"
+        tbctl(tmp_path, "ssh", "hand-host", "--", "sh", "-c", "setsid sleep 600 </dev/null >/dev/null 2>&1 &")
+        r = tbctl(tmp_path, "inject", "hand-host", "app-signal", "sleep", "KILL")
+        assert r.returncode == 0 and r.stdout.startswith("sleep: SIGKILL to pid "), r.stderr
+        assert tbctl(tmp_path, "ssh", "hand-host", "--", "pidof", "sleep").returncode == 1
+        r = tbctl(tmp_path, "inject", "hand-host", "app-signal", "sleep", "TERM")
+        assert r.returncode == 2 and "no process of program 'sleep' in the guest" in r.stderr, r.stderr
+        assert tbctl(tmp_path, "inject", "hand-host", "vm-pause").stdout.strip() == "hand-host: paused"
+        assert tbctl(tmp_path, "inject", "hand-host", "vm-resume").stdout.strip() == "hand-host: running"
+    finally:
+        down = tbctl(tmp_path, "down", "--all", timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert tbctl(tmp_path, "status").stdout.strip() == ""

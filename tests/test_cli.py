@@ -26,6 +26,19 @@ def test_commands_on_unknown_vm(capsys: pytest.CaptureFixture[str]) -> None:
     assert "give a VM name or --all" in capsys.readouterr().err
 
 
+def test_a_bed_up_by_hand_is_checked_before_boot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nosuch.toml"
+    assert cli.main(["up", "--bed", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"tbctl: {missing}: cannot read bed: No such file or directory"
+    assert cli.main(["up", "--bed", "pair", "--topology", "examples/topology.toml"]) == 2
+    assert "--bed and --topology" in capsys.readouterr().err
+    assert cli.main(["up", "--bed", "pair", "--name", "a-name-too-long-for-two-roles-x"]) == 2
+    assert "machine name 'a-name-too-long-for-two-roles-x-target': must be 1-31" in capsys.readouterr().err
+    assert cli.main(["inject", "ghost", "nic-remove", "fabric0"]) == 2
+    assert "no running VM named 'ghost'" in capsys.readouterr().err
+    assert list(registry.vms_dir().iterdir()) == []
+
+
 def test_status_with_no_vms_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["status"]) == 0
     assert capsys.readouterr().out == ""

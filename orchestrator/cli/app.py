@@ -27,6 +27,9 @@ EPILOG = """examples:
   tbctl hotplug dev add nvme0            device_add + wait until the guest has its namespace
   tbctl inject dev doorbell nvme0 sq-tail-too-big     invalid doorbell write (qtest), trace shown
   tbctl inject dev bus-master nvme0 off --via guest
+  tbctl up --bed pair --name nf          two VMs (nf-target, nf-host) joined by their network
+  tbctl inject nf-target nic-remove fabric0          and nic-add, link-down, link-up
+  tbctl inject nf-target app-signal nvmf_tgt KILL    or vm-pause / vm-resume
   tbctl smoke                            boot, hot-remove and hot-add every controller, shut down
   tbctl status ; tbctl down dev | --all
 """

@@ -7,25 +7,33 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 from orchestrator import faults, guest, image, spdk
-from orchestrator.cli.common import attached, boot_opts, image_opts, new_machine
+from orchestrator.cli.common import artifacts_root, attached, boot_opts, image_opts, new_machine, prepare
+from orchestrator.config import bed as beds
+from orchestrator.config import topology
 from orchestrator.errors import ConfigError
 from orchestrator.machines import Machine
+from orchestrator.machines import bed as machine_beds
 from orchestrator.spdk.tree import Tree
-from orchestrator.vm import registry
+from orchestrator.vm import qemu_binary, registry
+from orchestrator.vm.machine import check_name, new_name
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
-    for name, fn, help in (("up", cmd_up, "boot a VM that outlives this command"),
+    for name, fn, help in (("up", cmd_up, "boot a VM (or a bed's VMs) that outlives this command"),
                            ("smoke", cmd_smoke, "boot, hot-remove/add each controller, shut down")):
         sp = add(name, help=help)
         boot_opts(sp)
-        sp.add_argument("--name", help="VM name (default: generated)")
+        sp.add_argument("--name", help="VM name (default: generated); a bed's VMs are NAME-ROLE")
         image_opts(sp)
         sp.set_defaults(fn=fn)
+        if name == "up":
+            sp.add_argument("--bed", metavar="NAME|FILE", help="boot a bed's machines, joined by its networks "
+                                                               f"(built-in: {', '.join(beds.BUILTIN)}; or a file)")
 
     sp = add("ssh", help="run a command in a VM (no command: interactive ssh)")
     sp.add_argument("name")
@@ -47,7 +55,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--timeout", type=float, default=10)
     sp.set_defaults(fn=cmd_hotplug)
 
-    sp = add("inject", help="inject a fault into a running VM (doorbell, bus-master; see also hotplug)")
+    sp = add("inject", help="inject a fault into a running VM (doorbell, bus-master, a bed's NIC, its "
+                            "target app or the whole VM; see also hotplug)")
     sp.add_argument("name")
     fsub = sp.add_subparsers(dest="fault", required=True)
     f = fsub.add_parser("doorbell", help="an invalid doorbell write")
@@ -58,6 +67,14 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     f.add_argument("state", choices=("off", "on"))
     for f in fsub.choices.values():
         f.add_argument("--via", choices=faults.VIAS, default="host", help="qtest socket (host) or /dev/mem (guest)")
+    for fault, help in NIC_FAULTS.items():
+        fsub.add_parser(fault, help=help).add_argument("nic", help="the NIC's id in the bed (e.g. fabric0)")
+    f = fsub.add_parser("app-signal", help="signal every process of a program in the guest (a target killed)")
+    f.add_argument("program", help="its name, as pidof finds it (e.g. nvmf_tgt)")
+    f.add_argument("signal", choices=faults.STOP_SIGNALS)
+    fsub.add_parser("vm-pause", help="pause the whole VM (QMP stop): a node that hangs, nothing closed")
+    fsub.add_parser("vm-resume", help="resume a paused VM (QMP cont)")
+    for f in fsub.choices.values():
         f.add_argument("--timeout", type=float, default=10)
     sp.set_defaults(fn=cmd_inject)
 
@@ -73,6 +90,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.bed:
+        return _up_bed(args)
     m = new_machine(args, persistent=True)
     m.launch()
     if args.spdk_dir:  # mounted as the suites mount it, so the tree's apps run as they would there
@@ -82,6 +101,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(json.dumps(m.status(), indent=2))
     print(f"ssh: tbctl ssh {m.name}   qmp: tbctl qmp {m.name} query-status   stop: tbctl down {m.name}")
     m.release()
+    return 0
+
+
+def _up_bed(args: argparse.Namespace) -> int:
+    """A bed's machines, booted together, each registered as NAME-ROLE and left running."""
+    if args.topology:
+        raise ConfigError("up: --bed and --topology: a bed's file holds each machine's topology; give one of them")
+    bed = beds.by_ref(args.bed)
+    for topo in bed.machines.values():
+        topology.check_qemu(topo, qemu_binary.use(qemu_binary.select(args.qemu, topo.qemu, topo.source)))
+    name = args.name or new_name()
+    for role in bed.machines:
+        if registry.load(check_name(f"{name}-{role}")) is not None:
+            raise ConfigError(f"up: a VM named {name}-{role} exists already (tbctl down {name}-{role})")
+    _, img, acc = prepare(args)
+    shares = {"spdk": Path(args.spdk_dir).resolve()} if args.spdk_dir else {}
+    machines = machine_beds.boot(bed, img, acc, artifacts_root() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                 shares, args.boot_timeout, name=name, persistent=True)
+    for role, m in machines.items():
+        nics = ", ".join(f"{n.id} {n.address} on {n.network}" for n in m.topology.nics)
+        print(f"{m.name}: {role}, ssh 127.0.0.1:{m.record.ssh_port if m.record else '?'}; {nics}")
+        m.release()
+    first = next(iter(machines.values()))
+    nic = first.topology.nics[0].id if first.topology.nics else "NIC"
+    print(f"faults: tbctl inject {first.name} nic-remove {nic} | nic-add | link-down | link-up; "
+          f"app-signal PROGRAM TERM|KILL|INT; vm-pause | vm-resume")
+    print(f"stop: tbctl down {' '.join(m.name for m in machines.values())}")
     return 0
 
 
@@ -132,8 +178,39 @@ def cmd_hotplug(args: argparse.Namespace) -> int:
     return 0
 
 
+NIC_FAULTS = {"nic-remove": "pull a bed machine's NIC (QMP device_del + netdev_del)",
+              "nic-add": "put a pulled NIC back on its network, with its address",
+              "link-down": "set a NIC's link down (QMP set_link): the NIC stays, the carrier goes",
+              "link-up": "set a NIC's link up again"}
+
+
+def _inject_target(m: Machine, args: argparse.Namespace) -> None:
+    """A network or target fault: a bed machine's NIC, an app signalled, the VM paused."""
+    if args.fault in NIC_FAULTS:
+        link = faults.Link(m, args.nic)
+        if args.fault == "nic-remove":
+            event = link.remove(args.timeout)
+            print(f"{args.nic}: pulled; DEVICE_DELETED {event.get('data', {}).get('device', args.nic)}")
+        elif args.fault == "nic-add":
+            print(f"{args.nic}: back as {link.add(max(args.timeout, 30))} with {link.nic.address}")
+        else:
+            (link.down if args.fault == "link-down" else link.up)()
+            print(f"{args.nic}: link {args.fault.removeprefix('link-')}")
+    elif args.fault == "app-signal":
+        pids = faults.Stop(m).program(args.program, args.signal, args.timeout)
+        print(f"{args.program}: SIG{args.signal} to pid {', '.join(map(str, pids))}")
+    else:
+        stop = faults.Stop(m)
+        (stop.pause if args.fault == "vm-pause" else stop.resume)()
+        print(f"{m.name}: {m.qmp.execute('query-status', timeout=args.timeout)['status']}")
+
+
 def cmd_inject(args: argparse.Namespace) -> int:
-    """One fault into a running VM; prints what QEMU's NVMe trace showed for it."""
+    """One fault into a running VM; for a register fault, prints what QEMU's NVMe trace showed."""
+    if args.fault not in ("doorbell", "bus-master"):
+        with attached(args.name, ssh=args.fault not in ("vm-pause", "vm-resume")) as m:
+            _inject_target(m, args)
+        return 0
     with attached(args.name, ssh=True) as m, faults.NvmeTrace(m) as trace:
         if args.fault == "doorbell":
             offset, value = faults.invalid_doorbell(m, args.ctrl, args.kind, args.via)

@@ -151,3 +151,16 @@ def pair() -> Bed:
 
 
 BUILTIN = {"pair": pair}
+
+
+def ref(bed: Bed) -> str:
+    """How to find `bed` again from another process (a live VM's record): a built-in's name, or
+    its file's absolute path."""
+    if bed.name in BUILTIN and bed.source == f"<built-in {bed.name}>":
+        return bed.name
+    return str(Path(bed.source).resolve())
+
+
+def by_ref(name: str) -> Bed:
+    """A built-in bed by name, else a bed file."""
+    return BUILTIN[name]() if name in BUILTIN else load(name)

@@ -17,9 +17,10 @@ from orchestrator.faults.registers import (
                                            invalid_doorbell,
                                            userspace_admin_command,
 )
+from orchestrator.faults.stop import SIGNALS as STOP_SIGNALS
 from orchestrator.faults.stop import Stop
 from orchestrator.faults.target import Target
 from orchestrator.faults.traces import NvmeTrace
 
-__all__ = ["DOORBELL_KINDS", "PCI_COMMAND_MASTER", "VIAS", "Hotplug", "Link", "NvmeTrace", "Registers", "Stop", "Target", "admin_queue",
+__all__ = ["DOORBELL_KINDS", "PCI_COMMAND_MASTER", "STOP_SIGNALS", "VIAS", "Hotplug", "Link", "NvmeTrace", "Registers", "Stop", "Target", "admin_queue",
            "bus_master", "controller_fatal", "invalid_doorbell", "userspace_admin_command"]

@@ -5,7 +5,9 @@ network falls silent and nothing is closed, as a node that hangs) and resumed.""
 from __future__ import annotations
 
 import random
+import shlex
 
+from orchestrator.errors import MachineError
 from orchestrator.faults.target import Target
 from orchestrator.faults.timing import Timed
 from orchestrator.guest.ssh import RemoteProcess
@@ -24,6 +26,21 @@ class Stop(Timed):
             raise ValueError(f"signal {sig!r}: must be one of {', '.join(SIGNALS)}")
         self.delay(f"app-{sig.lower()} {proc.label}")
         proc.signal(sig)
+
+    def program(self, name: str, sig: str = "TERM", timeout: float = 10) -> list[int]:
+        """Signal every process of program `name` in the guest (as pidof finds it: by its argv[0],
+        which SPDK's apps keep while they rename their main thread); returns their pids."""
+        if sig not in SIGNALS:
+            raise ValueError(f"signal {sig!r}: must be one of {', '.join(SIGNALS)}")
+        self.delay(f"app-{sig.lower()} {name}")
+        q = shlex.quote(name)
+        res = self.machine.ssh.run(f"pids=$(pidof -- {q}) || exit 3; kill -s {sig} $pids && echo $pids",
+                                   timeout=timeout)
+        if res.rc == 3:
+            raise MachineError(f"{self.machine.topology.name}: no process of program {name!r} in the guest")
+        if res.rc != 0:
+            raise MachineError(f"kill -s {sig} {name}: {res.stderr.strip() or f'exit status {res.rc}'}")
+        return [int(p) for p in res.stdout.split()]
 
     def pause(self) -> None:
         self.delay("vm-pause")

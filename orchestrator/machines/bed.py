@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 from pathlib import Path
 
+from orchestrator.config import bed as beds
 from orchestrator.config.bed import Bed
 from orchestrator.image import Image
 from orchestrator.machines.machine import Machine
@@ -13,13 +14,16 @@ from orchestrator.net import links
 
 
 def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, Path] | None = None,
-         boot_timeout: float | None = None) -> dict[str, Machine]:
-    """Every machine of `bed`, ready, by role; artifacts in `artifacts`/ROLE. All QEMUs start
-    first, then each is waited for in turn: they boot side by side, and every QEMU is started
-    from this thread, which it must not outlive."""
+         boot_timeout: float | None = None, name: str | None = None, persistent: bool = False) -> dict[str, Machine]:
+    """Every machine of `bed`, ready, by role; artifacts in `artifacts`/ROLE, each named NAME-ROLE
+    when a name is given. All QEMUs start first, then each is waited for in turn: they boot side
+    by side, and every QEMU (but a persistent one, `tbctl up`'s) is started from this thread,
+    which it must not outlive."""
     ends = links.allocate(bed)
     extra = {"boot_timeout": boot_timeout} if boot_timeout else {}
-    machines = {role: Machine(topo, image, artifacts / role, accel=accel, shares=shares, links=ends[role], **extra)
+    machines = {role: Machine(topo, image, artifacts / role, accel=accel, shares=shares, links=ends[role],
+                              name=f"{name}-{role}" if name else None, persistent=persistent,
+                              bed=(beds.ref(bed), role), **extra)
                 for role, topo in bed.machines.items()}
     try:
         for m in machines.values():

@@ -82,6 +82,12 @@ def new_name() -> str:
     return f"vm-{secrets.token_hex(3)}"
 
 
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ConfigError(f"machine name {name!r}: must be 1-31 of a-z 0-9 _ -, starting with a letter or digit")
+    return name
+
+
 class QemuMachine:
     """A guest under QEMU. `with QemuMachine(...) as m:` launches it and always shuts it down."""
 
@@ -92,14 +98,13 @@ class QemuMachine:
                  accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
                  shares: dict[str, Path] | None = None, empty_ports: bool = False,
                  restore: Saved | None = None, qemu: qemu_binary.Qemu | None = None,
-                 links: dict[str, Link] | None = None):
-        name = name or new_name()
-        if not _NAME.match(name):
-            raise ConfigError(f"machine name {name!r}: must be 1-31 of a-z 0-9 _ -, starting with a letter or digit")
+                 links: dict[str, Link] | None = None, bed: tuple[str, str] | None = None):
+        name = check_name(name or new_name())
         self.name, self.topology, self.image, self.accel = name, topology, image, accel
         self.persistent, self.boot_timeout = persistent, boot_timeout
         self.shares = shares or {}  # virtfs mount tag -> host directory, exported read-only
         self.links = links or {}  # NIC id -> the UDP ports of its network's ends (net.links)
+        self.bed = bed  # (config.bed.ref of its bed, its role) for a bed's machine
         self.artifacts = artifacts
         self.run_dir = registry.vms_dir() / name
         self.record: Record | None = None
@@ -186,7 +191,9 @@ class QemuMachine:
                                  topology=self._topology_ref(),
                                  ssh_port=0, owner_pid=None if self.persistent else me,
                                  owner_start=None if self.persistent else registry.start_time(me), created=time.time(),
-                                 qemu=str(self.qemu.path))
+                                 qemu=str(self.qemu.path), bed=self.bed[0] if self.bed else None,
+                                 role=self.bed[1] if self.bed else None,
+                                 links={n: [e.local, e.remote] for n, e in self.links.items()} or None)
             registry.save(self.record)
         try:
             self._spawn()
@@ -409,11 +416,17 @@ class QemuMachine:
     @classmethod
     def attach(cls, rec: Record) -> "QemuMachine":
         """A handle on a VM another tbctl process launched (`tbctl up`), for ssh/qmp/hotplug/down."""
+        from orchestrator.config import bed
         from orchestrator.config.topology import default, load
 
-        topo = default() if rec.topology == "<built-in default>" else load(rec.topology)
+        if rec.bed is not None and rec.role is not None:
+            topo = bed.by_ref(rec.bed).machine(rec.role)
+        else:
+            topo = default() if rec.topology == "<built-in default>" else load(rec.topology)
         m = cls(topo, Image(Path(rec.image)), Path(rec.artifacts), name=rec.name, accel=rec.accel,
-                persistent=rec.owner_pid is None, qemu=qemu_binary.probe(Path(rec.qemu)) if rec.qemu else None)
+                persistent=rec.owner_pid is None, qemu=qemu_binary.probe(Path(rec.qemu)) if rec.qemu else None,
+                links={n: Link(*ends) for n, ends in (rec.links or {}).items()},
+                bed=(rec.bed, rec.role) if rec.bed is not None and rec.role is not None else None)
         m.record = rec
         return m
 

@@ -54,6 +54,9 @@ class Record:
     owner_start: int | None = None
     created: float = 0.0
     qemu: str | None = None  # the QEMU binary it runs
+    bed: str | None = None  # a bed's machine: the bed (config.bed.ref), its role, its NICs' network ends
+    role: str | None = None
+    links: dict[str, list[int]] | None = None  # NIC id -> [local UDP port, remote]
 
     @property
     def qmp_socket(self) -> Path:
