@@ -3,10 +3,12 @@
 Seed 003 (SPDK test/nvmf/target/device_removal.sh): on real mlx5 hardware pulling the RDMA NIC
 under nvmf_tgt crashed or hung the node, and the test was disabled. Here the target and the host
 are two machines of a bed joined by the network `fabric`; the target exports a namespace over
-NVMe-oF, the host connects and runs I/O, and the target's fabric NIC is pulled (QMP device_del)
-and put back (device_add, its address again). Pass: the target lets go of the NIC
-(DEVICE_DELETED), the host sees the path go within its bound and come back, I/O after the return
-works, and nothing crashed on either machine.
+NVMe-oF, the host connects and runs I/O, and the target's fabric NIC is pulled and put back, its
+address again: by QEMU (device_del, device_add) under the kernel target, and under nvmf_tgt as
+device_removal.sh does it (the guest removes the NIC's PCI device in sysfs, then rescans). Pass:
+the target lets go of the NIC (DEVICE_DELETED, or the sysfs removal returns), the host sees the
+path go within its bound and come back, I/O after the return works, and nothing crashed on either
+machine.
 
 Variants: target {kernel (nvmet, its NVMe namespace; its port linked anew after the return, or its
 RDMA listener stays dead), spdk (nvmf_tgt, a malloc bdev; over RDMA it must find the new device by
@@ -71,14 +73,15 @@ def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: Fabric
                 return nvmf.wait_state(host.ssh, ctrl, states, timeout)
         time.sleep(3)  # I/O under way
         link = injectors.link(target, nic.id)
-        link.remove(timeout=60)  # a target that cannot let go hangs here; its hung tasks end the test first
+        via = "guest" if app is not None else "qmp"  # nvmf_tgt's NIC goes as device_removal.sh removes it
+        link.remove(timeout=60, via=via)  # a target that cannot let go hangs here; its hung tasks end the test first
         if app is not None and transport == "rdma":
             wait_rdma_device(app, present=False, seconds=RDMA_DEVICE_GONE)
         if bdevperf is None:
             lost, after = wait_state(("connecting", "resetting"), PATH_LOSS)
         else:  # bdev_nvme notices over RDMA; over TCP nothing resets a silent connection (see above)
             lost, after = bdevperf.state(), 0.0
-        link.add()
+        link.add(via=via)
         if transport == "rdma":  # a new NIC: a new soft-RoCE device on it
             nvmf.rxe(target.ssh, net.device(target.ssh, nic.mac(target.topology.name)))
         if app is None:

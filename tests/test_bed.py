@@ -199,6 +199,12 @@ def test_a_bed_up_by_hand_takes_network_and_target_faults(tmp_path: Path) -> Non
         r = tbctl(tmp_path, "inject", "hand-target", "nic-add", "fabric0")
         assert r.returncode == 0 and "with 10.0.0.1/24" in r.stdout, r.stderr
         assert tbctl(tmp_path, "ssh", "hand-target", *reach).stdout.strip() == "reached"
+        r = tbctl(tmp_path, "inject", "hand-target", "nic-remove", "fabric0", "--via", "guest")
+        assert r.returncode == 0 and "fabric0: pulled; the guest removed PCI device 0000:" in r.stdout, r.stderr
+        assert tbctl(tmp_path, "ssh", "hand-target", *reach).returncode != 0
+        r = tbctl(tmp_path, "inject", "hand-target", "nic-add", "fabric0", "--via", "guest")
+        assert r.returncode == 0 and "with 10.0.0.1/24" in r.stdout, r.stderr
+        assert tbctl(tmp_path, "ssh", "hand-target", *reach).stdout.strip() == "reached"
         assert tbctl(tmp_path, "inject", "hand-target", "link-down", "fabric0").stdout.strip() == "fabric0: link down"
         assert tbctl(tmp_path, "ssh", "hand-target", *reach).returncode != 0
         assert tbctl(tmp_path, "inject", "hand-target", "link-up", "fabric0").returncode == 0

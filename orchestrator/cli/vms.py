@@ -22,6 +22,11 @@ from orchestrator.spdk.tree import Tree
 from orchestrator.vm import qemu_binary, registry
 from orchestrator.vm.machine import check_name, new_name
 
+NIC_FAULTS = {"nic-remove": "pull a bed machine's NIC (QMP device_del + netdev_del, or --via guest)",
+              "nic-add": "put a pulled NIC back on its network, with its address",
+              "link-down": "set a NIC's link down (QMP set_link): the NIC stays, the carrier goes",
+              "link-up": "set a NIC's link up again"}
+
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     for name, fn, help in (("up", cmd_up, "boot a VM (or a bed's VMs) that outlives this command"),
@@ -68,7 +73,12 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     for f in fsub.choices.values():
         f.add_argument("--via", choices=faults.VIAS, default="host", help="qtest socket (host) or /dev/mem (guest)")
     for fault, help in NIC_FAULTS.items():
-        fsub.add_parser(fault, help=help).add_argument("nic", help="the NIC's id in the bed (e.g. fabric0)")
+        f = fsub.add_parser(fault, help=help)
+        f.add_argument("nic", help="the NIC's id in the bed (e.g. fabric0)")
+        if fault in ("nic-remove", "nic-add"):
+            f.add_argument("--via", choices=faults.NIC_VIAS, default="qmp",
+                           help="QEMU pulls it (device_del) or the guest removes it from its PCI bus (sysfs, "
+                                "as SPDK's device_removal.sh) and rescans")
     f = fsub.add_parser("app-signal", help="signal every process of a program in the guest (a target killed)")
     f.add_argument("program", help="its name, as pidof finds it (e.g. nvmf_tgt)")
     f.add_argument("signal", choices=faults.STOP_SIGNALS)
@@ -178,21 +188,16 @@ def cmd_hotplug(args: argparse.Namespace) -> int:
     return 0
 
 
-NIC_FAULTS = {"nic-remove": "pull a bed machine's NIC (QMP device_del + netdev_del)",
-              "nic-add": "put a pulled NIC back on its network, with its address",
-              "link-down": "set a NIC's link down (QMP set_link): the NIC stays, the carrier goes",
-              "link-up": "set a NIC's link up again"}
-
-
 def _inject_target(m: Machine, args: argparse.Namespace) -> None:
     """A network or target fault: a bed machine's NIC, an app signalled, the VM paused."""
     if args.fault in NIC_FAULTS:
         link = faults.Link(m, args.nic)
         if args.fault == "nic-remove":
-            event = link.remove(args.timeout)
-            print(f"{args.nic}: pulled; DEVICE_DELETED {event.get('data', {}).get('device', args.nic)}")
+            event = link.remove(args.timeout, args.via)
+            print(f"{args.nic}: pulled; " + (f"the guest removed PCI device {event['pci']}" if args.via == "guest"
+                                             else f"DEVICE_DELETED {event.get('data', {}).get('device', args.nic)}"))
         elif args.fault == "nic-add":
-            print(f"{args.nic}: back as {link.add(max(args.timeout, 30))} with {link.nic.address}")
+            print(f"{args.nic}: back as {link.add(max(args.timeout, 30), args.via)} with {link.nic.address}")
         else:
             (link.down if args.fault == "link-down" else link.up)()
             print(f"{args.nic}: link {args.fault.removeprefix('link-')}")

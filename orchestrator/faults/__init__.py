@@ -5,6 +5,7 @@ machine paused) and QEMU's NVMe trace. Each takes the narrow Target it needs (QM
 socket), never a machine's insides. Imports vm, guest, config, report and the base modules."""
 
 from orchestrator.faults.hotplug import Hotplug
+from orchestrator.faults.link import VIAS as NIC_VIAS
 from orchestrator.faults.link import Link
 from orchestrator.faults.registers import (
                                            DOORBELL_KINDS,
@@ -22,5 +23,5 @@ from orchestrator.faults.stop import Stop
 from orchestrator.faults.target import Target
 from orchestrator.faults.traces import NvmeTrace
 
-__all__ = ["DOORBELL_KINDS", "PCI_COMMAND_MASTER", "STOP_SIGNALS", "VIAS", "Hotplug", "Link", "NvmeTrace", "Registers", "Stop", "Target", "admin_queue",
+__all__ = ["DOORBELL_KINDS", "NIC_VIAS", "PCI_COMMAND_MASTER", "STOP_SIGNALS", "VIAS", "Hotplug", "Link", "NvmeTrace", "Registers", "Stop", "Target", "admin_queue",
            "bus_master", "controller_fatal", "invalid_doorbell", "userspace_admin_command"]

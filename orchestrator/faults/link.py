@@ -1,6 +1,8 @@
 """Network faults on a machine's NIC: pulled and put back (QMP device_del + netdev_del, then
-netdev_add + device_add on its own root port, the same two ends; the guest gives it its address
-again), or its link set down and up (QMP set_link: the NIC stays, the carrier goes)."""
+netdev_add + device_add on its own root port, the same two ends; or, as SPDK's device_removal.sh
+does it, removed from the guest's PCI bus in sysfs and found again by a rescan; either way the
+guest gives it its address again), or its link set down and up (QMP set_link: the NIC stays, the
+carrier goes)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from orchestrator.errors import CommandFailed, MachineError
 from orchestrator.faults.target import Target
 from orchestrator.faults.timing import Timed
 from orchestrator.guest import net
+
+VIAS = ("qmp", "guest")  # who pulls a NIC: QEMU (device_del), or the guest (sysfs remove)
 
 
 class Link(Timed):
@@ -27,24 +31,34 @@ class Link(Timed):
                                f"{', '.join(n.id for n in machine.topology.nics) or 'none'}")
         self.nic = matches[0]
 
-    def remove(self, timeout: float = 10) -> dict[str, Any]:
-        """The NIC is pulled: the guest is asked (ACPI), must let go, and QEMU frees it."""
-        if not self.nic.hotplug:
+    def remove(self, timeout: float = 10, via: str = "qmp") -> dict[str, Any]:
+        """The NIC is pulled: by QEMU (`qmp`: the guest is asked through ACPI, must let go, and
+        QEMU frees it) or by the guest itself (`guest`: its PCI device removed in sysfs, as SPDK's
+        device_removal.sh does; QEMU keeps it). Returns DEVICE_DELETED, or the guest's PCI address."""
+        if via not in VIAS:
+            raise ValueError(f"via {via!r}: must be one of {', '.join(VIAS)}")
+        if via == "qmp" and not self.nic.hotplug:
             raise MachineError(f"NIC {self.nic.id} is not hot-pluggable (hotplug = false in the topology)")
-        self.delay(f"nic-remove {self.nic.id}")
+        self.delay(f"nic-remove {self.nic.id}" + (" (guest)" if via == "guest" else ""))
+        if via == "guest":
+            return {"pci": net.pci_remove(self.machine.ssh, self.nic.mac(self.machine.topology.name), timeout)}
         event = self.machine.qmp.unplug(self.nic.id, timeout)
         self.machine.qmp.execute("netdev_del", {"id": self.nic.id}, timeout)
         return event
 
-    def add(self, timeout: float = 30) -> str:
-        """The NIC is back, on the same network, with its address; returns its name in the guest."""
-        self.delay(f"nic-add {self.nic.id}")
-        end = self.machine.links[self.nic.id]
-        self.machine.qmp.execute("netdev_add", {
-            "type": "dgram", "id": self.nic.id,
-            "local": {"type": "inet", "host": "127.0.0.1", "port": str(end.local)},
-            "remote": {"type": "inet", "host": "127.0.0.1", "port": str(end.remote)}}, timeout)
-        self.machine.qmp.execute("device_add", self.nic.device(self.machine.topology.name), timeout)
+    def add(self, timeout: float = 30, via: str = "qmp") -> str:
+        """The NIC is back, on the same network, with its address (`via` as it was removed: QEMU
+        plugs it in again, or the guest rescans its PCI bus); returns its name in the guest."""
+        self.delay(f"nic-add {self.nic.id}" + (" (guest)" if via == "guest" else ""))
+        if via == "guest":
+            net.pci_rescan(self.machine.ssh, timeout)
+        else:
+            end = self.machine.links[self.nic.id]
+            self.machine.qmp.execute("netdev_add", {
+                "type": "dgram", "id": self.nic.id,
+                "local": {"type": "inet", "host": "127.0.0.1", "port": str(end.local)},
+                "remote": {"type": "inet", "host": "127.0.0.1", "port": str(end.remote)}}, timeout)
+            self.machine.qmp.execute("device_add", self.nic.device(self.machine.topology.name), timeout)
         deadline = time.monotonic() + timeout
         while True:  # the guest names the NIC once its driver probed it
             try:

@@ -21,6 +21,22 @@ def address(ssh: SSH, mac: str, cidr: str, timeout: float = 20) -> str:
                    "ip link set \"$dev\" up && echo \"$dev\"", timeout=timeout, check=True).stdout.strip()
 
 
+def pci_remove(ssh: SSH, mac: str, timeout: float = 60) -> str:
+    """Remove the NIC with MAC `mac` from the guest's PCI bus, as SPDK's device_removal.sh does
+    (`echo 1 > .../remove`: the guest tears it down, QEMU keeps the device); returns its PCI address.
+    A guest that cannot let go blocks here, until `timeout`."""
+    return ssh.run(_FIND.format(mac=shlex.quote(mac)) +
+                   'd=$(readlink -f "/sys/class/net/$dev/device"); '
+                   'while [ ! -e "$d/remove" ] && [ "$d" != / ]; do d=${d%/*}; done; '  # virtio's PCI parent
+                   '[ -e "$d/remove" ] || { echo "$dev is on no PCI device" >&2; exit 1; }; '
+                   'echo 1 > "$d/remove" && echo "${d##*/}"', timeout=timeout, check=True).stdout.strip()
+
+
+def pci_rescan(ssh: SSH, timeout: float = 30) -> None:
+    """Let the guest find what is on its PCI bus again (a NIC it removed comes back)."""
+    ssh.run("echo 1 > /sys/bus/pci/rescan", timeout=timeout, check=True)
+
+
 def reachable(ssh: SSH, ip: str, timeout: float = 10) -> bool:
     """Does `ip` answer a ping from this guest within `timeout` seconds?"""
     return ssh.run(f"busybox ping -c 1 -W {max(1, int(timeout))} {shlex.quote(ip)}", timeout=timeout + 5).ok
