@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,33 @@ def test_blocked_tasks_from_sysrq_w() -> None:
     assert crash.blocked_tasks(dmesg) == "kworker/u4:1 in uio_unregister_device"
     assert crash.blocked_tasks("[ 1.0] sysrq: Show Blocked State\n") == "none"
     assert crash.blocked_tasks("") == "no sysrq-w dump in the kernel log"
+
+
+def test_a_line_the_console_is_in_the_middle_of_is_let_finish(tmp_path: Path) -> None:
+    """The crash watch may end a test mid-line; the title must come from the whole panic line."""
+    import socket
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from orchestrator.engine import findings
+    from orchestrator.vm.console import Console
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "console.sock"))
+    server.listen(1)
+    console = Console(tmp_path / "console.sock")
+    console.connect(timeout=5, alive=lambda: True)
+    peer, _ = server.accept()
+    try:
+        peer.sendall(b"sysrq: Trigger a crash\r\nKernel panic - not syncing: sy")
+        console.wait_for([re.compile("sy$")], timeout=5)
+        threading.Timer(0.3, peer.sendall, [b"srq triggered crash\r\n"]).start()
+        started = time.monotonic()
+        found = findings._kernel_findings(SimpleNamespace(console=console), 0)
+        assert [f.title for f in found] == ["kernel panic: sysrq triggered crash"]
+        assert time.monotonic() - started < findings.LINE_WAIT
+    finally:
+        peer.close()
+        console.close()
+        server.close()

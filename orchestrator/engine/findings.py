@@ -20,20 +20,22 @@ from orchestrator.report import crash
 SYSRQ_KEYS = "9wl"  # all messages to the console (the dumps are KERN_INFO), blocked tasks, CPUs
 SYSRQ_WAIT = 5.0  # seconds for the stacks to come out on the console
 PVPANIC_WAIT = 3.0  # seconds: the kernel tells pvpanic only after it printed its panic
+LINE_WAIT = 2.0  # seconds for a line the console is in the middle of
+_LINE_END = re.compile(r"\n")
 _COMMAND = re.compile(r"^\$ (.*)\n# exit (-?\d+) in ", re.M)
 
 
 def of(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
     found: list[tuple[Machine, crash.Finding]] = []
     for s in slices.of(item):
-        m, mine = s.machine, []
+        m = s.machine
         m.settle()
-        if m.console is not None:
-            mine += crash.kernel_findings(m.console.text[s.console_mark:])
+        mine = _kernel_findings(m, s.console_mark)
         qmp = m.qmp_channel
         if qmp is not None:
             if any(f.fatal for f in mine) and m.qemu_alive():
                 _await_pvpanic(m, s.qmp_mark)
+                mine = _kernel_findings(m, s.console_mark)  # the report went on meanwhile
             mine += crash.qmp_findings(qmp.events(s.qmp_mark))
         if not m.stopped and not m.qemu_alive():
             mine += m.qemu_crash()
@@ -66,6 +68,20 @@ def hang_stacks(m: Machine, artifacts: Path) -> None:
 def qemu_died(f: crash.Finding) -> bool:
     """QEMU's own death, not a guest panic it reported (GUEST_PANICKED comes from QEMU too)."""
     return f.source == "qemu" and f.title.startswith("QEMU")
+
+
+def _kernel_findings(m: Machine, mark: int) -> list[crash.Finding]:
+    """The console's last line is let finish first: one read mid-way ("Kernel panic - not
+    syncing: sy") would title the crash with its fragment."""
+    if m.console is None:
+        return []
+    end = len(m.console.text)
+    if end > mark and not m.console.text.endswith("\n"):
+        try:
+            m.console.wait_for([_LINE_END], timeout=LINE_WAIT, after=end)
+        except TbctlError:
+            pass  # QEMU gone or the kernel stopped mid-line: the fragment is all there is
+    return crash.kernel_findings(m.console.text[mark:])
 
 
 def _await_pvpanic(m: Machine, qmp_mark: int) -> None:
