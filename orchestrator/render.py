@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from functools import lru_cache
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from orchestrator.paths import TEMPLATES
+
+# XML 1.0 has no place for most control characters (a console's ESC, a stray NUL): dropped
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml(value: Any) -> str:
+    """Text or attribute value for an XML file: escaped, control characters dropped."""
+    return str(markupsafe.escape(_NOT_XML.sub("", str(value))))
 
 
 @lru_cache(maxsize=1)
@@ -23,6 +33,7 @@ def _env() -> jinja2.Environment:
     )
     env.filters["shquote"] = lambda v: shlex.quote(str(v))
     env.filters["py"] = repr  # a Python literal (str, int, float, bool, None) for generated scripts
+    env.filters["xml"] = _xml
     return env
 
 

@@ -11,17 +11,19 @@ from typing import Iterator
 import pytest
 
 from orchestrator import image
+from orchestrator.engine import shard
 from orchestrator.image import shell as image_shell
 from orchestrator.vm import accel, registry
 
 STANDIN = Path(__file__).resolve().parent / "spdk_standin"
 
 
-def tbctl(tmp_path: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    """The tbctl CLI as a user runs it, in `tmp_path`, with its artifacts there."""
-    env = dict(os.environ, TBCTL_ARTIFACTS=str(tmp_path / "art"))
+def tbctl(tmp_path: Path, *args: str, timeout: float = 1200,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The tbctl CLI as a user runs it, in `tmp_path`, with its artifacts there (and `env` added)."""
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=tmp_path)
+                          timeout=timeout, env={**os.environ, "TBCTL_ARTIFACTS": str(tmp_path / "art"), **(env or {})},
+                          cwd=tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +31,8 @@ def private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     """Each test gets its own VM registry, so tests never see (or reap) each other's or a user's VMs."""
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("TBCTL_STATE", str(state))
+    for var in ("TBCTL_SHARD", *(v for vs in shard.SCHEDULERS for v in vs[:2])):  # a CI job's own shard
+        monkeypatch.delenv(var, raising=False)
     return state
 
 

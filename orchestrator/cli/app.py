@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.cli import images, qemu, runs, spdk, vms
+from orchestrator.cli import images, qemu, reports, runs, spdk, vms
 from orchestrator.errors import TbctlError
 
 EPILOG = """examples:
@@ -17,6 +17,8 @@ EPILOG = """examples:
   tbctl run sw_hotplug -- -x --pdb          anything after -- goes to pytest
   tbctl repro sw_hotplug::test_orderly_hotplug -n 50 --jobs 2     a flake: rate, signatures, bundle
   tbctl list                             suites and their tests
+  tbctl run --all --shard 2/4 --durations last/results.json --json r2.json    one of 4 CI machines
+  tbctl merge r1.json r2.json r3.json r4.json --junit all.xml --baseline last/results.json
   tbctl image build                      build (or reuse) the default guest image
   tbctl image shell --image bookworm-spdk --bind ~/spdk -- make -j2    build a tree for the guest
   tbctl spdk check --spdk-dir ~/spdk     will the tree start in the guest? (files, then a start probe)
@@ -40,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tbctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for group in (images, qemu, spdk, runs, vms):
+    for group in (images, qemu, spdk, runs, reports, vms):
         group.register(sub.add_parser)
     return p
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.cli import reports
 from orchestrator.cli.common import (
     MIRROR_HELP,
     SUITES,
@@ -21,7 +23,7 @@ from orchestrator.cli.common import (
     topology_opts,
 )
 from orchestrator.config import expunge
-from orchestrator.engine import repro, run
+from orchestrator.engine import repro, run, shard
 from orchestrator.errors import ConfigError
 from orchestrator.machines import snapshot
 from orchestrator.vm import qemu_binary
@@ -38,10 +40,39 @@ def run_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--mirror", help=MIRROR_HELP)
 
 
+def selection_opts(sp: argparse.ArgumentParser) -> None:
+    """Which tests: suites (or --all), then -k, then the shard."""
+    sp.add_argument("suites", nargs="*", metavar="SUITE", help="suite name (see `tbctl list`), SUITE::TEST, or a file")
+    sp.add_argument("--all", action="store_true", help="every suite")
+    sp.add_argument("-k", metavar="EXPR", help="select tests, as pytest -k")
+    sp.add_argument("--shard", metavar="K/N", help="only shard K of N (a suite module stays in one shard); default: "
+                                                   "$TBCTL_SHARD, GitLab's CI_NODE_INDEX/CI_NODE_TOTAL, or "
+                                                   "Kubernetes' JOB_COMPLETION_INDEX with $TBCTL_SHARD_TOTAL")
+    sp.add_argument("--shard-by", choices=shard.BY, default="module",
+                    help="split by suite module (default: each module's VM boots once) or by test")
+    sp.add_argument("--durations", metavar="FILE", help="an earlier results.json: balance the shards by its durations")
+
+
+def selection(args: argparse.Namespace) -> list[str]:
+    """The pytest arguments of the selection, checked before anything is built or booted."""
+    if bool(args.suites) == args.all:
+        raise ConfigError("name the suites to run, or --all for every suite (not both)")
+    argv = suite_paths(known_suites() if args.all else args.suites)
+    if args.shard:
+        shard.parse(args.shard, "--shard")
+    else:
+        shard.from_env(os.environ)
+    if args.durations:
+        shard.load_durations(args.durations)
+    for flag, value in (("-k", args.k), ("--tb-shard", args.shard), ("--tb-durations", args.durations)):
+        if value is not None:
+            argv += [flag, value]
+    return argv + ["--tb-shard-by", args.shard_by]
+
+
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("run", help="run suites (pytest underneath); exit 0 passed, 1 failed, 2 infrastructure")
-    sp.add_argument("suites", nargs="+", metavar="SUITE", help="suite name (see `tbctl list`), SUITE::TEST, or a file")
-    sp.add_argument("-k", metavar="EXPR", help="select tests, as pytest -k")
+    selection_opts(sp)
     run_opts(sp)
     sp.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
@@ -51,6 +82,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
                     help="start machines from a saved ready guest (made once, cached), not by booting")
     sp.add_argument("--expunge", metavar="FILE",
                     help="known failures (TOML): reported as `known failure`, they do not fail the run")
+    reports.baseline_opts(sp)
     sp.set_defaults(fn=cmd_run)
 
     sp = add("repro", help="run a test many times (parallel VMs): failure rate, signatures, bundle")
@@ -63,23 +95,23 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     run_opts(sp)
     sp.set_defaults(fn=cmd_repro)
 
-    sp = add("list", help="list suites and their tests")
-    sp.add_argument("suites", nargs="*", metavar="SUITE")
+    sp = add("list", help="list suites and their tests (all, or those named; of one shard with --shard)")
+    selection_opts(sp)
     sp.set_defaults(fn=cmd_list)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Thin front over the engine: validate, build the image, pick the accelerator, then hand over."""
-    paths = suite_paths(args.suites)
+    paths = selection(args)
     if args.expunge:
         expunge.load(args.expunge)  # its mistakes before anything is built or booted
+    base = reports.check_baseline(args)
     _, img, acc = prepare(args)
     run_dir = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
     results = Path(args.json) if args.json else run_dir / "results.json"
     argv = [*paths, "-o", "junit_family=xunit1", "--tb-artifacts", str(run_dir), "--tb-accel", acc,
             "--tb-image", img.manifest["name"], "--tb-results", str(results), "-rN"]
     for flag, value in (("--tb-topology", args.topology), ("--tb-bed", args.bed), ("--tb-timeout", args.timeout),
-                        ("-k", args.k),
                         ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit),
                         ("--tb-jitter", args.jitter), ("--tb-qemu", args.qemu), ("--tb-expunge", args.expunge)):
         if value is not None:
@@ -90,10 +122,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv.append("--tb-snapshot")
     run.run(argv + args.pytest_args)
     try:
-        return int(json.loads(results.read_text())["exit_code"])
+        doc = json.loads(results.read_text())
+        int(doc["exit_code"])
     except (OSError, ValueError, KeyError):
         print(f"tbctl: the run wrote no results ({results}): incomplete", file=sys.stderr)
         return 2
+    return reports.against(base, args, doc, results)
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -136,4 +170,6 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    return run.list_tests(suite_paths(args.suites or known_suites()))
+    if not args.suites:
+        args.all = True
+    return run.list_tests(selection(args))

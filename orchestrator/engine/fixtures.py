@@ -16,8 +16,8 @@ import pytest
 
 from orchestrator import logs
 from orchestrator.engine import results, slices
-from orchestrator.errors import TbctlError
 from orchestrator.engine.session import Bed, bed_of
+from orchestrator.errors import TbctlError
 from orchestrator.faults import Hotplug, Link, Stop
 from orchestrator.faults.timing import Timed
 from orchestrator.guest import nvmf

@@ -15,13 +15,14 @@ device_del) is discarded; a known failure's machine too, by the outcome it stand
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from orchestrator import __version__, logs
-from orchestrator.engine import artifacts, deadline, findings, hookspecs, host, outcome, repro, results, slices
+from orchestrator.engine import artifacts, deadline, findings, hookspecs, host, outcome, repro, results, shard, slices
 from orchestrator.engine.session import BED, Bed, add_options
 from orchestrator.errors import DeadlineError
 from orchestrator.vm import qemu_binary
@@ -58,6 +59,19 @@ class Engine:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not session.config.option.collectonly:
             self._log = logs.to_file(self.bed.artifacts / "run.log")  # the machines' lines and the engine's
+
+    @pytest.hookimpl(trylast=True)  # after -k and the other selections: shards split what is left
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        part = self.bed.part
+        if part is None:
+            return
+        ids = [i.nodeid for i in items]
+        mine = set(shard.split(ids, part.total, part.by, self.bed.durations)[part.index - 1])
+        config.hook.pytest_deselected(items=[i for i in items if i.nodeid not in mine])
+        items[:] = [i for i in items if i.nodeid in mine]
+        self.bed.shard_record = {"index": part.index, "total": part.total, "by": part.by,
+                                 "plan": shard.plan_id(ids, part, self.bed.durations),
+                                 "run": shard.run_id(os.environ), "of": len(ids), "tests": [i.nodeid for i in items]}
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
@@ -101,7 +115,7 @@ class Engine:
         return f"tbctl {__version__}: {qemu_binary.current().describe()}"
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-        if not self.bed.results:
+        if not (self.bed.results or self.bed.shard_record):
             return
         terminalreporter.section("tbctl summary")
         for line in results.summary(self.bed):

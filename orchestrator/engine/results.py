@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pytest
 
@@ -76,14 +76,16 @@ def _message(call: pytest.CallInfo[None]) -> str:
 
 def write(bed: Bed, session_status: int, path: Path) -> int:
     """results.json; returns the run's exit code."""
-    code = outcome.exit_code(bed.results, session_status)
+    part = bed.shard_record
+    empty_shard = part is not None and not part["tests"]  # more shards than groups: nothing to do is fine
+    code = outcome.EXIT_PASSED if empty_shard else outcome.exit_code(bed.results, session_status)
     img = bed.chosen_image.manifest if bed.chosen_image else {}
     doc = {
         "tbctl": __version__, "qemu": qemu_binary.current().record(),
         "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
         "topology": bed.topology.source, "accel": bed.resolved_accel, "seed": bed.seed, "jitter": bed.jitter,
         "start": bed.start, "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
-        "spdk": bed.versions()["spdk"], "known_failures": bed.known.source,
+        "spdk": bed.versions()["spdk"], "known_failures": bed.known.source, "shard": part,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
         "duration": round(time.time() - bed.started, 2), "exit_code": code,
         "counts": {k: sum(1 for r in bed.results.values() if r.get("outcome") == k) for k in OUTCOMES},
@@ -95,10 +97,19 @@ def write(bed: Bed, session_status: int, path: Path) -> int:
 
 
 def summary(bed: Bed) -> list[str]:
-    """The summary's lines: the QEMU, then one line per test (flagged when the host was throttled
-    or overloaded) and a failure's first line."""
+    """The summary's lines: the QEMU, the shard, then each test's."""
     lines = [qemu_binary.current().describe()]
-    for r in bed.results.values():
+    if bed.shard_record:
+        s = bed.shard_record
+        lines.append(f"shard {s['index']}/{s['total']} (by {s['by']}): {len(s['tests'])} of {s['of']} tests")
+    return lines + test_lines(bed.results.values())
+
+
+def test_lines(tests: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per test (flagged when the host was throttled or overloaded), a failure's first
+    line and a known failure's reason."""
+    lines = []
+    for r in tests:
         busy = host.flag(r["host"]) if "host" in r else None
         lines.append(f"{r.get('outcome', '?'):21} {r['duration']:7.1f} s  {r['nodeid']}"
                      + (f"  [host: {busy}]" if busy else ""))

@@ -3,6 +3,7 @@ accelerator, SPDK tree, seed, deadlines) and how it starts machines."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import pytest
 from orchestrator import image
 from orchestrator.config import bed as beds
 from orchestrator.config import expunge, topology
+from orchestrator.engine import shard
 from orchestrator.errors import TbctlError
 from orchestrator.machines import Machine, snapshot
 from orchestrator.spdk.tree import Tree
@@ -44,6 +46,10 @@ def add_options(parser: pytest.Parser) -> None:
                 help="start machines from a saved ready guest (hot-pluggable controllers only; else cold boot)")
     g.addoption("--tb-expunge", metavar="FILE",
                 help="known failures (TOML): reported as such, they do not fail the run")
+    g.addoption("--tb-shard", metavar="K/N", help="run only shard K of N (default: $TBCTL_SHARD, the scheduler's)")
+    g.addoption("--tb-shard-by", choices=shard.BY, default="module",
+                help="keep a suite module in one shard (default), or split by test")
+    g.addoption("--tb-durations", metavar="FILE", help="results.json of an earlier run: balance the shards by it")
 
 
 @dataclass
@@ -68,6 +74,9 @@ class Bed:
     tainted: set[str] = field(default_factory=set)
     bed_file: beds.Bed | None = None  # --tb-bed, for every suite that uses a bed
     known: expunge.Expunge = field(default_factory=expunge.Expunge)  # --tb-expunge
+    part: shard.Shard | None = None  # --tb-shard, else the environment's
+    durations: dict[str, float] = field(default_factory=dict)  # --tb-durations
+    shard_record: dict[str, Any] | None = None  # which shard of which split this run is, for results.json
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Bed":
@@ -83,15 +92,18 @@ class Bed:
             "run-%Y%m%d-%H%M%S")
         bed_file = _load_bed(config.getoption("tb_bed"))
         try:
-            known_file = config.getoption("tb_expunge")
+            known_file, durations = config.getoption("tb_expunge"), config.getoption("tb_durations")
             known = expunge.load(known_file) if known_file else expunge.Expunge()
+            by, spec = config.getoption("tb_shard_by"), config.getoption("tb_shard")
+            part = shard.parse(spec, "--shard", by) if spec else shard.from_env(os.environ, by)
+            times = shard.load_durations(durations) if durations else {}
         except TbctlError as e:
             raise pytest.UsageError(str(e)) from None
         return cls(config=config, topology=topo, artifacts=Path(artifacts).resolve(), bed_file=bed_file,
                    seed=seed if seed is not None else random.randrange(1 << 31),
                    spdk_dir=Path(spdk).resolve() if spdk else None, keep_vm=config.getoption("tb_keep_vm"),
                    timeout_override=config.getoption("tb_timeout"), jitter=config.getoption("tb_jitter"),
-                   snapshot=config.getoption("tb_snapshot"), known=known)
+                   snapshot=config.getoption("tb_snapshot"), known=known, part=part, durations=times)
 
     def bed_for(self, module: Any) -> beds.Bed:
         """The bed a suite module runs on: --tb-bed, else the built-in one its BED names; a suite

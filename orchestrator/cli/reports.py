@@ -1,0 +1,78 @@
+"""tbctl merge: results of several runs (a sharded run's shards) as one; and a run compared
+with a baseline, for `run` and `merge` alike."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from orchestrator.engine import baseline, junit, merge
+from orchestrator.engine.results import test_lines
+from orchestrator.errors import ConfigError
+
+SLOWER_HELP = "with --baseline: a passing test is slower when it took this fraction longer (default 0.5) and 1 s more"
+
+
+def baseline_opts(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--baseline", metavar="FILE", help="an earlier results.json: print what changed since; the exit "
+                                                       "code then follows new failures only")
+    sp.add_argument("--slower", type=float, default=0.5, metavar="FRACTION", help=SLOWER_HELP)
+
+
+def check_baseline(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The baseline, read before any work (its mistakes are one line)."""
+    if args.slower <= 0:
+        raise ConfigError(f"--slower {args.slower}: must be above 0 (0.5: half as long again)")
+    return merge.load(args.baseline) if args.baseline else None
+
+
+def against(base: dict[str, Any] | None, args: argparse.Namespace, now: dict[str, Any], out: Path | None) -> int:
+    """Print the changes since the baseline (kept in results.json too); the exit code they give."""
+    if base is None:
+        return int(now["exit_code"])
+    changes = baseline.compare(base, now, args.slower)
+    for line in baseline.lines(args.baseline, base, now, changes):
+        print(line)
+    code = baseline.exit_code(now, changes)
+    if out is not None:
+        now["baseline"] = {"file": str(Path(args.baseline).resolve()), "changes": changes, "exit_code": code}
+        out.write_text(json.dumps(now, indent=2) + "\n")
+    return code
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    sp = add("merge", help="several runs' results.json (shards) as one: summary, results.json, JUnit; "
+                           "exit 2 when a shard is missing or incomplete")
+    sp.add_argument("results", nargs="+", metavar="RESULTS.json")
+    sp.add_argument("--json", metavar="FILE", help="write the merged results.json")
+    sp.add_argument("--junit", metavar="FILE", help="write the merged JUnit XML")
+    baseline_opts(sp)
+    sp.set_defaults(fn=cmd_merge)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    base = check_baseline(args)
+    twice = sorted({p for p in args.results if args.results.count(p) > 1})
+    if twice:
+        raise ConfigError(f"{', '.join(twice)}: given more than once")
+    docs = {p: merge.load(p) for p in args.results}
+    merged = merge.merge(docs)
+    for m in merged["merged"]:
+        s = m["shard"]
+        print(f"{'shard ' + str(s['index']) + '/' + str(s['total']) if s else 'run':11} exit {m['exit_code']}  "
+              f"{m['file']}")
+    for line in test_lines(merged["tests"]):
+        print(line)
+    for p in merged["problems"]:
+        print(f"incomplete: {p}")
+    out = Path(args.json) if args.json else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(merged, indent=2) + "\n")
+    if args.junit:
+        junit.write(merged, Path(args.junit))
+    code = against(base, args, merged, out)
+    print(f"merged: {len(merged['tests'])} tests from {len(docs)} files (exit code {code})")
+    return code
