@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.cli import images, qemu, reports, runs, spdk, vms
+from orchestrator.cli import ci, images, qemu, reports, runs, spdk, vms
 from orchestrator.errors import TbctlError
 
 EPILOG = """examples:
@@ -19,6 +19,7 @@ EPILOG = """examples:
   tbctl list                             suites and their tests
   tbctl run --all --shard 2/4 --durations last/results.json --json r2.json    one of 4 CI machines
   tbctl merge r1.json r2.json r3.json r4.json --junit all.xml --baseline last/results.json
+  tbctl ci-template k8s --shards 4       an Indexed Job of 4 shards and their merge (gitlab, github, jenkins)
   tbctl image build                      build (or reuse) the default guest image
   tbctl image shell --image bookworm-spdk --bind ~/spdk -- make -j2    build a tree for the guest
   tbctl spdk check --spdk-dir ~/spdk     will the tree start in the guest? (files, then a start probe)
@@ -42,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tbctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for group in (images, qemu, spdk, runs, reports, vms):
+    for group in (images, qemu, spdk, runs, reports, ci, vms):
         group.register(sub.add_parser)
     return p
 

@@ -1,0 +1,64 @@
+"""tbctl ci-template: a nightly job for the scheduler people already run, rendered from
+templates/ci/: N jobs each running one shard of `tbctl run`, then `tbctl merge` of their results.
+Every file runs the same commands (templates/ci/commands.j2), through scripts/dev so a fresh
+runner installs what it needs."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.cli.common import suite_paths
+from orchestrator.errors import ConfigError
+from orchestrator.render import render
+
+KINDS = {"gitlab": "gitlab-ci.yml.j2", "github": "github-workflow.yml.j2", "jenkins": "Jenkinsfile.j2",
+         "k8s": "k8s-job.yaml.j2"}
+MAX_SHARDS = 256  # GitLab's `parallel:` allows 200, GitHub's matrix 256
+_K8S_NAME = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    sp = add("ci-template", help="a nightly CI job of N shards and their merge: GitLab, GitHub, Jenkins, Kubernetes")
+    sp.add_argument("kind", choices=KINDS, help="the scheduler")
+    sp.add_argument("--shards", type=int, required=True, metavar="N", help=f"how many jobs (1..{MAX_SHARDS})")
+    sp.add_argument("--suite", dest="suites", action="append", default=[], metavar="SUITE",
+                    help="a suite to run, again for more (default: every suite)")
+    sp.add_argument("--expunge", metavar="FILE", help="known failures (TOML, path in the checkout) for every shard")
+    sp.add_argument("--results", default="results", metavar="DIR",
+                    help="where the jobs write results and artifacts, relative to the checkout (default: results)")
+    sp.add_argument("--timeout", type=int, default=180, metavar="MIN", help="a shard's time limit (default: 180)")
+    sp.add_argument("--image", default="debian:bookworm", help="k8s: the pods' container image (Debian)")
+    sp.add_argument("--claim", default="tbctl-work",
+                    help="k8s: the PersistentVolumeClaim with the checkout in tbctl/ (default: tbctl-work)")
+    sp.add_argument("--kvm", action="store_true", help="k8s: ask for /dev/kvm (KubeVirt's device plugin)")
+    sp.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
+    sp.set_defaults(fn=cmd_ci_template)
+
+
+def cmd_ci_template(args: argparse.Namespace) -> int:
+    if not 1 <= args.shards <= MAX_SHARDS:
+        raise ConfigError(f"--shards {args.shards}: must be 1..{MAX_SHARDS}")
+    if not 1 <= args.timeout <= 7 * 24 * 60:
+        raise ConfigError(f"--timeout {args.timeout}: must be 1..{7 * 24 * 60} minutes")
+    suite_paths(args.suites)  # unknown suites are one line now, not a red night later
+    select = shlex.join(args.suites) if args.suites else "--all"
+    if args.expunge:
+        if not Path(args.expunge).is_file():
+            raise ConfigError(f"--expunge {args.expunge}: no such file")
+        select += " --expunge " + shlex.quote(args.expunge)
+    if args.kind == "k8s":
+        if not re.fullmatch(_K8S_NAME, args.claim) or len(args.claim) > 253:
+            raise ConfigError(f"--claim {args.claim!r}: a Kubernetes name: lower-case letters, digits and '-'")
+    text = render(f"ci/{KINDS[args.kind]}", shards=args.shards, select=select, results=shlex.quote(args.results),
+                  timeout_minutes=args.timeout, image=args.image, claim=args.claim, kvm=args.kvm)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"{args.output}: {args.kind}, {args.shards} shards", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
