@@ -29,7 +29,7 @@ def _env() -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
     )
     env.filters["shquote"] = lambda v: shlex.quote(str(v))
     env.filters["py"] = repr  # a Python literal (str, int, float, bool, None) for generated scripts

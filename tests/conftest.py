@@ -26,6 +26,14 @@ def tbctl(tmp_path: Path, *args: str, timeout: float = 1200,
                           cwd=tmp_path)
 
 
+def browser(page: Path, tmp_path: Path, *args: str) -> str:
+    """`page` opened in Debian's chromium, headless (its profile in tmp_path): the DOM it built."""
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'chr'}",
+                        *args, page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
 @pytest.fixture(autouse=True)
 def private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own VM registry, so tests never see (or reap) each other's or a user's VMs."""

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import tbctl
+from conftest import browser, tbctl
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "engine_suites" / "demo_outcomes.py"
@@ -180,6 +180,7 @@ def test_crashes_are_found_and_titled(tmp_path: Path) -> None:
     asserted = by["test_app_asserts"]
     assert asserted["outcome"] == "guest crashed"
     assert asserted["message"] == "guest crashed: Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy"
+    assert any(e["kind"] == "app" and "Assertion `qpair->poll_group' failed" in e["what"] for e in asserted["events"])
     bt = list(Path(asserted["artifacts"]).glob("core-python3*.bt.txt"))
     assert bt and "__assert_fail" in bt[0].read_text()  # gdb's backtrace of the core the app left
     warned = by["test_kernel_warning"]
@@ -193,6 +194,11 @@ def test_crashes_are_found_and_titled(tmp_path: Path) -> None:
     assert "discarded" in hung
     panic = by["test_sysrq_panic"]
     assert panic["outcome"] == "guest crashed"
+    # its timeline: the panic reached the console, then QEMU reported GUEST_PANICKED; its excerpt starts there
+    kinds = [(e["kind"], e["what"].split(": ", 1)[-1]) for e in panic["events"] if e["kind"] in ("crash", "qemu")]
+    assert kinds.index(("crash", "Kernel panic - not syncing: sysrq triggered crash")) < \
+        kinds.index(("qemu", "GUEST_PANICKED pause")), kinds
+    assert "Kernel panic - not syncing: sysrq triggered crash" in panic["excerpt"].splitlines()[1]
     assert panic["message"].startswith("guest crashed: kernel panic: sysrq triggered crash; "
                                        "guest panicked (pvpanic GUEST_PANICKED)")
     assert panic["duration"] < 30  # ended by the console watch, not by its deadline (300 s under TCG)
@@ -203,9 +209,21 @@ def test_crashes_are_found_and_titled(tmp_path: Path) -> None:
 
 
 @pytest.mark.vm
-def test_sw_hotplug_kernel_passes_with_junit(tmp_path: Path) -> None:
-    r = tbctl(tmp_path, "run", "sw_hotplug", "-k", "kernel", "--junit", str(tmp_path / "j.xml"))
+def test_sw_hotplug_kernel_passes_with_junit_and_html(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", "sw_hotplug", "-k", "kernel", "--junit", str(tmp_path / "j.xml"),
+              "--json", "r.json", "--html", "r.html")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    tests = json.loads((tmp_path / "r.json").read_text())["tests"]
+    first = tests[0]["events"]  # the module's machine booted in its set-up, then each remove lost its device
+    assert [e["kind"] for e in first[:2]] == ["phase", "boot"] and first[1]["end"] <= first[0]["end"]
+    for i, e in enumerate(first):
+        if e["kind"] == "fault" and e["what"].startswith("remove "):
+            after = [x["what"].split(": ")[-1] for x in first[i + 1:] if x["kind"] in ("qemu", "fault")]
+            assert after[0] == f"DEVICE_DELETED {e['what'].split()[1]}", first
+    dom = browser(tmp_path / "r.html", tmp_path, "--dump-dom")
+    assert dom.count('<tr class="test"') == len(tests) == 3 and dom.count("<svg") == 3
+    browser(tmp_path / "r.html", tmp_path, f"--screenshot={tmp_path / 'r.png'}", "--window-size=1200,900")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # for a person to look at
     assert "tbctl summary" in r.stdout and "artifacts:" in r.stdout
     cases = junit_cases(tmp_path / "j.xml")
     assert set(cases) == {"test_orderly_hotplug[kernel]", "test_surprise_removal[kernel]",

@@ -18,7 +18,8 @@ EPILOG = """examples:
   tbctl repro sw_hotplug::test_orderly_hotplug -n 50 --jobs 2     a flake: rate, signatures, bundle
   tbctl list                             suites and their tests
   tbctl run --all --shard 2/4 --durations last/results.json --json r2.json    one of 4 CI machines
-  tbctl merge r1.json r2.json r3.json r4.json --junit all.xml --baseline last/results.json
+  tbctl merge r1.json r2.json r3.json r4.json --junit all.xml --html all.html --baseline last/results.json
+  tbctl report results.json              the HTML report of a run: rows, timelines, console excerpts
   tbctl ci-template k8s --shards 4       an Indexed Job of 4 shards and their merge (gitlab, github, jenkins)
   tbctl image build                      build (or reuse) the default guest image
   tbctl image shell --image bookworm-spdk --bind ~/spdk -- make -j2    build a tree for the guest

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from orchestrator.engine import baseline, junit, merge
+from orchestrator.engine import baseline, junit, merge, report_html
 from orchestrator.engine.results import test_lines
 from orchestrator.errors import ConfigError
 
@@ -48,8 +48,29 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("results", nargs="+", metavar="RESULTS.json")
     sp.add_argument("--json", metavar="FILE", help="write the merged results.json")
     sp.add_argument("--junit", metavar="FILE", help="write the merged JUnit XML")
+    html_opt(sp)
     baseline_opts(sp)
     sp.set_defaults(fn=cmd_merge)
+
+    sp = add("report", help="the HTML report of a results.json (a run's or a merge's)")
+    sp.add_argument("results", metavar="RESULTS.json")
+    sp.add_argument("-o", "--html", metavar="FILE", help="write here (default: beside it, RESULTS.html)")
+    sp.set_defaults(fn=cmd_report)
+
+
+def html_opt(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--html", metavar="FILE", help="write the HTML report (one self-contained file)")
+
+
+def write_html(doc: dict[str, Any], path: str | Path) -> None:
+    report_html.write(doc, Path(path))
+    print(f"report:    {path}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    doc = merge.load(args.results)
+    write_html(doc, args.html or Path(args.results).with_suffix(".html"))
+    return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -74,5 +95,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if args.junit:
         junit.write(merged, Path(args.junit))
     code = against(base, args, merged, out)
+    if args.html:
+        write_html(merged, args.html)
     print(f"merged: {len(merged['tests'])} tests from {len(docs)} files (exit code {code})")
     return code

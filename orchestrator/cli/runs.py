@@ -76,6 +76,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     run_opts(sp)
     sp.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
+    reports.html_opt(sp)
     sp.add_argument("--keep-vm", action="store_true", help="leave the VMs running (tbctl status / down)")
     sp.add_argument("--seed", type=int, help="replay the fault timing and random choices of an earlier run")
     sp.add_argument("--snapshot", action="store_true",
@@ -127,7 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError):
         print(f"tbctl: the run wrote no results ({results}): incomplete", file=sys.stderr)
         return 2
-    return reports.against(base, args, doc, results)
+    code = reports.against(base, args, doc, results)
+    if args.html:
+        reports.write_html(doc, args.html)
+    return code
 
 
 def cmd_repro(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 from orchestrator import logs
-from orchestrator.engine import results, slices
+from orchestrator.engine import results, slices, timeline
 from orchestrator.engine.session import Bed, bed_of
 from orchestrator.errors import TbctlError
 from orchestrator.faults import Hotplug, Link, Stop
@@ -131,17 +131,20 @@ def qmp(machine: Machine) -> QMP:
     return machine.qmp
 
 
-def _record(bed: Bed, node: pytest.Item, fired: list[tuple[str, float]]) -> None:
-    """What the test's fault injectors fired, and the delay before each: its results entry."""
+def _record(bed: Bed, node: pytest.Item, injectors: list[Timed]) -> None:
+    """What the test's fault injectors fired, and the delay before each: its results entry (and
+    when each fired: its timeline)."""
+    fired = [f for i in injectors for f in i.schedule]
     if fired:
         results.entry(bed, node).setdefault("schedule", []).extend(fired)
+    timeline.faults(node, [f for i in injectors for f in i.fired])
 
 
 @pytest.fixture
 def hotplug(request: pytest.FixtureRequest, machine: Machine, bed: Bed) -> Iterator[Hotplug]:
     h = Hotplug(machine, bed.rng(request.node), bed.jitter)
     yield h
-    _record(bed, request.node, h.schedule)
+    _record(bed, request.node, [h])
 
 
 class Injectors:
@@ -164,7 +167,7 @@ class Injectors:
 def injectors(request: pytest.FixtureRequest, bed: Bed) -> Iterator[Injectors]:
     made = Injectors(bed, request.node)
     yield made
-    _record(bed, request.node, [f for i in made.made for f in i.schedule])
+    _record(bed, request.node, made.made)
 
 
 FABRIC_KINDS = ("kernel", "spdk")

@@ -22,7 +22,19 @@ from typing import Any, Iterator
 import pytest
 
 from orchestrator import __version__, logs
-from orchestrator.engine import artifacts, deadline, findings, hookspecs, host, outcome, repro, results, shard, slices
+from orchestrator.engine import (
+    artifacts,
+    deadline,
+    findings,
+    hookspecs,
+    host,
+    outcome,
+    repro,
+    results,
+    shard,
+    slices,
+    timeline,
+)
 from orchestrator.engine.session import BED, Bed, add_options
 from orchestrator.errors import DeadlineError
 from orchestrator.vm import qemu_binary
@@ -86,6 +98,7 @@ class Engine:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
         rep: pytest.TestReport = (yield).get_result()
+        timeline.phase(item, rep.when, call)
         v = results.verdict(item)
         if rep.when == "setup":
             v.kind = outcome.worst(v.kind, outcome.setup(rep.skipped, rep.failed))
@@ -193,4 +206,7 @@ class Engine:
         if HOST_BEFORE in item.stash:
             entry["host"] = host.conditions(item.stash[HOST_BEFORE], host.sample())
         entry["artifacts"] = str(slices.test_dir(item)) if slices.has_dir(item) else None
+        entry["events"] = timeline.events(item)
+        if shown not in ("passed", "skipped"):
+            entry["excerpt"] = timeline.excerpt(item)
         log.info(f"{item.nodeid}: {shown}" + (f"; discarded {entry['discarded']}" if "discarded" in entry else ""))

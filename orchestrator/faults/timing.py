@@ -13,9 +13,11 @@ class Timed:
     def __init__(self, rng: random.Random | None = None, jitter: float = 0.0):
         self.rng, self.jitter = rng or random.Random(0), jitter
         self.schedule: list[tuple[str, float]] = []  # (fault, delay before it) as fired
+        self.fired: list[tuple[float, str]] = []  # (host time.time(), fault): for the test's timeline
 
     def delay(self, what: str) -> None:
         seconds = self.rng.uniform(0, self.jitter) if self.jitter > 0 else 0.0
         self.schedule.append((what, round(seconds, 4)))
         if seconds:
             time.sleep(seconds)
+        self.fired.append((time.time(), what))

@@ -88,7 +88,7 @@ class Machine(QemuMachine):
 
     def _log_command(self, r: Result) -> None:
         with open(self.artifacts / "commands.log", "a") as f:
-            f.write(f"$ {r.cmd}\n# exit {r.rc} in {r.seconds:.3f} s\n{r.stdout}{r.stderr}\n")
+            f.write(f"$ {r.cmd}\n# exit {r.rc} in {r.seconds:.3f} s, host time {time.time():.3f}\n{r.stdout}{r.stderr}\n")
 
     def close_guest(self) -> None:
         if self._ssh is not None:

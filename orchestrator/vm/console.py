@@ -7,6 +7,7 @@ a file.
 
 from __future__ import annotations
 
+import bisect
 import re
 import socket
 import threading
@@ -22,6 +23,7 @@ class Console:
         self.socket_path = socket_path
         self.name = name
         self._text = ""
+        self._arrivals: list[tuple[int, float]] = []  # (text length after a read, host time of it)
         self._closed = False
         self._cond = threading.Condition()
         self._sock: socket.socket | None = None
@@ -51,6 +53,7 @@ class Console:
             while data := self._sock.recv(65536):
                 with self._cond:
                     self._text += data.decode(errors="replace").replace("\r\n", "\n")
+                    self._arrivals.append((len(self._text), time.time()))
                     self._cond.notify_all()
         except OSError:
             pass
@@ -72,6 +75,12 @@ class Console:
     def mark(self) -> int:
         with self._cond:
             return len(self._text)
+
+    def arrived(self, offset: int) -> float | None:
+        """When (host time.time()) the text at `offset` reached the host: when a report began."""
+        with self._cond:
+            i = bisect.bisect_right(self._arrivals, offset, key=lambda a: a[0])
+            return self._arrivals[i][1] if i < len(self._arrivals) else None
 
     def tail(self, lines: int = 25) -> str:
         return "\n".join(self.text.rstrip("\n").splitlines()[-lines:])
