@@ -80,6 +80,7 @@ def test_two_shards_of_every_suite_are_disjoint_and_make_the_whole_list(tmp_path
     (["run", "sw_hotplug", "--all"], "tbctl: name the suites to run, or --all for every suite (not both)"),
     (["run", "--all", "--durations", "d.json"], "tbctl: --durations d.json: not a results.json: needs exit_code "
                                                 "and tests: [{nodeid, duration}, ...]"),
+    (["run", "--all", "--retries", "11"], "tbctl: --retries 11: must be 0..10"),
     (["merge", "nothing.json", "d.json"], "tbctl: nothing.json: No such file or directory"),
     (["merge", "bin.json"], "tbctl: bin.json: not a results.json (not JSON: 'utf-8' codec can't decode byte 0xff "
                             "in position 0: invalid start byte)"),
@@ -158,6 +159,27 @@ def test_a_baseline_names_exactly_what_changed_and_only_new_failures_fail(tmp_pa
     assert f"  new failure       {alpha}  failed: AssertionError: assert 'alpha' not in 'alpha'" in r.stdout
     r = tbctl(tmp_path, "run", *DEMOS, "--json", "night3.json", "--baseline", "night2.json")
     assert r.returncode == 0, r.stdout  # beta's test_fails fails still: not new
+
+
+def test_a_test_that_passes_on_a_retry_is_a_new_flake_and_does_not_fail_the_run(tmp_path: Path) -> None:
+    run_demos(tmp_path, "night1")
+    flaky = "tests/engine_suites/shards/gamma.py::test_flaky_when_told"
+    (tmp_path / "once").mkdir()
+    r = tbctl(tmp_path, "run", *DEMOS, "--json", "night2.json", "--retries", "1", "--baseline", "night1.json",
+              "--html", "night2.html", env={"TBCTL_DEMO_FLAKY": str(tmp_path / "once")})
+    doc = json.loads((tmp_path / "night2.json").read_text())
+    changes = {k: v for k, v in doc["baseline"]["changes"].items() if v}
+    assert (r.returncode, changes) == (0, {"new flake": [flaky]}), r.stdout[-3000:]
+    (test,) = [t for t in doc["tests"] if t["nodeid"] == flaky]
+    assert test["outcome"] == "passed" and [a["signature"] for a in test["attempts"]] == [
+        "failed: AssertionError: first attempt fails"]
+    assert f"  new flake         {flaky}  attempt 1: failed: AssertionError: first attempt fails" in r.stdout
+    assert "flaky: attempt 1: failed: AssertionError: first attempt fails" in r.stdout  # the run's own summary
+    assert "(flaky)" in (tmp_path / "night2.html").read_text()
+    (tmp_path / "again").mkdir()  # without retries the same first failure is a new failure
+    r = tbctl(tmp_path, "run", *DEMOS, "--json", "night3.json", "--baseline", "night1.json",
+              env={"TBCTL_DEMO_FLAKY": str(tmp_path / "again")})
+    assert r.returncode == 1 and f"  new failure       {flaky}" in r.stdout
 
 
 def test_slower_and_failing_differently() -> None:

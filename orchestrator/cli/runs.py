@@ -28,6 +28,8 @@ from orchestrator.errors import ConfigError
 from orchestrator.machines import snapshot
 from orchestrator.vm import qemu_binary
 
+MAX_RETRIES = 10
+
 
 def run_opts(sp: argparse.ArgumentParser) -> None:
     topology_opts(sp)
@@ -79,6 +81,9 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     reports.html_opt(sp)
     sp.add_argument("--keep-vm", action="store_true", help="leave the VMs running (tbctl status / down)")
     sp.add_argument("--seed", type=int, help="replay the fault timing and random choices of an earlier run")
+    sp.add_argument("--retries", type=int, default=0, metavar="N",
+                    help=f"run a failing test again, up to N times (0..{MAX_RETRIES}, fresh machines): one that "
+                         "then passes is reported flaky")
     sp.add_argument("--snapshot", action="store_true",
                     help="start machines from a saved ready guest (made once, cached), not by booting")
     sp.add_argument("--expunge", metavar="FILE",
@@ -104,6 +109,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Thin front over the engine: validate, build the image, pick the accelerator, then hand over."""
     paths = selection(args)
+    if not 0 <= args.retries <= MAX_RETRIES:
+        raise ConfigError(f"--retries {args.retries}: must be 0..{MAX_RETRIES}")
     if args.expunge:
         expunge.load(args.expunge)  # its mistakes before anything is built or booted
     base = reports.check_baseline(args)
@@ -117,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         ("--tb-jitter", args.jitter), ("--tb-qemu", args.qemu), ("--tb-expunge", args.expunge)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.retries:
+        argv += ["--reruns", str(args.retries)]  # pytest-rerunfailures; orchestrator.engine.attempts
     if args.keep_vm:
         argv.append("--tb-keep-vm")
     if args.snapshot:

@@ -1,16 +1,17 @@
 """What changed since a baseline run (last night's results.json): new failures, fixed tests,
-failures that now fail another way, tests much slower, tests added or gone. A failure is
-recognised by the same signature as `tbctl repro` uses, so the same red is the same red."""
+failures that now fail another way, new flakes (passed only on a retry), tests much slower,
+tests added or gone. A failure is recognised by the same signature as `tbctl repro` uses, so the
+same red is the same red."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.engine import outcome, repro
+from orchestrator.engine import attempts, outcome, repro
 
 FAILING = outcome.KNOWABLE  # a known failure is not failing: its list says it is expected
 MIN_SLOWER = 1.0  # seconds: below this a test is not called slower, whatever the ratio
-KINDS = ("new failure", "fails differently", "fixed", "slower", "new test", "gone")
+KINDS = ("new failure", "fails differently", "new flake", "fixed", "slower", "new test", "gone")
 
 
 def _sig(test: dict[str, Any]) -> str | None:
@@ -34,6 +35,8 @@ def compare(base: dict[str, Any], now: dict[str, Any], slower: float) -> dict[st
             out["fails differently"].append(n)
         elif old and not sig and t.get("outcome") == "passed":
             out["fixed"].append(n)
+        elif attempts.flaky(t) and not (b and attempts.flaky(b)):
+            out["new flake"].append(n)  # passed on a retry (--retries): not failing, not hidden
         if b and t.get("outcome") == b.get("outcome") == "passed" \
                 and t["duration"] - b["duration"] >= max(MIN_SLOWER, slower * b["duration"]):
             out["slower"].append(n)
@@ -66,6 +69,8 @@ def _detail(kind: str, t: dict[str, Any] | None, b: dict[str, Any] | None) -> st
         return str(t.get("outcome", "?"))
     if kind == "new failure":
         return repro.signature(t)
+    if kind == "new flake":
+        return "; ".join(f"attempt {k}: {a['signature']}" for k, a in enumerate(t["attempts"], 1))
     assert b is not None
     if kind == "fails differently":
         return f"{_sig(b)} -> {_sig(t)}"

@@ -24,6 +24,7 @@ import pytest
 from orchestrator import __version__, logs
 from orchestrator.engine import (
     artifacts,
+    attempts,
     deadline,
     findings,
     hookspecs,
@@ -87,6 +88,7 @@ class Engine:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
+        attempts.begin(self.bed, item)
         item.stash[HOST_BEFORE] = host.sample()
         yield
 

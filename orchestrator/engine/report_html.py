@@ -29,7 +29,8 @@ def _row(test: dict[str, Any], here: Path) -> dict[str, Any]:
     art = test.get("artifacts")
     return {"nodeid": test["nodeid"], "outcome": kind, "duration": test.get("duration", 0.0),
             "message": test.get("message") or "", "signature": repro.signature(test) if kind != "passed" else "",
-            "known": test.get("known"), "excerpt": test.get("excerpt") or "", "host": test.get("host"),
+            "known": test.get("known"), "attempts": test.get("attempts") or [], "excerpt": test.get("excerpt") or "",
+            "host": test.get("host"),
             "artifacts": art, "link": _link(art, here), "timeline": _timeline(test.get("events") or []) if kind != "skipped" else None}
 
 

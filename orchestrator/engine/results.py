@@ -115,6 +115,8 @@ def test_lines(tests: Iterable[dict[str, Any]]) -> list[str]:
                      + (f"  [host: {busy}]" if busy else ""))
         if r.get("outcome") != "passed" and r.get("message"):
             lines.append(f"{'':21} {r['message'].splitlines()[0][:300]}")
+        for k, a in enumerate(r.get("attempts", []), 1):
+            lines.append(f"{'':21} {'flaky: ' if r.get('outcome') == 'passed' else ''}attempt {k}: {a['signature']}")
         if r.get("known"):
             k = r["known"]
             lines.append(f"{'':21} known ({k['outcome']}): {k['reason']}" + (f" [{k['link']}]" if k["link"] else ""))

@@ -34,6 +34,13 @@ def use(item: pytest.Item, m: Machine) -> Machine:
     return m
 
 
+def forget(item: pytest.Item) -> None:
+    """A new attempt of the test: no machines yet, a directory of its own."""
+    for key in (_SLICES, _DIR):
+        if key in item.stash:
+            del item.stash[key]
+
+
 def of(item: pytest.Item) -> list[Slice]:
     return item.stash.get(_SLICES, [])
 
@@ -56,6 +63,8 @@ def test_dir(item: pytest.Item) -> Path:
     if _DIR not in item.stash:
         mod = Path(str(item.fspath)).stem
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid.split("::", 1)[-1])[:120]
+        attempt = getattr(item, "execution_count", 1) or 1  # pytest-rerunfailures' count, on a retry
+        safe += f"-attempt-{attempt}" if attempt > 1 else ""
         item.stash[_DIR] = bed_of(item.config).artifacts / mod / safe
         item.stash[_DIR].mkdir(parents=True, exist_ok=True)
     return item.stash[_DIR]

@@ -32,6 +32,13 @@ def faults(item: pytest.Item, fired: list[tuple[float, str]]) -> None:
     item.stash.setdefault(_FAULTS, []).extend(fired)
 
 
+def forget(item: pytest.Item) -> None:
+    """A new attempt of the test: its own timeline."""
+    for key in (_PHASES, _FAULTS):
+        if key in item.stash:
+            del item.stash[key]
+
+
 def events(item: pytest.Item) -> list[dict[str, Any]]:
     """The test's events, `at` (and a span's `end`) in seconds from its set-up's start."""
     phases = item.stash.get(_PHASES, {})
