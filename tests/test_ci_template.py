@@ -119,7 +119,8 @@ def test_the_shard_and_merge_commands_run_for_real(tmp_path: Path, kind: str) ->
 
 
 @pytest.mark.parametrize("args,line", [
-    (["k8s", "--shards", "0"], "tbctl: --shards 0: must be 1..256"),
+    (["k8s", "--shards", "0"], "tbctl ci-template: argument --shards: 0: must be at least 1 and at most 256 "
+                               "(see tbctl ci-template --help)"),
     (["gitlab", "--shards", "2", "--suite", "nosuch"], "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; "
                                                         "known suites: dm_mount, nvme_doorbell_aers, "
                                                         "nvmf_device_removal, nvmf_shutdown, sw_hotplug"),

@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator import __version__
 from orchestrator.cli import ci, images, qemu, reports, runs, spdk, vms
+from orchestrator.cli.common import Parser
 from orchestrator.errors import TbctlError
 
 EPILOG = """examples:
@@ -40,7 +41,7 @@ EPILOG = """examples:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tbctl", description="QEMU-based VM test-bed for NVMe and SPDK testing.",
+    p = Parser(prog="tbctl", description="QEMU-based VM test-bed for NVMe and SPDK testing.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tbctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.cli.common import suite_paths
+from orchestrator.cli.common import ranged, suite_paths
 from orchestrator.errors import ConfigError
 from orchestrator.render import render
 
@@ -25,13 +25,13 @@ _K8S_NAME = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("ci-template", help="a nightly CI job of N shards and their merge: GitLab, GitHub, Jenkins, Kubernetes")
     sp.add_argument("kind", choices=KINDS, help="the scheduler")
-    sp.add_argument("--shards", type=int, required=True, metavar="N", help=f"how many jobs (1..{MAX_SHARDS})")
+    sp.add_argument("--shards", type=ranged(int, 1, MAX_SHARDS), required=True, metavar="N", help=f"how many jobs (1..{MAX_SHARDS})")
     sp.add_argument("--suite", dest="suites", action="append", default=[], metavar="SUITE",
                     help="a suite to run, again for more (default: every suite)")
     sp.add_argument("--expunge", metavar="FILE", help="known failures (TOML, path in the checkout) for every shard")
     sp.add_argument("--results", default="results", metavar="DIR",
                     help="where the jobs write results and artifacts, relative to the checkout (default: results)")
-    sp.add_argument("--timeout", type=int, default=180, metavar="MIN", help="a shard's time limit (default: 180)")
+    sp.add_argument("--timeout", type=ranged(int, 1, 7 * 24 * 60), default=180, metavar="MIN", help="a shard's time limit (default: 180)")
     sp.add_argument("--image", default="debian:bookworm", help="k8s: the pods' container image (Debian)")
     sp.add_argument("--claim", default="tbctl-work",
                     help="k8s: the PersistentVolumeClaim with the checkout in tbctl/ (default: tbctl-work)")
@@ -41,10 +41,6 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def cmd_ci_template(args: argparse.Namespace) -> int:
-    if not 1 <= args.shards <= MAX_SHARDS:
-        raise ConfigError(f"--shards {args.shards}: must be 1..{MAX_SHARDS}")
-    if not 1 <= args.timeout <= 7 * 24 * 60:
-        raise ConfigError(f"--timeout {args.timeout}: must be 1..{7 * 24 * 60} minutes")
     suite_paths(args.suites)  # unknown suites are one line now, not a red night later
     select = shlex.join(args.suites) if args.suites else "--all"
     if args.expunge:

@@ -4,11 +4,13 @@ topology, the QEMU, the image, the accelerator, an SPDK tree's check), and reach
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 from orchestrator import image, spdk
 from orchestrator.config import topology
@@ -20,6 +22,41 @@ from orchestrator.vm import accel, qemu_binary, registry
 
 SUITES = SOURCE_ROOT / "suites"
 MIRROR_HELP = "Debian mirror URL for an image build (default: the host's apt source)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake told in one line (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def ranged(kind: type[int] | type[float], low: float, high: float, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite number of `kind` in [low, high] (or (low, high] when `above`)."""
+    def num(v: float) -> str:
+        return str(int(v)) if kind is int else f"{v:g}"
+    shown = f"{'above' if above else 'at least'} {num(low)} and at most {num(high)}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
+            raise argparse.ArgumentTypeError(f"{text}: must be {shown}")
+        return value
+    return parse
+
+
+def mirror_url(text: str) -> str:
+    """An argparse type: a Debian mirror is an http(s) URL (or file: for a local copy)."""
+    u = urllib.parse.urlsplit(text)
+    if u.scheme not in ("http", "https", "file") or (u.scheme != "file" and not u.hostname):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a mirror URL: http://HOST/PATH, https://... or file:///PATH")
+    return text
+
+
+SECONDS = ranged(float, 0, 7 * 24 * 3600, above=True)  # a deadline: some time, not forever
 
 
 def topology_opts(sp: argparse.ArgumentParser) -> None:
@@ -39,8 +76,8 @@ def image_opts(sp: argparse.ArgumentParser, tree_required: bool = False) -> None
 
 def boot_opts(sp: argparse.ArgumentParser) -> None:
     topology_opts(sp)
-    sp.add_argument("--boot-timeout", type=float, default=90, metavar="S", help="deadline to SSH-ready (90)")
-    sp.add_argument("--mirror", help=MIRROR_HELP)
+    sp.add_argument("--boot-timeout", type=SECONDS, default=90, metavar="S", help="deadline to SSH-ready (90)")
+    sp.add_argument("--mirror", type=mirror_url, help=MIRROR_HELP)
 
 
 def artifacts_root() -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator import image
-from orchestrator.cli.common import MIRROR_HELP
+from orchestrator.cli.common import MIRROR_HELP, SECONDS, mirror_url
 from orchestrator.errors import ConfigError
 from orchestrator.image import shell
 
@@ -17,16 +17,16 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     isub = sp.add_subparsers(dest="image_cmd", required=True)
     b = isub.add_parser("build", help="build the image of a recipe (a no-op when cached)")
     b.add_argument("recipe", nargs="?", default=image.DEFAULT_IMAGE)
-    b.add_argument("--mirror", help="Debian mirror URL (default: the host's apt source)")
+    b.add_argument("--mirror", type=mirror_url, help="Debian mirror URL (default: the host's apt source)")
     isub.add_parser("list", help="list cached images")
     sh = isub.add_parser("shell", help="a shell (or -- CMD) in an image's userland on the host, e.g. to build "
                                        "a tree for the guest; image read-only, --bind dirs read-write, no network")
     sh.add_argument("--image", default=image.DEFAULT_IMAGE, help=f"recipe (default {image.DEFAULT_IMAGE})")
     sh.add_argument("--bind", action="append", default=[], metavar="DIR",
                     help="a host directory, read-write at the same path inside (repeatable; the first is the cwd)")
-    sh.add_argument("--timeout", type=float, default=4 * 3600, metavar="S",
+    sh.add_argument("--timeout", type=SECONDS, default=4 * 3600, metavar="S",
                     help="deadline for CMD; killed with all it started (default 4 h; none for a shell)")
-    sh.add_argument("--mirror", help=MIRROR_HELP)
+    sh.add_argument("--mirror", type=mirror_url, help=MIRROR_HELP)
     sh.add_argument("command", nargs=argparse.REMAINDER, help="after --: the command (default: bash -l)")
     sp.set_defaults(fn=cmd_image)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from orchestrator.cli.common import mirror_url
 from orchestrator.vm import qemu_binary, qemu_install
 
 
@@ -17,7 +18,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     q = qsub.add_parser("install", help="Debian's QEMU from SOURCE into tbctl's cache (the host's QEMU untouched); "
                                         "prints the binary, then usable as --qemu SOURCE")
     q.add_argument("source", choices=qemu_install.SOURCES)
-    q.add_argument("--mirror", help="Debian mirror URL (default: the host's apt source)")
+    q.add_argument("--mirror", type=mirror_url, help="Debian mirror URL (default: the host's apt source)")
     qsub.add_parser("list", help="every known QEMU: name, version, path, origin")
     sp.set_defaults(fn=cmd_qemu)
 

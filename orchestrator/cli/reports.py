@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from orchestrator.cli.common import ranged
 from orchestrator.engine import baseline, junit, merge, report_html
 from orchestrator.engine.results import test_lines
 from orchestrator.errors import ConfigError
@@ -18,13 +19,11 @@ SLOWER_HELP = "with --baseline: a passing test is slower when it took this fract
 def baseline_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--baseline", metavar="FILE", help="an earlier results.json: print what changed since; the exit "
                                                        "code then follows new failures only")
-    sp.add_argument("--slower", type=float, default=0.5, metavar="FRACTION", help=SLOWER_HELP)
+    sp.add_argument("--slower", type=ranged(float, 0, 100, above=True), default=0.5, metavar="FRACTION", help=SLOWER_HELP)
 
 
 def check_baseline(args: argparse.Namespace) -> dict[str, Any] | None:
     """The baseline, read before any work (its mistakes are one line)."""
-    if args.slower <= 0:
-        raise ConfigError(f"--slower {args.slower}: must be above 0 (0.5: half as long again)")
     return merge.load(args.baseline) if args.baseline else None
 
 

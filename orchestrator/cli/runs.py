@@ -14,14 +14,18 @@ from typing import Callable
 from orchestrator.cli import reports
 from orchestrator.cli.common import (
     MIRROR_HELP,
+    SECONDS,
     SUITES,
     artifacts_root,
     image_opts,
     known_suites,
+    mirror_url,
     prepare,
+    ranged,
     suite_paths,
     topology_opts,
 )
+from orchestrator.config import bed as beds
 from orchestrator.config import expunge
 from orchestrator.engine import repro, run, shard
 from orchestrator.errors import ConfigError
@@ -29,17 +33,18 @@ from orchestrator.machines import snapshot
 from orchestrator.vm import qemu_binary
 
 MAX_RETRIES = 10
+SEED = ranged(int, 0, 2**63 - 1)
 
 
 def run_opts(sp: argparse.ArgumentParser) -> None:
     topology_opts(sp)
     sp.add_argument("--bed", metavar="FILE", help="bed of several machines (TOML) for the suites that use one "
                                                   "(default: each suite's own)")
-    sp.add_argument("--timeout", type=float, metavar="S", help="per-test deadline, overriding the suites' own")
+    sp.add_argument("--timeout", type=SECONDS, metavar="S", help="per-test deadline, overriding the suites' own")
     image_opts(sp)
-    sp.add_argument("--jitter", type=float, metavar="S",
+    sp.add_argument("--jitter", type=ranged(float, 0, 60), metavar="S",
                     help="hotplug faults fire after a seeded delay below S seconds (default 0.3; 0: at once)")
-    sp.add_argument("--mirror", help=MIRROR_HELP)
+    sp.add_argument("--mirror", type=mirror_url, help=MIRROR_HELP)
 
 
 def selection_opts(sp: argparse.ArgumentParser) -> None:
@@ -80,8 +85,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
     reports.html_opt(sp)
     sp.add_argument("--keep-vm", action="store_true", help="leave the VMs running (tbctl status / down)")
-    sp.add_argument("--seed", type=int, help="replay the fault timing and random choices of an earlier run")
-    sp.add_argument("--retries", type=int, default=0, metavar="N",
+    sp.add_argument("--seed", type=SEED, help="replay the fault timing and random choices of an earlier run")
+    sp.add_argument("--retries", type=ranged(int, 0, MAX_RETRIES), default=0, metavar="N",
                     help=f"run a failing test again, up to N times (0..{MAX_RETRIES}, fresh machines): one that "
                          "then passes is reported flaky")
     sp.add_argument("--snapshot", action="store_true",
@@ -93,10 +98,10 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 
     sp = add("repro", help="run a test many times (parallel VMs): failure rate, signatures, bundle")
     sp.add_argument("target", metavar="SUITE[::TEST]", help="suite name, SUITE::TEST, or a file")
-    sp.add_argument("-n", "--runs", type=int, required=True, help="how many runs")
+    sp.add_argument("-n", "--runs", type=ranged(int, 1, 100_000), required=True, help="how many runs")
     sp.add_argument("--until-fail", action="store_true", help="stop starting runs after the first failure")
-    sp.add_argument("--jobs", "-j", type=int, help="runs at once (default: from host cores and memory)")
-    sp.add_argument("--seed", type=int, help="the repro's seed: the same seed replays the same run schedules")
+    sp.add_argument("--jobs", "-j", type=ranged(int, 1, 256), help="runs at once (default: from host cores and memory)")
+    sp.add_argument("--seed", type=SEED, help="the repro's seed: the same seed replays the same run schedules")
     sp.add_argument("--cold", action="store_true", help="boot every run's machine instead of restoring a saved guest")
     run_opts(sp)
     sp.set_defaults(fn=cmd_repro)
@@ -109,10 +114,10 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Thin front over the engine: validate, build the image, pick the accelerator, then hand over."""
     paths = selection(args)
-    if not 0 <= args.retries <= MAX_RETRIES:
-        raise ConfigError(f"--retries {args.retries}: must be 0..{MAX_RETRIES}")
     if args.expunge:
         expunge.load(args.expunge)  # its mistakes before anything is built or booted
+    if args.bed:
+        beds.load(args.bed)
     base = reports.check_baseline(args)
     _, img, acc = prepare(args)
     run_dir = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
@@ -146,8 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_repro(args: argparse.Namespace) -> int:
     """Validate and build once, then hand each run to its own `tbctl run`."""
     suite_paths([args.target])
-    if args.runs < 1 or (args.jobs is not None and args.jobs < 1):
-        raise ConfigError("repro: --runs and --jobs must be at least 1")
+    if args.bed:
+        beds.load(args.bed)
     topo, img, acc = prepare(args)
     run_args = ["--accel", acc, "--image", img.manifest["name"]]
     for flag, value in (("--topology", args.topology), ("--bed", args.bed), ("--timeout", args.timeout),

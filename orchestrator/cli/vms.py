@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator import faults, guest, image, spdk
-from orchestrator.cli.common import artifacts_root, attached, boot_opts, image_opts, new_machine, prepare
+from orchestrator.cli.common import SECONDS, artifacts_root, attached, boot_opts, image_opts, new_machine, prepare
 from orchestrator.config import bed as beds
 from orchestrator.config import topology
 from orchestrator.errors import ConfigError
@@ -43,21 +43,21 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("ssh", help="run a command in a VM (no command: interactive ssh)")
     sp.add_argument("name")
     sp.add_argument("command", nargs=argparse.REMAINDER, help="after --")
-    sp.add_argument("--timeout", type=float, default=60)
+    sp.add_argument("--timeout", type=SECONDS, default=60)
     sp.set_defaults(fn=cmd_ssh)
 
     sp = add("qmp", help="send one QMP command to a VM")
     sp.add_argument("name")
     sp.add_argument("command")
     sp.add_argument("arguments", nargs="?", help="JSON object")
-    sp.add_argument("--timeout", type=float, default=10)
+    sp.add_argument("--timeout", type=SECONDS, default=10)
     sp.set_defaults(fn=cmd_qmp)
 
     sp = add("hotplug", help="hot-remove or hot-add an NVMe controller")
     sp.add_argument("name")
     sp.add_argument("action", choices=("remove", "add"))
     sp.add_argument("ctrl")
-    sp.add_argument("--timeout", type=float, default=10)
+    sp.add_argument("--timeout", type=SECONDS, default=10)
     sp.set_defaults(fn=cmd_hotplug)
 
     sp = add("inject", help="inject a fault into a running VM (doorbell, bus-master, a bed's NIC, its "
@@ -85,7 +85,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     fsub.add_parser("vm-pause", help="pause the whole VM (QMP stop): a node that hangs, nothing closed")
     fsub.add_parser("vm-resume", help="resume a paused VM (QMP cont)")
     for f in fsub.choices.values():
-        f.add_argument("--timeout", type=float, default=10)
+        f.add_argument("--timeout", type=SECONDS, default=10)
     sp.set_defaults(fn=cmd_inject)
 
     sp = add("status", help="list running VMs (and reap orphans)")
@@ -245,9 +245,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     registry.reap()
+    if args.all == bool(args.name):
+        raise ConfigError("down: give a VM name or --all (not both)")
     names = [r.name for r in registry.records()] if args.all else [args.name]
-    if not names or names == [None]:
-        raise ConfigError("down: give a VM name or --all")
+    if not names:
+        print("down --all: no VMs are up; nothing to do")
+        return 0
     for name in names:
         rec = registry.load(name)
         if rec is None:

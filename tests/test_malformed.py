@@ -1,0 +1,77 @@
+"""Every malformed input tbctl reads, file, flag or argument, is one line on stderr naming what
+is wrong, exit code 2, no traceback, before anything is built or booted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import tbctl
+
+FILES = {
+    "binary.toml": b"\xff\xfe\x00\x01binary",
+    "latin1.toml": "[machine]\nname = 'caf\xe9'\n".encode("latin-1"),
+    "broken.toml": b"not = [toml",
+    "types.toml": b"[machine]\nmemory_mib = \"lots\"\n",
+    "binary.json": b"\x89PNG\r\n\x1a\n",
+    "list.json": b"[1, 2]",
+}
+
+CORPUS = [
+    # files
+    (["run", "sw_hotplug", "--topology", "binary.toml"], "binary.toml"),
+    (["run", "sw_hotplug", "--topology", "latin1.toml"], "latin1.toml"),
+    (["run", "sw_hotplug", "--topology", "broken.toml"], "broken.toml"),
+    (["run", "sw_hotplug", "--topology", "types.toml"], "machine.memory_mib"),
+    (["run", "sw_hotplug", "--topology", "missing.toml"], "missing.toml"),
+    (["run", "sw_hotplug", "--bed", "binary.toml"], "binary.toml"),
+    (["run", "sw_hotplug", "--bed", "broken.toml"], "broken.toml"),
+    (["run", "sw_hotplug", "--expunge", "latin1.toml"], "latin1.toml"),
+    (["run", "--all", "--durations", "binary.json"], "--durations binary.json"),
+    (["run", "--all", "--durations", "list.json"], "--durations list.json"),
+    (["repro", "sw_hotplug", "-n", "1", "--bed", "binary.toml"], "binary.toml"),
+    (["up", "--topology", "binary.toml"], "binary.toml"),
+    (["up", "--bed", "broken.toml"], "broken.toml"),
+    (["merge", "binary.json"], "binary.json"),
+    (["report", "list.json"], "list.json"),
+    (["spdk", "check", "--spdk-dir", "binary.toml"], "--spdk-dir"),
+    # numbers out of range, not numbers, not finite
+    (["run", "sw_hotplug", "--timeout", "-5"], "--timeout"),
+    (["run", "sw_hotplug", "--timeout", "nan"], "--timeout"),
+    (["run", "sw_hotplug", "--timeout", "inf"], "--timeout"),
+    (["run", "sw_hotplug", "--jitter", "-1"], "--jitter"),
+    (["run", "sw_hotplug", "--seed", "-1"], "--seed"),
+    (["run", "sw_hotplug", "--retries", "x"], "--retries"),
+    (["run", "--all", "--shard", "3/2"], "--shard"),
+    (["repro", "sw_hotplug", "-n", "0"], "--runs"),
+    (["repro", "sw_hotplug", "-n", "1", "--jobs", "0"], "--jobs"),
+    (["up", "--boot-timeout", "0"], "--boot-timeout"),
+    (["merge", "list.json", "--slower", "-1"], "--slower"),
+    (["ci-template", "k8s", "--shards", "0"], "--shards"),
+    (["image", "build", "--mirror", "::bad"], "--mirror"),
+    # names and choices
+    (["run", "nosuch"], "nosuch"),
+    (["run", "sw_hotplug", "--accel", "fast"], "--accel"),
+    (["run", "sw_hotplug", "--image", "nosuch"], "--image"),
+    (["down", "a", "--all"], "down"),
+    (["ssh", "nosuch", "--", "ls"], "nosuch"),
+    (["inject", "nosuch", "doorbell", "nvme0", "x"], "kind"),
+    (["nosuchcommand"], "nosuchcommand"),
+    (["run", "sw_hotplug", "--no-such-flag"], "--no-such-flag"),
+]
+
+
+@pytest.mark.parametrize("args,names", CORPUS, ids=[" ".join(a) for a, _ in CORPUS])
+def test_malformed_input_is_one_line(tmp_path: Path, args: list[str], names: str) -> None:
+    for name, data in FILES.items():
+        (tmp_path / name).write_bytes(data)
+    r = tbctl(tmp_path, *args, timeout=60)
+    lines = r.stderr.splitlines()
+    assert (r.returncode, len(lines), r.stdout) == (2, 1, ""), r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and names in lines[0], lines
+    assert not (tmp_path / "art").exists()  # nothing was started
+
+
+def test_commands_with_nothing_to_do_say_so_and_exit_0(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "down", "--all")
+    assert (r.returncode, r.stdout) == (0, "down --all: no VMs are up; nothing to do\n")
