@@ -312,3 +312,17 @@ def test_dm_mount_passes_and_its_race_is_deterministic(tmp_path: Path) -> None:
     assert {k: t["outcome"] for k, t in res.items()} == {"test_dm_mount": "passed", "test_race_mode": "passed"}
     log = (Path(res["test_race_mode"]["artifacts"]) / "commands.log").read_text()
     assert log.count("device-mapper: reload ioctl on nvme_dm_test (253:0) failed: No such device") == 10
+
+
+@pytest.mark.vm
+def test_a_retried_test_gets_a_fresh_machine_and_keeps_each_attempt(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", str(CRASHES), "-k", "sysrq_panic", "--retries", "1", "--json", "r.json")
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    (test,) = json.loads((tmp_path / "r.json").read_text())["tests"]
+    (first,) = test["attempts"]
+    assert first["outcome"] == test["outcome"] == "guest crashed"
+    assert first["signature"].startswith("guest crashed: kernel panic: sysrq triggered crash")
+    assert test["artifacts"] == first["artifacts"] + "-attempt-2"
+    (crashed,) = first["discarded"]  # the first attempt's machine is not handed to the second
+    booted = [e["what"].split()[0] for e in test["events"] if e["kind"] == "boot"]
+    assert len(booted) == 1 and booted[0] != crashed
