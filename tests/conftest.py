@@ -10,12 +10,13 @@ from typing import Iterator
 
 import pytest
 
-from orchestrator import image
+from orchestrator import image, paths
 from orchestrator.engine import shard
 from orchestrator.image import shell as image_shell
 from orchestrator.vm import accel, registry
 
 STANDIN = Path(__file__).resolve().parent / "spdk_standin"
+ENGINE_SUITES = Path(__file__).resolve().parent / "engine_suites"
 
 
 def tbctl(tmp_path: Path, *args: str, timeout: float = 1200,
@@ -35,8 +36,12 @@ def browser(page: Path, tmp_path: Path, *args: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test gets its own VM registry, so tests never see (or reap) each other's or a user's VMs."""
+def private_state(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                  monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own VM registry, so tests never see (or reap) each other's or a user's VMs;
+    a demo suite's test, run inside a test's `tbctl run`, keeps that run's registry."""
+    if ENGINE_SUITES in Path(str(request.node.fspath)).parents:
+        return paths.state_dir()
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("TBCTL_STATE", str(state))
     for var in ("TBCTL_SHARD", *(v for vs in shard.SCHEDULERS for v in vs[:2])):  # a CI job's own shard

@@ -185,7 +185,8 @@ def test_a_bed_up_by_hand_takes_network_and_target_faults(tmp_path: Path) -> Non
     pauses it; `tbctl down` leaves nothing."""
     from conftest import tbctl
 
-    reach = ["--", "python3", "-c", "import socket; socket.create_connection(('10.0.0.2', 22), 3); print('reached')"]
+    # one string for the guest's shell, as OpenSSH takes it
+    reach = ["--", "python3 -c \"import socket; socket.create_connection(('10.0.0.2', 22), 3); print('reached')\""]
     up = tbctl(tmp_path, "up", "--bed", "pair", "--name", "hand", timeout=300)
     try:
         assert up.returncode == 0, up.stderr[-3000:]
@@ -209,7 +210,7 @@ def test_a_bed_up_by_hand_takes_network_and_target_faults(tmp_path: Path) -> Non
         assert tbctl(tmp_path, "ssh", "hand-target", *reach).returncode != 0
         assert tbctl(tmp_path, "inject", "hand-target", "link-up", "fabric0").returncode == 0
         assert tbctl(tmp_path, "ssh", "hand-target", *reach).stdout.strip() == "reached"
-        tbctl(tmp_path, "ssh", "hand-host", "--", "sh", "-c", "setsid sleep 600 </dev/null >/dev/null 2>&1 &")
+        tbctl(tmp_path, "ssh", "hand-host", "--", "setsid sleep 600 </dev/null >/dev/null 2>&1 &")
         r = tbctl(tmp_path, "inject", "hand-host", "app-signal", "sleep", "KILL")
         assert r.returncode == 0 and r.stdout.startswith("sleep: SIGKILL to pid "), r.stderr
         assert tbctl(tmp_path, "ssh", "hand-host", "--", "pidof", "sleep").returncode == 1

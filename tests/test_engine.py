@@ -20,6 +20,7 @@ CRASHES = REPO / "tests" / "engine_suites" / "demo_crashes.py"
 TAINT = REPO / "tests" / "engine_suites" / "demo_taint.py"
 DEADLINE = REPO / "tests" / "engine_suites" / "demo_deadline.py"
 KNOWN = REPO / "tests" / "engine_suites" / "demo_known.py"
+KEEP = REPO / "tests" / "engine_suites" / "demo_keep.py"
 
 
 def junit_cases(path: Path) -> dict[str, ET.Element]:
@@ -326,3 +327,20 @@ def test_a_retried_test_gets_a_fresh_machine_and_keeps_each_attempt(tmp_path: Pa
     (crashed,) = first["discarded"]  # the first attempt's machine is not handed to the second
     booted = [e["what"].split()[0] for e in test["events"] if e["kind"] == "boot"]
     assert len(booted) == 1 and booted[0] != crashed
+
+
+@pytest.mark.vm
+def test_keep_vm_keeps_exactly_the_failing_tests_machine(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", str(KEEP), "--keep-vm", "--json", "r.json")
+    try:
+        assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+        tests = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
+        assert [t["outcome"] for t in tests.values()] == ["passed", "failed", "passed"]
+        (kept,) = tests["test_fails_leaving_a_clue"]["kept"]
+        assert f"get in: tbctl ssh {kept}   drop: tbctl down {kept}" in r.stdout
+        up = json.loads(tbctl(tmp_path, "status", "--json").stdout)
+        assert [v["name"] for v in up] == [kept]  # the passing module's last machine was shut down
+        assert tbctl(tmp_path, "ssh", kept, "--", "cat /root/clue").stdout == "the clue\n"
+    finally:
+        tbctl(tmp_path, "down", "--all")
+    assert json.loads(tbctl(tmp_path, "status", "--json").stdout) == []

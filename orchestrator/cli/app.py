@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.cli import ci, images, qemu, reports, runs, spdk, vms
+from orchestrator.cli import ci, images, qemu, reports, runs, spdk, sshcfg, vms
 from orchestrator.cli.common import Parser
 from orchestrator.errors import TbctlError
 
@@ -26,7 +26,8 @@ EPILOG = """examples:
   tbctl image shell --image bookworm-spdk --bind ~/spdk -- make -j2    build a tree for the guest
   tbctl spdk check --spdk-dir ~/spdk     will the tree start in the guest? (files, then a start probe)
   tbctl up --name dev                    boot a VM that stays up; prints its SSH and QMP endpoints
-  tbctl ssh dev -- nvme list             run a command in it
+  tbctl ssh dev -- 'nvme list | head'   run a command in it (OpenSSH; one string for its shell)
+  ssh -F <(tbctl ssh-config) tbctl-dev   plain OpenSSH, scp, rsync, VS Code (ssh-config --write)
   tbctl qmp dev query-pci                any QMP command, arguments as JSON
   tbctl hotplug dev remove nvme0         device_del + wait until the guest lost it
   tbctl hotplug dev add nvme0            device_add + wait until the guest has its namespace
@@ -45,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tbctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for group in (images, qemu, spdk, runs, reports, ci, vms):
+    for group in (images, qemu, spdk, runs, reports, ci, vms, sshcfg):
         group.register(sub.add_parser)
     return p
 

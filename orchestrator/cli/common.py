@@ -132,6 +132,12 @@ def attached(name: str, ssh: bool = False) -> Iterator[Machine]:
         m.release()
 
 
+def running() -> list[registry.Record]:
+    """The VMs up now (orphans reaped first)."""
+    registry.reap()
+    return [r for r in registry.records() if r.qemu_alive()]
+
+
 def known_suites() -> list[str]:
     return sorted(p.stem for p in SUITES.glob("*.py") if not p.name.startswith(("_", "conftest")))
 

@@ -84,7 +84,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
     reports.html_opt(sp)
-    sp.add_argument("--keep-vm", action="store_true", help="leave the VMs running (tbctl status / down)")
+    sp.add_argument("--keep-vm", action="store_true",
+                    help="keep a failing test's VMs running for you (tbctl ssh NAME; tbctl down NAME)")
     sp.add_argument("--seed", type=SEED, help="replay the fault timing and random choices of an earlier run")
     sp.add_argument("--retries", type=ranged(int, 0, MAX_RETRIES), default=0, metavar="N",
                     help=f"run a failing test again, up to N times (0..{MAX_RETRIES}, fresh machines): one that "

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from orchestrator import faults, guest, image, spdk
+from orchestrator import faults, guest, spdk
+from orchestrator.cli import sshcfg
 from orchestrator.cli.common import SECONDS, artifacts_root, attached, boot_opts, image_opts, new_machine, prepare
 from orchestrator.config import bed as beds
 from orchestrator.config import topology
@@ -39,12 +38,6 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         if name == "up":
             sp.add_argument("--bed", metavar="NAME|FILE", help="boot a bed's machines, joined by its networks "
                                                                f"(built-in: {', '.join(beds.BUILTIN)}; or a file)")
-
-    sp = add("ssh", help="run a command in a VM (no command: interactive ssh)")
-    sp.add_argument("name")
-    sp.add_argument("command", nargs=argparse.REMAINDER, help="after --")
-    sp.add_argument("--timeout", type=SECONDS, default=60)
-    sp.set_defaults(fn=cmd_ssh)
 
     sp = add("qmp", help="send one QMP command to a VM")
     sp.add_argument("name")
@@ -111,6 +104,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(json.dumps(m.status(), indent=2))
     print(f"ssh: tbctl ssh {m.name}   qmp: tbctl qmp {m.name} query-status   stop: tbctl down {m.name}")
     m.release()
+    sshcfg.refresh()
     return 0
 
 
@@ -138,6 +132,7 @@ def _up_bed(args: argparse.Namespace) -> int:
     print(f"faults: tbctl inject {first.name} nic-remove {nic} | nic-add | link-down | link-up; "
           f"app-signal PROGRAM TERM|KILL|INT; vm-pause | vm-resume")
     print(f"stop: tbctl down {' '.join(m.name for m in machines.values())}")
+    sshcfg.refresh()
     return 0
 
 
@@ -155,20 +150,6 @@ def cmd_smoke(args: argparse.Namespace) -> int:
                       f"insertion in {added['guest']:.3f} s")
     print(f"passed; artifacts: {m.artifacts}")
     return 0
-
-
-def cmd_ssh(args: argparse.Namespace) -> int:
-    with attached(args.name) as m:
-        if not args.command:  # an interactive shell: OpenSSH, pinned to the image's host key
-            assert m.record is not None
-            os.execvp("ssh", ["ssh", "-i", str(m.image.client_key), "-p", str(m.record.ssh_port),
-                              "-o", f"UserKnownHostsFile={m.image.dir / 'known_hosts'}",
-                              "-o", f"HostKeyAlias={image.HOST_KEY_ALIAS}", "-o", "StrictHostKeyChecking=yes",
-                              "root@127.0.0.1"])
-        res = m.connect_ssh(args.timeout).run(shlex.join(args.command), timeout=args.timeout)
-        sys.stdout.write(res.stdout)
-        sys.stderr.write(res.stderr)
-        return res.rc
 
 
 def cmd_qmp(args: argparse.Namespace) -> int:
@@ -257,4 +238,5 @@ def cmd_down(args: argparse.Namespace) -> int:
             raise ConfigError(f"no VM named {name!r}")
         how = Machine.attach(rec).shutdown(graceful=not args.force)
         print(f"{name}: {how}")
+    sshcfg.refresh()
     return 0

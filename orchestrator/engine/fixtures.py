@@ -52,16 +52,24 @@ class ModuleVM:
         m = self.machine
         if m is None or m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive():
             if m is not None:
-                m.shutdown(graceful=False)
+                let_go(self.bed, {m.name: m}, graceful=False)
             self.boots += 1
             self.machine = self.bed.boot(self.bed.artifacts / self.name / f"vm-{self.boots}")
         assert self.machine is not None
         return self.machine
 
     def close(self) -> None:
-        if self.machine is not None and not self.bed.keep_vm:
+        if self.machine is not None:
             # a restored guest's disk is thrown away: no need to let it power off cleanly
-            self.machine.shutdown(graceful=self.machine.restore is None)
+            let_go(self.bed, {self.machine.name: self.machine}, graceful=self.machine.restore is None)
+
+
+def let_go(bed: Bed, machines: dict[str, Machine], graceful: bool = True) -> None:
+    """Machines done with: shut down, but those kept for the user (--keep-vm), only let go of."""
+    for m in machines.values():
+        if m.name in bed.kept:
+            m.release()
+    machine_beds.shutdown({k: m for k, m in machines.items() if m.name not in bed.kept}, graceful)
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +91,16 @@ class ModuleBed:
         broken = [m for m in self.machines.values()
                   if m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive()]
         if not self.machines or broken:
-            machine_beds.shutdown(self.machines, graceful=False)
+            let_go(self.bed, self.machines, graceful=False)
             self.boots += 1
             shares = {"spdk": self.bed.spdk_dir} if self.bed.spdk_dir else {}
             self.machines = machine_beds.boot(self.bed.bed_for(self.module), self.bed.image, self.bed.accel,
-                                              self.bed.artifacts / self.name / f"bed-{self.boots}", shares)
+                                              self.bed.artifacts / self.name / f"bed-{self.boots}", shares,
+                                              keepable=self.bed.keep_vm)
         return self.machines
 
     def close(self) -> None:
-        if not self.bed.keep_vm:
-            machine_beds.shutdown(self.machines)
+        let_go(self.bed, self.machines)
 
 
 @pytest.fixture(scope="module")

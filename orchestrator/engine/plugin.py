@@ -162,9 +162,20 @@ class Engine:
             rep.sections.append((crashed, "\n\n".join(f"{f.title}\n{f.evidence}" for _, f in found)))
             if rep.passed:  # a passing test that crashed something did not pass
                 rep.outcome, rep.longrepr = "failed", v.crashes
-            for m in fatal:
+            for m in fatal if not self.bed.keep_vm else ():  # --keep-vm: kept as it died, for the user
                 m.shutdown(graceful=False)  # a panicked guest answers nothing: do not wait on it
         return outcome.call(rep.passed, rep.skipped, timed_out, crashed)
+
+    def _keep(self, item: pytest.Item, entry: dict[str, Any]) -> None:
+        """--keep-vm: a failing test's machines outlive the run, registered as `tbctl up`'s, and
+        are not handed to the next test."""
+        for s in slices.of(item):
+            m = s.machine
+            if m.qemu_alive() and m.name not in self.bed.kept:
+                m.keep()
+                self.bed.kept[m.name] = item.nodeid
+                self.bed.tainted.add(m.name)
+                entry.setdefault("kept", []).append(m.name)
 
     def _known(self, item: pytest.Item, rep: pytest.TestReport) -> None:
         """A body failure on the known-failure list: kept, with its reason, and shown to pytest
@@ -200,6 +211,8 @@ class Engine:
             if why:
                 self.bed.tainted.add(m.name)
                 entry.setdefault("discarded", {})[m.name] = why
+        if self.bed.keep_vm and final in outcome.KNOWABLE:
+            self._keep(item, entry)
         shown = outcome.known(final, v.known["outcome"] if v.known else None)
         if shown != final:
             entry["known"] = v.known

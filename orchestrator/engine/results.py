@@ -102,7 +102,9 @@ def summary(bed: Bed) -> list[str]:
     if bed.shard_record:
         s = bed.shard_record
         lines.append(f"shard {s['index']}/{s['total']} (by {s['by']}): {len(s['tests'])} of {s['of']} tests")
-    return lines + test_lines(bed.results.values())
+    kept = [f"kept up after {test}: {name}   get in: tbctl ssh {name}   drop: tbctl down {name}"
+            for name, test in bed.kept.items()]
+    return lines + test_lines(bed.results.values()) + kept
 
 
 def test_lines(tests: Iterable[dict[str, Any]]) -> list[str]:

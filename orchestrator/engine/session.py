@@ -38,7 +38,7 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--tb-spdk-dir", metavar="DIR", help="SPDK tree (built) shared read-only into the guest")
     g.addoption("--tb-image", metavar="RECIPE", help="guest image recipe (default: the topology's, else "
                                                     "the SPDK-ready one with an SPDK tree, else the default)")
-    g.addoption("--tb-keep-vm", action="store_true", help="leave module VMs running after the run")
+    g.addoption("--tb-keep-vm", action="store_true", help="keep a failing test's machines running after the run")
     g.addoption("--tb-seed", type=int, help="the run's seed: fault timing; recorded in results.json (default: random)")
     g.addoption("--tb-jitter", type=float, default=0.3, metavar="S",
                 help="hotplug faults fire after a seeded delay in [0, S) s (default 0.3; 0: at once)")
@@ -72,6 +72,7 @@ class Bed:
     started: float = field(default_factory=time.time)
     # Machines a test left in an unknown state: never handed to the next test.
     tainted: set[str] = field(default_factory=set)
+    kept: dict[str, str] = field(default_factory=dict)  # --keep-vm: machine -> the failing test it is kept after
     bed_file: beds.Bed | None = None  # --tb-bed, for every suite that uses a bed
     known: expunge.Expunge = field(default_factory=expunge.Expunge)  # --tb-expunge
     part: shard.Shard | None = None  # --tb-shard, else the environment's
@@ -170,7 +171,7 @@ class Bed:
                 saved = snapshot.ensure(self.topology, self.image, self.accel, shares)
                 self.start = f"snapshot {saved.dir.name}"
         return Machine(self.topology, self.image, artifacts, accel=self.accel, shares=shares, persistent=False,
-                       restore=saved).launch()
+                       restore=saved, keepable=self.keep_vm).launch()
 
 
 def _load_bed(path: str | None) -> beds.Bed | None:

@@ -14,7 +14,8 @@ from orchestrator.net import links
 
 
 def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, Path] | None = None,
-         boot_timeout: float | None = None, name: str | None = None, persistent: bool = False) -> dict[str, Machine]:
+         boot_timeout: float | None = None, name: str | None = None, persistent: bool = False,
+         keepable: bool = False) -> dict[str, Machine]:
     """Every machine of `bed`, ready, by role; artifacts in `artifacts`/ROLE, each named NAME-ROLE
     when a name is given. All QEMUs start first, then each is waited for in turn: they boot side
     by side, and every QEMU (but a persistent one, `tbctl up`'s) is started from this thread,
@@ -22,7 +23,7 @@ def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, 
     ends = links.allocate(bed)
     extra = {"boot_timeout": boot_timeout} if boot_timeout else {}
     machines = {role: Machine(topo, image, artifacts / role, accel=accel, shares=shares, links=ends[role],
-                              name=f"{name}-{role}" if name else None, persistent=persistent,
+                              name=f"{name}-{role}" if name else None, persistent=persistent, keepable=keepable,
                               bed=(beds.ref(bed), role), **extra)
                 for role, topo in bed.machines.items()}
     try:

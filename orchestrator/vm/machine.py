@@ -98,8 +98,10 @@ class QemuMachine:
                  accel: str = "tcg", persistent: bool = False, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
                  shares: dict[str, Path] | None = None, empty_ports: bool = False,
                  restore: Saved | None = None, qemu: qemu_binary.Qemu | None = None,
-                 links: dict[str, Link] | None = None, bed: tuple[str, str] | None = None):
+                 links: dict[str, Link] | None = None, bed: tuple[str, str] | None = None,
+                 keepable: bool = False):
         name = check_name(name or new_name())
+        self.keepable = keepable  # may be kept after its owner exits (`keep`): no pdeathsig
         self.name, self.topology, self.image, self.accel = name, topology, image, accel
         self.persistent, self.boot_timeout = persistent, boot_timeout
         self.shares = shares or {}  # virtfs mount tag -> host directory, exported read-only
@@ -262,7 +264,8 @@ class QemuMachine:
             argv = self.argv(port)
             (self.artifacts / "qemu.argv").write_text(shlex.join(argv) + "\n")
             # Owned VMs die with tbctl (pdeathsig); `up` VMs live on in their own session until `down`.
-            wrapper = [] if self.persistent else ["setpriv", "--pdeathsig", "KILL", "--"]
+            # A keepable one is reaped by the next tbctl if its owner dies before keeping it.
+            wrapper = [] if self.persistent or self.keepable else ["setpriv", "--pdeathsig", "KILL", "--"]
             stderr = open(self.stderr_log, "ab")
             self.timings["launched"] = time.monotonic()
             # In its run directory with cores allowed: a QEMU that crashes leaves its core there (qemu_core).
@@ -464,6 +467,14 @@ class QemuMachine:
                 return False
             time.sleep(0.02)
         return True
+
+    def keep(self) -> None:
+        """Hand an owned VM over to the user: it outlives this tbctl, registered as `tbctl up`'s are."""
+        assert self.keepable and self.record is not None
+        self.record.owner_pid = self.record.owner_start = None
+        registry.save(self.record)
+        self.persistent = True
+        self.log("kept: left running for the user (tbctl ssh / tbctl down)")
 
     def release(self) -> None:
         """Let go of a VM without stopping it (after `tbctl up`, or a command on a VM it started)."""

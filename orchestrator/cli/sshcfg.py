@@ -1,0 +1,168 @@
+"""Live VMs the way OpenSSH reaches hosts: `tbctl ssh-config` prints (or `--write`s) a Host block
+per VM, so ssh, scp, rsync and VS Code Remote-SSH work with the VM's pinned host key; `tbctl ssh`
+is OpenSSH itself with the same options; `tbctl ssh-proxy` is the ProxyCommand that finds a VM's
+current port, so a written block survives the VM's restart on another port."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import shlex
+import socket
+import sys
+from pathlib import Path
+from typing import Callable
+
+from orchestrator import image
+from orchestrator.cli.common import SECONDS, running
+from orchestrator.errors import ConfigError, DeadlineError
+from orchestrator.image import Image
+from orchestrator.paths import private_dir, state_dir
+from orchestrator.render import render
+from orchestrator.vm.registry import Record
+
+PREFIX = "tbctl-"  # Host alias of VM NAME: tbctl-NAME
+CONNECT_TIMEOUT = 10  # s: to reach the VM's sshd
+ALIVE = (5, 3)  # ServerAliveInterval, ServerAliveCountMax: a hung VM is given up after ~15 s
+_WRITTEN = "ssh-config-written"  # in the state dir: the path `--write` keeps in step
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    sp = add("ssh-config", help="OpenSSH Host blocks for live VMs: ssh -F <(tbctl ssh-config) tbctl-NAME")
+    sp.add_argument("names", nargs="*", metavar="NAME", help="only these VMs (default: every live VM)")
+    sp.add_argument("--write", nargs="?", const=str(default_file()), metavar="FILE",
+                    help=f"write FILE (default {default_file()}) and keep it in step with up/down, "
+                         "through tbctl ssh-proxy; Include it from ~/.ssh/config")
+    sp.set_defaults(fn=cmd_ssh_config)
+
+    sp = add("ssh-proxy", help="ProxyCommand: connect stdin/stdout to a live VM's sshd")
+    sp.add_argument("name")
+    sp.add_argument("--timeout", type=SECONDS, default=CONNECT_TIMEOUT, help="to connect (10 s)")
+    sp.set_defaults(fn=cmd_ssh_proxy)
+
+    sp = add("ssh", help="OpenSSH into a VM: the remote command is one string for its shell (no command: a shell)")
+    sp.add_argument("-t", dest="tty", action="count", default=0, help="a TTY, as ssh -t (twice: even without one here)")
+    sp.add_argument("name")
+    sp.add_argument("command", nargs=argparse.REMAINDER, help="after --: run by the guest's login shell")
+    sp.set_defaults(fn=cmd_ssh)
+
+
+def default_file() -> Path:
+    return Path.home() / ".ssh" / "tbctl_config"
+
+
+def options(rec: Record, proxy: bool) -> list[tuple[str, str]]:
+    """The client options for one VM: its address (or the proxy), its image's key, its pinned host key."""
+    img = Image(Path(rec.image))
+    where = [("ProxyCommand", _proxy_command(rec.name))] if proxy else [("HostName", "127.0.0.1"),
+                                                                       ("Port", str(rec.ssh_port))]
+    return where + [
+        ("User", "root"), ("IdentityFile", _q(img.client_key)), ("IdentitiesOnly", "yes"),
+        ("UserKnownHostsFile", _q(img.dir / "known_hosts")), ("HostKeyAlias", image.HOST_KEY_ALIAS),
+        ("StrictHostKeyChecking", "yes"), ("ForwardAgent", "no"), ("ForwardX11", "no"),
+        ("ConnectTimeout", str(CONNECT_TIMEOUT)), ("ServerAliveInterval", str(ALIVE[0])),
+        ("ServerAliveCountMax", str(ALIVE[1])), ("LogLevel", "ERROR")]
+
+
+def config(recs: list[Record], written: Path | None = None) -> str:
+    hosts = [{"alias": PREFIX + r.name, "options": options(r, proxy=written is not None)} for r in recs]
+    return render("ssh/config.j2", hosts=hosts, written=str(written) if written else "")
+
+
+def refresh() -> None:
+    """After up/down: the file `--write` made lists the VMs up now."""
+    marker = state_dir() / _WRITTEN
+    if marker.is_file():
+        path = Path(marker.read_text().strip())
+        _write(path, config(running(), path))
+
+
+def cmd_ssh_config(args: argparse.Namespace) -> int:
+    recs = running()
+    if args.names:
+        unknown = sorted(set(args.names) - {r.name for r in recs})
+        if unknown:
+            raise ConfigError(f"ssh-config: no running VM named {', '.join(unknown)} "
+                              f"(running: {', '.join(r.name for r in recs) or 'none'})")
+        recs = [r for r in recs if r.name in args.names]
+    if args.write is None:
+        sys.stdout.write(config(recs))
+        return 0
+    path = Path(args.write).expanduser().resolve()
+    _write(path, config(recs, path))
+    private_dir(state_dir())
+    (state_dir() / _WRITTEN).write_text(f"{path}\n")
+    print(f"{path}: {len(recs)} VM(s); kept in step by tbctl up/down. In ~/.ssh/config, before any Host block:\n"
+          f"  Include {path}\n(VS Code: set remote.SSH.configFile to {path}; its host list ignores Include)")
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    """OpenSSH with the VM's options: its semantics exactly (one command string for the remote
+    shell, stdin, exit status, -t). ssh replaces this process: nothing of tbctl is left running."""
+    rec = _live(args.name)
+    argv = ["ssh", "-F", "/dev/null", *(f"-o{k}={v}" for k, v in options(rec, proxy=False))]
+    argv += ["-t"] * args.tty + [PREFIX + rec.name]
+    if args.command:
+        argv += ["--", " ".join(args.command)]  # as ssh joins its arguments: the guest's shell parses them
+    sys.stdout.flush()
+    os.execvp("ssh", argv)
+
+
+def cmd_ssh_proxy(args: argparse.Namespace) -> int:
+    """Bytes between stdin/stdout and the VM's sshd until either side closes."""
+    rec = _live(args.name)
+    try:
+        sock = socket.create_connection(("127.0.0.1", rec.ssh_port), timeout=args.timeout)
+    except OSError as e:
+        raise DeadlineError(f"ssh-proxy {args.name}: sshd at 127.0.0.1:{rec.ssh_port} not reached: {e}") from None
+    sock.settimeout(None)
+    sel = selectors.DefaultSelector()
+    sel.register(sys.stdin.buffer.fileno(), selectors.EVENT_READ, "in")
+    sel.register(sock, selectors.EVENT_READ, "vm")
+    out = sys.stdout.buffer.fileno()
+    with sock:
+        while True:
+            for key, _ in sel.select():
+                if key.data == "in":
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        sock.shutdown(socket.SHUT_WR)
+                        sel.unregister(key.fd)
+                        continue
+                    sock.sendall(data)
+                else:
+                    data = sock.recv(65536)
+                    if not data:
+                        return 0
+                    os.write(out, data)
+
+
+def _live(name: str) -> Record:
+    for r in running():
+        if r.name == name:
+            return r
+    raise ConfigError(f"no running VM named {name!r} (running: {', '.join(r.name for r in running()) or 'none'})")
+
+
+def _proxy_command(name: str) -> str:
+    """tbctl itself (this interpreter), with this registry when it is not the default."""
+    env = f"env TBCTL_STATE={shlex.quote(os.environ['TBCTL_STATE'])} " if os.environ.get("TBCTL_STATE") else ""
+    return f"{env}{shlex.quote(sys.executable)} -m orchestrator.cli ssh-proxy {shlex.quote(name)}"
+
+
+def _q(path: Path) -> str:
+    """A path as ssh_config reads it: double-quoted when it has blanks."""
+    text = str(path)
+    if '"' in text or "\n" in text:
+        raise ConfigError(f"{text}: a path OpenSSH's configuration cannot hold")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)

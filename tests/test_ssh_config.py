@@ -1,0 +1,58 @@
+"""Live VMs through the real OpenSSH client: ssh and scp with tbctl ssh-config's blocks (host key
+pinned, StrictHostKeyChecking yes), a written file kept in step with up/down and valid across a
+restart on another port, and `tbctl ssh` with OpenSSH's own semantics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tbctl
+
+TBCTL = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def ssh(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), input=stdin, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.vm
+def test_openssh_scp_and_tbctl_ssh_reach_a_live_vm(tmp_path: Path) -> None:
+    try:
+        up = tbctl(tmp_path, "up", "--name", "sc", timeout=300)
+        assert up.returncode == 0, up.stderr[-2000:]
+        cfg = tmp_path / "cfg"
+        cfg.write_text(tbctl(tmp_path, "ssh-config").stdout)
+        assert "StrictHostKeyChecking yes" in cfg.read_text() and "ForwardAgent no" in cfg.read_text()
+        r = ssh("ssh", "-F", str(cfg), "tbctl-sc", "nvme", "list")
+        assert r.returncode == 0 and "/dev/nvme0n1" in r.stdout, r.stderr
+        (tmp_path / "up.txt").write_text("to the guest and back\n")
+        assert ssh("scp", "-F", str(cfg), str(tmp_path / "up.txt"), "tbctl-sc:/tmp/up.txt").returncode == 0
+        assert ssh("scp", "-F", str(cfg), "tbctl-sc:/tmp/up.txt", str(tmp_path / "back.txt")).returncode == 0
+        assert (tmp_path / "back.txt").read_text() == "to the guest and back\n"
+
+        # OpenSSH's semantics: one string for the guest's shell, exit status, stdin, -t
+        r = tbctl(tmp_path, "ssh", "sc", "--", "echo a; echo b | tr a-z A-Z")
+        assert (r.returncode, r.stdout) == (0, "a\nB\n"), r.stderr
+        assert tbctl(tmp_path, "ssh", "sc", "--", "exit 3").returncode == 3
+        r = subprocess.run([*TBCTL, "ssh", "sc", "--", "tr a-z A-Z"], input="piped\n", capture_output=True,
+                           text=True, timeout=60, cwd=tmp_path)
+        assert r.stdout == "PIPED\n", r.stderr
+        r = subprocess.run(["script", "-qec", " ".join([*TBCTL, "ssh", "-t", "sc", "--", "tty"]), "/dev/null"],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert "/dev/pts/" in r.stdout, r.stdout + r.stderr
+
+        # a written file: through tbctl ssh-proxy, in step with up/down, valid across a restart
+        written = tmp_path / "ssh" / "tbctl_config"
+        assert tbctl(tmp_path, "ssh-config", "--write", str(written)).returncode == 0
+        assert "ProxyCommand" in written.read_text() and "Port " not in written.read_text()
+        assert ssh("ssh", "-F", str(written), "tbctl-sc", "echo via-proxy").stdout == "via-proxy\n"
+        assert tbctl(tmp_path, "down", "sc").returncode == 0
+        assert "Host tbctl-sc" not in written.read_text()
+        assert tbctl(tmp_path, "up", "--name", "sc", timeout=300).returncode == 0
+        assert "Host tbctl-sc" in written.read_text()
+        assert ssh("ssh", "-F", str(written), "tbctl-sc", "echo again").stdout == "again\n"
+    finally:
+        tbctl(tmp_path, "down", "--all")
