@@ -88,7 +88,7 @@ def test_no_argument_is_empty_or_split(tmp_path: Path) -> None:
 
 def test_pci_lookup_behind_bridges_and_config_address() -> None:
     from orchestrator.vm.qmp import pci_address
-    from orchestrator.vm.qtest import _config_addr
+    from orchestrator.vm.qtest import _config_addr, _ecam, mmconfig_base
 
     pci = [{"bus": 0, "devices": [{"bus": 0, "slot": 2, "function": 0, "qdev_id": "rp-nvme0",
                                    "pci_bridge": {"devices": [{"bus": 1, "slot": 0, "function": 0,
@@ -96,6 +96,11 @@ def test_pci_lookup_behind_bridges_and_config_address() -> None:
     assert pci_address(pci, "nvme0") == "0000:01:00.0" and pci_address(pci, "nvme9") is None
     assert _config_addr("0000:01:00.0", 0x04) == 0x80010004
     assert _config_addr("0000:00:1f.2", 0x06) == 0x8000FA04
+    # the same registers through MMCONFIG (the guest's MCFG base): one access, no shared latch
+    assert _ecam(0xB0000000, "0000:01:00.0", 0x04) == 0xB0100004
+    assert _ecam(0xB0000000, "0000:00:1f.2", 0x06) == 0xB00FA006
+    assert mmconfig_base(lambda *a: 0xB0000000) == 0xB0000000
+    assert mmconfig_base(lambda *a: (1 << 64) - 1) is None  # before the firmware mapped it
 
 
 def test_a_kernel_stall_at_boot_is_told_from_a_slow_boot() -> None:

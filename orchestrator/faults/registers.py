@@ -12,7 +12,7 @@ from orchestrator.errors import DeadlineError, MachineError
 from orchestrator.faults.target import Target
 from orchestrator.report import nvme_queues
 from orchestrator.vm.qmp import pci_device
-from orchestrator.vm.qtest import QTest
+from orchestrator.vm.qtest import QTest, mmconfig_base
 
 # NVMe register map (NVMe base spec 3.1); QEMU's doorbell stride is 4 bytes (CAP.DSTRD = 0).
 REG_AQA, REG_CSTS, DOORBELLS = 0x24, 0x1C, 0x1000
@@ -42,6 +42,7 @@ class Registers:
         if not bars or not bars[0].get("address"):
             raise MachineError(f"controller {ctrl_id}: BAR0 is not mapped (is the function enabled?)")
         self.bar0 = int(bars[0]["address"])
+        self.mcfg = mmconfig_base(machine.qmp.execute) if via == "host" else None
 
     def qtest(self) -> QTest:
         """A connection of its own (`with regs.qtest() as q:`): QEMU's qtest socket serves one
@@ -68,13 +69,13 @@ class Registers:
     def command(self) -> int:
         if self.via == "host":
             with self.qtest() as q:
-                return q.config_read16(self.bdf, PCI_COMMAND)
+                return q.config_read16(self.bdf, PCI_COMMAND, self.mcfg)
         return int(self._guest(f"setpci -s {self.bdf} COMMAND"), 16)
 
     def set_command(self, value: int) -> None:
         if self.via == "host":
             with self.qtest() as q:
-                q.config_write16(self.bdf, PCI_COMMAND, value)
+                q.config_write16(self.bdf, PCI_COMMAND, value, self.mcfg)
         else:
             self._guest(f"setpci -s {self.bdf} COMMAND={value:04x}")
 

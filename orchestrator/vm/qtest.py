@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any, Callable
 
 from orchestrator.errors import DeadlineError, MachineError
 
@@ -20,6 +21,23 @@ def _config_addr(bdf: str, offset: int) -> int:
     _, bus, devfn = bdf.split(":")
     dev, fn = devfn.split(".")
     return 0x80000000 | int(bus, 16) << 16 | int(dev, 16) << 11 | int(fn, 16) << 8 | (offset & 0xFC)
+
+
+def _ecam(base: int, bdf: str, offset: int) -> int:
+    """PCI Express enhanced configuration address of "0000:BB:DD.F" + register offset."""
+    _, bus, devfn = bdf.split(":")
+    dev, fn = devfn.split(".")
+    return base + (int(bus, 16) << 20 | int(dev, 16) << 15 | int(fn, 16) << 12 | offset)
+
+
+def mmconfig_base(qmp_execute: Callable[..., Any]) -> int | None:
+    """Where the q35 host bridge maps config space (its MCFG property, set by the firmware);
+    None on a machine without it, or before the firmware set it."""
+    try:
+        base = int(qmp_execute("qom-get", {"path": "/machine/q35", "property": "MCFG"}))
+    except (MachineError, ValueError, TypeError):
+        return None
+    return base if 0 < base < (1 << 64) - 1 else None
 
 
 class QTest:
@@ -60,11 +78,19 @@ class QTest:
         """`size` bytes of the guest's physical memory (or MMIO) at `addr`."""
         return bytes.fromhex(self._cmd(f"read {addr:#x} {size:#x}").removeprefix("0x"))
 
-    def config_read16(self, bdf: str, offset: int) -> int:
+    def config_read16(self, bdf: str, offset: int, mcfg: int | None = None) -> int:
+        """A config register: one access to its ECAM address when the machine has MMCONFIG (`mcfg`,
+        see `mmconfig_base`); else through ports 0xCF8/0xCFC, whose address latch the guest's own
+        config accesses share, so a guest access in between can redirect this one."""
+        if mcfg is not None:
+            return int(self._cmd(f"readw {_ecam(mcfg, bdf, offset):#x}"), 16)
         self._cmd(f"outl {CONFIG_ADDRESS:#x} {_config_addr(bdf, offset):#x}")
         return int(self._cmd(f"inw {CONFIG_DATA + (offset & 2):#x}"), 16)
 
-    def config_write16(self, bdf: str, offset: int, value: int) -> None:
+    def config_write16(self, bdf: str, offset: int, value: int, mcfg: int | None = None) -> None:
+        if mcfg is not None:
+            self._cmd(f"writew {_ecam(mcfg, bdf, offset):#x} {value:#x}")
+            return
         self._cmd(f"outl {CONFIG_ADDRESS:#x} {_config_addr(bdf, offset):#x}")
         self._cmd(f"outw {CONFIG_DATA + (offset & 2):#x} {value:#x}")
 
