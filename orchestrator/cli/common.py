@@ -118,18 +118,23 @@ def new_machine(args: argparse.Namespace, persistent: bool) -> Machine:
 @contextmanager
 def attached(name: str, ssh: bool = False) -> Iterator[Machine]:
     """A running VM of another tbctl process, let go of (not stopped) afterwards."""
-    registry.reap()
-    rec = registry.load(name)
-    if rec is None or not rec.qemu_alive():
-        known = ", ".join(r.name for r in registry.records()) or "none"
-        raise ConfigError(f"no running VM named {name!r} (running: {known})")
-    m = Machine.attach(rec)
+    m = Machine.attach(live_record(name))
     try:
         if ssh:
             m.connect_ssh()
         yield m
     finally:
         m.release()
+
+
+def live_record(name: str) -> registry.Record:
+    """The registry record of the running VM `name` (orphans reaped first); else one line."""
+    registry.reap()
+    rec = registry.load(name)
+    if rec is None or not rec.qemu_alive():
+        known = ", ".join(r.name for r in registry.records()) or "none"
+        raise ConfigError(f"no running VM named {name!r} (running: {known})")
+    return rec
 
 
 def running() -> list[registry.Record]:

@@ -27,18 +27,22 @@ def check_baseline(args: argparse.Namespace) -> dict[str, Any] | None:
     return merge.load(args.baseline) if args.baseline else None
 
 
-def against(base: dict[str, Any] | None, args: argparse.Namespace, now: dict[str, Any], out: Path | None) -> int:
-    """Print the changes since the baseline (kept in results.json too); the exit code they give."""
+def against(base: dict[str, Any] | None, args: argparse.Namespace, now: dict[str, Any]) -> int:
+    """Print the changes since the baseline and add them to `now` as its `baseline`; the exit code
+    they give."""
     if base is None:
         return int(now["exit_code"])
     changes = baseline.compare(base, now, args.slower)
     for line in baseline.lines(args.baseline, base, now, changes):
         print(line)
     code = baseline.exit_code(now, changes)
-    if out is not None:
-        now["baseline"] = {"file": str(Path(args.baseline).resolve()), "changes": changes, "exit_code": code}
-        out.write_text(json.dumps(now, indent=2) + "\n")
+    now["baseline"] = {"file": str(Path(args.baseline).resolve()), "changes": changes, "exit_code": code}
     return code
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -87,13 +91,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print(line)
     for p in merged["problems"]:
         print(f"incomplete: {p}")
-    out = Path(args.json) if args.json else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(merged, indent=2) + "\n")
+    code = against(base, args, merged)
+    if args.json:
+        write_json(merged, Path(args.json))
     if args.junit:
         junit.write(merged, Path(args.junit))
-    code = against(base, args, merged, out)
     if args.html:
         write_html(merged, args.html)
     print(f"merged: {len(merged['tests'])} tests from {len(docs)} files (exit code {code})")

@@ -143,7 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError):
         print(f"tbctl: the run wrote no results ({results}): incomplete", file=sys.stderr)
         return 2
-    code = reports.against(base, args, doc, results)
+    code = reports.against(base, args, doc)
+    if base is not None:
+        reports.write_json(doc, results)  # with the comparison
     if args.html:
         reports.write_html(doc, args.html)
     return code

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator import image
-from orchestrator.cli.common import SECONDS, running
+from orchestrator.cli.common import SECONDS, live_record, running
 from orchestrator.errors import ConfigError, DeadlineError
 from orchestrator.image import Image
 from orchestrator.paths import private_dir, state_dir
@@ -101,7 +101,7 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
 def cmd_ssh(args: argparse.Namespace) -> int:
     """OpenSSH with the VM's options: its semantics exactly (one command string for the remote
     shell, stdin, exit status, -t). ssh replaces this process: nothing of tbctl is left running."""
-    rec = _live(args.name)
+    rec = live_record(args.name)
     argv = ["ssh", "-F", "/dev/null", *(f"-o{k}={v}" for k, v in options(rec, proxy=False))]
     argv += ["-t"] * args.tty + [PREFIX + rec.name]
     if args.command:
@@ -112,7 +112,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 def cmd_ssh_proxy(args: argparse.Namespace) -> int:
     """Bytes between stdin/stdout and the VM's sshd until either side closes."""
-    rec = _live(args.name)
+    rec = live_record(args.name)
     try:
         sock = socket.create_connection(("127.0.0.1", rec.ssh_port), timeout=args.timeout)
     except OSError as e:
@@ -137,13 +137,6 @@ def cmd_ssh_proxy(args: argparse.Namespace) -> int:
                     if not data:
                         return 0
                     os.write(out, data)
-
-
-def _live(name: str) -> Record:
-    for r in running():
-        if r.name == name:
-            return r
-    raise ConfigError(f"no running VM named {name!r} (running: {', '.join(r.name for r in running()) or 'none'})")
 
 
 def _proxy_command(name: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.engine.outcome import KNOWABLE
+from orchestrator.engine.results import known_text
 from orchestrator.render import render
 
 # outcome -> (JUnit element, type of a <skipped>)
@@ -21,8 +22,7 @@ def case(test: dict[str, Any]) -> dict[str, Any]:
     element, type_ = ELEMENTS[kind]
     message = test.get("message") or ""
     if kind == "known failure":
-        k = test["known"]
-        message = f"known failure ({k['outcome']}): {k['reason']}" + (f" [{k['link']}]" if k.get("link") else "")
+        message = "known failure " + known_text(test["known"])
     return {"classname": ".".join([module.removesuffix(".py").replace("/", "."), *classes]), "name": name,
             "file": module, "time": test.get("duration", 0.0), "outcome": kind, "artifacts": test.get("artifacts"),
             "element": element, "type": type_, "message": message,

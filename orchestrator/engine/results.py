@@ -107,6 +107,11 @@ def summary(bed: Bed) -> list[str]:
     return lines + test_lines(bed.results.values()) + kept
 
 
+def known_text(rule: dict[str, Any]) -> str:
+    """A known failure's rule as the summary and JUnit show it: "(OUTCOME): REASON [LINK]"."""
+    return f"({rule['outcome']}): {rule['reason']}" + (f" [{rule['link']}]" if rule.get("link") else "")
+
+
 def test_lines(tests: Iterable[dict[str, Any]]) -> list[str]:
     """One line per test (flagged when the host was throttled or overloaded), a failure's first
     line and a known failure's reason."""
@@ -121,5 +126,5 @@ def test_lines(tests: Iterable[dict[str, Any]]) -> list[str]:
             lines.append(f"{'':21} {'flaky: ' if r.get('outcome') == 'passed' else ''}attempt {k}: {a['signature']}")
         if r.get("known"):
             k = r["known"]
-            lines.append(f"{'':21} known ({k['outcome']}): {k['reason']}" + (f" [{k['link']}]" if k["link"] else ""))
+            lines.append(f"{'':21} known {known_text(k)}")
     return lines

@@ -47,14 +47,13 @@ def events(item: pytest.Item) -> list[dict[str, Any]]:
     t0 = phases["setup"][0]
     out = [_event("phase", when, start, stop) for when, (start, stop) in phases.items()]
     out += [_event("fault", what, at) for at, what in item.stash.get(_FAULTS, [])]
-    now_wall, now_mono = time.time(), time.monotonic()
+    offset = time.time() - time.monotonic()  # machine timings are monotonic; events are wall time
     for s in slices.of(item):
         m = s.machine
         launched, ready = m.timings.get("launched"), m.timings.get("ready")
-        if launched is not None and ready is not None and now_wall - (now_mono - launched) >= t0:
+        if launched is not None and ready is not None and launched + offset >= t0:
             how = "restored" if m.restore is not None else "booted"
-            out.append(_event("boot", f"{m.name} {how}", now_wall - (now_mono - launched),
-                              now_wall - (now_mono - ready)))
+            out.append(_event("boot", f"{m.name} {how}", launched + offset, ready + offset))
         if m.qmp_channel is not None:
             out += [_event("qemu", _qemu_what(m.name, e), e["host_time"]) for e in m.qmp_channel.events(s.qmp_mark)
                     if e.get("event") not in QUIET_EVENTS and "host_time" in e]
