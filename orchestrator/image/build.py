@@ -52,6 +52,9 @@ CORE_DIR = "/var/tbctl/cores"  # guest core_pattern: core.PID.SIGNAL.EXE (EXE's 
 GUEST_LIBDIR = "/usr/local/lib/tbctl"
 GUEST_INIT = f"{GUEST_LIBDIR}/init"
 HOST_KEY_ALIAS = "tbctl-guest"
+# On the kernel command line: eth0's address comes from DHCP (a libvirt network), not the fixed
+# address of QEMU's user network.
+DHCP_FLAG = "tbctl.net=dhcp"
 
 _RECIPE_FIELDS = {
     "name": str, "suite": str, "hostname": str, "disk_size_mib": int, "packages": list,
@@ -294,9 +297,11 @@ def _write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
 def _customize(recipe: Recipe, rootfs: Path, work: Path, log: Path) -> None:
     ctx = dict(hostname=recipe.hostname, libdir=GUEST_LIBDIR, guest_ip="10.0.2.15", gateway_ip="10.0.2.2",
                marker_ready=MARKER_READY, marker_udev=MARKER_UDEV, marker_shutdown=MARKER_SHUTDOWN,
-               marker_failed=MARKER_FAILED, early_modules=recipe.early_modules, core_dir=CORE_DIR)
+               marker_failed=MARKER_FAILED, early_modules=recipe.early_modules, core_dir=CORE_DIR,
+               dhcp_flag=DHCP_FLAG)
     lib = rootfs / GUEST_LIBDIR.lstrip("/")
     _write(lib / "rc.boot", render("image/rc.boot.sh.j2", **ctx), 0o755)
+    _write(lib / "udhcpc", render("image/udhcpc.sh.j2"), 0o755)
     _write(lib / "rc.shutdown", render("image/rc.shutdown.sh.j2", **ctx), 0o755)
     _write(rootfs / "etc/inittab", render("image/inittab.j2", **ctx))
     (lib / "init").symlink_to("/bin/busybox")

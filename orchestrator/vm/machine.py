@@ -29,9 +29,9 @@ from orchestrator.net.links import Link
 from orchestrator.net.ports import free_port
 from orchestrator.render import render
 from orchestrator.report import acpi_hotplug, crash
-from orchestrator.vm import cpu, qemu_binary, qemu_core, registry
+from orchestrator.vm import cpu, devices, qemu_binary, qemu_core, registry
 from orchestrator.vm.console import Console
-from orchestrator.vm.qmp import QMP, blockdev
+from orchestrator.vm.qmp import QMP
 from orchestrator.vm.registry import Record
 
 BIOS = "qboot.rom"  # found in the chosen QEMU's own data directories (without it: its default, SeaBIOS)
@@ -132,33 +132,24 @@ class QemuMachine:
         return [c for c in self.topology.controllers if not (self.empty_ports and c.hotplug)]
 
     def backing(self, ctrl: Controller, nsid: int) -> Path:
-        return self.run_dir / "nvme" / f"{ctrl.node(nsid)}.raw"
+        return devices.backing(self.run_dir / "nvme", ctrl, nsid)
 
     def argv(self, ssh_port: int) -> list[str]:
         topo = self.topology
         attached = self.boot_controllers()
-        blockdevs = [blockdev(c.node(i), self.backing(c, i)) for c in attached for i in range(1, len(c.namespaces) + 1)]
-        objects = [{"qom-type": "memory-backend-file", "id": f"{c.id}-pmr", "share": True,
-                    "mem-path": str(self.run_dir / "nvme" / f"{c.id}.pmr"), "size": c.pmr_size_mib << 20}
-                   for c in topo.controllers if c.pmr_size_mib]
-        # chassis/slot numbers by position, controllers first: a topology's numbers never change
-        devices = [(c.id, c.root_port, c.hotplug) for c in topo.controllers] + \
-                  [(n.id, n.root_port, n.hotplug) for n in topo.nics]
-        root_ports = {dev: {"driver": "pcie-root-port", "id": port, "chassis": i, "slot": i, "bus": "pcie.0"}
-                      for i, (dev, port, hot) in enumerate(devices, 1) if hot}
         unlinked = [n.id for n in topo.nics if n.id not in self.links]
         if unlinked:
             raise MachineError(f"{self.name}: NIC(s) {', '.join(unlinked)} have no network peer: boot the machine "
                                "as part of its bed")
         cmdline = " ".join(filter(None, [self.image.cmdline, KERNEL_ARGS, topo.kernel_args(),
                                          TCG_KERNEL_ARGS if self.accel == "tcg" else ""]))
-        text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name, topology=topo, accel=self.accel,
+        text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name, accel=self.accel,
                       bios=self.qemu.firmware(BIOS),
                       cpu=cpu.model(self.accel),
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
-                      run_dir=self.run_dir, console_log=self.artifacts / "console.log", blockdevs=blockdevs,
-                      objects=objects, root_ports=root_ports, shares=self.shares, attached={c.id for c in attached},
-                      incoming=self.restore is not None, traces=self._traces(), links=self.links)
+                      run_dir=self.run_dir, console_log=self.artifacts / "console.log", shares=self.shares,
+                      incoming=self.restore is not None, traces=self._traces(), links=self.links,
+                      **devices.context(topo, self.run_dir / "nvme", attached))
         return [line for line in text.splitlines() if line]
 
     def _traces(self) -> list[str]:
@@ -249,13 +240,7 @@ class QemuMachine:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2",
                         str(self.run_dir / "root.qcow2")], check=True, timeout=30, capture_output=True)
         (self.run_dir / "nvme").mkdir()
-        for c in self.topology.controllers:
-            for nsid, ns in enumerate(c.namespaces, 1):
-                with open(self.backing(c, nsid), "wb") as f:
-                    f.truncate(ns.size_mib << 20)
-            if c.pmr_size_mib:
-                with open(self.run_dir / "nvme" / f"{c.id}.pmr", "wb") as f:
-                    f.truncate(c.pmr_size_mib << 20)
+        devices.create_backing(self.topology, self.run_dir / "nvme")
 
     def _start_qemu(self, attempts: int = 5) -> None:
         assert self.record is not None
