@@ -5,6 +5,7 @@ Packages by layer; an import only ever points down this list (scripts/layers che
     cli/       argparse and printing: one module per command group
     engine/    the suite engine on pytest (the only package that imports pytest)
     faults/    hotplug, registers, traces: fault injection into a machine
+    vagrant/   the same machines for the top-level Vagrantfile (vagrant-libvirt)
     spdk/      the user's SPDK tree: its files, its apps in a guest, its JSON-RPC
     machines/  a machine as tests see it: a QEMU with its guest reachable and ready; snapshots
     vm/        one QEMU process and what talks to it (QMP, console, qtest); the QEMU binary

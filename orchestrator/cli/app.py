@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.cli import ci, images, qemu, reports, runs, spdk, sshcfg, vms
+from orchestrator.cli import ci, images, qemu, reports, runs, spdk, sshcfg, vagrant, vms
 from orchestrator.cli.common import Parser
 from orchestrator.errors import TbctlError
 
@@ -24,6 +24,7 @@ EPILOG = """examples:
   tbctl ci-template k8s --shards 4       an Indexed Job of 4 shards and their merge (gitlab, github, jenkins)
   tbctl image build                      build (or reuse) the default guest image
   tbctl image shell --image bookworm-spdk --bind ~/spdk -- make -j2    build a tree for the guest
+  tbctl image box                        the image as a vagrant-libvirt box (the top-level Vagrantfile's)
   tbctl spdk check --spdk-dir ~/spdk     will the tree start in the guest? (files, then a start probe)
   tbctl up --name dev                    boot a VM that stays up; prints its SSH and QMP endpoints
   tbctl ssh dev -- 'nvme list | head'   run a command in it (OpenSSH; one string for its shell)
@@ -46,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tbctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for group in (images, qemu, spdk, runs, reports, ci, vms, sshcfg):
+    for group in (images, qemu, spdk, runs, reports, ci, vms, sshcfg, vagrant):
         group.register(sub.add_parser)
     return p
 

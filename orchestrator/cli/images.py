@@ -1,4 +1,4 @@
-"""tbctl image: build, list, and a shell in an image's userland."""
+"""tbctl image: build, list, a shell in an image's userland, and the image as a Vagrant box."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Callable
 from orchestrator import image
 from orchestrator.cli.common import MIRROR_HELP, SECONDS, mirror_url
 from orchestrator.errors import ConfigError
-from orchestrator.image import shell
+from orchestrator.image import box, shell
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -19,6 +19,9 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     b.add_argument("recipe", nargs="?", default=image.DEFAULT_IMAGE)
     b.add_argument("--mirror", type=mirror_url, help="Debian mirror URL (default: the host's apt source)")
     isub.add_parser("list", help="list cached images")
+    bx = isub.add_parser("box", help="the image as a vagrant-libvirt box (for the top-level Vagrantfile); prints its path")
+    bx.add_argument("recipe", nargs="?", default=image.DEFAULT_IMAGE)
+    bx.add_argument("--mirror", type=mirror_url, help=MIRROR_HELP)
     sh = isub.add_parser("shell", help="a shell (or -- CMD) in an image's userland on the host, e.g. to build "
                                        "a tree for the guest; image read-only, --bind dirs read-write, no network")
     sh.add_argument("--image", default=image.DEFAULT_IMAGE, help=f"recipe (default {image.DEFAULT_IMAGE})")
@@ -38,7 +41,10 @@ def cmd_image(args: argparse.Namespace) -> int:
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
         img = image.ensure(args.image, mirror=args.mirror)
         return shell.run(img, [Path(b) for b in args.bind], command, args.timeout)
-    if args.image_cmd == "build":
+    if args.image_cmd == "box":
+        img = image.ensure(args.recipe, mirror=args.mirror)
+        print(f"{box.ensure(img)}  (vagrant box {box.name(img)})")
+    elif args.image_cmd == "build":
         img = image.ensure(args.recipe, mirror=args.mirror)
         print(f"{img.dir}  ({img.manifest['kernel']}, built in {img.manifest['build_seconds']} s)")
     else:

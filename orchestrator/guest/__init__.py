@@ -9,11 +9,12 @@ from orchestrator.guest.nvme import (
                                      UeventWatch,
                                      bind,
                                      identities,
+                                     mount_command,
                                      mount_share,
                                      nvme_state,
                                      reserve_hugepages,
                                      settle,
 )
 
-__all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "bind", "identities", "mount_share", "nvme_state",
+__all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "bind", "identities", "mount_command", "mount_share", "nvme_state",
            "reserve_hugepages", "settle"]

@@ -49,12 +49,16 @@ def identities(ssh: SSH) -> dict[str, dict[str, str]]:
     return out
 
 
+def mount_command(tag: str, path: str) -> str:
+    """The guest's command that mounts virtfs share `tag` read-only at `path` (once)."""
+    q = shlex.quote
+    return (f"modprobe 9pnet_virtio && modprobe 9p && mkdir -p {q(path)} && "
+            f"(mountpoint -q {q(path)} || mount -t 9p -o trans=virtio,version=9p2000.L,ro {q(tag)} {q(path)})")
+
+
 def mount_share(ssh: SSH, tag: str, path: str, timeout: float = 30) -> None:
     """Mount a virtfs share of the host read-only at `path`."""
-    q = shlex.quote
-    ssh.run(f"modprobe 9pnet_virtio && modprobe 9p && mkdir -p {q(path)} && "
-            f"(mountpoint -q {q(path)} || mount -t 9p -o trans=virtio,version=9p2000.L,ro {q(tag)} {q(path)})",
-            timeout=timeout, check=True)
+    ssh.run(mount_command(tag, path), timeout=timeout, check=True)
 
 
 def reserve_hugepages(ssh: SSH, pages: int, timeout: float = 30) -> None:

@@ -1,6 +1,7 @@
 """The emulated devices of a topology on a QEMU command line: NVMe controllers with their
-namespaces, subsystems, PMR memory and root ports. One template (templates/qemu/devices.j2)
-serves tbctl's own QEMU and the Vagrantfile's `libvirt.qemuargs`, so a topology is described once."""
+namespaces, subsystems, PMR memory and root ports, and the host directories shared read-only
+(virtfs). One template (templates/qemu/devices.j2) serves tbctl's own QEMU and the Vagrantfile's
+`libvirt.qemuargs`, so a topology is described once."""
 
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ def create_backing(topo: Topology, nvme_dir: Path) -> list[Path]:
     return made
 
 
-def context(topo: Topology, nvme_dir: Path, attached: list[Controller]) -> dict[str, Any]:
+def context(topo: Topology, nvme_dir: Path, attached: list[Controller], shares: dict[str, Path]) -> dict[str, Any]:
     """What templates/qemu/devices.j2 needs: `attached` are the controllers present at start
-    (the others' root ports stay empty for a later hot-add)."""
+    (the others' root ports stay empty for a later hot-add); `shares`: virtfs tag -> directory."""
     # chassis/slot numbers by position, controllers first: a topology's numbers never change
     devices = [(c.id, c.root_port, c.hotplug) for c in topo.controllers] + \
               [(n.id, n.root_port, n.hotplug) for n in topo.nics]
@@ -49,10 +50,11 @@ def context(topo: Topology, nvme_dir: Path, attached: list[Controller]) -> dict[
         "root_ports": {dev: {"driver": "pcie-root-port", "id": port, "chassis": i, "slot": i, "bus": "pcie.0"}
                        for i, (dev, port, hot) in enumerate(devices, 1) if hot},
         "attached": {c.id for c in attached},
+        "shares": shares,
     }
 
 
-def nvme_args(topo: Topology, nvme_dir: Path) -> list[str]:
-    """The NVMe part of the command line alone, every controller attached (the Vagrantfile's)."""
-    return [line for line in render("qemu/devices.j2", **context(topo, nvme_dir, list(topo.controllers))).splitlines()
-            if line]
+def args(topo: Topology, nvme_dir: Path, shares: dict[str, Path]) -> list[str]:
+    """The devices' part of the command line alone, every controller attached (the Vagrantfile's)."""
+    text = render("qemu/devices.j2", **context(topo, nvme_dir, list(topo.controllers), shares))
+    return [line for line in text.splitlines() if line]

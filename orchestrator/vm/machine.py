@@ -58,6 +58,12 @@ BOOTS = 2
 _STALL = re.compile(r"rcu: INFO: \w+ detected stalls on CPUs/tasks|watchdog: BUG: soft lockup[^\n]*")
 
 
+def kernel_cmdline(image: Image, topo: Topology, accel: str) -> str:
+    """The guest kernel's command line: the image's, tbctl's, the topology's, the accelerator's."""
+    return " ".join(filter(None, [image.cmdline, KERNEL_ARGS, topo.kernel_args(),
+                                  TCG_KERNEL_ARGS if accel == "tcg" else ""]))
+
+
 class KernelBrokeAtBoot(MachineError):
     """The guest kernel panicked or stalled before it was ready."""
 
@@ -141,15 +147,14 @@ class QemuMachine:
         if unlinked:
             raise MachineError(f"{self.name}: NIC(s) {', '.join(unlinked)} have no network peer: boot the machine "
                                "as part of its bed")
-        cmdline = " ".join(filter(None, [self.image.cmdline, KERNEL_ARGS, topo.kernel_args(),
-                                         TCG_KERNEL_ARGS if self.accel == "tcg" else ""]))
+        cmdline = kernel_cmdline(self.image, topo, self.accel)
         text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name, accel=self.accel,
                       bios=self.qemu.firmware(BIOS),
                       cpu=cpu.model(self.accel),
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
-                      run_dir=self.run_dir, console_log=self.artifacts / "console.log", shares=self.shares,
+                      run_dir=self.run_dir, console_log=self.artifacts / "console.log",
                       incoming=self.restore is not None, traces=self._traces(), links=self.links,
-                      **devices.context(topo, self.run_dir / "nvme", attached))
+                      **devices.context(topo, self.run_dir / "nvme", attached, self.shares))
         return [line for line in text.splitlines() if line]
 
     def _traces(self) -> list[str]:
