@@ -114,8 +114,10 @@ def project(tmp_path: Path, libvirtd: None) -> Iterator[tuple[Path, dict[str, st
     proj = tmp_path / "proj"
     proj.mkdir()
     shutil.copy(ROOT / "Vagrantfile", proj / "Vagrantfile")
+    second = tmp_path / "second.toml"  # a second machine: one controller, no hotplug
+    second.write_text('[machine]\nname = "second"\n[[nvme]]\nid = "nvme0"\nserial = "TBCTL0003"\nhotplug = false\n')
     env = {**os.environ, "VAGRANT_HOME": str(tmp_path / "vagrant.d"), "TBCTL": str(Path(sys.executable).parent / "tbctl"),
-           "TBCTL_TOPOLOGY": str(EXAMPLE), "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
+           "TBCTL_TOPOLOGY": f"{EXAMPLE}:{second}", "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
     pool_before = set(virsh("vol-list", "default", check=False).split())
     yield proj, env
     subprocess.run(["vagrant", "destroy", "-f"], cwd=proj, env=env, capture_output=True, timeout=300)
@@ -129,7 +131,7 @@ def project(tmp_path: Path, libvirtd: None) -> Iterator[tuple[Path, dict[str, st
 
 
 @pytest.mark.vm
-def test_vagrant_up_boots_the_topology_and_destroy_leaves_nothing(project: tuple[Path, dict[str, str]]) -> None:
+def test_vagrant_up_boots_the_topologies_and_destroy_leaves_nothing(project: tuple[Path, dict[str, str]]) -> None:
     proj, env = project
 
     def vagrant(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -137,21 +139,23 @@ def test_vagrant_up_boots_the_topology_and_destroy_leaves_nothing(project: tuple
 
     up = vagrant("up", "--provider", "libvirt", "--no-parallel")
     assert up.returncode == 0, (up.stdout[-3000:], up.stderr[-3000:])
-    domain = f"{proj.name}_example"
-    assert virsh("domstate", domain).strip() == "running"
-    ls = vagrant("ssh", "-c", "nvme list", timeout=120)
-    assert ls.returncode == 0, ls.stderr
+    domains = [f"{proj.name}_example", f"{proj.name}_second"]
+    assert [virsh("domstate", d).strip() for d in domains] == ["running", "running"]
     # the example topology: nvme0 (TBCTL0001, one namespace) and nvme1 (TBCTL0002, two namespaces)
-    rows = [line.split() for line in ls.stdout.splitlines() if line.startswith("/dev/nvme")]
-    assert sorted(r[2] for r in rows) == ["TBCTL0001", "TBCTL0002", "TBCTL0002"], ls.stdout
+    for machine, serials in (("example", ["TBCTL0001", "TBCTL0002", "TBCTL0002"]), ("second", ["TBCTL0003"])):
+        ls = vagrant("ssh", machine, "-c", "nvme list", timeout=120)
+        assert ls.returncode == 0, ls.stderr
+        rows = [line.split() for line in ls.stdout.splitlines() if line.startswith("/dev/nvme")]
+        assert sorted(r[2] for r in rows) == serials, ls.stdout
     # the host key was checked against the image's (Vagrant's own default is to check nothing)
-    cfg = vagrant("ssh-config", timeout=120)
+    cfg = vagrant("ssh-config", "example", timeout=120)
     assert "StrictHostKeyChecking no" not in cfg.stdout and "UserKnownHostsFile /dev/null" not in cfg.stdout, cfg.stdout
     files = [line.split()[-1] for line in (up.stdout + up.stderr).splitlines() if "NVMe backing files in " in line]
 
     down = vagrant("destroy", "-f", timeout=300)
     assert down.returncode == 0, down.stderr
-    assert domain not in virsh("list", "--all", "--name").split()
-    assert not any(Path(f).exists() for f in files) and files, up.stdout[-2000:]
-    leftover = subprocess.run(["pgrep", "-f", f"guest={domain}"], capture_output=True, text=True)
-    assert leftover.stdout == "", f"QEMU of {domain} still running: {leftover.stdout}"
+    assert not set(domains) & set(virsh("list", "--all", "--name").split())
+    assert len(files) == 2 and not any(Path(f).exists() for f in files), up.stderr[-2000:]
+    for domain in domains:
+        leftover = subprocess.run(["pgrep", "-f", f"guest={domain}"], capture_output=True, text=True)
+        assert leftover.stdout == "", f"QEMU of {domain} still running: {leftover.stdout}"
