@@ -7,6 +7,7 @@ from orchestrator.guest.nvme import (
                                      NvmeWait,
                                      NvmeWatch,
                                      UeventWatch,
+                                     all_present,
                                      bind,
                                      identities,
                                      mount_command,
@@ -16,5 +17,5 @@ from orchestrator.guest.nvme import (
                                      settle,
 )
 
-__all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "bind", "identities", "mount_command", "mount_share", "nvme_state",
+__all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "all_present", "bind", "identities", "mount_command", "mount_share", "nvme_state",
            "reserve_hugepages", "settle"]

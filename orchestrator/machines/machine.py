@@ -13,6 +13,10 @@ from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.vm.machine import QemuMachine
 from orchestrator.vm.qmp import pci_address, port_address
 
+# Seconds a restored guest's hot-added controllers get to show up to a quick shell look before the
+# full watcher (a Python start in the guest, ~1 s under TCG) takes over.
+QUICK_LOOK = 3.0
+
 
 class Machine(QemuMachine):
     """A guest under QEMU, reachable and ready. `with Machine(...) as m:` launches it, waits until
@@ -40,18 +44,28 @@ class Machine(QemuMachine):
         self.timings["nvme"] = time.monotonic()
 
     def _controllers_ready(self, deadline: float) -> None:
+        """Every controller live with its namespace. The usual case, a shell sees it at once (or
+        within a moment of a restored guest's hot-add); otherwise the full watcher waits, and
+        probes again a controller whose kernel probe failed."""
         restored = self.restore is not None
         wanted = list(self.topology.controllers) if restored else self.boot_controllers()
         if not wanted:
             return
+        serials = [c.serial for c in wanted]
         # All at once; the guest may then name them in another order than a boot would (find a
         # controller by its serial, as tbctl does, not by its kernel name).
         pci = self.qmp.execute("query-pci")
         where = {c.serial: port_address(pci, c.root_port) if restored else pci_address(pci, c.id) for c in wanted}
-        watch = guest.NvmeWatch(self.ssh, [c.serial for c in wanted], True, max(1.0, deadline - time.monotonic()),
-                                restored, addresses={s: a for s, a in where.items() if a}, reprobe=True)
         for c in wanted if restored else []:
             self.qmp.hot_add(c, self.backing(c, 1))
+        quick = min(deadline, time.monotonic() + (QUICK_LOOK if restored else 0))
+        while True:
+            if guest.all_present(self.ssh, serials, max(1.0, deadline - time.monotonic())):
+                return
+            if time.monotonic() >= quick:
+                break
+        watch = guest.NvmeWatch(self.ssh, serials, True, max(1.0, deadline - time.monotonic()), False,
+                                addresses={s: a for s, a in where.items() if a}, reprobe=True)
         for r in watch.result()[0].reprobed:
             self.log(f"controller {r['serial']} at {r['address']}: the guest's probe failed "
                      f"({r['kernel']}); {r['outcome']} {r['after']} s into the wait")
