@@ -99,11 +99,16 @@ def prepare(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, s
     tree against the image: all before booting."""
     topo, img, acc = environment(args)
     if args.spdk_dir:
-        problems = spdk.preflight(Tree(Path(args.spdk_dir)), img, acc)
-        if problems:
-            raise ConfigError(f"--spdk-dir {args.spdk_dir}: its apps cannot start in image {img.manifest['name']}:"
-                              "\n  " + "\n  ".join(p.line() for p in problems))
+        check_tree(Path(args.spdk_dir), img, acc)
     return topo, img, acc
+
+
+def check_tree(tree: Path, img: image.Image, acc: str) -> None:
+    """Refuse, before a boot, a tree whose apps cannot start in the image: every problem named."""
+    problems = spdk.preflight(Tree(tree), img, acc)
+    if problems:
+        raise ConfigError(f"--spdk-dir {tree}: its apps cannot start in image {img.manifest['name']}:"
+                          "\n  " + "\n  ".join(p.line() for p in problems))
 
 
 def new_machine(args: argparse.Namespace, persistent: bool) -> Machine:

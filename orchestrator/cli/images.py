@@ -19,7 +19,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     b.add_argument("recipe", nargs="?", default=image.DEFAULT_IMAGE)
     b.add_argument("--mirror", type=mirror_url, help="Debian mirror URL (default: the host's apt source)")
     isub.add_parser("list", help="list cached images")
-    bx = isub.add_parser("box", help="the image as a vagrant-libvirt box (for the top-level Vagrantfile); prints its path")
+    bx = isub.add_parser("box", help="the image as a vagrant-libvirt box (the top-level Vagrantfile's); prints its path")
     bx.add_argument("recipe", nargs="?", default=image.DEFAULT_IMAGE)
     bx.add_argument("--mirror", type=mirror_url, help=MIRROR_HELP)
     sh = isub.add_parser("shell", help="a shell (or -- CMD) in an image's userland on the host, e.g. to build "

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from orchestrator import spdk, vagrant
+from orchestrator import vagrant
+from orchestrator.cli.common import check_tree
 from orchestrator.config import topology
 from orchestrator.errors import ConfigError
 from orchestrator.paths import recipe_names
-from orchestrator.spdk.tree import Tree
-from orchestrator.vm import accel, qemu_binary
+from orchestrator.vm import qemu_binary
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -44,10 +44,7 @@ def cmd_vagrant(args: argparse.Namespace) -> int:
         for m in ms:
             topology.check_qemu(m.topology, qemu)
             if tree is not None:
-                problems = spdk.preflight(Tree(tree), m.image, accel.resolve(m.topology.accel, m.image))
-                if problems:
-                    raise ConfigError(f"--spdk-dir {tree}: its apps cannot start in image "
-                                      f"{m.image.manifest['name']}:\n  " + "\n  ".join(p.line() for p in problems))
+                check_tree(tree, m.image, m.accel)
         json.dump(vagrant.config(ms, tree), sys.stdout, indent=1)
         print()
         return 0

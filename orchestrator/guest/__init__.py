@@ -17,5 +17,5 @@ from orchestrator.guest.nvme import (
                                      settle,
 )
 
-__all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "all_present", "bind", "identities", "mount_command", "mount_share", "nvme_state",
-           "reserve_hugepages", "settle"]
+__all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "all_present", "bind", "identities", "mount_command",
+           "mount_share", "nvme_state", "reserve_hugepages", "settle"]

@@ -5,6 +5,7 @@ mirror (apt). Imports only the base modules."""
 from orchestrator.image.build import (
                                       CORE_DIR,
                                       DEFAULT_IMAGE,
+                                      DHCP_FLAG,
                                       GUEST_LIBDIR,
                                       HOST_KEY_ALIAS,
                                       MARKER_FAILED,
@@ -19,5 +20,5 @@ from orchestrator.image.build import (
                                       list_cached,
 )
 
-__all__ = ["CORE_DIR", "DEFAULT_IMAGE", "GUEST_LIBDIR", "HOST_KEY_ALIAS", "MARKER_FAILED", "MARKER_PROBE",
+__all__ = ["CORE_DIR", "DEFAULT_IMAGE", "DHCP_FLAG", "GUEST_LIBDIR", "HOST_KEY_ALIAS", "MARKER_FAILED", "MARKER_PROBE",
            "MARKER_READY", "MARKER_UDEV", "SPDK_IMAGE", "Image", "Recipe", "choose", "ensure", "list_cached"]

@@ -26,8 +26,7 @@ from orchestrator import guest, image
 from orchestrator.config import topology
 from orchestrator.config.topology import Topology
 from orchestrator.errors import ConfigError
-from orchestrator.image import box
-from orchestrator.image.build import DHCP_FLAG
+from orchestrator.image import DHCP_FLAG, box
 from orchestrator.paths import cache_dir
 from orchestrator.render import render
 from orchestrator.spdk.runtime import MOUNT
@@ -44,6 +43,7 @@ class VagrantMachine:
     topology: Topology
     image: image.Image
     project: Path  # the directory of the Vagrantfile: machines of two projects never share files
+    accel: str  # tcg or kvm, as `tbctl up` would choose
 
     @property
     def name(self) -> str:
@@ -74,8 +74,11 @@ def machines(topology_files: list[str], project: Path, image_name: str | None,
             raise ConfigError(f"{t.source}: field 'machine.name': {t.name!r} is taken by another topology; "
                               "each Vagrant machine needs its own")
         seen.add(t.name)
-    return [VagrantMachine(t, image.ensure(image.choose(image_name, t.image, spdk_dir is not None)), project)
-            for t in topos]
+    ms = []
+    for t in topos:
+        img = image.ensure(image.choose(image_name, t.image, spdk_dir is not None))
+        ms.append(VagrantMachine(t, img, project, accel.resolve(t.accel, img)))
+    return ms
 
 
 def readable_by_others(path: Path) -> bool:
@@ -104,14 +107,13 @@ def config(ms: list[VagrantMachine], spdk_dir: Path | None) -> dict[str, Any]:
     shares = {"spdk": spdk_dir.resolve()} if spdk_dir else {}
     out = []
     for m in ms:
-        acc = accel.resolve(m.topology.accel, m.image)
         out.append({
             "name": m.name, "box": box.name(m.image), "box_url": box.ensure(m.image).as_uri(),
-            "driver": "kvm" if acc == "kvm" else "qemu",
-            "cpu_mode": "host-passthrough" if acc == "kvm" else "maximum",
+            "driver": "kvm" if m.accel == "kvm" else "qemu",
+            "cpu_mode": "host-passthrough" if m.accel == "kvm" else "maximum",
             "memory": m.topology.memory_mib, "cpus": m.topology.cpus,
             "kernel": str(m.dir / "vmlinux"), "initrd": str(m.dir / "initrd.img"),
-            "cmdline": f"{kernel_cmdline(m.image, m.topology, acc)} {DHCP_FLAG}",
+            "cmdline": f"{kernel_cmdline(m.image, m.topology, m.accel)} {DHCP_FLAG}",
             "qemuargs": devices.args(m.topology, m.dir / "nvme", shares),
             "private_key": str(m.image.client_key), "ssh_config": str(ssh_config(m.image)),
             "provision": guest.mount_command("spdk", MOUNT) if shares else "",
@@ -123,9 +125,9 @@ def _qemu_owner() -> tuple[int, int] | None:
     """The uid and gid libvirt runs QEMU as (qemu.conf's `user`/`group`, else Debian's default)."""
     conf = QEMU_CONF.read_text() if QEMU_CONF.is_file() else ""
     found = dict(re.findall(r'^\s*(user|group)\s*=\s*"([^"]+)"', conf, re.M))
-    user = found.get("user", QEMU_USER)
+    user = found.get("user", QEMU_USER).lstrip("+")  # a name, or +UID
     try:
-        pw = pwd.getpwnam(user.lstrip("+")) if not user.lstrip("+").isdigit() else pwd.getpwuid(int(user.lstrip("+")))
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
         gid = grp.getgrnam(found["group"]).gr_gid if "group" in found else pw.pw_gid
     except KeyError:
         return None
