@@ -92,7 +92,7 @@ def test_uio_close_clears_bus_master_and_the_next_admin_command_is_fatal(fresh_m
     a secondary process opens and closes /dev/uioN -> uio's release clears bus mastering; the
     primary's next admin command cannot be fetched and the controller goes fatal."""
     m = fresh_machine
-    guest.bind(m.ssh, Hotplug(m).address("nvme0"), "uio_pci_generic")
+    guest.bind(m.ssh, [Hotplug(m).address("nvme0")], "uio_pci_generic")
     regs = faults.Registers(m, "nvme0", "host")
     regs.set_command(regs.command() | faults.PCI_COMMAND_MASTER)
     m.ssh.run("python3 -c \"import glob; open(sorted(glob.glob('/dev/uio*'))[0], 'rb').close()\"",
@@ -121,7 +121,7 @@ def test_spdk_doorbell_aers(machine: Machine, hotplug: Hotplug, bed: Bed, artifa
             why = trace.aer_diagnosis() if run.hung else ""
             posted = [ln.split("info ", 1)[1].split()[0] for ln in trace.find("pci_nvme_aer_post_cqe", "type 0x0 ")]
     finally:
-        guest.bind(machine.ssh, bdf, "nvme")
+        guest.bind(machine.ssh, [bdf], "nvme")
         guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
     run.check(AER_WAIT, why)
     assert posted == ["0x0", "0x1", "0x1"], f"QEMU posted Error AERs with info {posted}, expected 0x0, 0x1, 0x1"

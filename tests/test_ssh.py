@@ -137,3 +137,40 @@ def test_a_failed_command_keeps_its_parts() -> None:
         Result("nvme list", 3, "", "no such device\n", 0.1).check()
     assert (e.value.cmd, e.value.rc, e.value.stderr) == ("nvme list", 3, "no such device\n")
     assert isinstance(e.value, SSHError)  # still what callers catching SSH failures catch
+
+
+class _Chan:
+    """A paramiko channel whose command has printed `lines` and is still running."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def recv_ready(self) -> bool:
+        return bool(self.data)
+
+    def recv(self, n: int) -> bytes:
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+    def exit_status_ready(self) -> bool:
+        return False
+
+
+def test_a_line_already_received_is_read_without_waiting_for_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output that arrived while the host was busy (a device_del's wait) is a complete line: the
+    reader must not block on the channel for more before looking at it (it once waited 1 s on
+    every event a hotplug app had reported during the host's own step)."""
+    from orchestrator.guest import ssh as ssh_mod
+
+    waits: list[float] = []
+    monkeypatch.setattr(ssh_mod.select, "select", lambda r, w, x, t: waits.append(t) or ([], [], []))
+    proc = ssh_mod.RemoteProcess(None, _Chan(b'{"event": "remove"}\n{"event": "insert"}\n'), "app", 60,  # type: ignore[arg-type]
+                                 None, "app")
+    assert [proc.readline(5), proc.readline(5)] == ['{"event": "remove"}', '{"event": "insert"}']
+    assert waits == []
+    with pytest.raises(DeadlineError):
+        proc.readline(0.01)  # nothing more: now it waits, and only until its deadline
+    assert waits and all(t <= 0.01 for t in waits)

@@ -184,17 +184,17 @@ def test_driver_binding_uio_vfio_and_back_to_nvme(guest_image: Image, accelerato
     with Machine(topo, guest_image, tmp_path / "art", accel=accelerator) as m:
         bdf = faults.Hotplug(m).address("nvme0")
         driver = f"basename $(readlink /sys/bus/pci/devices/{bdf}/driver)"
-        guest.bind(m.ssh, bdf, "vfio-pci")
+        guest.bind(m.ssh, [bdf], "vfio-pci")
         group = m.ssh.run(f"basename $(readlink /sys/bus/pci/devices/{bdf}/iommu_group)", timeout=10).stdout.strip()
         assert m.ssh.run(f"{driver}; test -c /dev/vfio/{group}", timeout=10, check=True).stdout.strip() == "vfio-pci"
         assert guest.identities(m.ssh)[bdf] == {"serial": "BIND0", "model": "QEMU NVMe Ctrl"}
-        guest.bind(m.ssh, bdf, "uio_pci_generic")
+        guest.bind(m.ssh, [bdf], "uio_pci_generic")
         assert m.ssh.run(f"{driver}; ls /dev/uio0", timeout=10, check=True).stdout.split()[0] == "uio_pci_generic"
         assert "BIND0" not in guest.nvme_state(m.ssh)
-        guest.bind(m.ssh, bdf, "nvme")
+        guest.bind(m.ssh, [bdf], "nvme")
         guest.NvmeWatch(m.ssh, ["BIND0"], True, 30, expect_change=False).result()
         with pytest.raises(Exception, match="must be one of nvme, uio_pci_generic, vfio-pci"):
-            guest.bind(m.ssh, bdf, "ahci")
+            guest.bind(m.ssh, [bdf], "ahci")
 
 
 def test_snapshot_restore_and_cold_fallback(guest_image: Image, accelerator: str, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ class ModuleVM:
         m = self.machine
         if m is None or m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive():
             if m is not None:
-                let_go(self.bed, {m.name: m}, graceful=False)
+                let_go(self.bed, {m.name: m})
             self.boots += 1
             self.machine = self.bed.boot(self.bed.artifacts / self.name / f"vm-{self.boots}")
         assert self.machine is not None
@@ -60,16 +60,17 @@ class ModuleVM:
 
     def close(self) -> None:
         if self.machine is not None:
-            # a restored guest's disk is thrown away: no need to let it power off cleanly
-            let_go(self.bed, {self.machine.name: self.machine}, graceful=self.machine.restore is None)
+            let_go(self.bed, {self.machine.name: self.machine})
 
 
-def let_go(bed: Bed, machines: dict[str, Machine], graceful: bool = True) -> None:
-    """Machines done with: shut down, but those kept for the user (--keep-vm), only let go of."""
+def let_go(bed: Bed, machines: dict[str, Machine]) -> None:
+    """Machines done with: shut down, but those kept for the user (--keep-vm), only let go of.
+    A test's machine is thrown away with its disk and its run directory, so QEMU is told to quit
+    at once: a guest poweroff (4 s under TCG) would only slow the run down."""
     for m in machines.values():
         if m.name in bed.kept:
             m.release()
-    machine_beds.shutdown({k: m for k, m in machines.items() if m.name not in bed.kept}, graceful)
+    machine_beds.shutdown({k: m for k, m in machines.items() if m.name not in bed.kept}, graceful=False)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ class ModuleBed:
         broken = [m for m in self.machines.values()
                   if m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive()]
         if not self.machines or broken:
-            let_go(self.bed, self.machines, graceful=False)
+            let_go(self.bed, self.machines)
             self.boots += 1
             shares = {"spdk": self.bed.spdk_dir} if self.bed.spdk_dir else {}
             self.machines = machine_beds.boot(self.bed.bed_for(self.module), self.bed.image, self.bed.accel,
@@ -126,7 +127,7 @@ def fresh_machine(request: pytest.FixtureRequest, bed: Bed, artifacts: Path) -> 
     try:
         yield slices.use(request.node, m)
     finally:
-        m.shutdown(graceful=m.restore is None)
+        let_go(bed, {m.name: m})
 
 
 @pytest.fixture

@@ -24,18 +24,19 @@ class NvmeWait:
 DRIVERS = ("nvme", "uio_pci_generic", "vfio-pci")
 
 
-def bind(ssh: SSH, bdf: str, driver: str, timeout: float = 30) -> None:
-    """Bind PCI function `bdf` to `driver` (retried: a probe can race with udev), and verify."""
+def bind(ssh: SSH, bdfs: list[str], driver: str, timeout: float = 30, rescan: bool = False) -> None:
+    """Bind the PCI functions `bdfs` to `driver` (retried: a probe can race with udev), and
+    verify; `rescan` first brings back functions removed from inside the guest."""
     if driver not in DRIVERS:
         raise MachineError(f"driver {driver!r}: must be one of {', '.join(DRIVERS)}")
-    script = render("guest/bind.sh.j2", bdf=bdf, driver=driver).encode()
+    script = render("guest/bind.sh.j2", bdfs=bdfs, driver=driver, rescan=rescan).encode()
     last = None
     for _ in range(3):
         last = ssh.run("sh -s", timeout=timeout, stdin=script)
         if last.ok:
             return
     assert last is not None
-    raise MachineError(f"could not bind {bdf} to {driver}: {last.stderr.strip()[-500:]}")
+    raise MachineError(f"could not bind {' '.join(bdfs)} to {driver}: {last.stderr.strip()[-500:]}")
 
 
 def identities(ssh: SSH) -> dict[str, dict[str, str]]:

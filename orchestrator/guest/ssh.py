@@ -193,7 +193,8 @@ class RemoteProcess:
         self._consumed = 0
 
     def _pump(self, until: float) -> bool:
-        """Read what is there, then block for more until `until` (at most 1 s). True once exited."""
+        """Read what is there; only if nothing was, block for more until `until` (at most 1 s).
+        True once exited."""
         chan = self._chan
 
         def drain() -> bool:
@@ -203,6 +204,7 @@ class RemoteProcess:
                 self._err += chan.recv_stderr(65536)
             return chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()
 
+        had = len(self._out) + len(self._err)
         if drain():
             return True
         now = time.monotonic()
@@ -210,6 +212,8 @@ class RemoteProcess:
             chan.close()
             raise DeadlineError(f"guest command hung past {self.timeout:g} s and the guest did not kill it "
                                 f"(is the guest stuck?): {self.cmd}", what=self.cmd, seconds=self.timeout)
+        if len(self._out) + len(self._err) > had:  # a line may be complete now: the caller looks first
+            return False
         remaining = min(until, self._host_deadline) - now
         if remaining > 0:
             select.select([chan], [], [], min(remaining, 1.0))

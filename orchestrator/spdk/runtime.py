@@ -60,8 +60,7 @@ def prepare(ssh: SSH, bdfs: list[str], drv: str, hugepages: int = HUGEPAGES) -> 
     """The SPDK tree mounted, hugepages reserved, and `bdfs` bound to `drv`."""
     guest.mount_share(ssh, "spdk", MOUNT)
     guest.reserve_hugepages(ssh, hugepages)
-    for bdf in bdfs:
-        guest.bind(ssh, bdf, drv)
+    guest.bind(ssh, bdfs, drv)
 
 
 def app(rel: str) -> str:
