@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tbctl
+from conftest import Tbctl, tbctl
 
 FILES = {
     "binary.toml": b"\xff\xfe\x00\x01binary",
@@ -62,10 +62,10 @@ CORPUS = [
 
 
 @pytest.mark.parametrize("args,names", CORPUS, ids=[" ".join(a) for a, _ in CORPUS])
-def test_malformed_input_is_one_line(tmp_path: Path, args: list[str], names: str) -> None:
+def test_malformed_input_is_one_line(tmp_path: Path, tbctl_main: Tbctl, args: list[str], names: str) -> None:
     for name, data in FILES.items():
         (tmp_path / name).write_bytes(data)
-    r = tbctl(tmp_path, *args, timeout=60)
+    r = tbctl_main(*args)
     lines = r.stderr.splitlines()
     assert (r.returncode, len(lines), r.stdout) == (2, 1, ""), r.stderr[-3000:]
     assert "Traceback" not in r.stderr and names in lines[0], lines

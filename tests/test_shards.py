@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import tbctl
+from conftest import Tbctl, tbctl
 
 from orchestrator.engine import baseline, shard
 from orchestrator.errors import ConfigError
@@ -88,10 +88,10 @@ def test_two_shards_of_every_suite_are_disjoint_and_make_the_whole_list(tmp_path
     (["merge", "d.json", "--baseline", "d.json", "--slower", "0"],
      "tbctl merge: argument --slower: 0: must be above 0 and at most 100 (see tbctl merge --help)"),
 ])
-def test_bad_shard_and_merge_input_is_one_line(tmp_path: Path, args: list[str], line: str) -> None:
+def test_bad_shard_and_merge_input_is_one_line(tmp_path: Path, tbctl_main: Tbctl, args: list[str], line: str) -> None:
     (tmp_path / "d.json").write_text('{"tests": {}, "exit_code": 0}')
     (tmp_path / "bin.json").write_bytes(b"\xff\x00")
-    r = tbctl(tmp_path, *args)
+    r = tbctl_main(*args)
     assert (r.returncode, r.stderr.strip()) == (2, line)
 
 
