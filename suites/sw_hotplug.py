@@ -53,7 +53,7 @@ def restore(machine: Machine, hotplug: Hotplug) -> None:
             hotplug.add(c)
     guest.bind(machine.ssh, [hotplug.address(c.id) for c in machine.topology.controllers], "nvme", rescan=True)
     serials = [c.serial for c in machine.topology.controllers]
-    if not guest.all_present(machine.ssh, serials):
+    if not guest.all_present(machine.ssh, serials, wait=3):
         guest.NvmeWatch(machine.ssh, serials, True, 30, expect_change=False).result()
 
 

@@ -82,10 +82,12 @@ def _parse(res: Result) -> NvmeWait:
     return NvmeWait(data["ok"], data["waited"], data["controllers"], data["reprobed"])
 
 
-def all_present(ssh: SSH, serials: list[str], timeout: float = 20) -> bool:
-    """Whether every controller of `serials` is live with a namespace block device right now:
-    a shell's answer, ~1 s sooner under TCG than starting the Python watcher (NvmeWatch)."""
-    return ssh.run("sh -s", timeout=timeout, stdin=render("guest/nvme_present.sh.j2", serials=serials).encode()).rc == 0
+def all_present(ssh: SSH, serials: list[str], timeout: float = 20, wait: float = 0.0) -> bool:
+    """Whether every controller of `serials` is live with a namespace block device, now or
+    within `wait` seconds: a shell's answer, ~1 s sooner under TCG than starting the Python
+    watcher (NvmeWatch)."""
+    script = render("guest/nvme_present.sh.j2", serials=serials, looks=1 + int(wait / 0.05))
+    return ssh.run("sh -s", timeout=max(timeout, wait + 5), stdin=script.encode()).rc == 0
 
 
 def nvme_state(ssh: SSH, timeout: float = 20) -> dict[str, Any]:

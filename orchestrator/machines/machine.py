@@ -8,13 +8,14 @@ from __future__ import annotations
 import time
 
 from orchestrator import guest
+from orchestrator.config.topology import Controller
 from orchestrator.guest import net
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.vm.machine import QemuMachine
 from orchestrator.vm.qmp import pci_address, port_address
 
-# Seconds a restored guest's hot-added controllers get to show up to a quick shell look before the
-# full watcher (a Python start in the guest, ~1 s under TCG) takes over.
+# Seconds a restored guest's hot-added controllers get to show up to a shell's looks (one SSH
+# command) before the full watcher (a Python start in the guest, ~1 s under TCG) takes over.
 QUICK_LOOK = 3.0
 
 
@@ -30,40 +31,49 @@ class Machine(QemuMachine):
         """The console marker, then a first SSH command, then every NVMe controller live with its
         namespaces (a restored guest gets its hot-pluggable ones now)."""
         super().ready_steps(deadline)
+        restored = self.restore is not None
+        wanted = list(self.topology.controllers) if restored else self.boot_controllers()
+        # A restored guest gets its controllers first: its kernel probes them while SSH connects.
+        self.stage = "NVMe controllers hot-added" if restored else "NVMe controllers on the bus"
+        where = self._plug(wanted)
         self.stage = "first SSH command"
         self.ssh.connect(max(1.0, deadline - time.monotonic()))
-        # A command, not just the handshake: what tests do next. Crash reporting (pvpanic) was
-        # armed by the guest's boot script before sshd started.
-        self.ssh.run("true", timeout=max(1.0, deadline - time.monotonic()), check=True)
+        # A command, not just the handshake: what tests do next (a restored guest's first is the
+        # look for its controllers, below). Crash reporting (pvpanic) was armed by the guest's
+        # boot script before sshd started.
+        if not (restored and wanted):
+            self.ssh.run("true", timeout=max(1.0, deadline - time.monotonic()), check=True)
         self.timings["ready"] = time.monotonic()
         for nic in self.topology.nics:
             self.stage = f"NIC {nic.id} on network {nic.network}"
             net.address(self.ssh, nic.mac(self.topology.name), nic.address)
         self.stage = "NVMe controllers in the guest"
-        self._controllers_ready(deadline)
+        self._controllers_ready(wanted, where, deadline)
         self.timings["nvme"] = time.monotonic()
 
-    def _controllers_ready(self, deadline: float) -> None:
-        """Every controller live with its namespace. The usual case, a shell sees it at once (or
-        within a moment of a restored guest's hot-add); otherwise the full watcher waits, and
-        probes again a controller whose kernel probe failed."""
-        restored = self.restore is not None
-        wanted = list(self.topology.controllers) if restored else self.boot_controllers()
+    def _plug(self, wanted: list[Controller]) -> dict[str, str | None]:
+        """Where each of `wanted` sits (serial -> PCI address); a restored guest's are hot-added,
+        all at once: the guest may then name them in another order than a boot would (find a
+        controller by its serial, as tbctl does, not by its kernel name)."""
         if not wanted:
-            return
-        serials = [c.serial for c in wanted]
-        # All at once; the guest may then name them in another order than a boot would (find a
-        # controller by its serial, as tbctl does, not by its kernel name).
+            return {}
+        restored = self.restore is not None
         pci = self.qmp.execute("query-pci")
         where = {c.serial: port_address(pci, c.root_port) if restored else pci_address(pci, c.id) for c in wanted}
         for c in wanted if restored else []:
             self.qmp.hot_add(c, self.backing(c, 1))
-        quick = min(deadline, time.monotonic() + (QUICK_LOOK if restored else 0))
-        while True:
-            if guest.all_present(self.ssh, serials, max(1.0, deadline - time.monotonic())):
-                return
-            if time.monotonic() >= quick:
-                break
+        return where
+
+    def _controllers_ready(self, wanted: list[Controller], where: dict[str, str | None], deadline: float) -> None:
+        """Every controller live with its namespace. The usual case, a shell sees it at once (or
+        within a moment of a restored guest's hot-add); otherwise the full watcher waits, and
+        probes again a controller whose kernel probe failed."""
+        if not wanted:
+            return
+        serials = [c.serial for c in wanted]
+        left = max(1.0, deadline - time.monotonic())
+        if guest.all_present(self.ssh, serials, left, wait=min(left, QUICK_LOOK) if self.restore is not None else 0):
+            return
         watch = guest.NvmeWatch(self.ssh, serials, True, max(1.0, deadline - time.monotonic()), False,
                                 addresses={s: a for s, a in where.items() if a}, reprobe=True)
         for r in watch.result()[0].reprobed:
