@@ -84,7 +84,7 @@ def test_an_rpc_app_is_driven_with_spdks_own_client(tmp_path: Path, accelerator:
     m = Machine(topology.default(), img, tmp_path / "vm", accel=accelerator, persistent=False,
                 shares={"spdk": TREE})
     with m:
-        spdk.prepare(m.ssh, [], spdk.driver(m.topology), spdk.RPC_HUGEPAGES)
+        spdk.prepare(m.ssh, hugepages=spdk.RPC_HUGEPAGES)
         app = spdk.serve(m.ssh, tree, "build/bin/nvmf_tgt", ["-m", "0x1"], timeout=300)
         with spdk_rpc.Rpc(m.ssh, m.run_dir) as rpc:
             version = rpc.call("spdk_get_version")  # a git build adds " git sha1 <commit>" to the string
@@ -106,6 +106,6 @@ def test_an_rpc_app_that_cannot_start_says_why(tmp_path: Path, accelerator: str)
     m = Machine(topology.default(), img, tmp_path / "vm", accel=accelerator, persistent=False,
                 shares={"spdk": TREE})
     with m:
-        spdk.prepare(m.ssh, [], spdk.driver(m.topology), 16)
+        spdk.prepare(m.ssh, hugepages=16)
         with pytest.raises(spdk.AppDidNotStart, match="not enough free hugepage memory for the app's memory pools"):
             spdk.serve(m.ssh, Tree(TREE), "build/bin/nvmf_tgt", ["-m", "0x1"], timeout=300)

@@ -40,7 +40,7 @@ class Target:
 
     def __init__(self, ssh: SSH, tree: Tree, run_dir: Path, timeout: float = 3600):
         self.ssh = ssh
-        runtime.prepare(ssh, [], "", runtime.RPC_HUGEPAGES)
+        runtime.prepare(ssh, hugepages=runtime.RPC_HUGEPAGES)
         self.proc: RemoteProcess = runtime.serve(ssh, tree, NVMF_TGT, ["-m", "0x1"], timeout=timeout)
         self.rpc = Rpc(ssh, run_dir)
         self._transports: set[str] = set()
@@ -87,7 +87,7 @@ class Bdevperf:
 
     def __init__(self, ssh: SSH, tree: Tree, run_dir: Path, seconds: int, timeout: float = 3600):
         self.ssh, self.run_dir, self.seconds = ssh, run_dir, seconds
-        runtime.prepare(ssh, [], "", PERF_HUGEPAGES)
+        runtime.prepare(ssh, hugepages=PERF_HUGEPAGES)
         self.proc = runtime.serve(ssh, tree, BDEVPERF, ["-m", "0x1", "-z", "-q", "128", "-o", "4096", "-w", "verify",
                                                         "-t", str(seconds)], sock=BDEVPERF_SOCKET, timeout=timeout)
         self.rpc = Rpc(ssh, run_dir, BDEVPERF_SOCKET)
@@ -152,7 +152,7 @@ class Bdevperf:
 def perf(ssh: SSH, tree: Tree, targets: list[str], seconds: int, timeout: float) -> RemoteProcess:
     """spdk_nvme_perf as tc4 runs it: 128 deep, 44 KiB random writes in 4 KiB pieces (-O), 4
     qpairs per namespace, on every transport ID in `targets`."""
-    runtime.prepare(ssh, [], "", PERF_HUGEPAGES)
+    runtime.prepare(ssh, hugepages=PERF_HUGEPAGES)
     args = ["-q", "128", "-o", "45056", "-O", "4096", "-w", "randwrite", "-t", str(seconds), "-P", "4"]
     for t in targets:
         args += ["-r", t]

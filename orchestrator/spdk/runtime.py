@@ -56,11 +56,13 @@ def driver(topo: Topology) -> str:
     return "vfio-pci" if topo.iommu else "uio_pci_generic"
 
 
-def prepare(ssh: SSH, bdfs: list[str], drv: str, hugepages: int = HUGEPAGES) -> None:
-    """The SPDK tree mounted, hugepages reserved, and `bdfs` bound to `drv`."""
+def prepare(ssh: SSH, bdfs: list[str] | None = None, drv: str = "", hugepages: int = HUGEPAGES) -> None:
+    """The SPDK tree mounted, hugepages reserved, and `bdfs` bound to `drv` (an app that
+    claims no local controller, such as an NVMe-oF target or host, passes none)."""
     guest.mount_share(ssh, "spdk", MOUNT)
     guest.reserve_hugepages(ssh, hugepages)
-    guest.bind(ssh, bdfs, drv)
+    if bdfs:
+        guest.bind(ssh, bdfs, drv)
 
 
 def app(rel: str) -> str:
