@@ -26,6 +26,11 @@ CASES = [
     ("[2026-12-01 22:42:52.442629] iobuf.c: 155:iobuf_node_initialize: *ERROR*: Unable to allocate requested "
      "large iobuf pool size\n[2026-12-01 22:42:52.818340] iobuf.c:  19:iobuf_subsystem_initialize: *ERROR*: "
      "Failed to initialize iobuf\n", 1, "not enough free hugepage memory"),
+    # v24.09's nvmf_tgt with 16 hugepages: the reactor's event pool is the first one short
+    ("[2026-12-05 03:12:58.858822] app.c: 917:spdk_app_start: *NOTICE*: Total cores available: 1\n"
+     "[2026-12-05 03:12:59.212367] reactor.c: 285:spdk_reactors_init: *ERROR*: spdk_event_mempool creation failed\n"
+     "[2026-12-05 03:12:59.216518] app.c: 920:spdk_app_start: *ERROR*: Reactor Initialization failed: rc = -1\n",
+     1, "not enough free hugepage memory"),
     ('ERROR: This system does not support "AVX512F".\nPlease check that RTE_MACHINE is set correctly.\n'
      "EAL: FATAL: unsupported cpu type.\n", 1, "the guest CPU lacks AVX512F"),
     ("sh: 1: /mnt/spdk/build/examples/hotplug: Illegal instruction\n", 132, "an instruction the guest CPU lacks"),

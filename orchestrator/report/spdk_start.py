@@ -47,7 +47,7 @@ RULES = (
        "the guest has no free hugepages for DPDK",
        "reserve them: `hugepages = N` in the topology's [machine] (tbctl's suites reserve their own)"),
     _r(r"Unable to allocate requested \w+ iobuf pool size|create PDU \w+ data pool failed|"
-       r"spdk_msg_mempool creation failed",
+       r"spdk_(?:msg|event)_mempool creation failed",
        "not enough free hugepage memory for the app's memory pools",
        "reserve more hugepages (`hugepages = N` in the topology; nvmf_tgt's defaults need about 300) or "
        "shrink the pools (iobuf_set_options before framework_start_init)"),
