@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 
 from orchestrator import guest
+from orchestrator.errors import DeadlineError
 from orchestrator.guest.ssh import SSH, Result
 from orchestrator.machines import Machine
 
@@ -46,13 +47,19 @@ def disk(machine: Machine) -> Iterator[str]:
     cleanup(ssh, name)
 
 
+_CLEANUP = r"""
+udevadm control --start-exec-queue; umount {mount} 2>/dev/null; dmsetup remove --retry {dm} 2>/dev/null
+sgdisk --zap-all /dev/{disk} >/dev/null 2>&1; wipefs -qa /dev/{disk}; udevadm settle --timeout=30
+if dmsetup info {dm} >/dev/null 2>&1; then echo "{dm} is still there" >&2; exit 1; fi
+if ls -d /sys/block/{disk}/{disk}p* >/dev/null 2>&1; then echo "the kernel still has partitions of {disk}" >&2; exit 1; fi
+"""
+
+
 def cleanup(ssh: SSH, disk: str) -> None:
-    """Unmounted, dm device removed, partition table wiped, udev done with all of it."""
+    """Unmounted, dm device removed, partition table wiped, udev done with all of it, and checked:
+    a next step that starts from a leftover would fail for a reason that is not its own."""
     q = shlex.quote
-    ssh.run(f"udevadm control --start-exec-queue; umount {q(MOUNT)} 2>/dev/null; "
-            f"dmsetup remove --retry {q(DM_NAME)} 2>/dev/null; sgdisk --zap-all /dev/{q(disk)} >/dev/null 2>&1; "
-            f"wipefs -qa /dev/{q(disk)}; true", timeout=60, check=True)
-    guest.settle(ssh)
+    ssh.run(_CLEANUP.format(mount=q(MOUNT), dm=q(DM_NAME), disk=q(disk)), timeout=90, check=True)
 
 
 @contextmanager
@@ -64,11 +71,9 @@ def slow_udev(ssh: SSH, delay: float | None) -> Iterator[None]:
                                                    timeout=delay + 20, label="udev queue restart")
     try:
         yield
-    finally:
-        if restart is not None:
-            restart.wait()
-        else:
-            ssh.run("udevadm control --start-exec-queue", timeout=10, check=True)
+    finally:  # a failure in the block is reported as it is; the restart's own failure only otherwise
+        restarted = ssh.run("udevadm control --start-exec-queue", timeout=10) if restart is None else restart.wait()
+    restarted.check()
 
 
 def partition(ssh: SSH, disk: str, sync: bool) -> None:
@@ -79,11 +84,30 @@ def partition(ssh: SSH, disk: str, sync: bool) -> None:
         ssh.run(f"sgdisk -n 1:2048:+{PART_MIB}M -c 1:{LABELS[0]} -n 2:0:+{PART_MIB}M -c 2:{LABELS[1]} "
                 f"/dev/{shlex.quote(disk)}", timeout=30, check=True)
         if watch is not None:
-            watch.wait_devices([f"{disk}p1", f"{disk}p2"], ("add", "change"), timeout=SYNC_TIMEOUT)
+            try:
+                watch.wait_devices([f"{disk}p1", f"{disk}p2"], ("add", "change"), timeout=SYNC_TIMEOUT)
+            except DeadlineError as e:
+                raise DeadlineError(f"{e}\n{udev_state(ssh, disk)}", what=e.what, seconds=e.seconds) from None
             guest.settle(ssh)
     finally:
         if watch is not None:
             watch.close()
+
+
+_UDEV_STATE = r"""
+echo "kernel partitions: $(awk -v d={disk} 'index($4, d) == 1 {{print $4}}' /proc/partitions | tr '\n' ' ')"
+if [ -e /run/udev/queue ]; then echo 'udev queue: events pending'; else echo 'udev queue: empty'; fi
+echo "in flight: $(cat /sys/block/{disk}/inflight)"
+ps -eo pid=,stat=,wchan:24=,args= | awk '$2 ~ /^D/ {{print "D state: " $0}}'
+dmesg | grep -i udev | tail -n 5
+"""
+
+
+def udev_state(ssh: SSH, disk: str) -> str:
+    """What tells a sync that saw no event why: whether the kernel has the partitions, whether
+    udev still holds events, and what is stuck in the kernel (a worker blocked on I/O)."""
+    res = ssh.run(_UDEV_STATE.format(disk=shlex.quote(disk)), timeout=20)
+    return (res.stdout + res.stderr).strip()
 
 
 def dm_table() -> str:

@@ -174,3 +174,34 @@ def test_a_line_already_received_is_read_without_waiting_for_more(monkeypatch: p
     with pytest.raises(DeadlineError):
         proc.readline(0.01)  # nothing more: now it waits, and only until its deadline
     assert waits and all(t <= 0.01 for t in waits)
+
+
+class _MonitorSSH:
+    """An SSH whose one command is a `udevadm monitor` that printed `out` and still runs."""
+
+    def __init__(self, out: bytes):
+        self.out = out
+
+    def start(self, cmd: str, timeout: float, label: str = "") -> object:
+        from orchestrator.guest import ssh as ssh_mod
+        return ssh_mod.RemoteProcess(self, _Chan(self.out), cmd, timeout, None, label)  # type: ignore[arg-type]
+
+
+_MONITOR = (b"monitor will print the received events for:\nUDEV - the event which udev sends out after rule "
+            b"processing\n\nUDEV  [19.2] change   /devices/x/nvme0n1 (block)\nACTION=change\nDEVNAME=/dev/nvme0n1\n\n"
+            b"UDEV  [19.3] add   /devices/x/nvme0n1/nvme0n1p1 (block)\nACTION=add\nDEVNAME=/dev/nvme0n1p1\n\n")
+
+
+def test_uevent_wait_names_the_devices_it_saw_and_those_it_did_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition's event that never came is named, beside the events that did come (which tell
+    whether udev ran at all and the kernel re-read the table)."""
+    from orchestrator.guest import UeventWatch
+    from orchestrator.guest import ssh as ssh_mod
+
+    monkeypatch.setattr(ssh_mod.select, "select", lambda r, w, x, t: ([], [], []))
+    watch = UeventWatch(_MonitorSSH(_MONITOR), "block", source="udev")  # type: ignore[arg-type]
+    with pytest.raises(DeadlineError, match=r"no add/change for nvme0n1p2 within 0.05 s; "
+                                            r"seen: change nvme0n1, add nvme0n1p1$"):
+        watch.wait_devices(["nvme0n1p1", "nvme0n1p2"], ("add", "change"), timeout=0.05)
+    watch = UeventWatch(_MonitorSSH(_MONITOR), "block", source="udev")  # type: ignore[arg-type]
+    assert watch.wait_devices(["nvme0n1p1"], ("add",), timeout=5) < 5

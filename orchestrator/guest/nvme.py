@@ -154,18 +154,20 @@ class UeventWatch:
         """Until an event with one of `actions` came for each device (DEVNAME without /dev/);
         DeadlineError names the ones that did not. Returns the seconds waited."""
         start = time.monotonic()
-        deadline, missing, event = start + timeout, set(names), {}
+        deadline, missing, event, seen = start + timeout, set(names), {}, []
         while missing:
             try:
                 line = self._proc.readline(max(0.0, deadline - time.monotonic()))
             except DeadlineError:
                 raise DeadlineError(f"uevents: no {'/'.join(actions)} for {', '.join(sorted(missing))} "
-                                    f"within {timeout:g} s") from None
+                                    f"within {timeout:g} s; seen: {', '.join(seen) or 'none'}") from None
             if line.strip():
                 key, _, value = line.partition("=")
                 event[key] = value
                 continue
             name = event.get("DEVNAME", "").removeprefix("/dev/")
+            if name:
+                seen.append(f"{event.get('ACTION')} {name}")
             if event.get("ACTION") in actions:
                 missing.discard(name)
             event = {}
