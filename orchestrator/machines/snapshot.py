@@ -31,6 +31,11 @@ from orchestrator.machines.machine import Machine
 from orchestrator.vm import qemu_binary
 from orchestrator.vm.machine import TCG_KERNEL_ARGS, Saved
 
+# Run in the guest before it is saved. The stdlib modules tbctl's own guest scripts import
+# (templates/guest/*.py.j2) are read once, so every restored guest has them in its page cache:
+# a cold start of the hotplug app read them from disk in 0.95 s, a warm one took 0.30 s (TCG).
+PREPARE = "python3 -c 'import json, os, re, sys, time'; udevadm settle --timeout=60; sync"
+
 
 def unsupported(topology: Topology) -> str | None:
     """Why machines of this topology cannot start from a save, or None."""
@@ -49,6 +54,7 @@ def key(topology: Topology, image: Image, accel: str, shares: dict[str, Path]) -
     argv_template = (paths.TEMPLATES / "qemu" / "argv.j2").read_text()
     q = qemu_binary.current()
     shape = {"image": image.digest, "qemu": [str(q.path), q.version_line], "accel": accel, "tbctl": __version__, "argv": argv_template,
+             "prepare": PREPARE,
              "machine": [topology.memory_mib, topology.cpus, topology.iommu, topology.hugepages, topology.qtest,
                          topology.kernel_args(), TCG_KERNEL_ARGS],
              "ports": [c.root_port for c in topology.controllers if c.hotplug],
@@ -91,7 +97,7 @@ def _save(topology: Topology, image: Image, accel: str, shares: dict[str, Path],
     t0 = time.monotonic()
     m = Machine(topology, image, into.dir / "template", accel=accel, shares=shares, empty_ports=True)
     with m:
-        m.ssh.run("udevadm settle --timeout=60; sync", timeout=90, check=True)
+        m.ssh.run(PREPARE, timeout=90, check=True)
         m.close_guest()  # no TCP session in the saved state
         m.qmp.execute("migrate", {"uri": "exec:cat > " + shlex.quote(str(into.state))})
         deadline = time.monotonic() + timeout
