@@ -31,10 +31,16 @@ from orchestrator.machines.machine import Machine
 from orchestrator.vm import qemu_binary
 from orchestrator.vm.machine import TCG_KERNEL_ARGS, Saved
 
-# Run in the guest before it is saved. The stdlib modules tbctl's own guest scripts import
-# (templates/guest/*.py.j2) are read once, so every restored guest has them in its page cache:
-# a cold start of the hotplug app read them from disk in 0.95 s, a warm one took 0.30 s (TCG).
-PREPARE = "python3 -c 'import json, os, re, sys, time'; udevadm settle --timeout=60; sync"
+
+def prepare() -> str:
+    """The guest command run before it is saved: it imports the stdlib modules tbctl's own guest
+    scripts import (read from templates/guest/*.py.j2, so the list cannot go stale), so every
+    restored guest has them in its page cache (the hotplug app's start: 0.95 s cold, 0.30 s warm
+    under TCG), then lets udev settle and syncs the disk."""
+    modules = sorted({name.strip() for template in (paths.TEMPLATES / "guest").glob("*.py.j2")
+                      for line in template.read_text().splitlines() if line.startswith("import ")
+                      for name in line.removeprefix("import ").split(",")})
+    return f"python3 -c {shlex.quote('import ' + ', '.join(modules))}; udevadm settle --timeout=60; sync"
 
 
 def unsupported(topology: Topology) -> str | None:
@@ -54,7 +60,7 @@ def key(topology: Topology, image: Image, accel: str, shares: dict[str, Path]) -
     argv_template = (paths.TEMPLATES / "qemu" / "argv.j2").read_text()
     q = qemu_binary.current()
     shape = {"image": image.digest, "qemu": [str(q.path), q.version_line], "accel": accel, "tbctl": __version__, "argv": argv_template,
-             "prepare": PREPARE,
+             "prepare": prepare(),
              "machine": [topology.memory_mib, topology.cpus, topology.iommu, topology.hugepages, topology.qtest,
                          topology.kernel_args(), TCG_KERNEL_ARGS],
              "ports": [c.root_port for c in topology.controllers if c.hotplug],
@@ -97,7 +103,7 @@ def _save(topology: Topology, image: Image, accel: str, shares: dict[str, Path],
     t0 = time.monotonic()
     m = Machine(topology, image, into.dir / "template", accel=accel, shares=shares, empty_ports=True)
     with m:
-        m.ssh.run(PREPARE, timeout=90, check=True)
+        m.ssh.run(prepare(), timeout=90, check=True)
         m.close_guest()  # no TCP session in the saved state
         m.qmp.execute("migrate", {"uri": "exec:cat > " + shlex.quote(str(into.state))})
         deadline = time.monotonic() + timeout
