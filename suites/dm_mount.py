@@ -6,10 +6,13 @@ had just made, so a device the table named did not exist yet. The fix is a sync:
 uevents of exactly the partitions expected, as udev finished them, then `udevadm settle`.
 
 The table names the partitions by the links udev makes for them (/dev/disk/by-partlabel/...),
-so a dmsetup that outruns udev fails as the CI one did. Race mode makes udev slow on purpose
-(`udevadm control --stop-exec-queue`): without the sync the queue starts again only once dmsetup
-has run, so dmsetup fails with "No such device" every time, however fast or loaded the machine;
-with the sync the queue starts again RACE_DELAY seconds later, and the sync waits it out every time.
+so a dmsetup that outruns udev fails as the CI one did. Race mode makes udev slow on purpose.
+Without the sync, udev's event queue is stopped (`udevadm control --stop-exec-queue`) until
+dmsetup has run, so dmsetup fails with "No such device" every time, however fast or loaded the
+machine. With the sync, a rule makes udev take RACE_DELAY seconds over each partition's event, and
+the sync waits it out every time. (Not a stopped queue there: bookworm's udevd, systemd 252, at
+times did not take its queue up again after `--start-exec-queue` when no new event followed:
+events pending 30 s later, nothing in flight, twice in CI.)
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ TIMEOUT = 120  # seconds per test under KVM (scaled for TCG)
 DM_NAME = "nvme_dm_test"
 PART_MIB = 64  # each partition; the dm device joins the first half of each
 LABELS = ("tbctl_dm_p1", "tbctl_dm_p2")
-RACE_DELAY = 2.0  # seconds udev sits on its queue in race mode
+RACE_DELAY = 2.0  # seconds udev takes longer over each partition event in the synced race
 RACE_RUNS = 10
 MOUNT = "/mnt/dm_mount"
 SYNC_TIMEOUT = 30
@@ -63,17 +66,31 @@ def cleanup(ssh: SSH, disk: str) -> None:
 
 
 @contextmanager
-def slow_udev(ssh: SSH, delay: float | None) -> Iterator[None]:
-    """udev's event queue stopped now, started again `delay` seconds later (while the block
-    runs), or with None once the block is done: its events wait until then."""
+def stopped_udev(ssh: SSH) -> Iterator[None]:
+    """udev's event queue stopped while the block runs: its events wait until the block is done."""
     ssh.run("udevadm control --stop-exec-queue", timeout=10, check=True)
-    restart = None if delay is None else ssh.start(f"sleep {delay:g}; udevadm control --start-exec-queue",
-                                                   timeout=delay + 20, label="udev queue restart")
     try:
         yield
     finally:  # a failure in the block is reported as it is; the restart's own failure only otherwise
-        restarted = ssh.run("udevadm control --start-exec-queue", timeout=10) if restart is None else restart.wait()
+        restarted = ssh.run("udevadm control --start-exec-queue", timeout=10)
     restarted.check()
+
+
+SLOW_RULES = "/run/udev/rules.d/00-tbctl-slow.rules"
+
+
+@contextmanager
+def slow_udev(ssh: SSH, disk: str, delay: float) -> Iterator[None]:
+    """While the block runs, udev's rules take `delay` seconds longer over every event of a
+    partition of `disk`, so its links (and udev's event) come that much after the kernel's."""
+    rule = f'ACTION=="add|change", SUBSYSTEM=="block", KERNEL=="{disk}p[0-9]*", PROGRAM="/bin/sleep {delay:g}"\n'
+    ssh.run(f"mkdir -p /run/udev/rules.d && cat > {SLOW_RULES} && udevadm control --reload", timeout=30,
+            stdin=rule.encode(), check=True)
+    try:
+        yield
+    finally:
+        removed = ssh.run(f"rm -f {SLOW_RULES} && udevadm control --reload", timeout=30)
+    removed.check()
 
 
 def partition(ssh: SSH, disk: str, sync: bool) -> None:
@@ -145,14 +162,14 @@ def test_race_mode(machine: Machine, disk: str) -> None:
     "No such device"; after the uevent sync it succeeds."""
     ssh = machine.ssh
     for run in range(1, RACE_RUNS + 1):
-        with slow_udev(ssh, None):  # the CI's race, forced: udev has done nothing when dmsetup runs
+        with stopped_udev(ssh):  # the CI's race, forced: udev has done nothing when dmsetup runs
             partition(ssh, disk, sync=False)
             raced = dmsetup_create(ssh)
         assert not raced.ok and f"reload ioctl on {DM_NAME}" in raced.stderr and "No such device" in raced.stderr, (
             f"run {run}: without the sync dmsetup was expected to fail with 'No such device', got exit "
             f"{raced.rc}: {raced.stderr.strip()}")
         cleanup(ssh, disk)
-        with slow_udev(ssh, RACE_DELAY):
+        with slow_udev(ssh, disk, RACE_DELAY):
             partition(ssh, disk, sync=True)
             synced = dmsetup_create(ssh)
         assert synced.ok, f"run {run}: with the sync dmsetup failed: {synced.stderr.strip()}"
