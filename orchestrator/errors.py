@@ -52,3 +52,13 @@ class CommandFailed(SSHError):
     def __init__(self, message: str, *, cmd: str = "", rc: int | None = None, stdout: str = "", stderr: str = ""):
         super().__init__(message)
         self.cmd, self.rc, self.stdout, self.stderr = cmd, rc, stdout, stderr
+
+
+class LoadFailed(TbctlError):
+    """A load a test judges (fio, SPDK's perf, an app under test) never got its I/O going, or
+    ended without the report the test reads: what happened to it, never a parse error."""
+
+    def __init__(self, message: str, *, label: str = "", rc: int | None = None, seconds: float | None = None,
+                 output: str = ""):
+        super().__init__(message)
+        self.label, self.rc, self.seconds, self.output = label, rc, seconds, output

@@ -119,7 +119,7 @@ def test_spdk_doorbell_aers(machine: Machine, hotplug: Hotplug, bed: Bed, artifa
         with faults.NvmeTrace(machine) as trace:
             run = spdk.doorbell_aers(machine.ssh, tree, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
             why = trace.aer_diagnosis() if run.hung else ""
-            posted = [ln.split("info ", 1)[1].split()[0] for ln in trace.find("pci_nvme_aer_post_cqe", "type 0x0 ")]
+            posted = trace.error_aers()
     finally:
         guest.bind(machine.ssh, [bdf], "nvme")
         guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()

@@ -24,7 +24,6 @@ kernel 6.1, DESIGN.md) is a guest crash with its title and stacks, not a silent 
 
 from __future__ import annotations
 
-import json
 import time
 
 from orchestrator.engine.fixtures import Fabric, Injectors
@@ -61,17 +60,18 @@ def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: Fabric
             bdevperf = spdk_nvmf.Bdevperf(host.ssh, fabric.tree, host.run_dir, BDEVPERF_SECONDS)
             bdevperf.attach(NQN, transport, nic.ip)
             bdevperf.start()
+            bdevperf.wait_io(60)
             wait_state = bdevperf.wait_state
         else:
             ctrl = nvmf.connect(host.ssh, transport, nic.ip, NQN, fast_io_fail_tmo=FAST_IO_FAIL, ctrl_loss_tmo=600)
             dev = nvmf.namespace(host.ssh, ctrl)
-            fio = host.ssh.start(f"fio --name=load --filename={dev} --rw=randrw --bs=4k --direct=1 --ioengine=libaio "
-                                 "--iodepth=8 --time_based --runtime=600 --continue_on_error=all "
-                                 "--output-format=json", timeout=900, label=f"fio on {dev} over {transport}")
+            fio = Fio(host.ssh, dev, "--name=load --rw=randrw --bs=4k --direct=1 --ioengine=libaio --iodepth=8 "
+                      "--time_based --runtime=600 --continue_on_error=all", timeout=900,
+                      label=f"fio on {dev} over {transport}")
+            fio.wait_io()
 
             def wait_state(states: tuple[str, ...], timeout: float) -> tuple[str, float]:
                 return nvmf.wait_state(host.ssh, ctrl, states, timeout)
-        time.sleep(3)  # I/O under way
         link = injectors.link(target, nic.id)
         via = "guest" if app is not None else "qmp"  # nvmf_tgt's NIC goes as device_removal.sh removes it
         link.remove(timeout=60, via=via)  # a target that cannot let go hangs here; its hung tasks end the test first
@@ -94,10 +94,9 @@ def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: Fabric
             assert result["results"], f"bdevperf ran no job: {result}"
         else:
             read = host.ssh.run(f"dd if={dev} of=/dev/null bs=64k count=64 iflag=direct", timeout=60)
-            fio.signal("INT")
-            report = json.loads((res := fio.wait()).stdout[res.stdout.index("{"):])
+            report = fio.stop()
             assert read.ok, f"a read from {dev} after the NIC came back failed: {read.stderr.strip()[-300:]}"
-            assert report["jobs"][0]["read"]["io_bytes"] > 0, "fio did no I/O"
+            assert report["jobs"][0]["read"]["io_bytes"] > 0, f"{fio.label} did no I/O"
     finally:
         for part in (bdevperf, app):
             if part is not None:

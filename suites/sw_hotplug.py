@@ -14,7 +14,6 @@ vfio-pci behind a vIOMMU).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +23,7 @@ from orchestrator import guest, spdk
 from orchestrator.engine.session import Bed
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import HotplugApp, KernelHotplugApp
+from orchestrator.guest.load import Fio
 from orchestrator.machines import Machine
 from orchestrator.spdk.hotplug_app import SpdkHotplugApp
 
@@ -159,14 +159,12 @@ def test_hotplug_under_io(variant: Variant, machine: Machine, hotplug: Hotplug) 
     for stay, moving in ((ctrls[1], ctrls[0]), (ctrls[0], ctrls[1])):
         dev = "/dev/" + guest.nvme_state(machine.ssh)[serial(machine, stay)]["block"][0]
         before = dmesg_lines(machine)
-        fio = machine.ssh.start(
-            f"fio --name=stay --filename={dev} --rw=randrw --bs=4k --direct=1 --ioengine=libaio --iodepth=4 "
-            f"--time_based --runtime=600 --output-format=json", timeout=900)
+        fio = Fio(machine.ssh, dev, "--name=stay --rw=randrw --bs=4k --direct=1 --ioengine=libaio --iodepth=4 "
+                  "--time_based --runtime=600", timeout=900, label=f"fio on {dev} ({stay}, staying)")
+        fio.wait_io()  # faults only once its I/O is under way: a busy host can take seconds to start it
         run_cycles(machine, hotplug, variant, [moving], 2)
-        fio.signal("INT")  # fio stops its jobs and prints its report
-        res = fio.wait()
-        report = json.loads(res.stdout[res.stdout.index("{"):])
+        report = fio.stop()
         errors = [job["error"] for job in report["jobs"]]
-        assert errors == [0], f"fio on {dev} ({stay}, stayed) failed with errors {errors}"
-        assert report["jobs"][0]["read"]["io_bytes"] > 0, "fio did no I/O"
+        assert errors == [0], f"{fio.label} failed with errors {errors}"
+        assert report["jobs"][0]["read"]["io_bytes"] > 0, f"{fio.label} did no I/O"
         assert not io_errors(machine, before, [dev.rsplit("/", 1)[1]]), f"I/O errors on {dev}, which stayed"

@@ -3,10 +3,14 @@ and read from QEMU's stderr; and what they say about an Error AER that never cam
 
 from __future__ import annotations
 
+import re
 import time
 
 from orchestrator.errors import DeadlineError
 from orchestrator.faults.target import Target
+
+
+_INFO = re.compile(r"\binfo (0x[0-9a-f]+)\b")
 
 
 class NvmeTrace:
@@ -42,6 +46,11 @@ class NvmeTrace:
 
     def find(self, event: str, contains: str = "") -> list[str]:
         return [ln for ln in self.lines() if ln.split(" ", 1)[0] == event and contains in ln]
+
+    def error_aers(self) -> list[str]:
+        """The info field (0x0, 0x1...) of every Error AER completion QEMU posted; a line QEMU was
+        still writing when read counts as "cut", never as an error of the parse."""
+        return [m[1] if (m := _INFO.search(ln)) else "cut" for ln in self.find("pci_nvme_aer_post_cqe", "type 0x0 ")]
 
     def wait(self, event: str, contains: str = "", timeout: float = 10) -> str:
         """The first trace line of `event` containing `contains`; QEMU writes it asynchronously."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import DeadlineError, SSHError
+from orchestrator.guest import load
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.render import render
 
@@ -152,18 +153,22 @@ class KernelHotplugApp(HotplugApp):
 
     def _json(self, line: str) -> dict:
         try:
-            return json.loads(line)
+            d = json.loads(line)
         except ValueError:
             return {}
+        return d if isinstance(d, dict) else {}
 
     def is_ready(self, line: str) -> bool:
         return self._json(line).get("event") == "ready"
 
     def parse(self, line: str) -> tuple[str, str] | None:
         d = self._json(line)
-        return (d["event"], d["serial"]) if d.get("event") in ("insert", "remove") else None
+        return (d["event"], d["serial"]) if d.get("event") in ("insert", "remove") and "serial" in d else None
 
     def summary(self, result: Result) -> Summary:
-        last = [self._json(line) for line in result.stdout.splitlines() if '"summary"' in line]
-        s = last[-1] if last else {"inserts": -1, "removals": -1}
-        return Summary(result.rc, s["inserts"], s["removals"], result)
+        """Its last summary line; LoadFailed saying how it ended when it printed none."""
+        last = [d for line in result.stdout.splitlines() if '"summary"' in line
+                if isinstance((d := self._json(line)).get("inserts"), int) and isinstance(d.get("removals"), int)]
+        if not last:
+            raise load.failed(f"{self.name} hotplug app", result, "without printing its summary")
+        return Summary(result.rc, last[-1]["inserts"], last[-1]["removals"], result)

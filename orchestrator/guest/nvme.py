@@ -43,10 +43,20 @@ def identities(ssh: SSH) -> dict[str, dict[str, str]]:
     """BDF -> {serial, model} recorded by `bind` while the kernel nvme driver still had each one."""
     res = ssh.run('for f in /run/tbctl/nvme/*.json; do [ -e "$f" ] && printf "%s " "$(basename "$f" .json)" '
                   '&& cat "$f"; done; true', timeout=10, check=True)
+    return parse_identities(res.stdout)
+
+
+def parse_identities(text: str) -> dict[str, dict[str, str]]:
+    """`identities`' lines, "BDF {json}"; a record cut short or not an object is named, not a parse error."""
     out = {}
-    for line in res.stdout.splitlines():
+    for line in text.splitlines():
         bdf, _, record = line.partition(" ")
-        out[bdf] = json.loads(record)
+        try:
+            out[bdf] = json.loads(record)
+        except ValueError:
+            out[bdf] = {}
+        if not isinstance(out[bdf], dict) or not {"serial", "model"} <= out[bdf].keys():
+            raise MachineError(f"guest: /run/tbctl/nvme/{bdf}.json is not the identity bind recorded: {record[:200]!r}")
     return out
 
 
@@ -75,11 +85,13 @@ def _script(serials: list[str], present: bool, timeout: float, addresses: dict[s
 
 
 def _parse(res: Result) -> NvmeWait:
+    """The helper's last line; MachineError saying how it ended when that is not its verdict."""
     try:
         data = json.loads(res.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise MachineError(f"guest nvme_state helper failed (exit {res.rc}): {res.stderr.strip()[-500:]}") from None
-    return NvmeWait(data["ok"], data["waited"], data["controllers"], data["reprobed"])
+        return NvmeWait(bool(data["ok"]), float(data["waited"]), dict(data["controllers"]), list(data["reprobed"]))
+    except (ValueError, IndexError, KeyError, TypeError):
+        raise MachineError(f"guest nvme_state helper {res.ended} without its verdict after {res.seconds:.1f} s: "
+                           f"{res.tail(5) or 'no output'}") from None
 
 
 def all_present(ssh: SSH, serials: list[str], timeout: float = 20, wait: float = 0.0) -> bool:

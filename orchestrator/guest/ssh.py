@@ -11,6 +11,7 @@ import base64
 import contextlib
 import select
 import shlex
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +57,26 @@ class Result:
     def ok(self) -> bool:
         return self.rc == 0
 
+    @property
+    def ended(self) -> str:
+        """How it ended, in words: its exit status, or the signal that killed it (the guest's
+        `timeout` reports a child's signal as 128+N; -1: the wrapper itself died of one)."""
+        if self.rc < 0:
+            return "was killed by a signal"
+        if self.rc > 128:
+            try:
+                return f"was killed by {signal.Signals(self.rc - 128).name} (exit {self.rc})"
+            except ValueError:
+                pass
+        return f"exited {self.rc}"
+
+    def tail(self, lines: int = 8) -> str:
+        """Its last lines of output, stderr first when it wrote any: what it said as it ended."""
+        return "\n".join((self.stderr.strip() or self.stdout.strip()).splitlines()[-lines:])
+
     def check(self) -> "Result":
         if self.rc != 0:
-            tail = (self.stderr or self.stdout).strip().splitlines()[-5:]
-            raise CommandFailed(f"guest command failed (exit {self.rc}): {self.cmd}\n" + "\n".join(tail),
+            raise CommandFailed(f"guest command failed (exit {self.rc}): {self.cmd}\n" + self.tail(5),
                                 cmd=self.cmd, rc=self.rc, stdout=self.stdout, stderr=self.stderr)
         return self
 
@@ -261,6 +278,15 @@ class RemoteProcess:
     def unread_lines(self) -> list[str]:
         """stdout lines that readline() has not returned yet."""
         return self._out[self._consumed:].decode(errors="replace").splitlines()
+
+    def wait_pid(self, timeout: float) -> int | None:
+        """The guest pid of the command's root once the wrapper reported it; None if the command
+        ended first or nothing came within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.pid is None and not self._pump(min(deadline, time.monotonic() + 0.1)):
+            if time.monotonic() >= deadline:
+                break
+        return self.pid
 
     @property
     def pid(self) -> int | None:

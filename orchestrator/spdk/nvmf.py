@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import DeadlineError, TbctlError
+from orchestrator.errors import DeadlineError, LoadFailed, MachineError, TbctlError
+from orchestrator.guest import load
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.spdk import runtime
 from orchestrator.spdk.rpc import Rpc
@@ -70,8 +71,12 @@ class Target:
     def rdma_devices(self) -> list[str]:
         """The RDMA devices the target's transport serves on (nvmf_get_stats, as device_removal.sh
         reads it): a pulled NIC's device leaves the list, a new one joins it."""
-        groups = self.rpc.call("nvmf_get_stats")["poll_groups"]
-        return [d["name"] for t in groups[0]["transports"] if t["trtype"] == "RDMA" for d in t.get("devices", [])]
+        stats = self.rpc.call("nvmf_get_stats")
+        try:
+            return sorted({d["name"] for g in stats["poll_groups"] for t in g["transports"] if t["trtype"] == "RDMA"
+                           for d in t.get("devices", [])})
+        except (KeyError, TypeError):
+            raise MachineError(f"nvmf_get_stats: not the poll groups SPDK answers with: {str(stats)[:300]}") from None
 
     def close(self) -> None:
         """Whatever is left of it gone (after a test that failed half-way)."""
@@ -113,9 +118,32 @@ class Bdevperf:
         self._run = threading.Thread(target=run, name="bdevperf perform_tests", daemon=True)
         self._run.start()
 
+    def wait_io(self, timeout: float) -> int:
+        """Until its bdev's completed I/O count grows (perform_tests' I/O under way): the count.
+        LoadFailed if bdevperf ends first, or no I/O completes within `timeout`."""
+        deadline, last = time.monotonic() + timeout, None
+        while True:
+            if self.proc.poll():
+                raise load.failed(self.proc.label, self.proc.wait(30), "before doing any I/O")
+            stats = self.rpc.call("bdev_get_iostat").get("bdevs", [])
+            done = sum(b.get("num_read_ops", 0) + b.get("num_write_ops", 0) for b in stats)
+            if last is not None and done > last:
+                return done
+            if time.monotonic() > deadline:
+                raise LoadFailed(f"{self.proc.label}: no I/O completed within {timeout:g} s of perform_tests "
+                                 f"(bdev_get_iostat: {stats}); {self._outcome.get('error') or 'still running'}",
+                                 label=self.proc.label, seconds=timeout, output=self.proc.output())
+            last = done
+            time.sleep(0.2)
+
     def state(self) -> str:
         """The controller's state as bdev_nvme reports it: enabled, resetting, reconnect_is_delayed, failed..."""
-        return self.rpc.call("bdev_nvme_get_controllers", name=self.name)[0]["ctrlrs"][0]["state"]
+        ctrls = self.rpc.call("bdev_nvme_get_controllers", name=self.name)
+        try:
+            return str(ctrls[0]["ctrlrs"][0]["state"])
+        except (IndexError, KeyError, TypeError):
+            raise MachineError(f"bdev_nvme_get_controllers {self.name}: no controller state in {str(ctrls)[:300]}") \
+                from None
 
     def wait_state(self, states: tuple[str, ...], timeout: float) -> tuple[str, float]:
         start = time.monotonic()
