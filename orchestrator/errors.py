@@ -34,6 +34,15 @@ class QemuLaunchFailure(MachineError):
         self.exitcode, self.command, self.output = exitcode, command or [], output
 
 
+class QemuCrashed(MachineError):
+    """QEMU died on its own (a signal, an abort, an unexpected exit) while tbctl was talking to it,
+    whichever channel noticed first: the title of its death, and its exit status."""
+
+    def __init__(self, message: str, *, title: str, returncode: int | None):
+        super().__init__(message)
+        self.title, self.returncode = title, returncode
+
+
 class DeadlineError(TbctlError):
     """A deadline fired: `what` did not finish within `seconds`; the message also says what was killed."""
 

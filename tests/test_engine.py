@@ -21,6 +21,7 @@ TAINT = REPO / "tests" / "engine_suites" / "demo_taint.py"
 DEADLINE = REPO / "tests" / "engine_suites" / "demo_deadline.py"
 KNOWN = REPO / "tests" / "engine_suites" / "demo_known.py"
 KEEP = REPO / "tests" / "engine_suites" / "demo_keep.py"
+QEMU_DIES = REPO / "tests" / "engine_suites" / "demo_qemu_dies.py"
 
 
 def junit_cases(path: Path) -> dict[str, ET.Element]:
@@ -234,6 +235,19 @@ def test_sw_hotplug_kernel_passes_with_junit_and_html(tmp_path: Path) -> None:
     logs = list((tmp_path / "art").glob("run-*/sw_hotplug/test_orderly_hotplug_kernel_/app-kernel.log"))
     events = [json.loads(line) for line in logs[0].read_text().splitlines() if line.startswith("{")]
     assert [e["event"] for e in events].count("remove") == 8 and [e["event"] for e in events].count("insert") == 8
+
+
+@pytest.mark.vm
+def test_qemus_death_is_qemus_whatever_call_noticed_it(tmp_path: Path) -> None:
+    r = tbctl(tmp_path, "run", str(QEMU_DIES), "--json", str(tmp_path / "r.json"), timeout=1200)
+    by = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
+    assert set(by) == {"test_qmp_command", "test_qmp_event_wait", "test_qtest_command", "test_console_wait",
+                       "test_setup", "test_teardown"}, r.stdout[-3000:]
+    for name, t in by.items():
+        assert t["outcome"] == "qemu crashed", (name, t)
+        assert re.match(r"qemu crashed: QEMU (SIGSEGV|died of SIGSEGV)", t["message"]), (name, t["message"])
+        assert list(t["discarded"].values()) == ["QEMU died"], (name, t)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
 
 
 @pytest.mark.vm

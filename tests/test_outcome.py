@@ -34,6 +34,8 @@ def test_timed_out(fired: bool, deadline_error: bool, fatal: bool, expected: boo
     ([outcome.setup(False, False), "passed", outcome.teardown(False, "passed")], "passed"),
     ([outcome.setup(True, False)], "skipped"),
     ([outcome.setup(False, True)], "infrastructure error"),  # a fixture failed: the test-bed's fault
+    ([outcome.setup(False, True, qemu_died=True)], "qemu crashed"),  # QEMU died under the fixture's call
+    ([None, "passed", outcome.teardown(True, "passed", qemu_died=True)], "qemu crashed"),
     ([None, "failed", outcome.teardown(True, "failed")], "infrastructure error"),  # could not restore
     ([None, "qemu crashed", outcome.teardown(True, "qemu crashed")], "qemu crashed"),  # the crash's consequence
     ([None, "timed out", "passed"], "timed out"),  # the worst phase wins

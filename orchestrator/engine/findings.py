@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator import image
 from orchestrator.engine import slices
-from orchestrator.errors import DeadlineError, TbctlError
+from orchestrator.errors import DeadlineError, QemuCrashed, TbctlError
 from orchestrator.machines import Machine
 from orchestrator.report import crash
 
@@ -63,6 +63,19 @@ def hang_stacks(m: Machine, artifacts: Path) -> None:
         stacks = m.console.text[mark:]
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / f"sysrq-{m.topology.name}.txt").write_text(stacks)
+
+
+def qemu_deaths(item: pytest.Item, exc: BaseException | None) -> list[str]:
+    """Titles of the QEMU deaths under a fixture's setup or teardown that failed: its error's
+    (QemuCrashed, from whichever channel noticed), and those of the test's machines that died on
+    their own (a channel may have failed with another error first)."""
+    titles = [exc.title] if isinstance(exc, QemuCrashed) else []
+    for s in slices.of(item):
+        m = s.machine
+        m.settle()
+        if not m.stopped and not m.qemu_alive():
+            titles += [f.title for f in m.qemu_crash() if qemu_died(f)]
+    return list(dict.fromkeys(titles))
 
 
 def qemu_died(f: crash.Finding) -> bool:

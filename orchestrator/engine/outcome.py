@@ -26,9 +26,10 @@ def worst(so_far: str | None, kind: str | None) -> str | None:
     return kind if OUTCOMES.index(kind) >= OUTCOMES.index(so_far) else so_far
 
 
-def setup(skipped: bool, failed: bool) -> str | None:
-    """A fixture that skipped skips the test; one that failed is the test-bed's fault."""
-    return "skipped" if skipped else "infrastructure error" if failed else None
+def setup(skipped: bool, failed: bool, qemu_died: bool = False) -> str | None:
+    """A fixture that skipped skips the test; one that failed is the test-bed's fault, unless QEMU
+    died on its own under it: QEMU's death is QEMU's, whatever call noticed it."""
+    return "skipped" if skipped else crash(True) if failed and qemu_died else "infrastructure error" if failed else None
 
 
 def call(passed: bool, skipped: bool, timed_out: bool, crash: str | None) -> str:
@@ -50,10 +51,13 @@ def crash(qemu_died: bool) -> str:
     return "qemu crashed" if qemu_died else "guest crashed"
 
 
-def teardown(failed: bool, so_far: str | None) -> str | None:
+def teardown(failed: bool, so_far: str | None, qemu_died: bool = False) -> str | None:
     """A teardown that failed is the test-bed's fault, unless it could not restore a machine whose
-    QEMU or kernel died: that is the crash's consequence, not another finding."""
-    return None if not failed or so_far in CRASHES else "infrastructure error"
+    QEMU or kernel died: that is the crash's consequence, not another finding; a QEMU that died
+    on its own under the teardown itself is a QEMU crash."""
+    if not failed or so_far in CRASHES:
+        return None
+    return crash(True) if qemu_died else "infrastructure error"
 
 
 def known(final: str, known_as: str | None) -> str:

@@ -102,12 +102,13 @@ class Engine:
         rep: pytest.TestReport = (yield).get_result()
         timeline.phase(item, rep.when, call)
         v = results.verdict(item)
+        died = self._qemu_deaths(item, call, rep) if rep.when != "call" and rep.failed else False
         if rep.when == "setup":
-            v.kind = outcome.worst(v.kind, outcome.setup(rep.skipped, rep.failed))
+            v.kind = outcome.worst(v.kind, outcome.setup(rep.skipped, rep.failed, died))
         elif rep.when == "call":
             v.kind = outcome.worst(v.kind, self._judge_call(item, call, rep))
         else:
-            v.kind = outcome.worst(v.kind, outcome.teardown(rep.failed, v.kind))
+            v.kind = outcome.worst(v.kind, outcome.teardown(rep.failed, v.kind, died))
             self._finish(item, rep)
         results.add_phase(self.bed, item, rep, call)
         if rep.when == "call":
@@ -165,6 +166,15 @@ class Engine:
             for m in fatal if not self.bed.keep_vm else ():  # --keep-vm: kept as it died, for the user
                 m.shutdown(graceful=False)  # a panicked guest answers nothing: do not wait on it
         return outcome.call(rep.passed, rep.skipped, timed_out, crashed)
+
+    def _qemu_deaths(self, item: pytest.Item, call: pytest.CallInfo[None], rep: pytest.TestReport) -> bool:
+        """A fixture failed: whether QEMU died on its own under it (recorded as the test's crash)."""
+        titles = findings.qemu_deaths(item, call.excinfo.value if call.excinfo else None)
+        if titles:
+            v = results.verdict(item)
+            v.crashes = v.crashes or "qemu crashed: " + "; ".join(titles)
+            rep.sections.append(("qemu crashed", "\n".join(titles)))
+        return bool(titles)
 
     def _keep(self, item: pytest.Item, entry: dict[str, Any]) -> None:
         """--keep-vm: a failing test's machines outlive the run, registered as `tbctl up`'s, and

@@ -48,7 +48,7 @@ class Registers:
         """A connection of its own (`with regs.qtest() as q:`): QEMU's qtest socket serves one
         client at a time, and another injector (or the deadline diagnosis) may need it next."""
         assert self.machine.qtest_socket is not None
-        return QTest(self.machine.qtest_socket)
+        return QTest(self.machine.qtest_socket, lost=self.machine.lost)
 
     def _guest(self, cmd: str) -> str:
         return self.machine.ssh.run(cmd, timeout=10, check=True).stdout

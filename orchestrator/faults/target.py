@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.config.topology import Controller, Topology
+from orchestrator.errors import MachineError
 from orchestrator.guest.ssh import SSH
 from orchestrator.net.links import Link
 from orchestrator.vm.qmp import QMP
@@ -31,3 +32,5 @@ class Target(Protocol):
     def stderr_log(self) -> Path: ...
 
     def backing(self, ctrl: Controller, nsid: int) -> Path: ...
+
+    def lost(self, what: str) -> MachineError: ...

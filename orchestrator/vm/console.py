@@ -19,9 +19,11 @@ from orchestrator.errors import DeadlineError, MachineError
 
 
 class Console:
-    def __init__(self, socket_path: Path, name: str = "vm"):
+    def __init__(self, socket_path: Path, name: str = "vm", lost: Callable[[str], MachineError] | None = None):
+        """`lost`: the error for a wait QEMU's exit cut short (its owner knows whether QEMU died)."""
         self.socket_path = socket_path
         self.name = name
+        self._lost = lost or (lambda what: MachineError(f"{what}: console closed (QEMU exited)"))
         self._text = ""
         self._arrivals: list[tuple[int, float]] = []  # (text length after a read, host time of it)
         self._closed = False
@@ -94,8 +96,7 @@ class Console:
                 if found:
                     return min(found, key=lambda m: m.start())
                 if self._closed:
-                    raise MachineError("console closed (QEMU exited) while waiting for "
-                                       + " | ".join(p.pattern for p in patterns))
+                    raise self._lost("console wait for " + " | ".join(p.pattern for p in patterns))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeadlineError(f"console: none of {' | '.join(p.pattern for p in patterns)} "

@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator import logs
 from orchestrator.config.topology import Controller, Topology
-from orchestrator.errors import ConfigError, DeadlineError, MachineError, QemuLaunchFailure, TbctlError
+from orchestrator.errors import ConfigError, DeadlineError, MachineError, QemuCrashed, QemuLaunchFailure, TbctlError
 from orchestrator.image import MARKER_FAILED, MARKER_READY, Image
 from orchestrator.net.links import Link
 from orchestrator.net.ports import free_port
@@ -39,6 +39,7 @@ BIOS = "qboot.rom"  # found in the chosen QEMU's own data directories (without i
 # tells a removal the guest never completed from one QEMU never finished (acpi_hotplug).
 ACPI_TRACE = "acpi_pci_"
 DEFAULT_BOOT_TIMEOUT = 60.0
+SETTLE = 30.0  # seconds a QEMU whose channels closed may take to be gone (it may be writing its core)
 # Under TCG a controller was once seen stuck "connecting" at boot (an admin completion whose
 # interrupt never came). The nvme driver polls the queue when an admin command times out; 20 s
 # instead of 60 s lets that recovery happen well inside the boot deadline.
@@ -267,10 +268,10 @@ class QemuMachine:
             self.record.pid_start = registry.start_time(self._proc.pid)
             registry.save(self.record)
             try:
-                self.console = Console(self.run_dir / "console.sock", self.name)
+                self.console = Console(self.run_dir / "console.sock", self.name, self.lost)
                 self.console.connect(10, self.qemu_alive)
                 self._qmp = QMP(self.run_dir / "qmp.sock", self.artifacts / "qmp-events.jsonl", self.name,
-                                self.unplug_stopped)
+                                self.unplug_stopped, self.lost)
                 self._qmp.connect(10, self.qemu_alive)
                 return
             except MachineError:
@@ -346,11 +347,26 @@ class QemuMachine:
         """QEMU died on its own (qemu_crash() told why)."""
         return bool(self._crash) and self._crash[0].title.startswith("QEMU")
 
-    def settle(self, timeout: float = 30) -> None:
-        """If QEMU is on its way out on its own (its console closed while nobody stopped it: it
-        may still be writing its core), wait for it to be gone, so its death is seen as such."""
-        if not self.stopped and self.console is not None and self.console.closed:
+    def settle(self, timeout: float = SETTLE) -> None:
+        """If QEMU is on its way out on its own (its console or QMP closed while nobody stopped it:
+        it may still be writing its core), wait for it to be gone, so its death is seen as such."""
+        closed = (self.console is not None and self.console.closed) or \
+            (self._qmp is not None and self._qmp.closed)
+        if not self.stopped and closed:
             self.wait_exit(timeout)
+
+    def lost(self, what: str) -> MachineError:
+        """The error for a call (QMP, console, qtest) whose channel QEMU's end cut short: once QEMU
+        is gone, QemuCrashed with the title of its death if it died on its own, whatever call
+        noticed first; a plain MachineError when tbctl stopped it, or it still runs."""
+        if self.stopped or not self.wait_exit(SETTLE) or self.stopped:
+            state = "QEMU was shut down" if self.stopped else f"QEMU still runs {SETTLE:g} s later"
+            return MachineError(f"{self.name}: {what}: the connection to QEMU closed ({state})")
+        if self._proc is None:  # attached to a VM another tbctl started: its exit status is not ours to read
+            return MachineError(f"{self.name}: {what}: QEMU exited")
+        death = self.qemu_crash()[0]
+        return QemuCrashed(f"{self.name}: {what}: QEMU died: {death.title}", title=death.title,
+                           returncode=self.returncode)
 
     def qemu_alive(self) -> bool:
         if self._proc is not None:
@@ -428,7 +444,7 @@ class QemuMachine:
         if self._qmp is None:
             assert self.record is not None
             self._qmp = QMP(self.record.qmp_socket, self.artifacts / "qmp-events.jsonl", self.name,
-                            self.unplug_stopped)
+                            self.unplug_stopped, self.lost)
             self._qmp.connect(10, self.qemu_alive)
         return self._qmp
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine, TypeVar
 
 from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp import QMPError as LibraryError
 from qemu.qmp.protocol import Runstate
 
 from orchestrator.config.topology import Controller
@@ -33,12 +34,15 @@ class QMPError(MachineError):
 
 class QMP:
     def __init__(self, socket_path: Path, event_log: Path | None, name: str = "tbctl",
-                 explain_unplug: Callable[[str], str] | None = None):
+                 explain_unplug: Callable[[str], str] | None = None,
+                 lost: Callable[[str], MachineError] | None = None):
         """`event_log` gets every event (JSON lines); the commands sent go to qmp-commands.log beside it.
         `explain_unplug` says where a removal whose DEVICE_DELETED never came stopped (the QEMU's
-        owner reads that from QEMU's own trace)."""
+        owner reads that from QEMU's own trace); `lost` is the error for a call the connection's end
+        cut short (the owner knows whether QEMU died, and of what)."""
         self.socket_path = socket_path
         self.explain_unplug = explain_unplug
+        self._lost = lost or (lambda what: MachineError(f"{what}: not connected to QEMU"))
         self._event_log = open(event_log, "a", buffering=1) if event_log else None
         self._command_log = open(event_log.with_name("qmp-commands.log"), "a", buffering=1) if event_log else None
         self._events: list[dict[str, Any]] = []
@@ -119,12 +123,18 @@ class QMP:
             self._event_log.write(json.dumps(event, sort_keys=True) + "\n")
 
     @property
+    def closed(self) -> bool:
+        """The connection was made and has ended since (QEMU closed it, or close() did)."""
+        with self._cond:
+            return self._closed
+
+    @property
     def connected(self) -> bool:
         return self._client.runstate == Runstate.RUNNING and not self._closed
 
     def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = DEFAULT_TIMEOUT) -> Any:
         if not self.connected:
-            raise MachineError(f"QMP {cmd}: not connected to QEMU")
+            raise self._lost(f"QMP {cmd}")
         self.sent.append(f"{time.strftime('%H:%M:%S')} {cmd} {json.dumps(args) if args else ''}".rstrip())
         if self._command_log is not None:
             self._command_log.write(self.sent[-1] + "\n")
@@ -132,6 +142,8 @@ class QMP:
             return self._call(self._client.execute(cmd, args), timeout, cmd)
         except ExecuteError as e:
             raise QMPError(f"QMP {cmd} {json.dumps(args or {})}: {e}") from None
+        except (LibraryError, OSError, EOFError):  # the connection ended under the call
+            raise self._lost(f"QMP {cmd}") from None
 
     def mark(self) -> int:
         """A cursor: waits with `after=mark` only see events that arrive from now on."""
@@ -157,7 +169,7 @@ class QMP:
                         return ev
                 i = len(self._events)
                 if self._closed:
-                    raise MachineError(f"QMP connection closed while waiting for {name} {match or ''}")
+                    raise self._lost(f"QMP wait for {name} {json.dumps(match) if match else ''}".rstrip())
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeadlineError(f"QMP event {name} {json.dumps(match)} did not come within {timeout:g} s",

@@ -41,8 +41,10 @@ def mmconfig_base(qmp_execute: Callable[..., Any]) -> int | None:
 
 
 class QTest:
-    def __init__(self, path: Path, timeout: float = 5.0):
+    def __init__(self, path: Path, timeout: float = 5.0, lost: Callable[[str], MachineError] | None = None):
+        """`lost`: the error for a command QEMU's exit cut short (its owner knows whether QEMU died)."""
         self.path, self.timeout = path, timeout
+        self._lost = lost or (lambda what: MachineError(f"{what}: QEMU closed the socket"))
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
@@ -58,10 +60,12 @@ class QTest:
             while b"\n" not in self._buf:
                 chunk = self._sock.recv(4096)
                 if not chunk:
-                    raise MachineError(f"qtest: QEMU closed the socket during {line!r}")
+                    raise self._lost(f"qtest {line!r}")
                 self._buf += chunk
         except TimeoutError:
             raise DeadlineError(f"qtest {line!r}: no answer within {self.timeout:g} s") from None
+        except OSError:  # the socket's other end went away mid-command
+            raise self._lost(f"qtest {line!r}") from None
         reply, self._buf = self._buf.split(b"\n", 1)
         text = reply.decode()
         if not text.startswith("OK"):
