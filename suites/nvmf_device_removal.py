@@ -28,6 +28,7 @@ import time
 
 from orchestrator.engine.fixtures import Fabric, Injectors
 from orchestrator.guest import net, nvmf
+from orchestrator.guest.load import Fio
 from orchestrator.machines import Machine
 from orchestrator.spdk import nvmf as spdk_nvmf
 

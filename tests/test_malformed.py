@@ -49,6 +49,18 @@ CORPUS = [
     (["merge", "list.json", "--slower", "-1"], "--slower"),
     (["ci-template", "k8s", "--shards", "0"], "--shards"),
     (["image", "build", "--mirror", "::bad"], "--mirror"),
+    # places a run writes, checked before anything boots
+    (["run", "sw_hotplug", "--json", "."], "--json"),
+    (["run", "sw_hotplug", "--junit", "nodir/out.xml"], "--junit"),
+    (["run", "sw_hotplug", "--html", "binary.toml/x.html"], "--html"),
+    (["merge", "list.json", "--json", "nodir/m.json"], "--json"),
+    (["report", "list.json", "-o", "."], "--html"),
+    (["ci-template", "k8s", "-o", "nodir/job.yaml"], "--output"),
+    (["ssh-config", "--write", "binary.toml/cfg"], "--write"),
+    # tests that are not there
+    (["run", "sw_hotplug::test_nosuch"], "test_orderly_hotplug[kernel]"),
+    (["run", "sw_hotplug::test_orderly_hotplug[nosuch]"], "sw_hotplug::test_orderly_hotplug[nosuch]"),
+    (["repro", "sw_hotplug::test_nosuch", "-n", "1"], "test_hotplug_under_io[kernel]"),
     # names and choices
     (["run", "nosuch"], "nosuch"),
     (["run", "sw_hotplug", "--accel", "fast"], "--accel"),
@@ -75,3 +87,23 @@ def test_malformed_input_is_one_line(tmp_path: Path, tbctl_main: Tbctl, args: li
 def test_commands_with_nothing_to_do_say_so_and_exit_0(tmp_path: Path) -> None:
     r = tbctl(tmp_path, "down", "--all")
     assert (r.returncode, r.stdout) == (0, "down --all: no VMs are up; nothing to do\n")
+
+
+def test_an_artifacts_directory_that_cannot_be_made_is_one_line(tmp_path: Path, tbctl_main: Tbctl,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TBCTL_ARTIFACTS", str(tmp_path / "file" / "art"))
+    r = tbctl_main("run", "sw_hotplug")
+    assert (r.returncode, r.stderr.count("\n")) == (2, 1), r.stderr
+    assert r.stderr.startswith(f"tbctl: $TBCTL_ARTIFACTS {tmp_path / 'file' / 'art'}: cannot be made: "), r.stderr
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    """`tbctl list | head -1`: the reader went away; no traceback, the command's own status."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(f"{sys.executable} -m orchestrator.cli list | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}} >&2",
+                       shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert r.stderr.strip() in ("0", str(128 + 13)) and "Traceback" not in r.stderr, r.stderr

@@ -156,7 +156,7 @@ def test_a_baseline_names_exactly_what_changed_and_only_new_failures_fail(tmp_pa
     alpha, beta = (f"tests/engine_suites/shards/{m}.py::test_fails_when_told" for m in ("alpha", "beta"))
     assert {k: v for k, v in changes.items() if v} == {"new failure": [alpha], "fixed": [beta]}
     assert r.returncode == 1
-    assert f"since night1.json: 1 new failure, 1 fixed" in r.stdout
+    assert "since night1.json: 1 new failure, 1 fixed" in r.stdout
     assert f"  new failure       {alpha}  failed: AssertionError: assert 'alpha' not in 'alpha'" in r.stdout
     r = tbctl(tmp_path, "run", *DEMOS, "--json", "night3.json", "--baseline", "night2.json")
     assert r.returncode == 0, r.stdout  # beta's test_fails fails still: not new

@@ -4,8 +4,12 @@ restart on another port, and `tbctl ssh` with OpenSSH's own semantics."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,5 +58,24 @@ def test_openssh_scp_and_tbctl_ssh_reach_a_live_vm(tmp_path: Path) -> None:
         assert tbctl(tmp_path, "up", "--name", "sc", timeout=300).returncode == 0
         assert "Host tbctl-sc" in written.read_text()
         assert ssh("ssh", "-F", str(written), "tbctl-sc", "echo again").stdout == "again\n"
+
+        # a connection lasts while the VM's QEMU runs, however long the guest does not answer (paused
+        # 20 s here; a keepalive of 5 s x 3 dropped such a command silently)...
+        slow = subprocess.Popen([*TBCTL, "ssh", "sc", "--", "echo started; sleep 2; echo done"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        assert slow.stdout is not None and slow.stdout.readline() == "started\n"
+        assert tbctl(tmp_path, "inject", "sc", "vm-pause").returncode == 0
+        time.sleep(20)
+        assert tbctl(tmp_path, "inject", "sc", "vm-resume").returncode == 0
+        out, err = slow.communicate(timeout=60)
+        assert (slow.returncode, out) == (0, "done\n"), err
+        # ...and when QEMU goes, one line says so, with OpenSSH's 255
+        long = subprocess.Popen([*TBCTL, "ssh", "sc", "--", "echo started; sleep 600"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        assert long.stdout is not None and long.stdout.readline() == "started\n"
+        pid = json.loads(tbctl(tmp_path, "status", "--json").stdout)[0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        _, err = long.communicate(timeout=60)
+        assert long.returncode == 255 and "tbctl ssh: sc: its QEMU exited while the connection was open" in err, err
     finally:
         tbctl(tmp_path, "down", "--all")

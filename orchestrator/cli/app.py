@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Any
@@ -69,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         args.command = args.command[1:]
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # its reader went away (`tbctl ssh-config | head -1`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush stays quiet too
+        return 128 + signal.SIGPIPE
     except TbctlError as e:
         print(f"tbctl: {e}", file=sys.stderr)
         return 2

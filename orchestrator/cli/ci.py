@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.cli.common import ranged, suite_paths
+from orchestrator.cli.common import output_file, ranged, suite_paths
 from orchestrator.errors import ConfigError
 from orchestrator.render import render
 
@@ -36,7 +36,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--claim", default="tbctl-work",
                     help="k8s: the PersistentVolumeClaim with the checkout in tbctl/ (default: tbctl-work)")
     sp.add_argument("--kvm", action="store_true", help="k8s: ask for /dev/kvm (KubeVirt's device plugin)")
-    sp.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
+    sp.add_argument("-o", "--output", type=output_file, metavar="FILE", help="write here (default: standard output)")
     sp.set_defaults(fn=cmd_ci_template)
 
 

@@ -31,6 +31,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def output_file(text: str, parents: bool = False) -> str:
+    """An argparse type for a file a command writes: checked when the arguments are read, so a
+    run never ends, after all its tests, unable to write what it was asked for. Its directory
+    must exist, unless the command makes it (`parents`: then the nearest one above that exists)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a directory; name the file to write")
+    parent = next(p for p in path.parents if p.exists()) if parents else path.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no directory {parent} to write it in")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text}: cannot be written here (permission denied or read-only)")
+    return text
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """A directory a command will make files in, checked (not made) before anything boots: it, or
+    the nearest directory above it that exists, can be written."""
+    there = next(p for p in (path, *path.parents) if p.exists())
+    if not there.is_dir():
+        raise ConfigError(f"{what} {path}: cannot be made: {there} is not a directory")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: cannot be written (permission denied or read-only)")
+    return path
+
+
 def ranged(kind: type[int] | type[float], low: float, high: float, *, above: bool = False) -> Callable[[str], Any]:
     """An argparse type: a finite number of `kind` in [low, high] (or (low, high] when `above`)."""
     def num(v: float) -> str:
@@ -81,7 +107,10 @@ def boot_opts(sp: argparse.ArgumentParser) -> None:
 
 
 def artifacts_root() -> Path:
-    return Path(os.environ.get("TBCTL_ARTIFACTS") or Path.cwd() / "tbctl-artifacts")
+    """Where runs keep their artifacts ($TBCTL_ARTIFACTS, else ./tbctl-artifacts), checked writable."""
+    if os.environ.get("TBCTL_ARTIFACTS"):
+        return writable_dir(Path(os.environ["TBCTL_ARTIFACTS"]), "$TBCTL_ARTIFACTS")
+    return writable_dir(Path.cwd() / "tbctl-artifacts", "the artifacts directory")
 
 
 def environment(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
@@ -161,5 +190,16 @@ def suite_paths(names: list[str]) -> list[str]:
         path = SUITES / f"{base}.py" if (SUITES / f"{base}.py").is_file() else Path(base)
         if not path.is_file() or path.suffix != ".py":
             raise ConfigError(f"suite {base!r}: no suites/{base}.py and no such file; known suites: {', '.join(known)}")
+        if rest:
+            _check_test(base, str(path.resolve()), rest)
         out.append(str(path.resolve()) + sep + rest)
     return out
+
+
+def _check_test(suite: str, path: str, test: str) -> None:
+    """SUITE::TEST names a test of the suite (a whole parametrized test, or one of its ids)."""
+    from orchestrator.engine import run  # pytest is loaded only when a test is named
+
+    names = run.test_names(path)
+    if not any(n == test or n.split("[", 1)[0] == test for n in names):
+        raise ConfigError(f"{suite}::{test}: no such test in {suite}; its tests: {', '.join(names) or 'none'}")

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from orchestrator.cli.common import ranged
+from orchestrator.cli.common import output_file, ranged
 from orchestrator.engine import baseline, junit, merge, report_html
 from orchestrator.engine.results import test_lines
 from orchestrator.errors import ConfigError
@@ -49,20 +49,20 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("merge", help="several runs' results.json (shards) as one: summary, results.json, JUnit; "
                            "exit 2 when a shard is missing or incomplete")
     sp.add_argument("results", nargs="+", metavar="RESULTS.json")
-    sp.add_argument("--json", metavar="FILE", help="write the merged results.json")
-    sp.add_argument("--junit", metavar="FILE", help="write the merged JUnit XML")
+    sp.add_argument("--json", type=output_file, metavar="FILE", help="write the merged results.json")
+    sp.add_argument("--junit", type=output_file, metavar="FILE", help="write the merged JUnit XML")
     html_opt(sp)
     baseline_opts(sp)
     sp.set_defaults(fn=cmd_merge)
 
     sp = add("report", help="the HTML report of a results.json (a run's or a merge's)")
     sp.add_argument("results", metavar="RESULTS.json")
-    sp.add_argument("-o", "--html", metavar="FILE", help="write here (default: beside it, RESULTS.html)")
+    sp.add_argument("-o", "--html", type=output_file, metavar="FILE", help="write here (default: beside it, RESULTS.html)")
     sp.set_defaults(fn=cmd_report)
 
 
 def html_opt(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--html", metavar="FILE", help="write the HTML report (one self-contained file)")
+    sp.add_argument("--html", type=output_file, metavar="FILE", help="write the HTML report (one self-contained file)")
 
 
 def write_html(doc: dict[str, Any], path: str | Path) -> None:

@@ -20,6 +20,7 @@ from orchestrator.cli.common import (
     image_opts,
     known_suites,
     mirror_url,
+    output_file,
     prepare,
     ranged,
     suite_paths,
@@ -81,8 +82,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("run", help="run suites (pytest underneath); exit 0 passed, 1 failed, 2 infrastructure")
     selection_opts(sp)
     run_opts(sp)
-    sp.add_argument("--junit", metavar="FILE", help="write JUnit XML")
-    sp.add_argument("--json", metavar="FILE", help="write results.json here (default: in the run's artifacts)")
+    sp.add_argument("--junit", type=output_file, metavar="FILE", help="write JUnit XML")
+    sp.add_argument("--json", type=output_file, metavar="FILE", help="write results.json here (default: in the run's artifacts)")
     reports.html_opt(sp)
     sp.add_argument("--keep-vm", action="store_true",
                     help="keep a failing test's VMs running for you (tbctl ssh NAME; tbctl down NAME)")
@@ -120,8 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.bed:
         beds.load(args.bed)
     base = reports.check_baseline(args)
-    _, img, acc = prepare(args)
     run_dir = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
+    _, img, acc = prepare(args)
     results = Path(args.json) if args.json else run_dir / "results.json"
     argv = [*paths, "-o", "junit_family=xunit1", "--tb-artifacts", str(run_dir), "--tb-accel", acc,
             "--tb-image", img.manifest["name"], "--tb-results", str(results), "-rN"]
@@ -156,6 +157,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     suite_paths([args.target])
     if args.bed:
         beds.load(args.bed)
+    out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
     topo, img, acc = prepare(args)
     run_args = ["--accel", acc, "--image", img.manifest["name"]]
     for flag, value in (("--topology", args.topology), ("--bed", args.bed), ("--timeout", args.timeout),
@@ -178,7 +180,6 @@ def cmd_repro(args: argparse.Namespace) -> int:
             saved = snapshot.ensure(topo, img, acc, shares, log=lambda msg: print(f"repro: {msg}", file=sys.stderr))
             print(f"repro: every run starts from the saved guest {saved.dir}", file=sys.stderr)
             run_args.append("--snapshot")
-    out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
     print(f"repro: {args.target}, {args.runs} runs, {jobs} at once, seed {seed}, artifacts {out}", file=sys.stderr)
     r = repro.Repro(target, args.runs, jobs, seed, out, run_args, args.until_fail)
     runs = r.execute()

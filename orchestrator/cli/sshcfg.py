@@ -6,16 +6,19 @@ current port, so a written block survives the VM's restart on another port."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import selectors
 import shlex
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
 
 from orchestrator import image
-from orchestrator.cli.common import SECONDS, live_record, running
+from orchestrator.cli.common import SECONDS, live_record, output_file, running
 from orchestrator.errors import ConfigError, DeadlineError
 from orchestrator.image import Image
 from orchestrator.paths import private_dir, state_dir
@@ -24,14 +27,17 @@ from orchestrator.vm.registry import Record
 
 PREFIX = "tbctl-"  # Host alias of VM NAME: tbctl-NAME
 CONNECT_TIMEOUT = 10  # s: to reach the VM's sshd
-ALIVE = (5, 3)  # ServerAliveInterval, ServerAliveCountMax: a hung VM is given up after ~15 s
+# No ServerAlive* give-up: a guest that TCG and a busy host slow down answered no keepalive for
+# 15 s and ssh dropped a command that was still running, silently. The connection ends when the
+# VM's QEMU does (its port closes), and tbctl ssh / ssh-proxy then say so.
+SSH_FAILED = 255  # OpenSSH's own status when the connection, not the command, failed
 _WRITTEN = "ssh-config-written"  # in the state dir: the path `--write` keeps in step
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("ssh-config", help="OpenSSH Host blocks for live VMs: ssh -F <(tbctl ssh-config) tbctl-NAME")
     sp.add_argument("names", nargs="*", metavar="NAME", help="only these VMs (default: every live VM)")
-    sp.add_argument("--write", nargs="?", const=str(default_file()), metavar="FILE",
+    sp.add_argument("--write", nargs="?", type=functools.partial(output_file, parents=True), const=str(default_file()), metavar="FILE",
                     help=f"write FILE (default {default_file()}) and keep it in step with up/down, "
                          "through tbctl ssh-proxy; Include it from ~/.ssh/config")
     sp.set_defaults(fn=cmd_ssh_config)
@@ -61,8 +67,7 @@ def options(rec: Record, proxy: bool) -> list[tuple[str, str]]:
         ("User", "root"), ("IdentityFile", _q(img.client_key)), ("IdentitiesOnly", "yes"),
         ("UserKnownHostsFile", _q(img.dir / "known_hosts")), ("HostKeyAlias", image.HOST_KEY_ALIAS),
         ("StrictHostKeyChecking", "yes"), ("ForwardAgent", "no"), ("ForwardX11", "no"),
-        ("ConnectTimeout", str(CONNECT_TIMEOUT)), ("ServerAliveInterval", str(ALIVE[0])),
-        ("ServerAliveCountMax", str(ALIVE[1])), ("LogLevel", "ERROR")]
+        ("ConnectTimeout", str(CONNECT_TIMEOUT)), ("ServerAliveInterval", "0"), ("LogLevel", "ERROR")]
 
 
 def config(recs: list[Record], written: Path | None = None) -> str:
@@ -100,14 +105,45 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     """OpenSSH with the VM's options: its semantics exactly (one command string for the remote
-    shell, stdin, exit status, -t). ssh replaces this process: nothing of tbctl is left running."""
+    shell, stdin, exit status, -t), for as long as the VM's QEMU runs it, however slow the guest.
+    When the connection, not the command, failed (OpenSSH's 255), one line says why: the VM's QEMU
+    exited, or ssh could not reach or keep its sshd."""
     rec = live_record(args.name)
     argv = ["ssh", "-F", "/dev/null", *(f"-o{k}={v}" for k, v in options(rec, proxy=False))]
     argv += ["-t"] * args.tty + [PREFIX + rec.name]
     if args.command:
         argv += ["--", " ".join(args.command)]  # as ssh joins its arguments: the guest's shell parses them
     sys.stdout.flush()
-    os.execvp("ssh", argv)
+    rc = _supervise(argv)
+    if rc == SSH_FAILED:
+        print(f"tbctl ssh: {rec.name}: {_gone(rec) or 'the SSH connection failed while its QEMU runs (see ssh above)'}",
+              file=sys.stderr)
+    return rc
+
+
+def _supervise(argv: list[str]) -> int:
+    """Run ssh in the foreground as its own program would: Ctrl-C and the terminal are its (tbctl
+    waits, ignoring them); a TERM or HUP to tbctl is passed on. Its status, 128+N for a signal."""
+    proc = subprocess.Popen(argv)
+    old = {s: signal.signal(s, h) for s, h in ((signal.SIGINT, signal.SIG_IGN), (signal.SIGQUIT, signal.SIG_IGN),
+                                               (signal.SIGTERM, _forward(proc)), (signal.SIGHUP, _forward(proc)))}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 128 - rc if rc < 0 else rc
+
+
+def _forward(proc: subprocess.Popen[bytes]) -> Callable[[int, object], None]:
+    return lambda signum, frame: proc.send_signal(signum)
+
+
+def _gone(rec: Record) -> str | None:
+    """Why a VM's connection ended from the VM's side, if it did: its QEMU is no longer running."""
+    if rec.qemu_alive():
+        return None
+    return "its QEMU exited while the connection was open (tbctl status; its artifacts: " f"{rec.artifacts})"
 
 
 def cmd_ssh_proxy(args: argparse.Namespace) -> int:
@@ -135,6 +171,9 @@ def cmd_ssh_proxy(args: argparse.Namespace) -> int:
                 else:
                     data = sock.recv(65536)
                     if not data:
+                        if why := _gone(rec):
+                            print(f"tbctl ssh-proxy: {rec.name}: {why}", file=sys.stderr)
+                            return 1
                         return 0
                     os.write(out, data)
 

@@ -54,5 +54,5 @@ class Hotplug(Timed):
 
     def rescan(self, timeout: float = 30) -> None:
         """Bring surprise-removed functions back: the guest rescans its PCI buses."""
-        self.delay(f"rescan")
+        self.delay("rescan")
         self.machine.ssh.run("echo 1 > /sys/bus/pci/rescan", timeout=timeout, check=True)

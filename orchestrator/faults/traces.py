@@ -9,7 +9,6 @@ import time
 from orchestrator.errors import DeadlineError
 from orchestrator.faults.target import Target
 
-
 _INFO = re.compile(r"\binfo (0x[0-9a-f]+)\b")
 
 
