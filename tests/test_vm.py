@@ -91,6 +91,35 @@ def test_a_kernel_panic_at_boot_gets_one_more_boot(guest_image: Image, tmp_path:
     assert "boot 2 failed" not in log and not m.qemu_alive() and not m.run_dir.exists()
 
 
+class Stalled(Machine):
+    """A guest whose vCPUs are stopped at once on its first `stalled` boots: it prints nothing."""
+
+    stalled = 1
+
+    def _spawn(self) -> None:
+        super()._spawn()
+        if self.stalled:
+            self.stalled -= 1
+            self.qmp.execute("stop")
+
+
+def test_a_silent_boot_gets_one_more_with_the_early_console(guest_image: Image, tmp_path: Path) -> None:
+    m = Stalled(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
+    with m:
+        assert m.ssh.run("cat /proc/cmdline", timeout=10, check=True).stdout.strip().endswith(
+            " earlyprintk=serial,ttyS0,115200 ignore_loglevel")
+    log = (tmp_path / "art" / "machine.log").read_text()
+    assert "boot 1 failed (" in log and "the guest printed nothing on its console" in log, log
+    assert (tmp_path / "art" / "console-boot1.log").read_text() == ""
+    assert "[    0.000000] printk: debug: ignoring loglevel setting." in (tmp_path / "art" / "console.log").read_text()
+
+    never = Stalled(topology.default(), guest_image, tmp_path / "art2", accel="tcg", boot_timeout=5)
+    never.stalled = 2
+    with pytest.raises(DeadlineError, match=r"no output from the firmware \(kernel early console on\)"):
+        never.launch()
+    assert not never.qemu_alive() and not never.run_dir.exists()
+
+
 def test_sigkilled_tbctl_leaves_nothing_after_the_next_start(guest_image: Image, accelerator: str,
                                                               tmp_path: Path) -> None:
     script = (f"import sys, time; from pathlib import Path; from orchestrator import image;"

@@ -56,6 +56,10 @@ _BOOT_FAILED = re.compile(re.escape(MARKER_FAILED) + r".*|Kernel panic - not syn
 # load), and an RCU stall with a vCPU taking no timer interrupts (QEMU 10.0, once in a CI run).
 # The failed boot's console is kept and machine.log says so.
 BOOTS = 2
+# A boot that printed nothing by its deadline (seen once in CI: a fabric test's target guest, its
+# console empty for 60 s) is booted again with the kernel's early console, so the next failure
+# shows how far it got: every message, from the first instructions of the kernel on.
+EARLY_CONSOLE = "earlyprintk=serial,ttyS0,115200 ignore_loglevel"
 _STALL = re.compile(r"rcu: INFO: \w+ detected stalls on CPUs/tasks|watchdog: BUG: soft lockup[^\n]*")
 
 
@@ -67,6 +71,10 @@ def kernel_cmdline(image: Image, topo: Topology, accel: str) -> str:
 
 class KernelBrokeAtBoot(MachineError):
     """The guest kernel panicked or stalled before it was ready."""
+
+
+class SilentBoot(KernelBrokeAtBoot):
+    """The guest printed nothing at all before its boot deadline."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,7 @@ class QemuMachine:
         self.qemu = qemu or qemu_binary.current()
         self.empty_ports = empty_ports or restore is not None
         self.stage = ""  # the step of getting ready under way, for the error if it fails
+        self.early_console = False  # the kernel's early console on (a boot after a silent one)
 
     # -- building the command line -------------------------------------------------------------
 
@@ -148,7 +157,7 @@ class QemuMachine:
         if unlinked:
             raise MachineError(f"{self.name}: NIC(s) {', '.join(unlinked)} have no network peer: boot the machine "
                                "as part of its bed")
-        cmdline = kernel_cmdline(self.image, topo, self.accel)
+        cmdline = kernel_cmdline(self.image, topo, self.accel) + (f" {EARLY_CONSOLE}" if self.early_console else "")
         text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name, accel=self.accel,
                       bios=self.qemu.firmware(BIOS),
                       cpu=cpu.model(self.accel),
@@ -218,6 +227,7 @@ class QemuMachine:
                     if boot == BOOTS:
                         raise
                     self._discard_boot(boot, str(e).splitlines()[0])
+                    self.early_console = isinstance(e, SilentBoot)
                     self._spawn()
         except BaseException:
             self.shutdown(graceful=False)
@@ -409,10 +419,16 @@ class QemuMachine:
             return
         try:
             m = self.console.wait_for([_READY, _BOOT_FAILED], max(0.0, deadline - time.monotonic()))
-        except DeadlineError:
-            stall = _STALL.search(self.console.text)
+        except DeadlineError as e:
+            text = self.console.text
+            stall = _STALL.search(text)
             if stall:
                 raise KernelBrokeAtBoot(f"{self.name}: guest boot stalled: {stall.group(0)}") from None
+            if not text.strip() and not self.early_console:
+                raise SilentBoot(f"{self.name}: the guest printed nothing on its console") from None
+            last = text.strip().splitlines()[-1][-300:] if text.strip() else None
+            e.args = (f"{e}; {'the last thing it printed: ' + repr(last) if last else 'no output from the firmware'}"
+                      f"{' (kernel early console on)' if self.early_console else ''}",)
             raise
         if m.group(0).startswith("Kernel panic"):
             raise KernelBrokeAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
