@@ -7,9 +7,12 @@ Seed: SPDK's hotplug app missed insert/remove events (a missing detach poller) a
 out. Here every step waits for the app's own report of the event it caused (never a fixed
 sleep), so a missed event fails at once and is named, and a hung app is killed at the deadline.
 
-Apps: `kernel` (the guest kernel's nvme driver, watched by tbctl's guest app) and `spdk`
-(SPDK's build/examples/hotplug from --spdk-dir, controllers bound to uio_pci_generic, or
-vfio-pci behind a vIOMMU).
+Apps: `kernel` (the guest kernel's nvme driver, watched by tbctl's guest app), `spdk` (SPDK's
+build/examples/hotplug from --spdk-dir, the way SPDK's own CI machines run it: a vIOMMU, and the
+controllers bound to vfio-pci, as SPDK's setup.sh binds them when an IOMMU is on) and `spdk_uio`
+(the same app on uio_pci_generic, no vIOMMU). Under a userspace driver QEMU at times crashes in
+its own unplug (a use-after-free in nvme_process_db, QEMU's bug, not SPDK's): about 1 removal run
+in 3 on uio_pci_generic, 1 in 24 on vfio-pci (suites/known_failures.toml).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class Variant:
 
     def app(self) -> HotplugApp:
         ssh = self.machine.ssh
-        if self.kind == "kernel":
+        if not self.kind.startswith("spdk"):
             return KernelHotplugApp(ssh, self.artifacts / "app-kernel.log")
         tree = self.bed.spdk_tree(spdk.HOTPLUG)
         spdk.prepare(ssh, [self.hotplug.address(c) for c in hot_ctrls(self.machine)],
@@ -86,15 +89,20 @@ class Variant:
 
     def returned(self, ctrl_id: str) -> None:
         """A controller is back on the bus: SPDK's app only sees it once it is bound to SPDK's driver."""
-        if self.kind == "spdk":
+        if self.kind.startswith("spdk"):
             guest.bind(self.machine.ssh, [self.hotplug.address(ctrl_id)], spdk.driver(self.machine.topology))
 
 
-@pytest.fixture(params=["kernel", "spdk"])
+# Each variant's machine: SPDK's runs behind a vIOMMU (vfio-pci), or with none (uio_pci_generic).
+VARIANTS = [pytest.param("kernel"), pytest.param("spdk", marks=pytest.mark.tb_machine(iommu=True)),
+            pytest.param("spdk_uio", marks=pytest.mark.tb_machine(iommu=False))]
+
+
+@pytest.fixture(params=VARIANTS)
 def variant(request: pytest.FixtureRequest, bed: Bed, artifacts: Path) -> Iterator[Variant]:
     """Listed first by the tests: a variant that cannot run is skipped before the machine is
     asked for (a liveness check and a dmesg spared)."""
-    if request.param == "spdk":
+    if request.param.startswith("spdk"):
         bed.spdk_tree(spdk.HOTPLUG)
     machine, hotplug = request.getfixturevalue("machine"), request.getfixturevalue("hotplug")
     v = Variant(request.param, machine, hotplug, bed, artifacts)

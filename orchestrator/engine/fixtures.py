@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator import logs
 from orchestrator.engine import results, slices, timeline
+from orchestrator.config.topology import Topology
 from orchestrator.engine.session import Bed, bed_of
 from orchestrator.errors import TbctlError
 from orchestrator.faults import Hotplug, Link, Stop
@@ -42,25 +43,25 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 
 
 class ModuleVM:
-    """The module's machine: booted on first use, booted again if a test left it dead or in a
-    state nobody could restore (see `Bed.tainted`)."""
+    """The module's machine, one per topology its tests ask for (the run's, or one a tb_marker
+    changes): booted on first use, booted again if a test left it dead or in a state nobody
+    could restore (see `Bed.tainted`)."""
 
     def __init__(self, bed: Bed, name: str):
-        self.bed, self.name, self.machine, self.boots = bed, name, None, 0
+        self.bed, self.name, self.boots = bed, name, 0
+        self.machines: dict[Topology, Machine] = {}
 
-    def get(self) -> Machine:
-        m = self.machine
+    def get(self, topo: Topology) -> Machine:
+        m = self.machines.get(topo)
         if m is None or m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive():
             if m is not None:
                 let_go(self.bed, {m.name: m})
             self.boots += 1
-            self.machine = self.bed.boot(self.bed.artifacts / self.name / f"vm-{self.boots}")
-        assert self.machine is not None
-        return self.machine
+            self.machines[topo] = self.bed.boot(self.bed.artifacts / self.name / f"vm-{self.boots}", topo)
+        return self.machines[topo]
 
     def close(self) -> None:
-        if self.machine is not None:
-            let_go(self.bed, {self.machine.name: self.machine})
+        let_go(self.bed, {m.name: m for m in self.machines.values()})
 
 
 def let_go(bed: Bed, machines: dict[str, Machine]) -> None:
@@ -118,12 +119,12 @@ def machines(request: pytest.FixtureRequest, module_bed: ModuleBed) -> dict[str,
 
 @pytest.fixture
 def machine(request: pytest.FixtureRequest, module_vm: ModuleVM) -> Machine:
-    return slices.use(request.node, module_vm.get())
+    return slices.use(request.node, module_vm.get(module_vm.bed.topology_for(request.node)))
 
 
 @pytest.fixture
 def fresh_machine(request: pytest.FixtureRequest, bed: Bed, artifacts: Path) -> Iterator[Machine]:
-    m = bed.boot(artifacts / "vm")
+    m = bed.boot(artifacts / "vm", bed.topology_for(request.node))
     try:
         yield slices.use(request.node, m)
     finally:

@@ -55,6 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tb_timeout(seconds): this test's deadline, before accelerator scaling")
+    config.addinivalue_line("markers", "tb_machine(**fields): this test's machine differs from the run's "
+                                       "topology in these fields (e.g. iommu=True)")
     bed = config.stash[BED] = Bed.from_config(config)
     config.pluginmanager.register(deadline.SignalTimer(), "tbctl-deadline-timer")
     config.pluginmanager.register(Engine(bed), "tbctl-engine")

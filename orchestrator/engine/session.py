@@ -3,6 +3,7 @@ accelerator, SPDK tree, seed, deadlines) and how it starts machines."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -158,19 +159,26 @@ class Bed:
             pytest.fail(f"--spdk-dir {self.spdk_dir}: no {rel} (is SPDK built?)")
         return Tree(self.spdk_dir)
 
-    def boot(self, artifacts: Path) -> Machine:
-        """A ready machine: restored from a saved guest with --tb-snapshot when the topology
-        allows it, booted cold otherwise (and `start` says why)."""
+    def topology_for(self, item: pytest.Item) -> topology.Topology:
+        """The run's topology, with what the test's tb_machine marker changes (SPDK's hotplug
+        variants: a vIOMMU, or none)."""
+        marker = item.get_closest_marker("tb_machine")
+        return dataclasses.replace(self.topology, **marker.kwargs) if marker else self.topology
+
+    def boot(self, artifacts: Path, topo: topology.Topology | None = None) -> Machine:
+        """A ready machine of `topo` (default: the run's): restored from a saved guest with
+        --tb-snapshot when the topology allows it, booted cold otherwise (and `start` says why)."""
+        topo = topo or self.topology
         shares = {"spdk": self.spdk_dir} if self.spdk_dir else {}
         saved = None
         if self.snapshot:
-            reason = snapshot.unsupported(self.topology)
+            reason = snapshot.unsupported(topo)
             if reason:
                 self.start = f"cold boot: {reason}"
             else:
-                saved = snapshot.ensure(self.topology, self.image, self.accel, shares)
+                saved = snapshot.ensure(topo, self.image, self.accel, shares)
                 self.start = f"snapshot {saved.dir.name}"
-        return Machine(self.topology, self.image, artifacts, accel=self.accel, shares=shares, persistent=False,
+        return Machine(topo, self.image, artifacts, accel=self.accel, shares=shares, persistent=False,
                        restore=saved, keepable=self.keep_vm).launch()
 
 
