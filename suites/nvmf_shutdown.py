@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 
 from orchestrator.engine.fixtures import Fabric, Injectors
-from orchestrator.guest import nvmf
+from orchestrator.errors import LoadFailed
+from orchestrator.guest import load, nvmf
 from orchestrator.guest.ssh import RemoteProcess, Result
 from orchestrator.machines import Machine
 from orchestrator.spdk import nvmf as spdk_nvmf
@@ -36,19 +37,27 @@ SPDK_HOST_APP = spdk_nvmf.PERF
 
 @dataclass
 class Load:
-    """The initiator's I/O: fio on a kernel NVMe-oF namespace, or spdk_nvme_perf."""
+    """The initiator's I/O: fio on a kernel NVMe-oF namespace (its I/O seen on the device), or
+    spdk_nvme_perf (its workers launched)."""
 
+    host: Machine
     proc: RemoteProcess
-    running: str  # a line the load prints once its I/O is under way
+    running: str | None = None  # a line the load prints once its I/O is under way
+    device: str | None = None  # else: the block device whose completed I/O must grow
 
     def wait_running(self, timeout: float) -> None:
+        """Until its I/O is under way: the target is never stopped under a load that never began,
+        which would then be judged on what it never did (LoadFailed says how it ended)."""
+        if self.device is not None:
+            load.wait_io(self.host.ssh, self.proc, self.device, timeout)
+            return
         deadline = time.monotonic() + timeout
         while self.running not in self.proc.output():
             if self.proc.poll():
-                return  # it ended before its I/O began: its exit status says why
+                raise load.failed(self.proc.label, self.proc.wait(30), f"before its I/O began (no {self.running!r})")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.proc.label}: no I/O under way within {timeout:g} s "
-                                     f"(no {self.running!r}): {self.proc.output()[-500:]}")
+                raise LoadFailed(f"{self.proc.label}: no I/O under way within {timeout:g} s (no {self.running!r}): "
+                                 f"{self.proc.output()[-500:]}", label=self.proc.label, seconds=timeout)
             time.sleep(0.5)
 
 
@@ -60,7 +69,7 @@ def kernel_load(host: Machine, transport: str, address: str) -> Load:
                           f"--iodepth=128 --numjobs=4 --time_based --runtime={LOAD_SECONDS} --group_reporting "
                           "--eta=always --eta-newline=1 2>&1",
                           timeout=LOAD_SECONDS + MUST_EXIT + 60, label=f"fio on {dev} over {transport}")
-    return Load(proc, "Jobs: 4 (f=4)")
+    return Load(host, proc, device=dev)
 
 
 def test_target_stopped_under_io(machines: dict[str, Machine], fabric: Fabric, injectors: Injectors) -> None:
@@ -80,10 +89,10 @@ def test_target_stopped_under_io(machines: dict[str, Machine], fabric: Fabric, i
         if fabric.host == "spdk" and fabric.tree:
             proc = spdk_nvmf.perf(host.ssh, fabric.tree, [spdk_nvmf.trid(transport, address, NQN)],
                                   LOAD_SECONDS, timeout=LOAD_SECONDS + MUST_EXIT + 60)
-            load = Load(proc, "Initialization complete. Launching workers.")
+            io = Load(host, proc, running="Initialization complete. Launching workers.")
         else:
-            load = kernel_load(host, transport, address)
-        load.wait_running(60)
+            io = kernel_load(host, transport, address)
+        io.wait_running(60)
         time.sleep(LOAD_BEFORE_STOP)
         stopped_at = time.monotonic()
         if app is not None:
@@ -93,14 +102,14 @@ def test_target_stopped_under_io(machines: dict[str, Machine], fabric: Fabric, i
             stop.delay("nvmet-remove")
             nvmf.unexport(target.ssh, NQN)
             exited = None
-        res = load.proc.wait(MUST_EXIT + LOAD_SECONDS)
+        res = io.proc.wait(MUST_EXIT + LOAD_SECONDS)
         took = round(time.monotonic() - stopped_at, 1)
     finally:
         if app is not None:
             app.close()
     assert exited is None or exited.rc == 0, f"SPDK nvmf_tgt exited {exited.rc} on SIGTERM: {exited.stdout[-500:]}"
-    assert res.rc != 0, (f"{load.proc.label} exited 0 {took} s after its target was stopped under I/O: "
+    assert res.rc != 0, (f"{io.proc.label} exited 0 {took} s after its target was stopped under I/O: "
                          "its I/O errors went unreported")
     how = f"signal {res.rc - 128}" if res.rc > 128 else "a signal"  # -1: the guest's timeout died of it too
-    assert 0 < res.rc < 128, f"{load.proc.label} was killed by {how} {took} s after the target stopped"
-    print(f"{load.proc.label} exited {res.rc} {took} s after the target was stopped")
+    assert 0 < res.rc < 128, f"{io.proc.label} was killed by {how} {took} s after the target stopped"
+    print(f"{io.proc.label} exited {res.rc} {took} s after the target was stopped")

@@ -43,7 +43,7 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 
 
 class ModuleVM:
-    """The module's machine, one per topology its tests ask for (the run's, or one a tb_marker
+    """The module's machine, one per topology its tests ask for (the run's, or one a tb_machine marker
     changes): booted on first use, booted again if a test left it dead or in a state nobody
     could restore (see `Bed.tainted`)."""
 
@@ -209,6 +209,9 @@ def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine], bed: Be
         tree = bed.spdk_tree(request.module.SPDK_HOST_APP)
     for role, m in machines.items():
         nvmf.prepare(m.ssh, role, transport, m.topology.nics[0].mac(m.topology.name))
+    for role, m in machines.items():  # cold or restored, the fabric carries what the test will use
+        peer = next(p for r, p in machines.items() if r != role)
+        nvmf.ready(m.ssh, transport, m.topology.nics[0].mac(m.topology.name), peer.topology.nics[0].ip)
     yield Fabric(target_kind, host_kind, transport, tree)
     for m in machines.values():
         if m.name in bed.tainted or not (m.qemu_alive() and m.ssh_alive()):
