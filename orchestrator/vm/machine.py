@@ -369,7 +369,9 @@ class QemuMachine:
         """The error for a call (QMP, console, qtest) whose channel QEMU's end cut short: once QEMU
         is gone, QemuCrashed with the title of its death if it died on its own, whatever call
         noticed first; a plain MachineError when tbctl stopped it, or it still runs."""
-        if self.stopped or not self.wait_exit(SETTLE) or self.stopped:
+        if not self.stopped:
+            self.wait_exit(SETTLE)
+        if self.stopped or self.qemu_alive():  # (stopped may have been set meanwhile, by another thread)
             state = "QEMU was shut down" if self.stopped else f"QEMU still runs {SETTLE:g} s later"
             return MachineError(f"{self.name}: {what}: the connection to QEMU closed ({state})")
         if self._proc is None:  # attached to a VM another tbctl started: its exit status is not ours to read
