@@ -14,7 +14,7 @@ import shlex
 import time
 from typing import Any
 
-from orchestrator.errors import LoadFailed
+from orchestrator.errors import LoadFailed, TbctlError
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.render import render
 
@@ -83,3 +83,39 @@ def report(res: Result, label: str) -> dict[str, Any]:
         why = "with a report that is cut short or not fio's" if start >= 0 else "without printing its report"
         raise failed(label, res, why)
     return doc  # type: ignore[return-value]
+
+
+class UioReads:
+    """tbctl's own polled userspace NVMe driver (templates/guest/uio_nvme_io.py.j2) reading from
+    a controller bound to uio_pci_generic, writing its doorbells as SPDK's driver does: what QEMU
+    must survive when the controller is unplugged under it, with no SPDK tree needed."""
+
+    def __init__(self, ssh: SSH, bdf: str, depth: int = 8, timeout: float = 600):
+        self.ssh, self.label = ssh, f"userspace reads on {bdf}"
+        script = render("guest/uio_nvme_io.py.j2", bdf=bdf, depth=depth)
+        self.proc = ssh.start("python3 -", timeout=timeout, stdin=script.encode(), label=self.label)
+
+    def wait_running(self, timeout: float = 60) -> None:
+        """Until its first reads completed; LoadFailed saying how it ended if it ended first."""
+        try:
+            line = self.proc.readline(timeout)
+        except TbctlError:
+            if self.proc.poll():
+                raise failed(self.label, self.proc.wait(30), "before its reads began") from None
+            raise
+        if line != "io running":
+            raise failed(self.label, self.proc.wait(30), f"before its reads began ({line})")
+
+    def finish(self, timeout: float = 30) -> str:
+        """Its last word ("ended: ..."): it ends by itself once its controller is gone (no read
+        completes for 5 s); one still running `timeout` s from now is killed (DeadlineError)."""
+        res = self.proc.wait(timeout)
+        ended = [ln for ln in res.stdout.splitlines() if ln.startswith("ended: ")]
+        if res.rc != 0 or not ended:
+            raise failed(self.label, res, "without its last word")
+        return ended[-1]
+
+    def close(self) -> None:
+        """Whatever is left of it gone (after a test that failed half-way)."""
+        if self.proc in self.ssh.active:
+            self.proc.kill()
