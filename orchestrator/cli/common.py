@@ -200,6 +200,6 @@ def _check_test(suite: str, path: str, test: str) -> None:
     """SUITE::TEST names a test of the suite (a whole parametrized test, or one of its ids)."""
     from orchestrator.engine import run  # pytest is loaded only when a test is named
 
-    names = run.test_names(path)
+    names = run.names_of(path)
     if not any(n == test or n.split("[", 1)[0] == test for n in names):
         raise ConfigError(f"{suite}::{test}: no such test in {suite}; its tests: {', '.join(names) or 'none'}")

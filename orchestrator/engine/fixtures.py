@@ -15,8 +15,8 @@ from typing import Iterator
 import pytest
 
 from orchestrator import logs
-from orchestrator.engine import results, slices, timeline
 from orchestrator.config.topology import Topology
+from orchestrator.engine import results, slices, timeline
 from orchestrator.engine.session import Bed, bed_of
 from orchestrator.errors import TbctlError
 from orchestrator.faults import Hotplug, Link, Stop

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -14,44 +13,38 @@ def run(args: list[str]) -> int:
     return int(pytest.main([*args, "-p", PLUGIN, "-p", "no:cacheprovider"]))
 
 
-class _Lister:
+class _Collected:
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.items: list[pytest.Item] = []
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        module = None
-        for item in session.items:
-            mod = getattr(item, "module", None)
-            if mod is not module:
-                module = mod
-                doc = (mod.__doc__ or "").strip().splitlines()
-                self.lines.append(f"{Path(str(item.fspath)).stem}: {doc[0] if doc else ''}")
-            doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
-            self.lines.append(f"  {item.name:40} {doc[0] if doc else ''}")
+        self.items = list(session.items)
+
+
+def _collect(paths: list[str]) -> tuple[int, list[pytest.Item]]:
+    """pytest's collection of `paths` with tbctl's plugin, quietly: its status and the tests."""
+    found = _Collected()
+    rc = pytest.main([*paths, "--collect-only", "-o", "addopts=", "-p", "no:terminal", "-p", "no:cacheprovider",
+                      "-p", PLUGIN], plugins=[found])
+    return int(rc), found.items
 
 
 def list_tests(paths: list[str]) -> int:
     """Print each suite's first docstring line and each test's (once pytest is done: a reader that
     goes away is the CLI's to handle, not pytest's); 0 when collection worked."""
-    lister = _Lister()
-    rc = pytest.main([*paths, "--collect-only", "-o", "addopts=", "-p", "no:terminal", "-p", "no:cacheprovider",
-                      "-p", PLUGIN], plugins=[lister])
-    for line in lister.lines:
-        print(line)
+    rc, items = _collect(paths)
+    module = None
+    for item in items:
+        mod = getattr(item, "module", None)
+        if mod is not module:
+            module = mod
+            doc = (mod.__doc__ or "").strip().splitlines()
+            print(f"{item.path.stem}: {doc[0] if doc else ''}")
+        doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+        print(f"  {item.name:40} {doc[0] if doc else ''}")
     return 0 if rc == 0 else 2
 
 
-class _Names:
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.names = [item.name for item in session.items]
-
-
-def test_names(path: str) -> list[str]:
-    """The test ids (with their parameters) of one suite file, collected quietly."""
-    names = _Names()
-    pytest.main([path, "--collect-only", "-o", "addopts=", "-p", "no:terminal", "-p", "no:cacheprovider",
-                 "-p", PLUGIN], plugins=[names])
-    return names.names
+def names_of(path: str) -> list[str]:
+    """The test ids (with their parameters) of one suite file."""
+    return [item.name for item in _collect([path])[1]]
