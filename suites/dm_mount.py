@@ -147,8 +147,8 @@ def test_dm_mount(machine: Machine, disk: str) -> None:
     dm = ssh.run(f"basename $(readlink -f /dev/mapper/{DM_NAME})", timeout=10, check=True).stdout.strip()
     for part in (f"{disk}p1", f"{disk}p2"):
         assert ssh.run(f"test -e /sys/class/block/{part}/holders/{dm}", timeout=10).ok, f"{dm} does not hold {part}"
-    size = int(ssh.run(f"blockdev --getsize64 /dev/mapper/{DM_NAME}", timeout=10, check=True).stdout)
-    assert size == PART_MIB * 1024 * 1024
+    size = ssh.run(f"blockdev --getsize64 /dev/mapper/{DM_NAME}", timeout=10, check=True).stdout.strip()
+    assert size == str(PART_MIB * 1024 * 1024), f"{DM_NAME}: blockdev --getsize64 said {size!r}, not {PART_MIB} MiB"
     ssh.run(f"mkfs.ext4 -qF /dev/mapper/{DM_NAME} && mkdir -p {MOUNT} && mount /dev/mapper/{DM_NAME} {MOUNT} && "
             f"head -c 4194304 /dev/urandom > /tmp/dm_data && cp /tmp/dm_data {MOUNT}/test_dm && sync && "
             f"echo 3 > /proc/sys/vm/drop_caches && cmp /tmp/dm_data {MOUNT}/test_dm && umount {MOUNT}",
