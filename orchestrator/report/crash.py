@@ -145,6 +145,11 @@ QEMU_RULES: list[Rule] = [
     _rule(r"^\S*qemu-system-\w+: \S+:\d+: ([A-Za-z_]\w*): Assertion `(.+)' failed\.",
           lambda m, t: f"QEMU: Assertion `{m[2]}' failed in {m[1]}", True),
     _rule(r"^\*\*\nERROR:\S+:\d+:([A-Za-z_]\w*): (.*)$", lambda m, t: f"QEMU: {_stable(m[2])} in {m[1]}", True),
+    # glibc's own word that QEMU's heap is corrupted (a use-after-free's write, found later by
+    # malloc): the abort's frames only say which allocation happened to notice.
+    _rule(r"^((?:malloc|free|realloc|malloc_consolidate|_int_malloc|_int_free)\(\): [^\n]+|double free or "
+          r"corruption[^\n]*|corrupted size vs\. prev_size[^\n]*|corrupted double-linked list[^\n]*)$",
+          lambda m, t: f"QEMU heap corrupted: {m[1]}", True),
 ]
 
 
