@@ -38,7 +38,7 @@ def output_file(text: str, parents: bool = False) -> str:
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a directory; name the file to write")
-    parent = next(p for p in path.parents if p.exists()) if parents else path.parent
+    parent = _nearest(path.parent) if parents else path.parent
     if not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no directory {parent} to write it in")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
@@ -49,12 +49,17 @@ def output_file(text: str, parents: bool = False) -> str:
 def writable_dir(path: Path, what: str) -> Path:
     """A directory a command will make files in, checked (not made) before anything boots: it, or
     the nearest directory above it that exists, can be written."""
-    there = next(p for p in (path, *path.parents) if p.exists())
+    there = _nearest(path)
     if not there.is_dir():
         raise ConfigError(f"{what} {path}: cannot be made: {there} is not a directory")
     if not os.access(there, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {path}: cannot be written (permission denied or read-only)")
     return path
+
+
+def _nearest(path: Path) -> Path:
+    """`path`, or the nearest directory above it that exists (what a maker of `path` writes in)."""
+    return next(p for p in (path, *path.parents) if p.exists())
 
 
 def ranged(kind: type[int] | type[float], low: float, high: float, *, above: bool = False) -> Callable[[str], Any]:

@@ -143,7 +143,7 @@ def _gone(rec: Record) -> str | None:
     """Why a VM's connection ended from the VM's side, if it did: its QEMU is no longer running."""
     if rec.qemu_alive():
         return None
-    return "its QEMU exited while the connection was open (tbctl status; its artifacts: " f"{rec.artifacts})"
+    return f"its QEMU exited while the connection was open (tbctl status; its artifacts: {rec.artifacts})"
 
 
 def cmd_ssh_proxy(args: argparse.Namespace) -> int:

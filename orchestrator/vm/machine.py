@@ -429,8 +429,9 @@ class QemuMachine:
             if not text.strip() and not self.early_console:
                 raise SilentBoot(f"{self.name}: the guest printed nothing on its console") from None
             last = text.strip().splitlines()[-1][-300:] if text.strip() else None
-            e.args = (f"{e}; {'the last thing it printed: ' + repr(last) if last else 'no output from the firmware'}"
-                      f"{' (kernel early console on)' if self.early_console else ''}",)
+            printed = f"the last thing it printed: {last!r}" if last else "no output from the firmware"
+            early = " (kernel early console on)" if self.early_console else ""
+            e.args = (f"{e}; {printed}{early}",)
             raise
         if m.group(0).startswith("Kernel panic"):
             raise KernelBrokeAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
