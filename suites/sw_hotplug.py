@@ -88,8 +88,11 @@ class Variant:
         return SpdkHotplugApp(ssh, self.artifacts / "app-spdk.log", tree, serials)
 
     def returned(self, ctrl_id: str) -> None:
-        """A controller is back on the bus: SPDK's app only sees it once it is bound to SPDK's driver."""
+        """A controller is back on the bus: SPDK's app only sees it once it is bound to SPDK's driver,
+        and a bind before the guest has enumerated it (under its nvme driver) finds no device."""
         if self.kind.startswith("spdk"):
+            guest.NvmeWatch(self.machine.ssh, [serial(self.machine, ctrl_id)], True, EVENT_TIMEOUT,
+                            expect_change=False).result()
             guest.bind(self.machine.ssh, [self.hotplug.address(ctrl_id)], spdk.driver(self.machine.topology))
 
 

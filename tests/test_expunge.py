@@ -29,3 +29,14 @@ def test_versions_narrow_a_rule_and_an_unknown_version_never_matches() -> None:
     spdk = rules({"test": "s::t", "reason": "r", "spdk": "24.09*"})
     assert not spdk.match("s::t", HUNG, RUN)  # a run without an SPDK tree
     assert spdk.match("s::t", HUNG, {**RUN, "spdk": "24.09.1"})
+
+
+def test_the_projects_own_list_applies_to_a_run_unless_told_otherwise() -> None:
+    from orchestrator.cli.app import parser
+    from orchestrator.cli.common import KNOWN_FAILURES
+
+    own = expunge.load(KNOWN_FAILURES)  # a run reads it before anything boots: its mistakes fail here first
+    assert any(r.test.startswith("sw_hotplug::") and r.signature and "qemu crashed" in r.signature for r in own.rules)
+    assert parser().parse_args(["run", "sw_hotplug"]).expunge == str(KNOWN_FAILURES)
+    assert parser().parse_args(["run", "sw_hotplug", "--expunge", "none"]).expunge is None
+    assert parser().parse_args(["run", "sw_hotplug", "--expunge", "mine.toml"]).expunge == "mine.toml"

@@ -21,6 +21,7 @@ from orchestrator.spdk.tree import Tree
 from orchestrator.vm import accel, qemu_binary, registry
 
 SUITES = SOURCE_ROOT / "suites"
+KNOWN_FAILURES = SUITES / "known_failures.toml"  # the project's own list, applied unless told otherwise
 MIRROR_HELP = "Debian mirror URL for an image build (default: the host's apt source)"
 
 

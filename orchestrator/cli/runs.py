@@ -15,6 +15,7 @@ from orchestrator.cli import reports
 from orchestrator.cli.common import (
     MIRROR_HELP,
     SECONDS,
+    KNOWN_FAILURES,
     SUITES,
     artifacts_root,
     image_opts,
@@ -93,8 +94,9 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
                          "then passes is reported flaky")
     sp.add_argument("--snapshot", action="store_true",
                     help="start machines from a saved ready guest (made once, cached), not by booting")
-    sp.add_argument("--expunge", metavar="FILE",
-                    help="known failures (TOML): reported as `known failure`, they do not fail the run")
+    sp.add_argument("--expunge", metavar="FILE|none", type=_known_failures, default=str(KNOWN_FAILURES),
+                    help="known failures (TOML): reported as `known failure`, they do not fail the run "
+                         f"(default: the project's own, {KNOWN_FAILURES.relative_to(SUITES.parent)}; none: every failure fails it)")
     reports.baseline_opts(sp)
     sp.set_defaults(fn=cmd_run)
 
@@ -111,6 +113,11 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("list", help="list suites and their tests (all, or those named; of one shard with --shard)")
     selection_opts(sp)
     sp.set_defaults(fn=cmd_list)
+
+
+def _known_failures(text: str) -> str | None:
+    """--expunge's value: `none` is no list at all, so every failure fails the run."""
+    return None if text == "none" else text
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -159,7 +166,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
         beds.load(args.bed)
     out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
     topo, img, acc = prepare(args)
-    run_args = ["--accel", acc, "--image", img.manifest["name"]]
+    # Every failure counts in a rate, known or not: the runs report them as they are.
+    run_args = ["--accel", acc, "--image", img.manifest["name"], "--expunge", "none"]
     for flag, value in (("--topology", args.topology), ("--bed", args.bed), ("--timeout", args.timeout),
                         ("--spdk-dir", args.spdk_dir), ("--jitter", args.jitter)):
         if value is not None:
