@@ -30,6 +30,7 @@ log = logging.getLogger(f"{logs.ROOT}.suite")
 TIMEOUT = 120  # seconds per test under KVM (scaled for TCG)
 CYCLES = 4  # unplugs under I/O per test
 HUGEPAGES = 4  # the driver's DMA page, and some to spare
+REWRITES = 64  # the SQ tail written again between polls: SPDK's doorbell rate, not Python's
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_device_del_under_userspace_io(machine: Machine, hotplug: Hotplug, contr
     for cycle in range(1, CYCLES + 1):
         bdf = hotplug.address(controller.id)
         guest.bind(machine.ssh, [bdf], "uio_pci_generic")
-        io = UioReads(machine.ssh, bdf)
+        io = UioReads(machine.ssh, bdf, REWRITES)
         try:
             io.wait_running()
             hotplug.remove(controller.id)  # a QEMU that never frees it: no DEVICE_DELETED, named

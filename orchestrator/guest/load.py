@@ -90,9 +90,11 @@ class UioReads:
     a controller bound to uio_pci_generic, writing its doorbells as SPDK's driver does: what QEMU
     must survive when the controller is unplugged under it, with no SPDK tree needed."""
 
-    def __init__(self, ssh: SSH, bdf: str, depth: int = 8, timeout: float = 600):
+    def __init__(self, ssh: SSH, bdf: str, rewrites: int, depth: int = 8, timeout: float = 600):
+        """`rewrites`: the unchanged SQ tail written again that many times between polls, the
+        doorbell rate of a poller in C rather than of this Python."""
         self.ssh, self.label = ssh, f"userspace reads on {bdf}"
-        script = render("guest/uio_nvme_io.py.j2", bdf=bdf, depth=depth)
+        script = render("guest/uio_nvme_io.py.j2", bdf=bdf, depth=depth, rewrites=rewrites)
         self.proc = ssh.start("python3 -", timeout=timeout, stdin=script.encode(), label=self.label)
 
     def wait_running(self, timeout: float = 60) -> None:
