@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import faults, guest, spdk
-from orchestrator.engine.session import Bed
+from orchestrator.engine.session import Run
 from orchestrator.errors import DeadlineError
 from orchestrator.faults import Hotplug
 from orchestrator.machines import Machine
@@ -106,12 +106,12 @@ def test_uio_close_clears_bus_master_and_the_next_admin_command_is_fatal(fresh_m
     print(f"diagnosis: controller fatal status (CSTS.CFS=1) after uio close; QEMU trace: {cfs}")
 
 
-def test_spdk_doorbell_aers(machine: Machine, hotplug: Hotplug, bed: Bed, artifacts: Path) -> None:
+def test_spdk_doorbell_aers(machine: Machine, hotplug: Hotplug, run: Run, artifacts: Path) -> None:
     """SPDK's own test (test/nvme/doorbell_aers from --spdk-dir) on a controller bound to
     uio_pci_generic: judged by its "Success:" lines, since it exits 0 after "Failure:" too, and
     by QEMU's trace, which must show the three Error AERs posted. An AER that never comes is a
     timeout with QEMU's reason, the app interrupted, never a hang."""
-    tree = bed.spdk_tree(spdk.DOORBELL_AERS)
+    tree = run.spdk_tree(spdk.DOORBELL_AERS)
     ctrl = machine.topology.controller("nvme0")
     bdf = hotplug.address(ctrl.id)
     spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology), max(machine.topology.hugepages, spdk.HUGEPAGES))

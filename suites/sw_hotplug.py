@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from orchestrator import guest, spdk
-from orchestrator.engine.session import Bed
+from orchestrator.engine.session import Run
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import HotplugApp, KernelHotplugApp
 from orchestrator.guest.load import Fio
@@ -73,14 +73,14 @@ def _on_bus(hotplug: Hotplug, ctrl_id: str) -> bool:
 class Variant:
     """How the app under test is set up, and what a controller needs after it comes back."""
 
-    def __init__(self, kind: str, machine: Machine, hotplug: Hotplug, bed: Bed, artifacts: Path):
-        self.kind, self.machine, self.hotplug, self.bed, self.artifacts = kind, machine, hotplug, bed, artifacts
+    def __init__(self, kind: str, machine: Machine, hotplug: Hotplug, run: Run, artifacts: Path):
+        self.kind, self.machine, self.hotplug, self.run, self.artifacts = kind, machine, hotplug, run, artifacts
 
     def app(self) -> HotplugApp:
         ssh = self.machine.ssh
         if not self.kind.startswith("spdk"):
             return KernelHotplugApp(ssh, self.artifacts / "app-kernel.log")
-        tree = self.bed.spdk_tree(spdk.HOTPLUG)
+        tree = self.run.spdk_tree(spdk.HOTPLUG)
         spdk.prepare(ssh, [self.hotplug.address(c) for c in hot_ctrls(self.machine)],
                      spdk.driver(self.machine.topology), max(self.machine.topology.hugepages, spdk.HUGEPAGES))
         # From QEMU (which controller sits at which address), so it holds whatever driver binds it.
@@ -102,13 +102,13 @@ VARIANTS = [pytest.param("kernel"), pytest.param("spdk", marks=pytest.mark.tb_ma
 
 
 @pytest.fixture(params=VARIANTS)
-def variant(request: pytest.FixtureRequest, bed: Bed, artifacts: Path) -> Iterator[Variant]:
+def variant(request: pytest.FixtureRequest, run: Run, artifacts: Path) -> Iterator[Variant]:
     """Listed first by the tests: a variant that cannot run is skipped before the machine is
     asked for (a liveness check and a dmesg spared)."""
     if request.param.startswith("spdk"):
-        bed.spdk_tree(spdk.HOTPLUG)
+        run.spdk_tree(spdk.HOTPLUG)
     machine, hotplug = request.getfixturevalue("machine"), request.getfixturevalue("hotplug")
-    v = Variant(request.param, machine, hotplug, bed, artifacts)
+    v = Variant(request.param, machine, hotplug, run, artifacts)
     yield v
     restore(machine, hotplug)
 

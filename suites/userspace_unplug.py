@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator import guest, logs
 from orchestrator.config.topology import Controller
-from orchestrator.engine.session import Bed
+from orchestrator.engine.session import Run
 from orchestrator.errors import MachineError, TbctlError
 from orchestrator.faults import Hotplug
 from orchestrator.guest.load import UioReads
@@ -34,7 +34,7 @@ REWRITES = 64  # the SQ tail written again between polls: SPDK's doorbell rate, 
 
 
 @pytest.fixture
-def controller(machine: Machine, hotplug: Hotplug, bed: Bed) -> Iterator[Controller]:
+def controller(machine: Machine, hotplug: Hotplug, run: Run) -> Iterator[Controller]:
     """The first hot-pluggable controller; afterwards back on the bus under the kernel's driver,
     or, where that cannot be done (the test's own failure left it so), the machine discarded."""
     ctrl = next(c for c in machine.topology.controllers if c.hotplug)
@@ -52,7 +52,7 @@ def controller(machine: Machine, hotplug: Hotplug, bed: Bed) -> Iterator[Control
         guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
     except TbctlError as e:
         log.warning(f"{machine.name}: {ctrl.id} not restored, machine discarded: {e}")
-        bed.tainted.add(machine.name)
+        run.tainted.add(machine.name)
 
 
 def returned(machine: Machine, hotplug: Hotplug, ctrl: Controller) -> None:

@@ -153,3 +153,33 @@ def test_a_line_the_console_is_in_the_middle_of_is_let_finish(tmp_path: Path) ->
         peer.close()
         console.close()
         server.close()
+
+
+def test_qemus_death_is_read_once_whichever_threads_ask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's watcher and a test's QMP call can notice QEMU's death at once: its core is read
+    (and removed) once, and both get the same title (seen: the second read found no core and raised)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_argv import fake_image
+
+    from orchestrator.config import topology
+    from orchestrator.machines import Machine
+
+    m = Machine(topology.default(), fake_image(tmp_path), tmp_path / "art", name="t1", accel="tcg")
+    reads, started = [], threading.Barrier(4)
+
+    def read_core() -> list[crash.Finding]:
+        reads.append(1)
+        time.sleep(0.2)  # gdb on the core takes a while: long enough for every caller to arrive
+        return [crash.Finding("QEMU SIGSEGV in qemu_bh_schedule", "qemu", True, "")]
+
+    def ask(_: int) -> str:
+        started.wait()
+        return m.qemu_crash()[0].title
+
+    monkeypatch.setattr(m, "_read_crash", read_core)
+    with ThreadPoolExecutor(4) as pool:
+        titles = set(pool.map(ask, range(4)))
+    assert (len(reads), titles) == (1, {"QEMU SIGSEGV in qemu_bh_schedule"})

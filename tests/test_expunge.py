@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from orchestrator.config import expunge
 
 RUN = {"kernel": "6.1.0-50-amd64", "qemu": "7.2.22", "spdk": None}
@@ -31,12 +33,24 @@ def test_versions_narrow_a_rule_and_an_unknown_version_never_matches() -> None:
     assert spdk.match("s::t", HUNG, {**RUN, "spdk": "24.09.1"})
 
 
-def test_the_projects_own_list_applies_to_a_run_unless_told_otherwise() -> None:
+def test_the_projects_own_list_applies_to_a_run_unless_told_otherwise(tmp_path: Path) -> None:
+    from orchestrator.cli import runs
     from orchestrator.cli.app import parser
     from orchestrator.cli.common import KNOWN_FAILURES
+    from orchestrator.config.runspec import RunSpec
+
+    def spec(*argv: str) -> RunSpec:
+        args = parser().parse_args(["run", "sw_hotplug", *argv])
+        return runs.run_spec(args, runs.base_spec(args))
 
     own = expunge.load(KNOWN_FAILURES)  # a run reads it before anything boots: its mistakes fail here first
     assert any(r.test.startswith("sw_hotplug::") and r.signature and "qemu crashed" in r.signature for r in own.rules)
-    assert parser().parse_args(["run", "sw_hotplug"]).expunge == str(KNOWN_FAILURES)
-    assert parser().parse_args(["run", "sw_hotplug", "--expunge", "none"]).expunge is None
-    assert parser().parse_args(["run", "sw_hotplug", "--expunge", "mine.toml"]).expunge == "mine.toml"
+    assert spec().known_failures == KNOWN_FAILURES
+    assert spec("--expunge", "none").known_failures is None
+    mine = tmp_path / "mine.toml"
+    mine.write_text("[[known]]\ntest = 'a::b'\nreason = 'r'\n")
+    assert spec("--expunge", str(mine)).known_failures == mine
+    # a spec file's choice (a repro's: no list) holds unless an option changes it
+    saved = RunSpec(seed=5, jitter=0.0).dump(tmp_path / "spec.json")
+    assert spec("--spec", str(saved)).known_failures is None
+    assert (spec("--spec", str(saved), "--seed", "7").seed, spec("--spec", str(saved)).jitter) == (7, 0.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config import runspec
 from orchestrator.engine import repro
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,9 +42,10 @@ def test_signatures_ignore_numbers_and_runs_get_the_worst_outcome() -> None:
 
 
 def test_run_seeds_come_from_the_repro_seed(tmp_path: Path) -> None:
-    one = repro.Repro("x", 5, 1, 42, tmp_path).seeds()
-    assert one == repro.Repro("x", 5, 2, 42, tmp_path).seeds() and len(set(one)) == 5
-    assert one != repro.Repro("x", 5, 1, 43, tmp_path).seeds()
+    spec = tmp_path / "spec.json"
+    one = repro.Repro("x", 5, 1, 42, tmp_path, spec).seeds()
+    assert one == repro.Repro("x", 5, 2, 42, tmp_path, spec).seeds() and len(set(one)) == 5
+    assert one != repro.Repro("x", 5, 1, 43, tmp_path, spec).seeds()
 
 
 def tbctl(cwd: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
@@ -67,6 +69,7 @@ def test_repro_measures_a_flaky_test_and_replays_a_failure(tmp_path: Path) -> No
     bundle = Path(re.search(r"repro bundle: (\S+)", r.stdout)[1])  # type: ignore[index]
     meta = json.loads((bundle / "run.json").read_text())
     assert meta["outcome"] == "failed" and meta["image"]["digest"] and list(bundle.glob("qemu-*.argv"))
+    assert runspec.load(bundle / "spec.json").known_failures is None  # the repro's settings: every failure counts
     # the bundle replays the failing run: same seed, same failure
     replay = subprocess.run([str(bundle / "replay.sh"), "--json", str(tmp_path / "replay.json")], capture_output=True,
                             text=True, timeout=600, cwd=tmp_path,

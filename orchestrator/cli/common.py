@@ -14,11 +14,14 @@ from typing import Any, Callable, Iterator, NoReturn
 
 from orchestrator import image, spdk
 from orchestrator.config import topology
+from orchestrator.config.runspec import RunSpec
 from orchestrator.errors import ConfigError
 from orchestrator.machines import Machine
+from orchestrator.machines import environment
+from orchestrator.machines.environment import Environment
 from orchestrator.paths import SOURCE_ROOT, recipe_names
 from orchestrator.spdk.tree import Tree
-from orchestrator.vm import accel, qemu_binary, registry
+from orchestrator.vm import qemu_binary, registry
 
 SUITES = SOURCE_ROOT / "suites"
 KNOWN_FAILURES = SUITES / "known_failures.toml"  # the project's own list, applied unless told otherwise
@@ -119,23 +122,24 @@ def artifacts_root() -> Path:
     return writable_dir(Path.cwd() / "tbctl-artifacts", "the artifacts directory")
 
 
-def environment(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
-    """The topology, the image (built if needed; the SPDK-ready one for a tree) and the accelerator."""
-    topo = topology.load(args.topology) if args.topology else topology.default()
-    topology.check_qemu(topo, qemu_binary.use(qemu_binary.select(args.qemu, topo.qemu, topo.source)))
-    if args.spdk_dir and not Path(args.spdk_dir).is_dir():
-        raise ConfigError(f"--spdk-dir {args.spdk_dir}: not a directory")
-    img = image.ensure(image.choose(args.image, topo.image, bool(args.spdk_dir)), mirror=args.mirror)
-    return topo, img, accel.resolve(args.accel or topo.accel, img)
+def machine_spec(args: argparse.Namespace, base: RunSpec | None = None) -> RunSpec:
+    """The machine options given (the topology, QEMU, image, accelerator, SPDK tree) on `base`."""
+    return (base or RunSpec()).given(topology=args.topology, qemu=args.qemu, image=args.image, accel=args.accel,
+                                     spdk_dir=args.spdk_dir)
 
 
-def prepare(args: argparse.Namespace) -> tuple[topology.Topology, image.Image, str]:
-    """Validate everything, build the image if needed, pick the accelerator, and check an SPDK
-    tree against the image: all before booting."""
-    topo, img, acc = environment(args)
-    if args.spdk_dir:
-        check_tree(Path(args.spdk_dir), img, acc)
-    return topo, img, acc
+def resolve(spec: RunSpec, mirror: str | None = None) -> Environment:
+    """The topology, its QEMU, the image (built if needed; the SPDK-ready one for a tree), the accelerator."""
+    return environment.resolve(environment.machine(spec.topology, spec.qemu), spec.image, spec.accel,
+                               spec.spdk_dir, mirror)
+
+
+def prepare(spec: RunSpec, mirror: str | None = None) -> Environment:
+    """`resolve`, and an SPDK tree checked against the image: all before booting."""
+    env = resolve(spec, mirror)
+    if env.spdk_dir:
+        check_tree(env.spdk_dir, env.image, env.accel)
+    return env
 
 
 def check_tree(tree: Path, img: image.Image, acc: str) -> None:
@@ -147,10 +151,9 @@ def check_tree(tree: Path, img: image.Image, acc: str) -> None:
 
 
 def new_machine(args: argparse.Namespace, persistent: bool) -> Machine:
-    topo, img, acc = prepare(args)
-    shares = {"spdk": Path(args.spdk_dir).resolve()} if args.spdk_dir else {}
-    m = Machine(topo, img, Path("."), name=args.name or None, accel=acc, persistent=persistent,
-                boot_timeout=args.boot_timeout, shares=shares)
+    env = prepare(machine_spec(args), args.mirror)
+    m = Machine(env.topology, env.image, Path("."), name=args.name or None, accel=env.accel, persistent=persistent,
+                boot_timeout=args.boot_timeout, shares=env.shares)
     m.artifacts = artifacts_root() / f"{m.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return m
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,7 +30,8 @@ from orchestrator.cli.common import (
     topology_opts,
 )
 from orchestrator.config import bed as beds
-from orchestrator.config import expunge
+from orchestrator.config import expunge, runspec
+from orchestrator.config.runspec import RunSpec
 from orchestrator.engine import repro, run, shard
 from orchestrator.errors import ConfigError
 from orchestrator.machines import snapshot
@@ -57,26 +60,43 @@ def selection_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--shard", metavar="K/N", help="only shard K of N (a suite module stays in one shard); default: "
                                                    "$TBCTL_SHARD, GitLab's CI_NODE_INDEX/CI_NODE_TOTAL, or "
                                                    "Kubernetes' JOB_COMPLETION_INDEX with $TBCTL_SHARD_TOTAL")
-    sp.add_argument("--shard-by", choices=shard.BY, default="module",
+    sp.add_argument("--shard-by", choices=shard.BY,
                     help="split by suite module (default: each module's VM boots once) or by test")
     sp.add_argument("--durations", metavar="FILE", help="an earlier results.json: balance the shards by its durations")
 
 
 def selection(args: argparse.Namespace) -> list[str]:
-    """The pytest arguments of the selection, checked before anything is built or booted."""
+    """The pytest arguments of the selection (suites, -k), checked before anything is built or booted."""
     if bool(args.suites) == args.all:
         raise ConfigError("name the suites to run, or --all for every suite (not both)")
     argv = suite_paths(known_suites() if args.all else args.suites)
-    if args.shard:
-        shard.parse(args.shard, "--shard")
+    return argv + ["-k", args.k] if args.k is not None else argv
+
+
+def base_spec(args: argparse.Namespace) -> RunSpec:
+    """What a run's options change: --spec's file, else the defaults with the project's known failures."""
+    return runspec.load(args.spec) if args.spec else RunSpec(known_failures=KNOWN_FAILURES)
+
+
+def run_spec(args: argparse.Namespace, base: RunSpec) -> RunSpec:
+    """The run's settings: `base` (a --spec file's, or the defaults) with the options given on top,
+    every file it names read and checked before anything is built or booted."""
+    opts = vars(args)
+    spec = base.given(**{k: opts.get(k) for k in ("topology", "qemu", "image", "accel", "spdk_dir", "bed", "timeout", "seed",
+                                                  "jitter", "snapshot", "keep_vm", "shard", "shard_by", "durations")})
+    if opts.get("expunge") is not None:  # `none`: no list, whatever the base had
+        spec = dataclasses.replace(spec, known_failures=Path(args.expunge) if args.expunge != "none" else None)
+    if spec.known_failures:
+        expunge.load(spec.known_failures)
+    if spec.bed:
+        beds.load(spec.bed)
+    if spec.shard:
+        shard.parse(spec.shard, "--shard")
     else:
         shard.from_env(os.environ)
-    if args.durations:
-        shard.load_durations(args.durations)
-    for flag, value in (("-k", args.k), ("--tb-shard", args.shard), ("--tb-durations", args.durations)):
-        if value is not None:
-            argv += [flag, value]
-    return argv + ["--tb-shard-by", args.shard_by]
+    if spec.durations:
+        shard.load_durations(spec.durations)
+    return spec
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -86,17 +106,19 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--junit", type=output_file, metavar="FILE", help="write JUnit XML")
     sp.add_argument("--json", type=output_file, metavar="FILE", help="write results.json here (default: in the run's artifacts)")
     reports.html_opt(sp)
-    sp.add_argument("--keep-vm", action="store_true",
+    sp.add_argument("--keep-vm", action="store_true", default=None,
                     help="keep a failing test's VMs running for you (tbctl ssh NAME; tbctl down NAME)")
     sp.add_argument("--seed", type=SEED, help="replay the fault timing and random choices of an earlier run")
     sp.add_argument("--retries", type=ranged(int, 0, MAX_RETRIES), default=0, metavar="N",
                     help=f"run a failing test again, up to N times (0..{MAX_RETRIES}, fresh machines): one that "
                          "then passes is reported flaky")
-    sp.add_argument("--snapshot", action="store_true",
+    sp.add_argument("--snapshot", action="store_true", default=None,
                     help="start machines from a saved ready guest (made once, cached), not by booting")
-    sp.add_argument("--expunge", metavar="FILE|none", type=_known_failures, default=str(KNOWN_FAILURES),
+    sp.add_argument("--expunge", metavar="FILE|none",
                     help="known failures (TOML): reported as `known failure`, they do not fail the run "
                          f"(default: the project's own, {KNOWN_FAILURES.relative_to(SUITES.parent)}; none: every failure fails it)")
+    sp.add_argument("--spec", metavar="FILE", help="an earlier run's settings (its spec.json, a repro bundle's); "
+                                                   "the options given here change them")
     reports.baseline_opts(sp)
     sp.set_defaults(fn=cmd_run)
 
@@ -115,35 +137,23 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.set_defaults(fn=cmd_list)
 
 
-def _known_failures(text: str) -> str | None:
-    """--expunge's value: `none` is no list at all, so every failure fails the run."""
-    return None if text == "none" else text
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Thin front over the engine: validate, build the image, pick the accelerator, then hand over."""
+    """Thin front over the engine: the run's spec checked, the image built, the accelerator picked,
+    then the spec handed over in one file (kept with the artifacts)."""
     paths = selection(args)
-    if args.expunge:
-        expunge.load(args.expunge)  # its mistakes before anything is built or booted
-    if args.bed:
-        beds.load(args.bed)
+    spec = run_spec(args, base_spec(args))
     base = reports.check_baseline(args)
     run_dir = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
-    _, img, acc = prepare(args)
-    results = Path(args.json) if args.json else run_dir / "results.json"
-    argv = [*paths, "-o", "junit_family=xunit1", "--tb-artifacts", str(run_dir), "--tb-accel", acc,
-            "--tb-image", img.manifest["name"], "--tb-results", str(results), "-rN"]
-    for flag, value in (("--tb-topology", args.topology), ("--tb-bed", args.bed), ("--tb-timeout", args.timeout),
-                        ("--tb-spdk-dir", args.spdk_dir), ("--tb-seed", args.seed), ("--junitxml", args.junit),
-                        ("--tb-jitter", args.jitter), ("--tb-qemu", args.qemu), ("--tb-expunge", args.expunge)):
-        if value is not None:
-            argv += [flag, str(value)]
+    env = prepare(spec, args.mirror)
+    results = Path(args.json).resolve() if args.json else run_dir / "results.json"
+    spec = dataclasses.replace(spec, image=env.image.manifest["name"], accel=env.accel, artifacts=run_dir,
+                               results=results)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    argv = [*paths, "-o", "junit_family=xunit1", "--tb-spec", str(spec.dump(run_dir / "spec.json")), "-rN"]
+    if args.junit:
+        argv += ["--junitxml", args.junit]
     if args.retries:
         argv += ["--reruns", str(args.retries)]  # pytest-rerunfailures; orchestrator.engine.attempts
-    if args.keep_vm:
-        argv.append("--tb-keep-vm")
-    if args.snapshot:
-        argv.append("--tb-snapshot")
     run.run(argv + args.pytest_args)
     try:
         doc = json.loads(results.read_text())
@@ -160,36 +170,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    """Validate and build once, then hand each run to its own `tbctl run`."""
+    """Validate and build once, then hand each run to its own `tbctl run`, on one spec."""
     suite_paths([args.target])
-    if args.bed:
-        beds.load(args.bed)
-    out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
-    topo, img, acc = prepare(args)
     # Every failure counts in a rate, known or not: the runs report them as they are.
-    run_args = ["--accel", acc, "--image", img.manifest["name"], "--expunge", "none"]
-    for flag, value in (("--topology", args.topology), ("--bed", args.bed), ("--timeout", args.timeout),
-                        ("--spdk-dir", args.spdk_dir), ("--jitter", args.jitter)):
-        if value is not None:
-            path_like = flag in ("--topology", "--bed", "--spdk-dir")
-            run_args += [flag, str(Path(value).resolve()) if path_like else str(value)]
-    if args.qemu:
-        run_args += ["--qemu", str(qemu_binary.current().path)]
+    spec = run_spec(argparse.Namespace(**{**vars(args), "seed": None}), RunSpec())
+    out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
+    env = prepare(spec, args.mirror)
+    spec = dataclasses.replace(spec, image=env.image.manifest["name"], accel=env.accel,
+                               qemu=str(qemu_binary.current().path) if spec.qemu else None)
     base, sep, rest = args.target.partition("::")
     target = args.target if (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
-    jobs = args.jobs or repro.default_jobs(topo.memory_mib)
+    jobs = args.jobs or repro.default_jobs(env.topology.memory_mib)
     if not args.cold:
-        reason = snapshot.unsupported(topo)
+        reason = snapshot.unsupported(env.topology)
         if reason:
             print(f"repro: cold boot for every run: {reason}", file=sys.stderr)
         else:  # made here once, before the runs, so they all start from it at once
-            shares = {"spdk": Path(args.spdk_dir).resolve()} if args.spdk_dir else {}
-            saved = snapshot.ensure(topo, img, acc, shares, log=lambda msg: print(f"repro: {msg}", file=sys.stderr))
+            saved = snapshot.ensure(env.topology, env.image, env.accel, env.shares,
+                                    log=lambda msg: print(f"repro: {msg}", file=sys.stderr))
             print(f"repro: every run starts from the saved guest {saved.dir}", file=sys.stderr)
-            run_args.append("--snapshot")
+            spec = dataclasses.replace(spec, snapshot=True)
     print(f"repro: {args.target}, {args.runs} runs, {jobs} at once, seed {seed}, artifacts {out}", file=sys.stderr)
-    r = repro.Repro(target, args.runs, jobs, seed, out, run_args, args.until_fail)
+    out.mkdir(parents=True, exist_ok=True)
+    r = repro.Repro(target, args.runs, jobs, seed, out, spec.dump(out / "spec.json"), args.until_fail)
     runs = r.execute()
     repro.summary(runs, args.runs, seed, print)
     failed = [x for x in runs if x.failed]
@@ -202,4 +206,6 @@ def cmd_repro(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     if not args.suites:
         args.all = True
-    return run.list_tests(selection(args))
+    paths, spec = selection(args), run_spec(args, RunSpec())
+    with tempfile.TemporaryDirectory(prefix="tbctl-list-") as tmp:  # the shard's, if one is asked for
+        return run.list_tests([*paths, "--tb-spec", str(spec.dump(Path(tmp) / "spec.json"))])

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator import faults, spdk
-from orchestrator.cli.common import artifacts_root, boot_opts, environment, image_opts
+from orchestrator.cli.common import artifacts_root, boot_opts, image_opts, machine_spec, resolve
 from orchestrator.machines import Machine
 from orchestrator.spdk.tree import Tree
 
@@ -25,7 +25,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    topo, img, acc = environment(args)
+    env = resolve(machine_spec(args), args.mirror)
+    topo, img, acc = env.topology, env.image, env.accel
     tree = Tree(Path(args.spdk_dir))
     libs = ", ".join(str(d.relative_to(tree.root)) for d in tree.lib_dirs()) or "none (static build)"
     print(f"tree {tree.root}: SPDK {tree.release}; apps: {', '.join(tree.apps) or 'none'}; "
@@ -42,7 +43,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.no_start:
         return 0
     m = Machine(topo, img, artifacts_root() / f"spdk-check-{time.strftime('%Y%m%d-%H%M%S')}", accel=acc,
-                persistent=False, shares={"spdk": tree.root}, boot_timeout=args.boot_timeout)
+                persistent=False, shares=env.shares, boot_timeout=args.boot_timeout)
     print(f"start probe: booting {m.name} ({acc}); artifacts: {m.artifacts}", flush=True)
     with m:
         hot = faults.Hotplug(m)

@@ -11,14 +11,23 @@ from typing import Callable
 
 from orchestrator import faults, guest, spdk
 from orchestrator.cli import sshcfg
-from orchestrator.cli.common import SECONDS, artifacts_root, attached, boot_opts, image_opts, new_machine, prepare
+from orchestrator.cli.common import (
+    SECONDS,
+    artifacts_root,
+    attached,
+    boot_opts,
+    image_opts,
+    machine_spec,
+    new_machine,
+    prepare,
+)
 from orchestrator.config import bed as beds
-from orchestrator.config import topology
 from orchestrator.errors import ConfigError
 from orchestrator.machines import Machine
 from orchestrator.machines import bed as machine_beds
+from orchestrator.machines import environment
 from orchestrator.spdk.tree import Tree
-from orchestrator.vm import qemu_binary, registry
+from orchestrator.vm import registry
 from orchestrator.vm.machine import check_name, new_name
 
 NIC_FAULTS = {"nic-remove": "pull a bed machine's NIC (QMP device_del + netdev_del, or --via guest)",
@@ -114,15 +123,14 @@ def _up_bed(args: argparse.Namespace) -> int:
         raise ConfigError("up: --bed and --topology: a bed's file holds each machine's topology; give one of them")
     bed = beds.by_ref(args.bed)
     for topo in bed.machines.values():
-        topology.check_qemu(topo, qemu_binary.use(qemu_binary.select(args.qemu, topo.qemu, topo.source)))
+        environment.check(topo, args.qemu)
     name = args.name or new_name()
     for role in bed.machines:
         if registry.load(check_name(f"{name}-{role}")) is not None:
             raise ConfigError(f"up: a VM named {name}-{role} exists already (tbctl down {name}-{role})")
-    _, img, acc = prepare(args)
-    shares = {"spdk": Path(args.spdk_dir).resolve()} if args.spdk_dir else {}
-    machines = machine_beds.boot(bed, img, acc, artifacts_root() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                 shares, args.boot_timeout, name=name, persistent=True)
+    env = prepare(machine_spec(args), args.mirror)
+    machines = machine_beds.boot(bed, env.image, env.accel, artifacts_root() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                 env.shares, args.boot_timeout, name=name, persistent=True)
     for role, m in machines.items():
         nics = ", ".join(f"{n.id} {n.address} on {n.network}" for n in m.topology.nics)
         print(f"{m.name}: {role}, ssh 127.0.0.1:{m.record.ssh_port if m.record else '?'}; {nics}")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator.engine import deadline, repro, results, slices, timeline
-from orchestrator.engine.session import Bed
+from orchestrator.engine.session import Run
 
 KEPT = ("outcome", "message", "duration", "artifacts", "discarded")
 
@@ -21,11 +21,11 @@ def number(item: pytest.Item) -> int:
     return max(1, int(getattr(item, "execution_count", 1) or 1))
 
 
-def begin(bed: Bed, item: pytest.Item) -> None:
+def begin(run: Run, item: pytest.Item) -> None:
     """From the second attempt on: the previous one moved to `attempts`, the test's state reset."""
     if number(item) == 1:
         return
-    e = results.entry(bed, item)
+    e = results.entry(run, item)
     done = {k: e[k] for k in KEPT if k in e} | {"signature": repro.signature(e)}
     kept = e.get("attempts", []) + [done]
     e.clear()

@@ -1,8 +1,8 @@
 """What suites get: `machine` (booted once per module, booted again if a test left it dead or in a
-state nobody could restore), `machines` (the module's bed, by role: its BED, or --tb-bed),
+state nobody could restore), `machines` (the module's bed, by role: its BED, or the run's --bed),
 `fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug` and `injectors` (fault injectors
 on the test's seeded schedule, recorded in results), `fabric` (the NVMe-oF variants of a bed's
-target and host), `artifacts` (the test's directory), `bed` (the run's settings)."""
+target and host), `artifacts` (the test's directory), `run` (the run: its settings and state)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from orchestrator import logs
 from orchestrator.config.topology import Topology
 from orchestrator.engine import results, slices, timeline
-from orchestrator.engine.session import Bed, bed_of
+from orchestrator.engine.session import Run, run_of
 from orchestrator.errors import TbctlError
 from orchestrator.faults import Hotplug, Link, Stop
 from orchestrator.faults.timing import Timed
@@ -33,8 +33,8 @@ log = logging.getLogger(f"{logs.ROOT}.engine")
 
 
 @pytest.fixture(scope="session")
-def bed(request: pytest.FixtureRequest) -> Bed:
-    return bed_of(request.config)
+def run(request: pytest.FixtureRequest) -> Run:
+    return run_of(request.config)
 
 
 @pytest.fixture
@@ -45,38 +45,38 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 class ModuleVM:
     """The module's machine, one per topology its tests ask for (the run's, or one a tb_machine marker
     changes): booted on first use, booted again if a test left it dead or in a state nobody
-    could restore (see `Bed.tainted`)."""
+    could restore (see `Run.tainted`)."""
 
-    def __init__(self, bed: Bed, name: str):
-        self.bed, self.name, self.boots = bed, name, 0
+    def __init__(self, run: Run, name: str):
+        self.run, self.name, self.boots = run, name, 0
         self.machines: dict[Topology, Machine] = {}
 
     def get(self, topo: Topology) -> Machine:
         m = self.machines.get(topo)
-        if m is None or m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive():
+        if m is None or m.name in self.run.tainted or not m.qemu_alive() or not m.ssh_alive():
             if m is not None:
-                let_go(self.bed, {m.name: m})
+                let_go(self.run, {m.name: m})
             self.boots += 1
-            self.machines[topo] = self.bed.boot(self.bed.artifacts / self.name / f"vm-{self.boots}", topo)
+            self.machines[topo] = self.run.boot(self.run.settings.artifacts / self.name / f"vm-{self.boots}", topo)
         return self.machines[topo]
 
     def close(self) -> None:
-        let_go(self.bed, {m.name: m for m in self.machines.values()})
+        let_go(self.run, {m.name: m for m in self.machines.values()})
 
 
-def let_go(bed: Bed, machines: dict[str, Machine]) -> None:
+def let_go(run: Run, machines: dict[str, Machine]) -> None:
     """Machines done with: shut down, but those kept for the user (--keep-vm), only let go of.
     A test's machine is thrown away with its disk and its run directory, so QEMU is told to quit
     at once: a guest poweroff (4 s under TCG) would only slow the run down."""
     for m in machines.values():
-        if m.name in bed.kept:
+        if m.name in run.kept:
             m.release()
-    machine_beds.shutdown({k: m for k, m in machines.items() if m.name not in bed.kept}, graceful=False)
+    machine_beds.shutdown({k: m for k, m in machines.items() if m.name not in run.kept}, graceful=False)
 
 
 @pytest.fixture(scope="module")
-def module_vm(request: pytest.FixtureRequest, bed: Bed) -> Iterator[ModuleVM]:
-    holder = ModuleVM(bed, Path(str(request.module.__file__)).stem)
+def module_vm(request: pytest.FixtureRequest, run: Run) -> Iterator[ModuleVM]:
+    holder = ModuleVM(run, Path(str(request.module.__file__)).stem)
     yield holder
     holder.close()
 
@@ -85,29 +85,29 @@ class ModuleBed:
     """The module's bed: every machine booted together on first use, and together again if a test
     left one of them dead or in a state nobody could restore."""
 
-    def __init__(self, bed: Bed, name: str, module: object):
-        self.bed, self.name, self.module, self.boots = bed, name, module, 0
+    def __init__(self, run: Run, name: str, module: object):
+        self.run, self.name, self.module, self.boots = run, name, module, 0
         self.machines: dict[str, Machine] = {}
 
     def get(self) -> dict[str, Machine]:
         broken = [m for m in self.machines.values()
-                  if m.name in self.bed.tainted or not m.qemu_alive() or not m.ssh_alive()]
+                  if m.name in self.run.tainted or not m.qemu_alive() or not m.ssh_alive()]
         if not self.machines or broken:
-            let_go(self.bed, self.machines)
+            let_go(self.run, self.machines)
             self.boots += 1
-            shares = {"spdk": self.bed.spdk_dir} if self.bed.spdk_dir else {}
-            self.machines = machine_beds.boot(self.bed.bed_for(self.module), self.bed.image, self.bed.accel,
-                                              self.bed.artifacts / self.name / f"bed-{self.boots}", shares,
-                                              keepable=self.bed.keep_vm)
+            env = self.run.resolved()
+            self.machines = machine_beds.boot(self.run.bed_for(self.module), env.image, env.accel,
+                                              self.run.settings.artifacts / self.name / f"bed-{self.boots}", env.shares,
+                                              keepable=self.run.settings.spec.keep_vm)
         return self.machines
 
     def close(self) -> None:
-        let_go(self.bed, self.machines)
+        let_go(self.run, self.machines)
 
 
 @pytest.fixture(scope="module")
-def module_bed(request: pytest.FixtureRequest, bed: Bed) -> Iterator[ModuleBed]:
-    holder = ModuleBed(bed, Path(str(request.module.__file__)).stem, request.module)
+def module_bed(request: pytest.FixtureRequest, run: Run) -> Iterator[ModuleBed]:
+    holder = ModuleBed(run, Path(str(request.module.__file__)).stem, request.module)
     yield holder
     holder.close()
 
@@ -119,16 +119,16 @@ def machines(request: pytest.FixtureRequest, module_bed: ModuleBed) -> dict[str,
 
 @pytest.fixture
 def machine(request: pytest.FixtureRequest, module_vm: ModuleVM) -> Machine:
-    return slices.use(request.node, module_vm.get(module_vm.bed.topology_for(request.node)))
+    return slices.use(request.node, module_vm.get(module_vm.run.topology_for(request.node)))
 
 
 @pytest.fixture
-def fresh_machine(request: pytest.FixtureRequest, bed: Bed, artifacts: Path) -> Iterator[Machine]:
-    m = bed.boot(artifacts / "vm", bed.topology_for(request.node))
+def fresh_machine(request: pytest.FixtureRequest, run: Run, artifacts: Path) -> Iterator[Machine]:
+    m = run.boot(artifacts / "vm", run.topology_for(request.node))
     try:
         yield slices.use(request.node, m)
     finally:
-        let_go(bed, {m.name: m})
+        let_go(run, {m.name: m})
 
 
 @pytest.fixture
@@ -141,27 +141,27 @@ def qmp(machine: Machine) -> QMP:
     return machine.qmp
 
 
-def _record(bed: Bed, node: pytest.Item, injectors: list[Timed]) -> None:
+def _record(run: Run, node: pytest.Item, injectors: list[Timed]) -> None:
     """What the test's fault injectors fired, and the delay before each: its results entry (and
     when each fired: its timeline)."""
     fired = [f for i in injectors for f in i.schedule]
     if fired:
-        results.entry(bed, node).setdefault("schedule", []).extend(fired)
+        results.entry(run, node).setdefault("schedule", []).extend(fired)
     timeline.faults(node, [f for i in injectors for f in i.fired])
 
 
 @pytest.fixture
-def hotplug(request: pytest.FixtureRequest, machine: Machine, bed: Bed) -> Iterator[Hotplug]:
-    h = Hotplug(machine, bed.rng(request.node), bed.jitter)
+def hotplug(request: pytest.FixtureRequest, machine: Machine, run: Run) -> Iterator[Hotplug]:
+    h = Hotplug(machine, run.rng(request.node), run.settings.spec.jitter)
     yield h
-    _record(bed, request.node, [h])
+    _record(run, request.node, [h])
 
 
 class Injectors:
     """The test's network and stop faults on the machines of its bed, all on one seeded schedule."""
 
-    def __init__(self, bed: Bed, node: pytest.Item):
-        self.rng, self.jitter = bed.rng(node), bed.jitter
+    def __init__(self, run: Run, node: pytest.Item):
+        self.rng, self.jitter = run.rng(node), run.settings.spec.jitter
         self.made: list[Timed] = []
 
     def link(self, machine: Machine, nic_id: str) -> Link:
@@ -174,10 +174,10 @@ class Injectors:
 
 
 @pytest.fixture
-def injectors(request: pytest.FixtureRequest, bed: Bed) -> Iterator[Injectors]:
-    made = Injectors(bed, request.node)
+def injectors(request: pytest.FixtureRequest, run: Run) -> Iterator[Injectors]:
+    made = Injectors(run, request.node)
     yield made
-    _record(bed, request.node, made.made)
+    _record(run, request.node, made.made)
 
 
 FABRIC_KINDS = ("kernel", "spdk")
@@ -196,7 +196,7 @@ class Fabric:
 
 @pytest.fixture(params=[pytest.param(v, id=f"{v[0]}_target-{v[1]}_host-{v[2]}")
                         for v in itertools.product(FABRIC_KINDS, FABRIC_KINDS, nvmf.TRANSPORTS)])
-def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine], bed: Bed) -> Iterator[Fabric]:
+def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine], run: Run) -> Iterator[Fabric]:
     """Both machines of the bed set up for the variant's transport (host identities, soft-RoCE
     for RDMA); SPDK's parts skipped without a tree. Afterwards every kernel connection and export
     is gone, so the next variant starts clean; a machine that cannot be cleared (a kernel stuck
@@ -204,9 +204,9 @@ def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine], bed: Be
     target_kind, host_kind, transport = request.param
     tree = None
     if target_kind == "spdk":
-        tree = bed.spdk_tree(spdk_nvmf.NVMF_TGT)
+        tree = run.spdk_tree(spdk_nvmf.NVMF_TGT)
     if host_kind == "spdk":
-        tree = bed.spdk_tree(request.module.SPDK_HOST_APP)
+        tree = run.spdk_tree(request.module.SPDK_HOST_APP)
     for role, m in machines.items():
         nvmf.prepare(m.ssh, role, transport, m.topology.nics[0].mac(m.topology.name))
     for role, m in machines.items():  # cold or restored, the fabric carries what the test will use
@@ -214,10 +214,10 @@ def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine], bed: Be
         nvmf.ready(m.ssh, transport, m.topology.nics[0].mac(m.topology.name), peer.topology.nics[0].ip)
     yield Fabric(target_kind, host_kind, transport, tree)
     for m in machines.values():
-        if m.name in bed.tainted or not (m.qemu_alive() and m.ssh_alive()):
+        if m.name in run.tainted or not (m.qemu_alive() and m.ssh_alive()):
             continue
         try:
             nvmf.clear(m.ssh)
         except TbctlError as e:
             log.warning(f"{m.name}: NVMe-oF state not cleared, machine discarded: {e}")
-            bed.tainted.add(m.name)
+            run.tainted.add(m.name)

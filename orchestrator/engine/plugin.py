@@ -6,7 +6,7 @@ hooks stay a few lines each and call the engine's pieces: the deadline and crash
 (engine.deadline, with its own hooks another plugin may take over), crash findings
 (engine.findings), the outcome (engine.outcome, a pure classifier), artifacts (engine.artifacts)
 and results (engine.results). Outcomes: passed, failed, timed out, guest crashed, qemu crashed,
-infrastructure error, skipped, known failure (a failure on the run's --tb-expunge list); each
+infrastructure error, skipped, known failure (a failure on the run's list of known failures); each
 becomes a JUnit property `outcome`, and the run's results.json holds them with the run's
 metadata. A machine whose test did not end passed, failed or skipped (or that lost a
 device_del) is discarded; a known failure's machine too, by the outcome it stands for.
@@ -36,7 +36,7 @@ from orchestrator.engine import (
     slices,
     timeline,
 )
-from orchestrator.engine.session import BED, Bed, add_options
+from orchestrator.engine.session import RUN, Run, Settings, add_options
 from orchestrator.errors import DeadlineError
 from orchestrator.vm import qemu_binary
 
@@ -57,46 +57,46 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tb_timeout(seconds): this test's deadline, before accelerator scaling")
     config.addinivalue_line("markers", "tb_machine(**fields): this test's machine differs from the run's "
                                        "topology in these fields (e.g. iommu=True)")
-    bed = config.stash[BED] = Bed.from_config(config)
+    run = config.stash[RUN] = Run(Settings.load(config.getoption("tb_spec")))
     config.pluginmanager.register(deadline.SignalTimer(), "tbctl-deadline-timer")
-    config.pluginmanager.register(Engine(bed), "tbctl-engine")
+    config.pluginmanager.register(Engine(run), "tbctl-engine")
 
 
 class Engine:
-    """The run's hooks, on the run's bed."""
+    """The run's hooks, on the run."""
 
-    def __init__(self, bed: Bed):
-        self.bed = bed
+    def __init__(self, run: Run):
+        self.run = run
         self.results_file: Path | None = None
         self.exit_code: int | None = None
         self._log: logging.Handler | None = None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if not session.config.option.collectonly:
-            self._log = logs.to_file(self.bed.artifacts / "run.log")  # the machines' lines and the engine's
+            self._log = logs.to_file(self.run.settings.artifacts / "run.log")  # the machines' lines and the engine's
 
     @pytest.hookimpl(trylast=True)  # after -k and the other selections: shards split what is left
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        part = self.bed.part
+        part = self.run.settings.part
         if part is None:
             return
         ids = [i.nodeid for i in items]
-        mine = set(shard.split(ids, part.total, part.by, self.bed.durations)[part.index - 1])
+        mine = set(shard.split(ids, part.total, part.by, self.run.settings.durations)[part.index - 1])
         config.hook.pytest_deselected(items=[i for i in items if i.nodeid not in mine])
         items[:] = [i for i in items if i.nodeid in mine]
-        self.bed.shard_record = {"index": part.index, "total": part.total, "by": part.by,
-                                 "plan": shard.plan_id(ids, part, self.bed.durations),
+        self.run.shard_record = {"index": part.index, "total": part.total, "by": part.by,
+                                 "plan": shard.plan_id(ids, part, self.run.settings.durations),
                                  "run": shard.run_id(os.environ), "of": len(ids), "tests": [i.nodeid for i in items]}
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
-        attempts.begin(self.bed, item)
+        attempts.begin(self.run, item)
         item.stash[HOST_BEFORE] = host.sample()
         yield
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
-        with deadline.Guard(item, self.bed.deadline(item)):
+        with deadline.Guard(item, self.run.deadline(item)):
             yield
 
     @pytest.hookimpl(hookwrapper=True)
@@ -112,7 +112,7 @@ class Engine:
         else:
             v.kind = outcome.worst(v.kind, outcome.teardown(rep.failed, v.kind, died))
             self._finish(item, rep)
-        results.add_phase(self.bed, item, rep, call)
+        results.add_phase(self.run, item, rep, call)
         if rep.when == "call":
             self._known(item, rep)
 
@@ -124,8 +124,8 @@ class Engine:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if session.config.option.collectonly:
             return
-        self.results_file = Path(session.config.getoption("tb_results") or self.bed.artifacts / "results.json")
-        self.exit_code = results.write(self.bed, int(exitstatus), self.results_file)
+        self.results_file = self.run.settings.results_file
+        self.exit_code = results.write(self.run, int(exitstatus), self.results_file)
         if self._log is not None:
             logs.stop(self._log)
 
@@ -133,13 +133,13 @@ class Engine:
         return f"tbctl {__version__}: {qemu_binary.current().describe()}"
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-        if not (self.bed.results or self.bed.shard_record):
+        if not (self.run.results or self.run.shard_record):
             return
         terminalreporter.section("tbctl summary")
-        for line in results.summary(self.bed):
+        for line in results.summary(self.run):
             terminalreporter.write_line(line)
         if self.results_file is not None:
-            terminalreporter.write_line(f"artifacts: {self.bed.artifacts}")
+            terminalreporter.write_line(f"artifacts: {self.run.settings.artifacts}")
             terminalreporter.write_line(f"results:   {self.results_file} (exit code {self.exit_code})")
 
     # -- the engine's own steps, called by the hooks -----------------------------------------------
@@ -165,7 +165,7 @@ class Engine:
             rep.sections.append((crashed, "\n\n".join(f"{f.title}\n{f.evidence}" for _, f in found)))
             if rep.passed:  # a passing test that crashed something did not pass
                 rep.outcome, rep.longrepr = "failed", v.crashes
-            for m in fatal if not self.bed.keep_vm else ():  # --keep-vm: kept as it died, for the user
+            for m in fatal if not self.run.settings.spec.keep_vm else ():  # --keep-vm: kept as it died, for the user
                 m.shutdown(graceful=False)  # a panicked guest answers nothing: do not wait on it
         return outcome.call(rep.passed, rep.skipped, timed_out, crashed)
 
@@ -183,20 +183,20 @@ class Engine:
         are not handed to the next test."""
         for s in slices.of(item):
             m = s.machine
-            if m.qemu_alive() and m.name not in self.bed.kept:
+            if m.qemu_alive() and m.name not in self.run.kept:
                 m.keep()
-                self.bed.kept[m.name] = item.nodeid
-                self.bed.tainted.add(m.name)
+                self.run.kept[m.name] = item.nodeid
+                self.run.tainted.add(m.name)
                 entry.setdefault("kept", []).append(m.name)
 
     def _known(self, item: pytest.Item, rep: pytest.TestReport) -> None:
         """A body failure on the known-failure list: kept, with its reason, and shown to pytest
         (terminal, JUnit) as an expected failure."""
-        v, e = results.verdict(item), results.entry(self.bed, item)
+        v, e = results.verdict(item), results.entry(self.run, item)
         if v.kind not in outcome.KNOWABLE:
             return
         test_id = f"{Path(str(item.fspath)).stem}::{item.name}"
-        rule = self.bed.known.match(test_id, repro.signature({**e, "outcome": v.kind}), self.bed.versions())
+        rule = self.run.settings.known.match(test_id, repro.signature({**e, "outcome": v.kind}), self.run.versions())
         if rule is not None:
             v.known = rule.record(v.kind)
             rep.outcome, rep.wasxfail = "skipped", f"known failure: {rule.reason}"  # type: ignore[attr-defined]
@@ -214,16 +214,16 @@ class Engine:
         """The test's final outcome: recorded, given to JUnit, and its machines discarded if need be."""
         v = results.verdict(item)
         final = outcome.final(v.kind)
-        entry = results.entry(self.bed, item)
+        entry = results.entry(self.run, item)
         for s in slices.of(item):
             m = s.machine
             qmp = m.qmp_channel
             why = outcome.discard(m.crashed or (m.returncode is not None and not m.stopped),
                                   qmp.unplug_lost if qmp is not None else None, final)
             if why:
-                self.bed.tainted.add(m.name)
+                self.run.tainted.add(m.name)
                 entry.setdefault("discarded", {})[m.name] = why
-        if self.bed.keep_vm and final in outcome.KNOWABLE:
+        if self.run.settings.spec.keep_vm and final in outcome.KNOWABLE:
             self._keep(item, entry)
         shown = outcome.known(final, v.known["outcome"] if v.known else None)
         if shown != final:

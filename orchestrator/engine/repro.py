@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
+from orchestrator.config import runspec
 from orchestrator.errors import OUTCOMES
 from orchestrator.render import render
 
@@ -31,7 +32,7 @@ RUN_TIMEOUT = 3600.0  # a run's hard deadline on top of its own per-test deadlin
 
 
 @dataclass
-class Run:
+class ReproRun:
     index: int
     seed: int
     exit_code: int = -1
@@ -98,10 +99,10 @@ class Repro:
     jobs: int
     seed: int
     out: Path
-    run_args: list[str] = field(default_factory=list)  # passed on to each `tbctl run`
+    spec: Path  # every run's settings (its seed aside): `tbctl run --spec`
     until_fail: bool = False
     progress: TextIO = sys.stderr
-    _done: list[Run] = field(default_factory=list)
+    _done: list[ReproRun] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _started: float = 0.0
@@ -111,11 +112,11 @@ class Repro:
         rng = random.Random(self.seed)
         return [rng.randrange(1 << 31) for _ in range(self.runs)]
 
-    def command(self, run: Run) -> list[str]:
-        return [sys.executable, "-m", "orchestrator.cli", "run", self.target, "--seed", str(run.seed),
-                "--json", str(self.out / f"run-{run.index:04d}" / "results.json"), *self.run_args]
+    def command(self, run: ReproRun) -> list[str]:
+        return [sys.executable, "-m", "orchestrator.cli", "run", self.target, "--spec", str(self.spec),
+                "--seed", str(run.seed), "--json", str(self.out / f"run-{run.index:04d}" / "results.json")]
 
-    def _one(self, run: Run) -> Run:
+    def _one(self, run: ReproRun) -> ReproRun:
         if self._stop.is_set():
             return run
         d = self.out / f"run-{run.index:04d}"
@@ -156,17 +157,17 @@ class Repro:
             self.progress.write(line + "\n")
         self.progress.flush()
 
-    def execute(self) -> list[Run]:
+    def execute(self) -> list[ReproRun]:
         self.out.mkdir(parents=True, exist_ok=True)
         self._started = time.monotonic()
-        runs = [Run(i + 1, s) for i, s in enumerate(self.seeds())]
+        runs = [ReproRun(i + 1, s) for i, s in enumerate(self.seeds())]
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             list(pool.map(self._one, runs))
         if self.progress.isatty():
             self.progress.write("\n")
         return sorted(self._done, key=lambda r: r.index)
 
-    def bundle(self, run: Run) -> Path:
+    def bundle(self, run: ReproRun) -> Path:
         """A directory that replays `run`: its QEMU command lines with the QMP and guest commands
         each QEMU got (and a crashed QEMU's backtraces), topology, image hash, seed and a script
         that runs the same test with the same seed."""
@@ -186,21 +187,20 @@ class Repro:
             "image": results.get("image"), "qemu": results.get("qemu"), "tbctl": results.get("tbctl"),
             "accel": results.get("accel"), "topology": results.get("topology"),
             "artifacts": str(run.artifacts)}, indent=2) + "\n")
-        args, copied = list(self.run_args), {}
-        for flag in ("--topology", "--bed"):  # the bundle's own copies: the replay needs no original
-            if flag in args:
-                i = args.index(flag)
+        spec, copied = runspec.load(self.spec), {}
+        for flag, path in (("--topology", spec.topology), ("--bed", spec.bed)):  # the replay needs no original
+            if path is not None:
                 copied[flag] = f"{flag[2:]}.toml"
-                shutil.copy(args[i + 1], b / copied[flag])
-                del args[i:i + 2]
+                shutil.copy(path, b / copied[flag])
+        shutil.copy(self.spec, b / "spec.json")
         script = b / "replay.sh"
-        script.write_text(render("repro/replay.sh.j2", target=self.target, seed=run.seed, args=args, copied=copied,
+        script.write_text(render("repro/replay.sh.j2", target=self.target, seed=run.seed, copied=copied,
                                  index=run.index, digest=(results.get("image") or {}).get("digest", "")))
         script.chmod(0o755)
         return b
 
 
-def summary(runs: list[Run], planned: int, seed: int, write: Callable[[str], None]) -> None:
+def summary(runs: list[ReproRun], planned: int, seed: int, write: Callable[[str], None]) -> None:
     n = len(runs)
     fails = [r for r in runs if r.failed]
     lo, hi = wilson(len(fails), n)

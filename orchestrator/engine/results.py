@@ -15,7 +15,7 @@ import pytest
 from orchestrator import __version__
 from orchestrator.engine import host, outcome
 from orchestrator.engine.deadline import GuestCrashed
-from orchestrator.engine.session import Bed
+from orchestrator.engine.session import Run
 from orchestrator.errors import OUTCOMES
 from orchestrator.vm import qemu_binary
 
@@ -38,14 +38,14 @@ def verdict(item: pytest.Item) -> Verdict:
     return item.stash.setdefault(VERDICT, Verdict())
 
 
-def entry(bed: Bed, item: pytest.Item) -> dict[str, Any]:
+def entry(run: Run, item: pytest.Item) -> dict[str, Any]:
     """This test's record in the run's results."""
-    return bed.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
+    return run.results.setdefault(item.nodeid, {"nodeid": item.nodeid, "duration": 0.0})
 
 
-def add_phase(bed: Bed, item: pytest.Item, rep: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+def add_phase(run: Run, item: pytest.Item, rep: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
     """Duration and the first failure's message (with the crash titles and diagnosis), or a skip's reason."""
-    e, v = entry(bed, item), verdict(item)
+    e, v = entry(run, item), verdict(item)
     if rep.skipped and "message" not in e:
         e["message"] = _skip_reason(rep)
     if not (rep.failed or rep.when == "call"):
@@ -74,37 +74,38 @@ def _message(call: pytest.CallInfo[None]) -> str:
     return f"{call.excinfo.typename}: {call.excinfo.value}"[:4000]
 
 
-def write(bed: Bed, session_status: int, path: Path) -> int:
+def write(run: Run, session_status: int, path: Path) -> int:
     """results.json; returns the run's exit code."""
-    part = bed.shard_record
+    part = run.shard_record
     empty_shard = part is not None and not part["tests"]  # more shards than groups: nothing to do is fine
-    code = outcome.EXIT_PASSED if empty_shard else outcome.exit_code(bed.results, session_status)
-    img = bed.chosen_image.manifest if bed.chosen_image else {}
+    code = outcome.EXIT_PASSED if empty_shard else outcome.exit_code(run.results, session_status)
+    s, env = run.settings, run.env
+    img = env.image.manifest if env else {}
     doc = {
         "tbctl": __version__, "qemu": qemu_binary.current().record(),
         "image": {k: img.get(k) for k in ("name", "digest", "kernel")},
-        "topology": bed.topology.source, "accel": bed.resolved_accel, "seed": bed.seed, "jitter": bed.jitter,
-        "start": bed.start, "spdk_dir": str(bed.spdk_dir) if bed.spdk_dir else None,
-        "spdk": bed.versions()["spdk"], "known_failures": bed.known.source, "shard": part,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(bed.started)),
-        "duration": round(time.time() - bed.started, 2), "exit_code": code,
-        "counts": {k: sum(1 for r in bed.results.values() if r.get("outcome") == k) for k in OUTCOMES},
-        "tests": list(bed.results.values()), "artifacts": str(bed.artifacts),
+        "topology": s.topology.source, "accel": env.accel if env else None, "seed": s.seed, "jitter": s.spec.jitter,
+        "start": run.start, "spdk_dir": str(s.spec.spdk_dir) if s.spec.spdk_dir else None,
+        "spdk": run.versions()["spdk"], "known_failures": s.known.source, "shard": part,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(run.started)),
+        "duration": round(time.time() - run.started, 2), "exit_code": code,
+        "counts": {k: sum(1 for r in run.results.values() if r.get("outcome") == k) for k in OUTCOMES},
+        "tests": list(run.results.values()), "artifacts": str(s.artifacts),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return code
 
 
-def summary(bed: Bed) -> list[str]:
+def summary(run: Run) -> list[str]:
     """The summary's lines: the QEMU, the shard, then each test's."""
     lines = [qemu_binary.current().describe()]
-    if bed.shard_record:
-        s = bed.shard_record
+    if run.shard_record:
+        s = run.shard_record
         lines.append(f"shard {s['index']}/{s['total']} (by {s['by']}): {len(s['tests'])} of {s['of']} tests")
     kept = [f"kept up after {test}: {name}   get in: tbctl ssh {name}   drop: tbctl down {name}"
-            for name, test in bed.kept.items()]
-    return lines + test_lines(bed.results.values()) + kept
+            for name, test in run.kept.items()]
+    return lines + test_lines(run.results.values()) + kept
 
 
 def known_text(rule: dict[str, Any]) -> str:

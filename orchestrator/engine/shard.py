@@ -14,10 +14,11 @@ import statistics
 from dataclasses import dataclass
 from typing import Mapping
 
+from orchestrator.config.runspec import SHARD_BY
 from orchestrator.engine import merge
 from orchestrator.errors import ConfigError
 
-BY = ("module", "test")
+BY = SHARD_BY
 _SPEC = re.compile(r"(\d+)/(\d+)")
 # Where a scheduler says which shard this job is: (index, total, index base); the flag wins.
 SCHEDULERS = (("CI_NODE_INDEX", "CI_NODE_TOTAL", 1),  # GitLab `parallel:`

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engine.session import bed_of
+from orchestrator.engine.session import run_of
 from orchestrator.machines import Machine
 
 
@@ -65,7 +65,7 @@ def test_dir(item: pytest.Item) -> Path:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid.split("::", 1)[-1])[:120]
         attempt = getattr(item, "execution_count", 1) or 1  # pytest-rerunfailures' count, on a retry
         safe += f"-attempt-{attempt}" if attempt > 1 else ""
-        item.stash[_DIR] = bed_of(item.config).artifacts / mod / safe
+        item.stash[_DIR] = run_of(item.config).settings.artifacts / mod / safe
         item.stash[_DIR].mkdir(parents=True, exist_ok=True)
     return item.stash[_DIR]
 

@@ -26,11 +26,12 @@ from orchestrator import guest, image
 from orchestrator.config import topology
 from orchestrator.config.topology import Topology
 from orchestrator.errors import ConfigError
+from orchestrator.machines import environment
 from orchestrator.image import DHCP_FLAG, box
 from orchestrator.paths import cache_dir
 from orchestrator.render import render
 from orchestrator.spdk.runtime import MOUNT
-from orchestrator.vm import accel, devices
+from orchestrator.vm import devices
 from orchestrator.vm.machine import kernel_cmdline
 
 LIBVIRT_IMAGES = Path("/var/lib/libvirt/images")
@@ -76,8 +77,8 @@ def machines(topology_files: list[str], project: Path, image_name: str | None,
         seen.add(t.name)
     ms = []
     for t in topos:
-        img = image.ensure(image.choose(image_name, t.image, spdk_dir is not None))
-        ms.append(VagrantMachine(t, img, project, accel.resolve(t.accel, img)))
+        env = environment.resolve(t, image_name, None, spdk_dir)
+        ms.append(VagrantMachine(t, env.image, project, env.accel))
     return ms
 
 
@@ -104,7 +105,7 @@ def ssh_config(img: image.Image) -> Path:
 
 def config(ms: list[VagrantMachine], spdk_dir: Path | None) -> dict[str, Any]:
     """What the Vagrantfile sets for each machine (JSON on stdout of `tbctl vagrant config`)."""
-    shares = {"spdk": spdk_dir.resolve()} if spdk_dir else {}
+    shares = environment.shares(spdk_dir)
     out = []
     for m in ms:
         out.append({

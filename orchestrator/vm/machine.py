@@ -16,6 +16,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,7 @@ class QemuMachine:
         self._qmp: QMP | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._crash: list[crash.Finding] | None = None
+        self._crash_lock = threading.Lock()  # QEMU's death is read once, whichever thread noticed it
         self.timings: dict[str, float] = {}
         self.stopped = False  # tbctl shut it down (QEMU gone otherwise means QEMU died)
         # Snapshot fast restore (orchestrator.machines.snapshot): the hot-pluggable controllers' root
@@ -313,19 +315,22 @@ class QemuMachine:
         """Why QEMU died while nobody stopped it: its assertion, or its signal titled by the first
         frame of its own code in its core's crashing thread (gdb's backtraces go to
         qemu-core.bt.txt beside its other logs; the core itself is removed)."""
-        if self._crash is None:
-            bt, frames = "", []
-            core = qemu_core.find(self.run_dir, self.record.pid if self.record else None)
-            if core is not None:
-                bt = qemu_core.backtrace(self.qemu.path, core)
-                frames = qemu_core.crashing_frames(bt, self.qemu.path)
-                (self.artifacts / "qemu-core.bt.txt").write_text(bt)
-                core.unlink()
-            stderr = self.stderr_log.read_text(errors="replace")
-            self._crash = crash.qemu_findings(stderr, self.returncode, bt, frames,
-                                              list(self._qmp.sent) if self._qmp else [])
-            self.log(f"QEMU died (exit {self.returncode}): {self._crash[0].title}")
-        return self._crash
+        with self._crash_lock:
+            if self._crash is None:
+                self._crash = self._read_crash()
+                self.log(f"QEMU died (exit {self.returncode}): {self._crash[0].title}")
+            return self._crash
+
+    def _read_crash(self) -> list[crash.Finding]:
+        bt, frames = "", []
+        core = qemu_core.find(self.run_dir, self.record.pid if self.record else None)
+        if core is not None:
+            bt = qemu_core.backtrace(self.qemu.path, core)
+            frames = qemu_core.crashing_frames(bt, self.qemu.path)
+            (self.artifacts / "qemu-core.bt.txt").write_text(bt)
+            core.unlink()
+        stderr = self.stderr_log.read_text(errors="replace")
+        return crash.qemu_findings(stderr, self.returncode, bt, frames, list(self._qmp.sent) if self._qmp else [])
 
     def unplug_stopped(self, device: str) -> str:
         """Where the last device_del (of `device`) stopped, from QEMU's ACPI hotplug trace in its

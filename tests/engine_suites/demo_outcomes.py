@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import faults, spdk
-from orchestrator.engine.session import Bed
+from orchestrator.engine.session import Run
 from orchestrator.faults import Hotplug
 from orchestrator.guest.hotplug_app import KernelHotplugApp
 from orchestrator.machines import Machine
@@ -47,12 +47,12 @@ def test_after_the_hang_no_app_is_left(machine: Machine) -> None:
 
 
 @pytest.mark.tb_timeout(60)
-def test_spdk_app_waits_for_an_aer_that_never_comes(machine: Machine, hotplug: Hotplug, bed: Bed,
+def test_spdk_app_waits_for_an_aer_that_never_comes(machine: Machine, hotplug: Hotplug, run: Run,
                                                     artifacts: Path) -> None:
     """The SPDK doorbell_aers stand-in told to arm no AER: it waits forever for the first Error
     AER; tbctl interrupts it, and the timeout says why from QEMU's trace."""
     bdf = hotplug.address("nvme0")
-    tree = bed.spdk_tree(spdk.DOORBELL_AERS)
+    tree = run.spdk_tree(spdk.DOORBELL_AERS)
     spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology))
     machine.ssh.run("mkdir -p /run/spdk-standin && touch /run/spdk-standin/no-aer", timeout=10, check=True)
     with faults.NvmeTrace(machine) as trace:
