@@ -180,7 +180,7 @@ def cmd_hotplug(args: argparse.Namespace) -> int:
 def _inject_target(m: Machine, args: argparse.Namespace) -> None:
     """A network or target fault: a bed machine's NIC, an app signalled, the VM paused."""
     if args.fault in NIC_FAULTS:
-        link = faults.Link(m, args.nic)
+        link = faults.NicFault(m, args.nic)
         if args.fault == "nic-remove":
             event = link.remove(args.timeout, args.via)
             print(f"{args.nic}: pulled; " + (f"the guest removed PCI device {event['pci']}" if args.via == "guest"

@@ -19,7 +19,7 @@ from orchestrator.config.topology import Topology
 from orchestrator.engine import results, slices, timeline
 from orchestrator.engine.session import Run, run_of
 from orchestrator.errors import TbctlError
-from orchestrator.faults import Hotplug, Link, Stop
+from orchestrator.faults import Hotplug, NicFault, Stop
 from orchestrator.faults.timing import Timed
 from orchestrator.guest import nvmf
 from orchestrator.guest.ssh import SSH
@@ -164,8 +164,8 @@ class Injectors:
         self.rng, self.jitter = run.rng(node), run.settings.spec.jitter
         self.made: list[Timed] = []
 
-    def link(self, machine: Machine, nic_id: str) -> Link:
-        self.made.append(link := Link(machine, nic_id, self.rng, self.jitter))
+    def link(self, machine: Machine, nic_id: str) -> NicFault:
+        self.made.append(link := NicFault(machine, nic_id, self.rng, self.jitter))
         return link
 
     def stop(self, machine: Machine) -> Stop:

@@ -1,27 +1,28 @@
 """Fault injection, from suites and `tbctl inject`: hotplug (orderly and surprise), registers
 (invalid doorbells, bus master, admin queue, fatal status; from the host through qtest or from the
 guest), network links (NIC pulled and put back, link down and up), a target stopped (app signalled,
-machine paused) and QEMU's NVMe trace. Each takes the narrow Target it needs (QMP, SSH, topology, qtest
-socket), never a machine's insides. Imports vm, guest, config, report and the base modules."""
+machine paused) and QEMU's NVMe trace. Each takes the narrow Injectable it needs (QMP, SSH,
+topology, qtest socket), never a machine's insides. Imports vm, guest, config, report and the base modules."""
 
 from orchestrator.faults.hotplug import Hotplug
-from orchestrator.faults.link import VIAS as NIC_VIAS
-from orchestrator.faults.link import Link
+from orchestrator.faults.injectable import Injectable
+from orchestrator.faults.nic import VIAS as NIC_VIAS
+from orchestrator.faults.nic import NicFault
 from orchestrator.faults.registers import (
-                                           DOORBELL_KINDS,
-                                           PCI_COMMAND_MASTER,
-                                           VIAS,
-                                           Registers,
-                                           admin_queue,
-                                           bus_master,
-                                           controller_fatal,
-                                           invalid_doorbell,
-                                           userspace_admin_command,
+    DOORBELL_KINDS,
+    PCI_COMMAND_MASTER,
+    VIAS,
+    Registers,
+    admin_queue,
+    bus_master,
+    controller_fatal,
+    invalid_doorbell,
+    userspace_admin_command,
 )
 from orchestrator.faults.stop import SIGNALS as STOP_SIGNALS
 from orchestrator.faults.stop import Stop
-from orchestrator.faults.target import Target
 from orchestrator.faults.traces import NvmeTrace
 
-__all__ = ["DOORBELL_KINDS", "NIC_VIAS", "PCI_COMMAND_MASTER", "STOP_SIGNALS", "VIAS", "Hotplug", "Link", "NvmeTrace", "Registers", "Stop", "Target", "admin_queue",
-           "bus_master", "controller_fatal", "invalid_doorbell", "userspace_admin_command"]
+__all__ = ["DOORBELL_KINDS", "NIC_VIAS", "PCI_COMMAND_MASTER", "STOP_SIGNALS", "VIAS", "Hotplug", "Injectable",
+           "NicFault", "NvmeTrace", "Registers", "Stop", "admin_queue", "bus_master", "controller_fatal",
+           "invalid_doorbell", "userspace_admin_command"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.config.topology import Controller
 from orchestrator.errors import MachineError
-from orchestrator.faults.target import Target
+from orchestrator.faults.injectable import Injectable
 from orchestrator.faults.timing import Timed
 from orchestrator.vm.qmp import pci_address
 
@@ -19,7 +19,7 @@ class Hotplug(Timed):
     """Hotplug faults. Each one fires after a delay drawn from `rng` in [0, jitter) seconds: the
     timing varies from run to run to shake races out, and the run's seed replays it."""
 
-    def __init__(self, machine: Target, rng: random.Random | None = None, jitter: float = 0.0):
+    def __init__(self, machine: Injectable, rng: random.Random | None = None, jitter: float = 0.0):
         super().__init__(rng, jitter)
         self.machine = machine
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from orchestrator.errors import DeadlineError, MachineError
-from orchestrator.faults.target import Target
+from orchestrator.faults.injectable import Injectable
 from orchestrator.report import nvme_queues
 from orchestrator.vm.qmp import pci_device
 from orchestrator.vm.qtest import QTest, mmconfig_base
@@ -28,7 +28,7 @@ VIAS = ("host", "guest")
 class Registers:
     """BAR0 and config-space access to one controller, from the host (qtest) or the guest."""
 
-    def __init__(self, machine: Target, ctrl_id: str, via: str):
+    def __init__(self, machine: Injectable, ctrl_id: str, via: str):
         if via not in VIAS:
             raise MachineError(f"via {via!r}: must be one of {', '.join(VIAS)}")
         if via == "host" and machine.qtest_socket is None:
@@ -80,7 +80,7 @@ class Registers:
             self._guest(f"setpci -s {self.bdf} COMMAND={value:04x}")
 
 
-def invalid_doorbell(machine: Target, ctrl_id: str, kind: str, via: str = "host") -> tuple[int, int]:
+def invalid_doorbell(machine: Injectable, ctrl_id: str, kind: str, via: str = "host") -> tuple[int, int]:
     """Ring a doorbell QEMU must reject. Returns the (offset, value) written."""
     if kind not in DOORBELL_KINDS:
         raise MachineError(f"doorbell kind {kind!r}: must be one of {', '.join(DOORBELL_KINDS)}")
@@ -99,7 +99,7 @@ def invalid_doorbell(machine: Target, ctrl_id: str, kind: str, via: str = "host"
     return offset, value
 
 
-def bus_master(machine: Target, ctrl_id: str, enable: bool, via: str = "host") -> int:
+def bus_master(machine: Injectable, ctrl_id: str, enable: bool, via: str = "host") -> int:
     """Set or clear PCI Command.BME: without it every DMA and MSI-X of the device fails.
     Returns the command register as it was."""
     regs = Registers(machine, ctrl_id, via)
@@ -108,7 +108,7 @@ def bus_master(machine: Target, ctrl_id: str, enable: bool, via: str = "host") -
     return before
 
 
-def admin_queue(machine: Target, ctrl_id: str) -> nvme_queues.AdminQueue:
+def admin_queue(machine: Injectable, ctrl_id: str) -> nvme_queues.AdminQueue:
     """The controller's admin queue read from guest memory through qtest (see nvme_queues)."""
     if machine.topology.iommu:
         raise MachineError("behind a vIOMMU the queue addresses are IOVAs: not readable through qtest")
@@ -124,7 +124,7 @@ def admin_queue(machine: Target, ctrl_id: str) -> nvme_queues.AdminQueue:
     return nvme_queues.decode(sq, cq)
 
 
-def controller_fatal(machine: Target, ctrl_id: str, via: str = "host") -> bool:
+def controller_fatal(machine: Injectable, ctrl_id: str, via: str = "host") -> bool:
     """CSTS.CFS: the controller declared itself dead."""
     return bool(Registers(machine, ctrl_id, via).readl(REG_CSTS) & CSTS_CFS)
 
@@ -133,7 +133,7 @@ REG_CC, REG_ASQ, REG_ACQ = 0x14, 0x28, 0x30
 CC_ENABLE_4K = 0x00460001  # EN, 4 KiB pages, NVM command set, 64-byte SQ and 16-byte CQ entries
 
 
-def userspace_admin_command(machine: Target, ctrl_id: str, ring: int = 0x1000000, via: str = "host",
+def userspace_admin_command(machine: Injectable, ctrl_id: str, ring: int = 0x1000000, via: str = "host",
                             timeout: float = 10) -> None:
     """Do what a userspace driver (SPDK on uio/vfio) does with a controller no kernel driver owns:
     admin queues at guest-physical `ring`, CC.EN, wait for CSTS.RDY, then ring the admin SQ tail

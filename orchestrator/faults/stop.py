@@ -8,7 +8,7 @@ import random
 import shlex
 
 from orchestrator.errors import MachineError
-from orchestrator.faults.target import Target
+from orchestrator.faults.injectable import Injectable
 from orchestrator.faults.timing import Timed
 from orchestrator.guest.ssh import RemoteProcess
 
@@ -16,7 +16,7 @@ SIGNALS = ("TERM", "KILL", "INT")
 
 
 class Stop(Timed):
-    def __init__(self, machine: Target, rng: random.Random | None = None, jitter: float = 0.0):
+    def __init__(self, machine: Injectable, rng: random.Random | None = None, jitter: float = 0.0):
         super().__init__(rng, jitter)
         self.machine = machine
 

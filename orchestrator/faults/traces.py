@@ -7,7 +7,7 @@ import re
 import time
 
 from orchestrator.errors import DeadlineError
-from orchestrator.faults.target import Target
+from orchestrator.faults.injectable import Injectable
 
 _INFO = re.compile(r"\binfo (0x[0-9a-f]+)\b")
 
@@ -20,7 +20,7 @@ class NvmeTrace:
 
     PATTERN = "pci_nvme_*"
 
-    def __init__(self, machine: Target):
+    def __init__(self, machine: Injectable):
         self.machine = machine
         self.log = machine.stderr_log
         self._start = 0

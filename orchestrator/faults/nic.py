@@ -11,18 +11,18 @@ import time
 from typing import Any
 
 from orchestrator.errors import CommandFailed, MachineError
-from orchestrator.faults.target import Target
+from orchestrator.faults.injectable import Injectable
 from orchestrator.faults.timing import Timed
 from orchestrator.guest import net
 
 VIAS = ("qmp", "guest")  # who pulls a NIC: QEMU (device_del), or the guest (sysfs remove)
 
 
-class Link(Timed):
+class NicFault(Timed):
     """One NIC of `machine` (a machine of a bed: it has `links`). Each fault fires after a delay
     drawn from `rng` in [0, jitter) seconds, as Hotplug's do."""
 
-    def __init__(self, machine: Target, nic_id: str, rng: random.Random | None = None, jitter: float = 0.0):
+    def __init__(self, machine: Injectable, nic_id: str, rng: random.Random | None = None, jitter: float = 0.0):
         super().__init__(rng, jitter)
         self.machine = machine
         matches = [n for n in machine.topology.nics if n.id == nic_id]

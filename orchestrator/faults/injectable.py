@@ -15,7 +15,7 @@ from orchestrator.net.links import Link
 from orchestrator.vm.qmp import QMP
 
 
-class Target(Protocol):
+class Injectable(Protocol):
     topology: Topology
     links: dict[str, Link]  # a bed machine's NICs: their network's two ends
 
