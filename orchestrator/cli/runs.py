@@ -81,9 +81,8 @@ def base_spec(args: argparse.Namespace) -> RunSpec:
 def run_spec(args: argparse.Namespace, base: RunSpec) -> RunSpec:
     """The run's settings: `base` (a --spec file's, or the defaults) with the options given on top,
     every file it names read and checked before anything is built or booted."""
-    opts = vars(args)
-    spec = base.given(**{k: opts.get(k) for k in ("topology", "qemu", "image", "accel", "spdk_dir", "bed", "timeout", "seed",
-                                                  "jitter", "snapshot", "keep_vm", "shard", "shard_by", "durations")})
+    opts = vars(args)  # an option named as the spec's field is that field
+    spec = base.given(**{f.name: opts.get(f.name) for f in dataclasses.fields(RunSpec)})
     if opts.get("expunge") is not None:  # `none`: no list, whatever the base had
         spec = dataclasses.replace(spec, known_failures=Path(args.expunge) if args.expunge != "none" else None)
     if spec.known_failures:
