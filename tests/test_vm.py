@@ -28,6 +28,9 @@ def test_boot_ssh_hotplug_and_clean_shutdown(guest_image: Image, accelerator: st
     m = Machine(topology.default(), guest_image, art, accel=accelerator)
     with m:
         assert m.ssh.run("uname -r", timeout=10, check=True).stdout.strip() == guest_image.manifest["kernel"]
+        # bash's process substitution, as SPDK's scripts use it, and the /dev/std* names
+        assert m.ssh.run("bash -c 'cat <(echo sub) && echo out >/dev/stdout && echo err >/dev/stderr'",
+                         timeout=10, check=True).stdout.split() == ["sub", "out"]
         seen = guest.nvme_state(m.ssh)
         assert set(seen) == {"TBCTL0001", "TBCTL0002"} and all(c["block"] for c in seen.values())
         run_dir = m.run_dir
