@@ -1,0 +1,85 @@
+"""The steps of an SPDK test script, read from its output as SPDK's test/common/autotest_common.sh
+writes it (v24.01 to v26.01): `run_test NAME CMD...` prints "START TEST NAME" and, once CMD
+returned, bash's `time` lines (real/user/sys) and "END TEST NAME", each between lines of stars,
+and nests NAME into `test_domain` (dot-joined: "nvme.nvme_reset"); a command that fails under
+errexit runs the ERR trap, which prints "========== Backtrace start: ==========" ... "==========
+Backtrace end ==========" (frames "in FILE:LINE -> FUNC([args])" with the source around them), and
+the script exits: no END TEST for any step it was in. xtrace lines (PS4: time, test_domain, FILE@LINE)
+are commands, never evidence. Text in, steps out: no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+_START = re.compile(r"^START TEST (\S+)\s*$")
+_END = re.compile(r"^END TEST (\S+)\s*$")
+_REAL = re.compile(r"^real\s+(\d+)m(\d+(?:\.\d+)?)s\s*$")  # bash's `time`, which run_test wraps CMD in
+_BT_START = "========== Backtrace start: =========="
+_BT_END = "========== Backtrace end =========="
+_XTRACE = re.compile(r"^\s*\d\d:\d\d:\d\d\s+(?:\S+\s+)?--\s+\S+@\d+\s+--\s+[#$]")
+# What an error looks like in the scripts' and apps' output, most telling first: the line a failed
+# step's message is made of (SPDK's apps log "*ERROR*"; the scripts "ERROR:"; bash its own words).
+ERROR_LINES = [re.compile(p) for p in (
+    r"\*ERROR\*", r"Assertion .* failed", r"\bERROR\b", r"\bFailure:", r"\bFAILED\b", r"command not found",
+    r"No such file or directory", r"\b[Ee]rror\b", r"\bfail(?:ed|ure)?\b",
+)]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # as test_domain names it: the enclosing steps' names and its own, dot-joined
+    status: str  # passed (END TEST), failed (a backtrace while it ran), unfinished (the output stops inside it)
+    first: int  # its START TEST line (index into the lines read)
+    last: int  # its END TEST line, or the last line read
+    seconds: float | None = None  # bash's `time` of its command; None when it did not finish
+    error: str = ""  # a failed step's error line: the last one before its backtrace
+    backtrace: str = ""  # the backtrace block of the innermost failed step
+
+
+def steps(lines: list[str]) -> list[Step]:
+    """Every step that started, in the order they started; a failure's backtrace goes to the
+    innermost step it was printed in, and every step around it failed with it."""
+    out: dict[int, Step] = {}
+    stack: list[tuple[str, int]] = []  # (dotted name, its START line)
+    failed: list[int] = []  # the failed steps' START lines, innermost first: whose `time` comes next
+    real: float | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if m := _START.match(line):
+            stack.append((f"{stack[-1][0]}.{m[1]}" if stack else m[1], i))
+        elif (m := _END.match(line)) and stack and stack[-1][0].rsplit(".", 1)[-1] == m[1]:
+            name, first = stack.pop()
+            out[first] = Step(name, "passed", first, i, real)
+            real = None
+        elif m := _REAL.match(line):
+            real = int(m[1]) * 60 + float(m[2])
+            if failed:  # bash's `time` still reports each command the failure ended, innermost first
+                first = failed.pop(0)
+                out[first] = dataclasses.replace(out[first], seconds=real)
+        elif line.strip() == _BT_START and stack:
+            end = next((j for j in range(i, len(lines)) if lines[j].strip() == _BT_END), len(lines) - 1)
+            name, first = stack[-1]
+            out[first] = Step(name, "failed", first, end, error=_error(lines[first:i]),
+                              backtrace="\n".join(lines[i:end + 1]))
+            for outer, start in stack[:-1]:
+                out[start] = Step(outer, "failed", start, end, error=f"step {name} failed")
+            failed = [start for _, start in reversed(stack)]
+            stack = []
+            i = end
+        i += 1
+    for name, first in stack:
+        out[first] = Step(name, "unfinished", first, len(lines) - 1)
+    return [out[k] for k in sorted(out)]
+
+
+def _error(lines: list[str]) -> str:
+    """The most telling error line (by ERROR_LINES' order), the last of its kind: nearest the failure."""
+    evidence = [ln.strip() for ln in lines if ln.strip() and not _XTRACE.match(ln)]
+    for pattern in ERROR_LINES:
+        hits = [ln for ln in evidence if pattern.search(ln)]
+        if hits:
+            return hits[-1][:500]
+    return evidence[-1][:500] if evidence else ""

@@ -1,0 +1,43 @@
+"""SPDK's run_test steps read from a script's output (orchestrator/report/spdk_steps.py). The
+sample in tests/spdk_output/ is what SPDK v24.09's own test/common/autotest_common.sh printed for
+a script of two nested steps, the second failing (run on a host with its run_test, xtrace on; the
+lines of SPDK's source its backtrace quotes are left out, paths are the guest's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.report import spdk_steps
+
+SAMPLES = Path(__file__).resolve().parent / "spdk_output"
+
+
+def test_nested_steps_a_failure_and_its_backtrace() -> None:
+    steps = spdk_steps.steps((SAMPLES / "run_test_nested_failure.txt").read_text().splitlines())
+    by = {s.name: s for s in steps}
+    assert [s.name for s in steps] == ["outer", "outer.inner_ok", "outer.inner_bad"]  # test_domain's names
+    assert (by["outer.inner_ok"].status, by["outer.inner_ok"].seconds) == ("passed", 0.579)
+    bad = by["outer.inner_bad"]
+    assert (bad.status, bad.seconds) == ("failed", 1.836)  # bash's `time` still reported it
+    # the most telling line before the backtrace, never the xtrace of the command that echoed it
+    assert bad.error.startswith("[2026-12-06 05:12:41.123456] nvme_pcie_common.c: 123:") and "*ERROR*" in bad.error
+    assert bad.backtrace.startswith("========== Backtrace start: ==========")
+    assert bad.backtrace.endswith("========== Backtrace end ==========")
+    assert "in test/demo/steps.sh:7 -> inner_bad([])" in bad.backtrace
+    assert (by["outer"].status, by["outer"].error, by["outer"].seconds) == ("failed", "step outer.inner_bad failed",
+                                                                            2.576)
+
+
+def test_output_cut_short_leaves_the_steps_it_was_in_unfinished() -> None:
+    lines = (SAMPLES / "run_test_nested_failure.txt").read_text().splitlines()
+    cut = lines[:next(i for i, ln in enumerate(lines) if "Failure: test_write_invalid_db" in ln) + 1]
+    steps = {s.name: s for s in spdk_steps.steps(cut)}  # a script killed at its deadline, or its machine lost
+    assert steps["outer.inner_ok"].status == "passed"
+    assert [(steps[n].status, steps[n].seconds) for n in ("outer", "outer.inner_bad")] == [("unfinished", None)] * 2
+    assert spdk_steps.steps([]) == [] and spdk_steps.steps(["END TEST x", "random text"]) == []
+
+
+def test_a_step_ending_out_of_order_is_not_taken_for_another() -> None:
+    lines = ["START TEST a", "START TEST b", "END TEST a", "END TEST b"]  # b's END closes b; a never ended
+    steps = {s.name: s.status for s in spdk_steps.steps(lines)}
+    assert steps == {"a": "unfinished", "a.b": "passed"}
