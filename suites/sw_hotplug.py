@@ -46,10 +46,10 @@ def serial(machine: Machine, ctrl_id: str) -> str:
 def restore(machine: Machine, hotplug: Hotplug) -> None:
     """Every controller back on the bus, rescanned, and driven by the kernel nvme driver again,
     whatever state a failed test left them in. A machine with a device_del the guest never
-    completed cannot be restored (the half-unplugged device blocks its re-add): the engine
-    discards it, and the test's own failure is the finding."""
-    if machine.qmp.unplug_lost:
-        return
+    completed cannot be restored (the half-unplugged device blocks its re-add), nor one whose
+    QEMU died: the engine discards it, and the test's own failure is the finding."""
+    if machine.qmp.unplug_lost or not machine.qemu_alive():
+        return  # discarded by the engine: the test's own failure is the finding
     on_bus = {c for c in hot_ctrls(machine) if _on_bus(hotplug, c)}
     serials = [c.serial for c in machine.topology.controllers]
     if on_bus == set(hot_ctrls(machine)) and guest.all_present(machine.ssh, serials):
