@@ -52,7 +52,15 @@ def disk(machine: Machine) -> Iterator[str]:
 
 _CLEANUP = r"""
 udevadm control --start-exec-queue; umount {mount} 2>/dev/null; dmsetup remove --retry {dm} 2>/dev/null
+# The kernel drops the old partitions only when a re-read finds them idle: sgdisk's and wipefs's own
+# re-reads fail (EBUSY) while udev's workers probe them, as they do the events a stopped queue kept
+# back (seen on a busy machine): udev is let finish first, and the kernel asked again after.
+udevadm settle --timeout=30
 sgdisk --zap-all /dev/{disk} >/dev/null 2>&1; wipefs -qa /dev/{disk}; udevadm settle --timeout=30
+for again in 1 2 3; do
+    ls -d /sys/block/{disk}/{disk}p* >/dev/null 2>&1 || break
+    blockdev --rereadpt /dev/{disk} 2>/dev/null; udevadm settle --timeout=30
+done
 if dmsetup info {dm} >/dev/null 2>&1; then echo "{dm} is still there" >&2; exit 1; fi
 if ls -d /sys/block/{disk}/{disk}p* >/dev/null 2>&1; then echo "the kernel still has partitions of {disk}" >&2; exit 1; fi
 """
@@ -62,7 +70,7 @@ def cleanup(ssh: SSH, disk: str) -> None:
     """Unmounted, dm device removed, partition table wiped, udev done with all of it, and checked:
     a next step that starts from a leftover would fail for a reason that is not its own."""
     q = shlex.quote
-    ssh.run(_CLEANUP.format(mount=q(MOUNT), dm=q(DM_NAME), disk=q(disk)), timeout=90, check=True)
+    ssh.run(_CLEANUP.format(mount=q(MOUNT), dm=q(DM_NAME), disk=q(disk)), timeout=200, check=True)
 
 
 @contextmanager
