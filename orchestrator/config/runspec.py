@@ -42,7 +42,7 @@ class RunSpec:
 
     def given(self, **options: Any) -> RunSpec:
         """This spec with the options given (None: not given) on top."""
-        chosen = {k: Path(v) if k in _PATHS else v for k, v in options.items() if v is not None}
+        chosen: dict[str, Any] = {k: Path(v) if k in _PATHS else v for k, v in options.items() if v is not None}
         return dataclasses.replace(self, **chosen)
 
     def dump(self, path: Path) -> Path:

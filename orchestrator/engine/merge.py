@@ -15,9 +15,9 @@ RUN_KEYS = ("tbctl", "qemu", "image", "topology", "accel", "seed", "jitter", "st
             "known_failures")
 
 
-def load(path: str, where: str = "") -> dict[str, Any]:
+def load(path: str | Path, where: str = "") -> dict[str, Any]:
     """One results.json; a file that is not one is a one-line error naming it (as `where`)."""
-    where = where or path
+    where = where or str(path)
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:

@@ -12,6 +12,7 @@ import hashlib
 import re
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from orchestrator.config.runspec import SHARD_BY
@@ -63,7 +64,7 @@ def run_id(env: Mapping[str, str]) -> str | None:
     return next((env[v] for v in RUN_IDS if env.get(v)), None)
 
 
-def load_durations(path: str) -> dict[str, float]:
+def load_durations(path: str | Path) -> dict[str, float]:
     """Each test's duration in an earlier results.json (a run's or a merge's)."""
     return {t["nodeid"]: float(t["duration"]) for t in merge.load(path, f"--durations {path}")["tests"]}
 
