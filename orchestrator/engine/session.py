@@ -51,13 +51,14 @@ class Settings:
         """A mistake in the spec, the topology or a file it names is a usage error, before any boot."""
         try:
             spec = runspec.load(path) if path else runspec.RunSpec()
-            artifacts = (spec.artifacts or Path.cwd() / "tbctl-artifacts" / time.strftime("run-%Y%m%d-%H%M%S")).resolve()
-            part = shard.parse(spec.shard, "--shard", spec.shard_by) if spec.shard else shard.from_env(os.environ, spec.shard_by)
-            return cls(spec=spec, topology=environment.machine(spec.topology, spec.qemu), artifacts=artifacts,
-                       results_file=spec.results or artifacts / "results.json",
+            artifacts = spec.artifacts or Path.cwd() / "tbctl-artifacts" / time.strftime("run-%Y%m%d-%H%M%S")
+            part = (shard.parse(spec.shard, "--shard", spec.shard_by) if spec.shard
+                    else shard.from_env(os.environ, spec.shard_by))
+            known = expunge.load(spec.known_failures) if spec.known_failures else expunge.Expunge()
+            return cls(spec=spec, topology=environment.machine(spec.topology, spec.qemu), artifacts=artifacts.resolve(),
+                       results_file=spec.results or artifacts.resolve() / "results.json",
                        seed=spec.seed if spec.seed is not None else random.randrange(1 << 31),
-                       bed=_load_bed(spec.bed), known=expunge.load(spec.known_failures) if spec.known_failures
-                       else expunge.Expunge(), part=part,
+                       bed=_load_bed(spec.bed), known=known, part=part,
                        durations=shard.load_durations(spec.durations) if spec.durations else {})
         except TbctlError as e:
             raise pytest.UsageError(str(e)) from None
