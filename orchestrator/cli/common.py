@@ -122,10 +122,10 @@ def artifacts_root() -> Path:
     return writable_dir(Path.cwd() / "tbctl-artifacts", "the artifacts directory")
 
 
-def machine_spec(args: argparse.Namespace, base: RunSpec | None = None) -> RunSpec:
-    """The machine options given (the topology, QEMU, image, accelerator, SPDK tree) on `base`."""
-    return (base or RunSpec()).given(topology=args.topology, qemu=args.qemu, image=args.image, accel=args.accel,
-                                     spdk_dir=args.spdk_dir)
+def machine_spec(args: argparse.Namespace) -> RunSpec:
+    """The machine options given (the topology, QEMU, image, accelerator, SPDK tree) as a spec."""
+    return RunSpec().given(topology=args.topology, qemu=args.qemu, image=args.image, accel=args.accel,
+                           spdk_dir=args.spdk_dir)
 
 
 def resolve(spec: RunSpec, mirror: str | None = None) -> Environment:
