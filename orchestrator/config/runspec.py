@@ -71,6 +71,7 @@ def load(path: str | Path) -> RunSpec:
                    snapshot=f.bool("snapshot", d.snapshot), keep_vm=f.bool("keep_vm", d.keep_vm),
                    shard=f.str("shard", None), shard_by=f.str("shard_by", d.shard_by, choices=SHARD_BY) or d.shard_by)
 
+
 def _number(f: Fields, key: str, strict: bool) -> float | None:
     """A seconds field: above 0 (`strict`) or at least 0; None when absent."""
     v = f.data.get(key)
