@@ -35,6 +35,7 @@ from orchestrator.config.runspec import RunSpec
 from orchestrator.engine import repro, run, shard
 from orchestrator.errors import ConfigError
 from orchestrator.machines import snapshot
+from orchestrator.machines.environment import Environment
 from orchestrator.vm import qemu_binary
 
 MAX_RETRIES = 10
@@ -136,6 +137,12 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.set_defaults(fn=cmd_list)
 
 
+def pinned(spec: RunSpec, env: Environment) -> RunSpec:
+    """The spec with what was resolved for it (the image built, the accelerator probed) written in:
+    the engine, and every run of a repro, start from the same choice."""
+    return dataclasses.replace(spec, image=env.image.manifest["name"], accel=env.accel)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Thin front over the engine: the run's spec checked, the image built, the accelerator picked,
     then the spec handed over in one file (kept with the artifacts)."""
@@ -145,8 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
     env = prepare(spec, args.mirror)
     results = Path(args.json).resolve() if args.json else run_dir / "results.json"
-    spec = dataclasses.replace(spec, image=env.image.manifest["name"], accel=env.accel, artifacts=run_dir,
-                               results=results)
+    spec = dataclasses.replace(pinned(spec, env), artifacts=run_dir, results=results)
     run_dir.mkdir(parents=True, exist_ok=True)
     argv = [*paths, "-o", "junit_family=xunit1", "--tb-spec", str(spec.dump(run_dir / "spec.json")), "-rN"]
     if args.junit:
@@ -175,8 +181,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     spec = run_spec(argparse.Namespace(**{**vars(args), "seed": None}), RunSpec())
     out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
     env = prepare(spec, args.mirror)
-    spec = dataclasses.replace(spec, image=env.image.manifest["name"], accel=env.accel,
-                               qemu=str(qemu_binary.current().path) if spec.qemu else None)
+    spec = dataclasses.replace(pinned(spec, env), qemu=str(qemu_binary.current().path) if spec.qemu else None)
     base, sep, rest = args.target.partition("::")
     target = args.target if (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
