@@ -66,6 +66,26 @@ def test_guest_command_past_its_deadline_is_killed(guest_image: Image, accelerat
         assert m.ssh.run("pgrep -x sleep", timeout=10).rc == 1  # nothing left running in the guest
 
 
+def test_a_command_stuck_in_the_kernel_is_killed_and_says_where(guest_image: Image, accelerator: str,
+                                                                 tmp_path: Path) -> None:
+    """I/O to a suspended device-mapper device never completes: the reader sleeps in D state,
+    outlives SIGKILL, and the deadline names it and its kernel frames, not just "still running"."""
+    topo = topology.parse({"nvme": []}, "no-nvme")
+    with Machine(topo, guest_image, tmp_path / "art", accel=accelerator) as m:
+        m.ssh.run("dmsetup create stall --table '0 2048 zero' && dmsetup suspend stall", timeout=30, check=True)
+        proc = m.ssh.start("dd if=/dev/mapper/stall of=/dev/null bs=4k count=1 iflag=direct", timeout=60,
+                           label="dd from a suspended device")
+        proc.wait_pid(10)
+        with pytest.raises(DeadlineError) as e:
+            proc.wait(3)
+        (dd,) = proc.stuck
+        assert (dd.comm, dd.state) == ("dd", "D") and dd.waits_in, dd
+        assert str(e.value) == ("dd from a suspended device: still running 3 s after it was told to stop (killed; "
+                                f"stuck in the kernel: dd {dd.pid} (D) in {' <- '.join(dd.waits_in)})")
+        m.ssh.run("dmsetup resume stall && dmsetup remove stall", timeout=30, check=True)
+        assert m.ssh.run(f"while [ -e /proc/{dd.pid} ]; do sleep 0.2; done", timeout=30).rc == 0
+
+
 def test_guest_not_ready_by_its_deadline_is_killed_with_console_tail(guest_image: Image, accelerator: str,
                                                                        tmp_path: Path) -> None:
     m = Machine(topology.default(), guest_image, tmp_path / "art", accel=accelerator, boot_timeout=1.0)

@@ -16,7 +16,7 @@ from orchestrator.engine import findings, slices
 from orchestrator.engine.crash_watch import CrashWatch
 from orchestrator.errors import TbctlError
 from orchestrator.machines import Machine
-from orchestrator.report import crash
+from orchestrator.report import crash, stuck_tasks
 
 REFIRE = 5.0
 
@@ -114,8 +114,9 @@ def kill_hung(item: pytest.Item) -> list[str]:
     for s in slices.of(item):
         for proc in s.machine.commands_in_flight():
             try:
-                proc.kill()
-                done.append(f"killed guest command: {proc.label[:200]}")
+                stuck = proc.kill()
+                done.append(f"killed guest command: {proc.label[:200]}"
+                            + (f" (stuck in the kernel: {stuck_tasks.describe(stuck)})" if stuck else ""))
             except Exception as e:  # the guest no longer answers: kill the VM itself
                 s.machine.shutdown(graceful=False)
                 done.append(f"guest did not answer ({e}); killed VM {s.machine.name}")

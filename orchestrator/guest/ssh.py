@@ -21,6 +21,8 @@ import paramiko
 import tenacity
 
 from orchestrator.errors import CommandFailed, DeadlineError, SSHError
+from orchestrator.report import stuck_tasks
+from orchestrator.report.stuck_tasks import StuckTask
 
 KILL_GRACE = 2  # seconds between the guest's SIGTERM and SIGKILL at a command's deadline
 HOST_SLACK = 5  # seconds the host waits past a command's deadline before giving the channel up
@@ -37,11 +39,14 @@ _SIGNAL_TREE = (
     "for (p in parent) if (!(p in want) && (parent[p] in want)) {{ want[p] = 1; print p; more = 1 }} }} }}'); "
     "kill -{sig} $pids 2>/dev/null; {wait}")
 # Then wait a few seconds until each is in one of `states` or gone: after SIGKILL a zombie (Z; a
-# task in D state may stay), after SIGSTOP stopped (T), so the caller knows the signal took.
+# task in D state may stay), after SIGSTOP stopped (T), so the caller knows the signal took; if
+# not, each task's stat line and kernel stack (report.stuck_tasks reads them; the stack is
+# readable for a task stuck in the kernel, under a `timeout` all the same).
 _WAIT_STATE = ("for i in 1 2 3 4 5 6 7 8 9 10; do left=$(for p in $pids; do cat /proc/$p/stat 2>/dev/null; done | "
                "awk '{{ sub(/.*\\) /, \"\"); if (index(\"{states}\", $1) == 0) n++ }} END {{ print n + 0 }}'); "
                "[ \"$left\" = 0 ] && break; sleep 0.1; done; [ \"$left\" = 0 ] || "
-               "{{ for p in $pids; do cat /proc/$p/stat 2>/dev/null; done >&2; exit 3; }}")
+               "{{ for p in $pids; do s=$(cat /proc/$p/stat 2>/dev/null) && echo \"task $s\" && "
+               "timeout 2 cat /proc/$p/stack 2>/dev/null | sed 's/^/  /'; done >&2; exit 3; }}")
 _SETTLED = {"KILL": "Z", "STOP": "TtZ"}
 
 
@@ -208,6 +213,7 @@ class RemoteProcess:
         self._host_deadline = self.started + timeout + KILL_GRACE + HOST_SLACK
         self._out, self._err = bytearray(), bytearray()
         self._consumed = 0
+        self.stuck: list[StuckTask] = []  # after kill(): its tasks that SIGKILL did not end
 
     def _pump(self, until: float) -> bool:
         """Read what is there; only if nothing was, block for more until `until` (at most 1 s).
@@ -294,28 +300,34 @@ class RemoteProcess:
         line = self._err.split(b"\n", 1)[0].decode(errors="replace")
         return int(line[len(_PID_MARK):]) if line.startswith(_PID_MARK) else None
 
-    def signal(self, sig: str = "KILL") -> None:
+    def signal(self, sig: str = "KILL") -> list[StuckTask]:
         """Send `sig` (KILL, INT, STOP, CONT...) to every process the command started, in the guest.
 
         By descent, not by process group: some tools (fio's job processes, for one) start their
-        own sessions, and they keep the command's output open."""
+        own sessions, and they keep the command's output open. After SIGKILL, the tasks that
+        outlived it: stuck in the kernel (D state), where their stacks say."""
         self._pump(time.monotonic())
-        if self.pid is not None and not self._chan.exit_status_ready():
-            settled = _SETTLED.get(sig)
-            wait = _WAIT_STATE.format(states=settled) if settled else "true"
-            # A polite signal spares the root, the guest's `timeout`: it would pass the signal on
-            # and then SIGKILL the command KILL_GRACE later, cutting a graceful shutdown short.
-            polite = sig not in ("KILL", "STOP", "CONT")
-            res = self._ssh.run(_SIGNAL_TREE.format(root=self.pid, self=int(not polite), sig=shlex.quote(sig),
-                                                    wait=wait), timeout=30)
-            if res.rc == 3 and sig != "KILL":  # a task in D state outlives KILL for a while; that is no error
-                raise SSHError(f"SIG{sig} to {self.label}: not every process took it within 1 s: {res.stderr.strip()}")
+        if self.pid is None or self._chan.exit_status_ready():
+            return []
+        settled = _SETTLED.get(sig)
+        wait = _WAIT_STATE.format(states=settled) if settled else "true"
+        # A polite signal spares the root, the guest's `timeout`: it would pass the signal on
+        # and then SIGKILL the command KILL_GRACE later, cutting a graceful shutdown short.
+        polite = sig not in ("KILL", "STOP", "CONT")
+        res = self._ssh.run(_SIGNAL_TREE.format(root=self.pid, self=int(not polite), sig=shlex.quote(sig),
+                                                wait=wait), timeout=30)
+        if res.rc != 3 or settled is None:
+            return []
+        if sig != "KILL":
+            raise SSHError(f"SIG{sig} to {self.label}: not every process took it within 1 s: {res.stderr.strip()}")
+        return stuck_tasks.parse(res.stderr, settled)  # a task in D state outlives KILL: no error, a finding
 
-    def kill(self) -> None:
+    def kill(self) -> list[StuckTask]:
         """SIGKILL the command's process tree (a stopped process dies too) and let it go; what it
-        printed is logged as a finished command's is (its last words say why it was stopped)."""
+        printed is logged as a finished command's is (its last words say why it was stopped).
+        The tasks still stuck in the kernel are returned, and kept in `stuck`."""
         try:
-            self.signal("KILL")
+            self.stuck = self.signal("KILL")
             until = time.monotonic() + 5
             with contextlib.suppress(DeadlineError):  # a guest past its deadline: nothing more to read
                 while not self._pump(until) and time.monotonic() < until:
@@ -324,6 +336,7 @@ class RemoteProcess:
             if self._log and self._chan.exit_status_ready():
                 self._log(self._result())
             self._release()
+        return self.stuck
 
     def _release(self) -> None:
         self._chan.close()
@@ -340,9 +353,10 @@ class RemoteProcess:
         until = self._host_deadline if timeout is None else min(self._host_deadline, time.monotonic() + timeout)
         while not self._pump(until):
             if time.monotonic() >= until and timeout is not None:
-                self.kill()
+                stuck = self.kill()
                 raise DeadlineError(f"{self.label or self.cmd}: still running {timeout:g} s after it was told to "
-                                    "stop (killed)", what=self.label or self.cmd, seconds=timeout)
+                                    "stop (killed" + (f"; stuck in the kernel: {stuck_tasks.describe(stuck)}" if stuck
+                                                      else "") + ")", what=self.label or self.cmd, seconds=timeout)
         self._release()
         result = self._result()
         if self._log:

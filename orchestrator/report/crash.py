@@ -49,6 +49,11 @@ def _func(name: str) -> str:
     return _SUFFIX.sub("", name)
 
 
+def plumbing(name: str) -> bool:
+    """Whether a kernel frame is generic plumbing (scheduling, waiting, locking, entry code)."""
+    return bool(_GENERIC_FRAME.match(_func(name)))
+
+
 def _first_frame(text: str, start: int, limit: int = 3000) -> str | None:
     for m in _FRAME.finditer(text, start, min(len(text), start + limit)):
         if not m.group(1) and not _GENERIC_FRAME.match(_func(m.group(2))):
