@@ -54,3 +54,25 @@ def test_the_projects_own_list_applies_to_a_run_unless_told_otherwise(tmp_path: 
     saved = RunSpec(seed=5, jitter=0.0).dump(tmp_path / "spec.json")
     assert spec("--spec", str(saved)).known_failures is None
     assert (spec("--spec", str(saved), "--seed", "7").seed, spec("--spec", str(saved)).jitter) == (7, 0.0)
+
+
+def test_the_projects_own_list_knows_the_initiator_stuck_after_a_reset_only_when_it_is_stuck() -> None:
+    """Real messages of the 6.1 initiator whose target went away during a reset's reconnect: its
+    rule needs fio's tasks stuck in the kernel, and a fio merely slow to stop stays a failure."""
+    from orchestrator.cli.common import KNOWN_FAILURES
+    from orchestrator.engine.repro import signature
+
+    own = expunge.load(KNOWN_FAILURES)
+    stuck = ("DeadlineError: fio on /dev/nvme0n1 over rdma: still running 80 s after it was told to stop (killed; "
+             "stuck in the kernel: fio 349, 352, 350 (D) in __blk_mq_alloc_requests <- blk_mq_submit_bio <- "
+             "submit_bio_noacct_nocheck; fio 351 (D) in exit_aio <- __mmput <- do_exit)")
+    slow = "DeadlineError: fio on /dev/nvme0n1 over tcp: still running 80 s after it was told to stop (killed)"
+    test = "nvmf_shutdown::test_target_stopped_under_io[spdk_target-kernel_host-rdma]"
+
+    def known(message: str, test_id: str = test) -> bool:
+        return own.match(test_id, signature({"outcome": "timed out", "message": message}), RUN) is not None
+
+    assert known(stuck) and known(stuck.replace("rdma", "tcp"), test.replace("rdma", "tcp"))
+    assert not known(slow)
+    assert not known(stuck, test.replace("kernel_host", "spdk_host"))
+    assert own.match(test, signature({"outcome": "timed out", "message": stuck}), {**RUN, "kernel": "6.12.1"}) is None

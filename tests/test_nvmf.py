@@ -27,8 +27,9 @@ def test_nvmf_shutdown_runs_every_variant(tmp_path: Path, standin: Path) -> None
     res = results(tmp_path / "r.json")
     assert len(res) == 8, r.stdout[-3000:]
     for name, t in res.items():
-        # or the guest kernel's own nvme-tcp bug, on the list of known failures: still a crash found
-        assert t["outcome"] == "passed" or t.get("known", {}).get("outcome") == "guest crashed", \
+        # or a bug of the guest kernel's initiator on the list of known failures: its crash in
+        # nvme-tcp, or its I/O stuck when a spurious soft-RoCE reset falls just before the stop
+        assert t["outcome"] == "passed" or t.get("known", {}).get("outcome") in ("guest crashed", "timed out"), \
             (name, t, r.stdout[-3000:])
         stopped = [what for what, _ in t["schedule"]]
         assert stopped == (["app-term SPDK build/bin/nvmf_tgt"] if "spdk_target" in name else ["nvmet-remove"])
