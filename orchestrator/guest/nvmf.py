@@ -14,7 +14,7 @@ import uuid
 
 from orchestrator.errors import DeadlineError, MachineError
 from orchestrator.guest import net, nvme
-from orchestrator.guest.ssh import SSH
+from orchestrator.guest.ssh import SSH, RemoteProcess
 from orchestrator.render import render
 
 TRANSPORTS = ("tcp", "rdma")
@@ -77,8 +77,22 @@ def export(ssh: SSH, nqn: str, device: str, transport: str, address: str, port_i
 
 
 def unexport(ssh: SSH, nqn: str, port_id: int = 1, timeout: float = 30) -> None:
-    ssh.run("sh -s", timeout=timeout, stdin=render("guest/nvmet_remove.sh.j2", nqn=nqn, port_id=port_id).encode(),
-            check=True)
+    ssh.run("sh -s", timeout=timeout, stdin=_remove(nqn, port_id), check=True)
+
+
+def unexport_at(ssh: SSH, nqn: str, kernel_line: str, port_id: int = 1, timeout: float = 60) -> RemoteProcess:
+    """Remove the export the moment this guest's kernel logs a line containing `kernel_line`, for
+    a stop inside a window shorter than an SSH round trip; returns once the guest is watching."""
+    proc = ssh.start("sh -s", timeout, stdin=_remove(nqn, port_id, after=kernel_line),
+                     label=f"removal of {nqn} at {kernel_line!r}")
+    if (line := proc.readline(timeout=30)) != "watching":
+        proc.kill()
+        raise MachineError(f"{proc.label}: the guest printed {line!r}, not 'watching'")
+    return proc
+
+
+def _remove(nqn: str, port_id: int, after: str = "") -> bytes:
+    return render("guest/nvmet_remove.sh.j2", nqn=nqn, port_id=port_id, after=after).encode()
 
 
 def connect(ssh: SSH, transport: str, address: str, nqn: str, fast_io_fail_tmo: int = 3, ctrl_loss_tmo: int = 60,
@@ -103,6 +117,14 @@ def controller(ssh: SSH, nqn: str) -> str | None:
     out = ssh.run(f"for c in /sys/class/nvme-fabrics/ctl/nvme*; do [ \"$(cat $c/subsysnqn 2>/dev/null)\" = "
                   f"{shlex.quote(nqn)} ] && echo ${{c##*/}}; done; true", timeout=10, check=True).stdout.split()
     return out[0] if out else None
+
+
+def reset(ssh: SSH, ctrl: str, timeout: float = 120) -> RemoteProcess:
+    """Reset fabrics controller `ctrl`, as the kernel does itself after a transport error (queues
+    torn down, the controller reconnected), without waiting: the sysfs write returns only once the
+    first reconnect attempt ended."""
+    return ssh.start(f"echo 1 > /sys/class/nvme/{shlex.quote(ctrl)}/reset_controller", timeout=timeout,
+                     label=f"reset of {ctrl}")
 
 
 def state(ssh: SSH, ctrl: str) -> str:
