@@ -25,6 +25,25 @@ class MachineError(TbctlError):
     """QEMU failed to start, died, or the guest never became ready."""
 
 
+class HostCommandFailed(MachineError):
+    """A command tbctl ran on the host (apt-get, dpkg-deb, ...) exited non-zero: the command, its
+    status and what it printed, for a caller that tells its failures apart."""
+
+    def __init__(self, message: str, *, cmd: list[str], rc: int, output: str = ""):
+        super().__init__(message)
+        self.cmd, self.rc, self.output = cmd, rc, output
+
+
+class QMPError(MachineError):
+    """QEMU answered a QMP command with an error: the command, its arguments, QMP's error class
+    (GenericError, DeviceNotFound, ...) and QEMU's description."""
+
+    def __init__(self, message: str, *, command: str, arguments: dict[str, object] | None = None,
+                 error_class: str = "", desc: str = ""):
+        super().__init__(message)
+        self.command, self.arguments, self.error_class, self.desc = command, arguments or {}, error_class, desc
+
+
 class QemuLaunchFailure(MachineError):
     """QEMU exited before its sockets answered: its exit code, command line and output."""
 

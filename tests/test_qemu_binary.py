@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,27 @@ def test_multipath_is_off_unless_asked() -> None:
     assert "multipath" not in on.kernel_args()
     with pytest.raises(ConfigError, match=r"^t\.toml: machine\.multipath: must be true or false"):
         topology.parse({"machine": {"multipath": "yes"}}, "t.toml")
+
+
+def test_a_source_without_qemu_is_told_apart_by_apt_gets_words_not_by_tbctls(
+        own_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`apt-get download` failing because the suite has no such package is NoSuchQemu (bad input:
+    that release has none yet); any other failure of it stays a broken host command, with its parts."""
+    from orchestrator.errors import HostCommandFailed
+    from orchestrator.vm import qemu_install
+
+    said = {"download": "E: Unable to locate package qemu-system-x86"}
+
+    def fake_run(cmd: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        verb = cmd[-len(qemu_install.PACKAGES) - 1] if "download" in cmd else cmd[-1]
+        return subprocess.CompletedProcess(cmd, 100 if verb in said else 0, "", said.get(verb, ""))
+
+    monkeypatch.setattr(qemu_install.apt, "host_codename", lambda: "bookworm")
+    monkeypatch.setattr(qemu_install.subprocess, "run", fake_run)
+    with pytest.raises(qemu_install.NoSuchQemu, match="carries no qemu-system-x86"):
+        qemu_install.install("backports", mirror="http://mirror.invalid/debian", log=lambda _: None)
+    said["download"] = "E: Failed to fetch http://mirror.invalid/debian/pool/q.deb  503  Service Unavailable"
+    with pytest.raises(HostCommandFailed) as e:
+        qemu_install.install("backports", mirror="http://mirror.invalid/debian", log=lambda _: None)
+    assert (e.value.rc, e.value.cmd[-len(qemu_install.PACKAGES) - 1]) == (100, "download")
+    assert "503" in e.value.output and not isinstance(e.value, ConfigError)

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator import faults, guest
 from orchestrator.config import topology
-from orchestrator.errors import DeadlineError
+from orchestrator.errors import DeadlineError, QMPError
 from orchestrator.image import MARKER_READY, Image
 from orchestrator.machines import Machine
 from orchestrator.vm import accel, registry
@@ -64,6 +64,10 @@ def test_guest_command_past_its_deadline_is_killed(guest_image: Image, accelerat
             m.ssh.run("sleep 600", timeout=2)
         assert time.monotonic() - t0 < 2 + 5
         assert m.ssh.run("pgrep -x sleep", timeout=10).rc == 1  # nothing left running in the guest
+        with pytest.raises(QMPError) as e:  # QEMU's refusal keeps its parts
+            m.qmp.execute("device_del", {"id": "nope"})
+        assert (e.value.command, e.value.arguments) == ("device_del", {"id": "nope"})
+        assert e.value.error_class in ("DeviceNotFound", "GenericError") and "nope" in e.value.desc
 
 
 def test_a_command_stuck_in_the_kernel_is_killed_and_says_where(guest_image: Image, accelerator: str,

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.errors import ConfigError, MachineError
+from orchestrator.errors import ConfigError, HostCommandFailed, MachineError
 from orchestrator.image import apt
 from orchestrator.render import render
 from orchestrator.vm import qemu_binary
@@ -50,8 +50,8 @@ def install(source: str, mirror: str | None = None, log: Callable[[str], None] =
     _run(["apt-get", *opts, "update"], work, "apt-get update")
     try:
         _run(["apt-get", *opts, "download", *PACKAGES], work / "debs", "apt-get download")
-    except MachineError as e:
-        if "Unable to locate package" in str(e) or "has no candidate" in str(e):
+    except HostCommandFailed as e:
+        if "Unable to locate package" in e.output or "has no candidate" in e.output:  # apt-get's words
             raise NoSuchQemu(f"qemu install: {mirror} {suite} carries no {PACKAGES[0]} (yet): {e}") from None
         raise
     debs = sorted((work / "debs").glob("*.deb"))
@@ -83,7 +83,9 @@ def _run(cmd: list[str], cwd: Path, what: str) -> None:
     except subprocess.TimeoutExpired:
         raise MachineError(f"qemu install: {what} did not finish within {TIMEOUT:g} s (killed)") from None
     if r.returncode != 0:
-        raise MachineError(f"qemu install: {what} failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-800:]}")
+        output = (r.stderr or r.stdout).strip()
+        raise HostCommandFailed(f"qemu install: {what} failed (exit {r.returncode}): {output[-800:]}", cmd=cmd,
+                                rc=r.returncode, output=output)
 
 
 def _missing_libraries(binary: Path) -> list[str]:

@@ -22,14 +22,10 @@ from qemu.qmp import QMPError as LibraryError
 from qemu.qmp.protocol import Runstate
 
 from orchestrator.config.topology import Controller
-from orchestrator.errors import DeadlineError, MachineError
+from orchestrator.errors import DeadlineError, MachineError, QMPError
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
-
-
-class QMPError(MachineError):
-    """QEMU answered a command with an error."""
 
 
 class QMP:
@@ -141,7 +137,8 @@ class QMP:
         try:
             return self._call(self._client.execute(cmd, args), timeout, cmd)
         except ExecuteError as e:
-            raise QMPError(f"QMP {cmd} {json.dumps(args or {})}: {e}") from None
+            raise QMPError(f"QMP {cmd} {json.dumps(args or {})}: {e}", command=cmd, arguments=args,
+                           error_class=e.error.error.class_, desc=e.error.error.desc) from None
         except (LibraryError, OSError, EOFError):  # the connection ended under the call
             raise self._lost(f"QMP {cmd}") from None
 
