@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 TBCTL = [sys.executable, "-m", "orchestrator.cli"]
 BUSY_VM = "bench-busy"

@@ -18,8 +18,8 @@ events pending 30 s later, nothing in flight, twice in CI.)
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
 

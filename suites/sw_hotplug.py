@@ -17,8 +17,8 @@ in 3 on uio_pci_generic, 1 in 24 on vfio-pci (suites/known_failures.toml).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

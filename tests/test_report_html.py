@@ -54,7 +54,7 @@ def test_a_run_and_its_shards_merged_render_one_row_per_test(tmp_path: Path) -> 
     doc = json.loads((tmp_path / "run.json").read_text())
     shown = rows(tmp_path / "run.html", tmp_path)
     assert [row["outcome"] for row in shown] == [t["outcome"] for t in doc["tests"]]
-    for row, t in zip(shown, doc["tests"]):
+    for row, t in zip(shown, doc["tests"], strict=True):
         assert t["nodeid"] in row["text"]
         assert row["open"] == (t["outcome"] == "failed")  # a failure's details are open, with its message
         if t["outcome"] == "failed":

@@ -9,8 +9,8 @@ import argparse
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator.cli.common import output_file, ranged, suite_paths
 from orchestrator.errors import ConfigError

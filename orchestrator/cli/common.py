@@ -8,16 +8,16 @@ import math
 import os
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, NoReturn
 
 from orchestrator import image, spdk
 from orchestrator.config import topology
 from orchestrator.config.runspec import RunSpec
 from orchestrator.errors import ConfigError
-from orchestrator.machines import Machine
-from orchestrator.machines import environment
+from orchestrator.machines import Machine, environment
 from orchestrator.machines.environment import Environment
 from orchestrator.paths import SOURCE_ROOT, recipe_names
 from orchestrator.spdk.tree import Tree
@@ -76,7 +76,8 @@ def ranged(kind: type[int] | type[float], low: float, high: float, *, above: boo
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") \
+                from None
         if not math.isfinite(value) or value < low or (above and value == low) or value > high:
             raise argparse.ArgumentTypeError(f"{text}: must be {shown}")
         return value

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import image
 from orchestrator.cli.common import MIRROR_HELP, SECONDS, mirror_url

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator.cli.common import mirror_url
 from orchestrator.vm import qemu_binary, qemu_install

@@ -10,14 +10,14 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator.cli import reports
 from orchestrator.cli.common import (
+    KNOWN_FAILURES,
     MIRROR_HELP,
     SECONDS,
-    KNOWN_FAILURES,
     SUITES,
     artifacts_root,
     image_opts,

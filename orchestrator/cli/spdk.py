@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import faults, spdk
 from orchestrator.cli.common import artifacts_root, boot_opts, image_opts, machine_spec, resolve

@@ -14,8 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import image
 from orchestrator.cli.common import SECONDS, live_record, output_file, running

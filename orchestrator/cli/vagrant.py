@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import vagrant
 from orchestrator.cli.common import check_tree
@@ -41,10 +41,10 @@ def cmd_vagrant(args: argparse.Namespace) -> int:
     ms = vagrant.machines(args.topology, Path(args.project), args.image, tree)
     if args.vagrant_cmd == "config":
         qemu = qemu_binary.select(qemu_binary.DEFAULT)  # what libvirt starts
-        for m in ms:
-            topology.check_qemu(m.topology, qemu)
+        for vm in ms:
+            topology.check_qemu(vm.topology, qemu)
             if tree is not None:
-                check_tree(tree, m.image, m.accel)
+                check_tree(tree, vm.image, vm.accel)
         json.dump(vagrant.config(ms, tree), sys.stdout, indent=1)
         print()
         return 0

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import faults, guest, spdk
 from orchestrator.cli import sshcfg
@@ -23,9 +23,8 @@ from orchestrator.cli.common import (
 )
 from orchestrator.config import bed as beds
 from orchestrator.errors import ConfigError
-from orchestrator.machines import Machine
+from orchestrator.machines import Machine, environment
 from orchestrator.machines import bed as machine_beds
-from orchestrator.machines import environment
 from orchestrator.spdk.tree import Tree
 from orchestrator.vm import registry
 from orchestrator.vm.machine import check_name, new_name

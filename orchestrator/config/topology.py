@@ -7,6 +7,7 @@ QEMU command line and hotplug (`device_add` takes the very dict `-device` was re
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import ipaddress
 import re
@@ -238,7 +239,7 @@ class Fields:
             raise self.fail(key, what or "a string", v)
         return v
 
-    def list(self, key: str) -> list[Any]:
+    def list(self, key: builtins.str) -> list[Any]:
         v = self.data.get(key, [])
         if not isinstance(v, list):
             raise self.fail(key, "an array of tables ([[...]])", v)

@@ -30,7 +30,8 @@ def begin(run: Run, item: pytest.Item) -> None:
     kept = e.get("attempts", []) + [done]
     e.clear()
     e.update(nodeid=item.nodeid, duration=0.0, attempts=kept)
-    for key in (results.VERDICT, deadline.FIRED):
+    keys: tuple[pytest.StashKey[Any], ...] = (results.VERDICT, deadline.FIRED)
+    for key in keys:
         if key in item.stash:
             del item.stash[key]
     slices.forget(item)

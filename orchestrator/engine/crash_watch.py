@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from orchestrator.errors import DeadlineError, MachineError
 from orchestrator.report import crash
@@ -29,7 +30,7 @@ class CrashWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"crash-watch-{name}", daemon=True)
 
-    def start(self) -> "CrashWatch":
+    def start(self) -> CrashWatch:
         self._thread.start()
         return self
 

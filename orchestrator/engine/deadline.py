@@ -5,9 +5,11 @@ deadline: TestDeadline is no Exception, and it fires again every REFIRE seconds.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -82,14 +84,14 @@ class Guard:
     def _end(self, signum: int, frame: Any) -> None:
         raise GuestCrashed(self.crashed[0].title if self.crashed else "guest crashed")
 
-    def __enter__(self) -> "Guard":
+    def __enter__(self) -> Guard:
         self._previous = signal.signal(signal.SIGUSR1, self._end)
         for s in slices.of(self.item):
             m = s.machine
             if m.console is not None:
                 self.watches.append(CrashWatch(m.console, m.qmp_channel, s.console_mark, s.qmp_mark, self._on_fatal,
-                                               m.name, qemu_died=lambda m=m: not m.stopped and not m.qemu_alive(),
-                                               on_hang=lambda m=m: findings.hang_stacks(m, slices.test_dir(self.item))))
+                                               m.name, qemu_died=functools.partial(_qemu_died, m),
+                                               on_hang=functools.partial(_hang_stacks, m, self.item)))
                 self.watches[-1].start()  # listed first: _on_fatal ignores a watcher it does not know
         self.item.config.hook.pytest_tbctl_deadline_arm(item=self.item, seconds=self.limit, fire=self.fire)
         return self
@@ -101,6 +103,14 @@ class Guard:
         for w in stopping:
             w.stop()
         signal.signal(signal.SIGUSR1, self._previous)
+
+
+def _qemu_died(m: Machine) -> bool:
+    return not m.stopped and not m.qemu_alive()
+
+
+def _hang_stacks(m: Machine, item: pytest.Item) -> None:
+    findings.hang_stacks(m, slices.test_dir(item))
 
 
 def in_flight(item: pytest.Item) -> str:

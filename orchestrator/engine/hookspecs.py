@@ -4,7 +4,7 @@ default, a SIGALRM timer, runs last)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

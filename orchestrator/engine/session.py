@@ -8,9 +8,10 @@ import dataclasses
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ class Settings:
     durations: Mapping[str, float]
 
     @classmethod
-    def load(cls, path: str | None) -> "Settings":
+    def load(cls, path: str | None) -> Settings:
         """A mistake in the spec, the topology or a file it names is a usage error, before any boot."""
         try:
             spec = runspec.load(path) if path else runspec.RunSpec()
@@ -109,7 +110,7 @@ class Run:
         if self.settings.spec.timeout:
             return self.settings.spec.timeout
         marker = item.get_closest_marker("tb_timeout")
-        base = marker.args[0] if marker else getattr(item.module, "TIMEOUT", DEFAULT_TIMEOUT)
+        base = marker.args[0] if marker else getattr(getattr(item, "module", None), "TIMEOUT", DEFAULT_TIMEOUT)
         return base * ACCEL_SCALE.get(self.env.accel if self.env else "tcg", 1.0)
 
     def rng(self, item: pytest.Item) -> random.Random:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from orchestrator.config.runspec import SHARD_BY
 from orchestrator.engine import merge

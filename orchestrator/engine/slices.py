@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,8 @@ def use(item: pytest.Item, m: Machine) -> Machine:
 
 def forget(item: pytest.Item) -> None:
     """A new attempt of the test: no machines yet, a directory of its own."""
-    for key in (_SLICES, _DIR):
+    keys: tuple[pytest.StashKey[Any], ...] = (_SLICES, _DIR)
+    for key in keys:
         if key in item.stash:
             del item.stash[key]
 

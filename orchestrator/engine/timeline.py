@@ -34,7 +34,8 @@ def faults(item: pytest.Item, fired: list[tuple[float, str]]) -> None:
 
 def forget(item: pytest.Item) -> None:
     """A new attempt of the test: its own timeline."""
-    for key in (_PHASES, _FAULTS):
+    keys: tuple[pytest.StashKey[Any], ...] = (_PHASES, _FAULTS)
+    for key in keys:
         if key in item.stash:
             del item.stash[key]
 

@@ -25,7 +25,7 @@ class NvmeTrace:
         self.log = machine.stderr_log
         self._start = 0
 
-    def __enter__(self) -> "NvmeTrace":
+    def __enter__(self) -> NvmeTrace:
         self._start = self.log.stat().st_size
         self.machine.qmp.execute("trace-event-set-state", {"name": self.PATTERN, "enable": True})
         return self

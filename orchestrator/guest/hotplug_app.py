@@ -125,7 +125,7 @@ class HotplugApp:
                 f.write(result.stderr)
         return self.summary(result)
 
-    def __enter__(self) -> "HotplugApp":
+    def __enter__(self) -> HotplugApp:
         return self
 
     def __exit__(self, *exc: object) -> None:

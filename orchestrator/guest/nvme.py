@@ -166,7 +166,8 @@ class UeventWatch:
         """Until an event with one of `actions` came for each device (DEVNAME without /dev/);
         DeadlineError names the ones that did not. Returns the seconds waited."""
         start = time.monotonic()
-        deadline, missing, event, seen = start + timeout, set(names), {}, []
+        deadline, missing, event = start + timeout, set(names), {}
+        seen: list[str] = []
         while missing:
             try:
                 line = self._proc.readline(max(0.0, deadline - time.monotonic()))

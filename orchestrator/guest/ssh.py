@@ -13,9 +13,9 @@ import select
 import shlex
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import paramiko
 import tenacity
@@ -79,7 +79,7 @@ class Result:
         """Its last lines of output, stderr first when it wrote any: what it said as it ended."""
         return "\n".join((self.stderr.strip() or self.stdout.strip()).splitlines()[-lines:])
 
-    def check(self) -> "Result":
+    def check(self) -> Result:
         if self.rc != 0:
             raise CommandFailed(f"guest command failed (exit {self.rc}): {self.cmd}\n" + self.tail(5),
                                 cmd=self.cmd, rc=self.rc, stdout=self.stdout, stderr=self.stderr)
@@ -153,7 +153,7 @@ class SSH:
             raise SSHError(f"ssh {self.host}:{self.port}: not connected")
         return t
 
-    def start(self, cmd: str, timeout: float = 60, stdin: bytes | None = None, label: str = "") -> "RemoteProcess":
+    def start(self, cmd: str, timeout: float = 60, stdin: bytes | None = None, label: str = "") -> RemoteProcess:
         """Start `cmd` with sh in the guest, under the guest's `timeout`, without waiting for it.
 
         The wrapper first reports its pid on stderr: `timeout` keeps that pid, the root of the
@@ -191,9 +191,10 @@ class SSH:
 
     def _sftp(self, timeout: float) -> paramiko.SFTPClient:
         sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=None)
-        if sftp is None:
+        chan = sftp.get_channel() if sftp is not None else None
+        if sftp is None or chan is None:
             raise SSHError("could not open an SFTP session")
-        sftp.get_channel().settimeout(timeout)
+        chan.settimeout(timeout)
         return sftp
 
     def close(self) -> None:

@@ -12,15 +12,15 @@ SOURCES = Path("/etc/apt")
 
 def _entries(root: Path) -> list[tuple[str, list[str], list[str]]]:
     """(uri, suites, components) for every 'deb' source in one-line and deb822 files."""
-    entries = []
+    entries: list[tuple[str, list[str], list[str]]] = []
     files = [root / "sources.list", *sorted((root / "sources.list.d").glob("*.list"))]
     for f in files:
         if not f.is_file():
             continue
-        for line in f.read_text(errors="replace").splitlines():
-            line = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
-            if len(line) >= 3 and line[0] == "deb":
-                entries.append((line[1], [line[2]], line[3:]))
+        for text in f.read_text(errors="replace").splitlines():
+            words = re.sub(r"\[[^]]*\]", "", text.split("#", 1)[0]).split()
+            if len(words) >= 3 and words[0] == "deb":
+                entries.append((words[1], [words[2]], words[3:]))
     for f in sorted((root / "sources.list.d").glob("*.sources")):
         for stanza in re.split(r"\n\s*\n", f.read_text(errors="replace")):
             fields: dict[str, str] = {}

@@ -24,9 +24,9 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import zstandard
 from cryptography.hazmat.primitives import serialization
@@ -82,7 +82,7 @@ class Recipe:
     bases: tuple[Path, ...] = field(default=(), compare=False)
 
     @classmethod
-    def load(cls, name: str) -> "Recipe":
+    def load(cls, name: str) -> Recipe:
         path = IMAGES / name / "recipe.toml"
         data, bases = _recipe_data(name, [])
         for key, typ in _RECIPE_FIELDS.items():
@@ -350,12 +350,10 @@ _PAYLOADS: dict[bytes, tuple[str, Callable[[bytes], bytes]]] = {
 def extract_vmlinux(bzimage: bytes) -> bytes:
     """The uncompressed ELF kernel inside a bzImage: QEMU boots it through its PVH note,
     which skips SeaBIOS-era real-mode setup and in-guest decompression (~2 s under TCG)."""
-    for magic, (name, decompress) in _PAYLOADS.items():
-        start = bzimage.find(magic)
-        if start >= 0:
-            break
-    else:
+    found = [(start, kind) for magic, kind in _PAYLOADS.items() if (start := bzimage.find(magic)) >= 0]
+    if not found:
         raise ImageError(f"kernel image has no {' or '.join(n for n, _ in _PAYLOADS.values())} payload")
+    start, (name, decompress) = found[0]
     elf = decompress(bzimage[start:])
     if not elf.startswith(b"\x7fELF"):
         raise ImageError(f"{name} payload of the kernel image is not an ELF file")

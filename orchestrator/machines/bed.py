@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from pathlib import Path
+from typing import Any
 
 from orchestrator.config import bed as beds
 from orchestrator.config.bed import Bed
@@ -21,7 +22,7 @@ def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, 
     by side, and every QEMU (but a persistent one, `tbctl up`'s) is started from this thread,
     which it must not outlive."""
     ends = links.allocate(bed)
-    extra = {"boot_timeout": boot_timeout} if boot_timeout else {}
+    extra: dict[str, Any] = {"boot_timeout": boot_timeout} if boot_timeout else {}
     machines = {role: Machine(topo, image, artifacts / role, accel=accel, shares=shares, links=ends[role],
                               name=f"{name}-{role}" if name else None, persistent=persistent, keepable=keepable,
                               bed=(beds.ref(bed), role), **extra)

@@ -20,8 +20,8 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import __version__, paths
 from orchestrator.config.topology import Topology

@@ -11,8 +11,9 @@ wait_for_completion, ...).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV"}  # the ones a crash raises
 
@@ -138,8 +139,8 @@ APP_RULES: list[Rule] = [
           lambda m, t: f"SIGSEGV in {m[1]}" + (f" ({m[2]})" if m[2] else ""), False),
 ]
 
-_SHELL_SIGNALS = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
-                  "Illegal instruction": "SIGILL", "Floating point exception": "SIGFPE"}
+_SHELL_SIGNALS: dict[str, str] = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
+                                  "Illegal instruction": "SIGILL", "Floating point exception": "SIGFPE"}
 
 
 def _program(word: str) -> str:

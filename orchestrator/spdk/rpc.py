@@ -141,7 +141,7 @@ class Rpc:
         self._drop()
         self._relay.close()
 
-    def __enter__(self) -> "Rpc":
+    def __enter__(self) -> Rpc:
         return self
 
     def __exit__(self, *exc: object) -> None:

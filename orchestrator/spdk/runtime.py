@@ -81,7 +81,7 @@ def command(tree: Tree, rel: str, args: list[str]) -> str:
 
 # Read-only apps that initialize SPDK's environment, claim the controllers and exit: the start
 # probe of `tbctl spdk check` runs the first one the tree has.
-PROBE_APPS = (("build/bin/spdk_nvme_identify", []), ("build/examples/identify", []),
+PROBE_APPS: tuple[tuple[str, list[str]], ...] = (("build/bin/spdk_nvme_identify", []), ("build/examples/identify", []),
               (HOTPLUG, ["-t", "1", "-n", "0", "-r", "0"]))
 
 
@@ -201,9 +201,9 @@ class DoorbellAers:
         DeadlineError when an AER never came (with `why`, QEMU's reason), AssertionError naming
         each case without "Success"."""
         if not self.verdicts and self.result is not None and self.result.rc != 0:
-            failed = not_started("SPDK doorbell_aers", self.result.stdout + self.result.stderr, self.result.rc)
-            if failed:
-                raise failed
+            not_up = not_started("SPDK doorbell_aers", self.result.stdout + self.result.stderr, self.result.rc)
+            if not_up:
+                raise not_up
         if self.hung:
             raise DeadlineError(f"SPDK doorbell_aers: no Error AER for {self.hung} within {aer_timeout:g} s, "
                                 f"interrupted; {why}; its verdicts: " + "; ".join(self.failures()))

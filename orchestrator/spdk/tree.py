@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, cast
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
@@ -70,12 +71,15 @@ def read_elf(path: Path) -> Elf | None:
                 return None
             f.seek(0)
             elf = ELFFile(f)
-            needed, runpath, rpath = [], [], []
+            needed: list[str] = []
+            runpath: list[str] = []
+            rpath: list[str] = []
             needs: dict[str, set[str]] = {}
             defs: set[str] = set()
             for sec in elf.iter_sections():
                 if isinstance(sec, DynamicSection):
                     for tag in sec.iter_tags():
+                        tag = cast(Any, tag)  # pyelftools sets .needed, .runpath, .rpath by the tag's kind
                         if tag.entry.d_tag == "DT_NEEDED":
                             needed.append(tag.needed)
                         elif tag.entry.d_tag == "DT_RUNPATH":
@@ -84,7 +88,7 @@ def read_elf(path: Path) -> Elf | None:
                             rpath += tag.rpath.split(":")
                 elif isinstance(sec, GNUVerNeedSection):
                     for verneed, auxes in sec.iter_versions():
-                        needs.setdefault(verneed.name, set()).update(a.name for a in auxes)
+                        needs.setdefault(str(verneed.name), set()).update(a.name for a in auxes)
                 elif isinstance(sec, GNUVerDefSection):
                     for _, auxes in sec.iter_versions():
                         defs.update(a.name for a in auxes)
@@ -177,7 +181,7 @@ class BuildConfig:
     version: str
 
     @classmethod
-    def read(cls, path: Path) -> "BuildConfig":
+    def read(cls, path: Path) -> BuildConfig:
         defs = dict(re.findall(r"^#define\s+(RTE_\w+)\s+(.*?)\s*$", path.read_text(errors="replace"), re.M))
         flags = tuple(f.strip().removeprefix("RTE_CPUFLAG_")
                       for f in defs.get("RTE_COMPILE_TIME_CPUFLAGS", "").split(",") if f.strip())
@@ -225,12 +229,12 @@ class Tree:
         while todo:
             elf = read_elf(todo.pop())
             for soname in elf.needed if elf else ():
-                d = next((d for d in candidates if (d / soname).is_file()), None)
-                if d is not None:
-                    used.add(d)
-                    if d / soname not in seen:
-                        seen.add(d / soname)
-                        todo.append(d / soname)
+                lib_dir = next((d for d in candidates if (d / soname).is_file()), None)
+                if lib_dir is not None:
+                    used.add(lib_dir)
+                    if lib_dir / soname not in seen:
+                        seen.add(lib_dir / soname)
+                        todo.append(lib_dir / soname)
         return [d for d in candidates if d in used]
 
     def guest_lib_path(self, mount: str) -> str:

@@ -26,8 +26,8 @@ from orchestrator import guest, image
 from orchestrator.config import topology
 from orchestrator.config.topology import Topology
 from orchestrator.errors import ConfigError
-from orchestrator.machines import environment
 from orchestrator.image import DHCP_FLAG, box
+from orchestrator.machines import environment
 from orchestrator.paths import cache_dir
 from orchestrator.render import render
 from orchestrator.spdk.runtime import MOUNT
@@ -147,9 +147,9 @@ def prepare(m: VagrantMachine) -> None:
     nvme_dir = m.dir / "nvme"
     if not nvme_dir.is_dir():
         made = devices.create_backing(m.topology, nvme_dir)
-        owner = _qemu_owner()
-        for p in [nvme_dir, *made] if owner else []:
-            os.chown(p, *owner)
+        if owner := _qemu_owner():
+            for p in [nvme_dir, *made]:
+                os.chown(p, *owner)
         os.chmod(nvme_dir, 0o700)
 
 

@@ -12,8 +12,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Pattern
+from re import Pattern
 
 from orchestrator.errors import DeadlineError, MachineError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from functools import lru_cache
+from functools import cache
 
 from orchestrator.errors import MachineError
 from orchestrator.vm import qemu_binary
@@ -27,7 +27,7 @@ def features(accel: str) -> frozenset[str]:
     return _features(qemu_binary.current(), accel)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _features(qemu: qemu_binary.Qemu, accel: str) -> frozenset[str]:
     requests = [{"execute": "qmp_capabilities"},
                 {"execute": "query-cpu-model-expansion",

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from orchestrator import logs
 from orchestrator.config.topology import Controller, Topology
@@ -174,13 +174,13 @@ class QemuMachine:
 
     # -- launch and readiness -----------------------------------------------------------------
 
-    def __enter__(self) -> "QemuMachine":
+    def __enter__(self) -> Self:
         return self.launch()
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
-    def launch(self) -> "QemuMachine":
+    def launch(self) -> Self:
         """Start QEMU, then wait until the guest is ready."""
         self.start()
         return self.finish()
@@ -217,7 +217,7 @@ class QemuMachine:
         if self.restore is not None:
             self._load(self.restore)
 
-    def finish(self) -> "QemuMachine":
+    def finish(self) -> Self:
         """Wait until the started guest is ready; a kernel that panicked or stalled at boot gets one
         more boot. Whatever fails, the VM is shut down."""
         try:
@@ -360,7 +360,7 @@ class QemuMachine:
     @property
     def crashed(self) -> bool:
         """QEMU died on its own (qemu_crash() told why)."""
-        return bool(self._crash) and self._crash[0].title.startswith("QEMU")
+        return self._crash is not None and bool(self._crash) and self._crash[0].title.startswith("QEMU")
 
     def settle(self, timeout: float = SETTLE) -> None:
         """If QEMU is on its way out on its own (its console or QMP closed while nobody stopped it:
@@ -447,7 +447,7 @@ class QemuMachine:
     # -- channels -------------------------------------------------------------------------------
 
     @classmethod
-    def attach(cls, rec: Record) -> "QemuMachine":
+    def attach(cls, rec: Record) -> Self:
         """A handle on a VM another tbctl process launched (`tbctl up`), for ssh/qmp/hotplug/down."""
         from orchestrator.config import bed
         from orchestrator.config.topology import default, load

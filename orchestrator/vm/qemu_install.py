@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator.errors import ConfigError, HostCommandFailed, MachineError
 from orchestrator.image import apt

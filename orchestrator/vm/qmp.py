@@ -14,8 +14,9 @@ import concurrent.futures
 import json
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, TypeVar
 
 from qemu.qmp import ExecuteError, QMPClient
 from qemu.qmp import QMPError as LibraryError
@@ -62,7 +63,7 @@ class QMP:
         fut = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self._loop)
         try:
             return fut.result(timeout + 2)
-        except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
+        except (TimeoutError, concurrent.futures.TimeoutError):
             fut.cancel()
             raise DeadlineError(f"QMP {what}: no answer from QEMU within {timeout:g} s", what=f"QMP {what}",
                                 seconds=timeout) from None
@@ -88,7 +89,7 @@ class QMP:
             raise DeadlineError(f"QMP socket {self.socket_path} not connectable within {timeout:g} s: {last}")
         self._pump_task = self._call(self._start_pump(), 5, "start event pump")
 
-    async def _start_pump(self) -> "asyncio.Task[None]":
+    async def _start_pump(self) -> asyncio.Task[None]:
         return asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
@@ -159,8 +160,7 @@ class QMP:
         i = after
         with self._cond:
             while True:
-                for i in range(i, len(self._events)):
-                    ev = self._events[i]
+                for ev in self._events[i:]:
                     data = ev.get("data", {})
                     if ev.get("event") == name and all(data.get(k) == v for k, v in match.items()):
                         return ev

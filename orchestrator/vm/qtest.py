@@ -8,8 +8,9 @@ has a deadline.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from orchestrator.errors import DeadlineError, MachineError
 
@@ -101,7 +102,7 @@ class QTest:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "QTest":
+    def __enter__(self) -> QTest:
         return self
 
     def __exit__(self, *exc: object) -> None:

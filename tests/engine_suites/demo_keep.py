@@ -15,7 +15,7 @@ def test_fails_leaving_a_clue(machine: Machine) -> None:
     """Leaves a file behind for whoever gets into the kept VM, then fails."""
     assert machine.name == NAMES[0]
     machine.ssh.run("echo the clue > /root/clue", timeout=30, check=True)
-    assert False, "failed on purpose"
+    raise AssertionError("failed on purpose")
 
 
 def test_next_gets_another_machine(machine: Machine) -> None:

@@ -8,7 +8,7 @@ import os
 import re
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

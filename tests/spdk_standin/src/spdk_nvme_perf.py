@@ -143,7 +143,7 @@ def main():
         w.join()
     elapsed = max(time.monotonic() - started, 1e-6)
     broken = [(trid, name, w) for trid, name, w in workers if w.error is not None]
-    for trid, name, w in broken[:1]:
+    for trid, _name, w in broken[:1]:
         say(f"[{stamp()}] nvme_qpair.c: 956:spdk_nvme_qpair_process_completions: *ERROR*: [,{trid['subnqn']},"
             f"{trid['traddr']},cntlid:1,qid:{w.qid},DISCONNECTED] CQ transport error -6 (No such device or address)",
             err=True)
