@@ -19,7 +19,7 @@ TCP with SPDK's defaults nothing resets a connection that merely fell silent, so
 outage out on TCP retransmissions: its state is reported, not required to change)} x {tcp, rdma
 (soft-RoCE)}.
 The target's hung-task timeout is short, so a target stuck tearing its NIC down (seen with RDMA on
-kernel 6.1, DESIGN.md) is a guest crash with its title and stacks, not a silent hang.
+kernel 6.1: suites/known_failures.toml) is a guest crash with its title and stacks, not a silent hang.
 """
 
 from __future__ import annotations

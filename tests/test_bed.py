@@ -160,7 +160,7 @@ def test_a_suite_gets_its_bed_by_role_and_another_from_a_file(tmp_path: Path) ->
 def test_nvmf_device_removal_runs_end_to_end(tmp_path: Path) -> None:
     """The seed-003 suite on the built-in pair bed, kernel target and host: over TCP the target lets
     go of its NIC and service returns. Over RDMA (soft-RoCE) it passed here too, but the 6.1
-    kernel has hung tearing the RDMA device down (DESIGN.md): that is a finding, reported as the
+    kernel has hung tearing the RDMA device down (suites/known_failures.toml): that is a finding, reported as the
     guest's crash with its hung-task title, never a silent hang."""
     from conftest import tbctl
 

@@ -24,9 +24,9 @@ from orchestrator.spdk.tree import Tree
 TREE = Path(os.environ.get("TBCTL_SPDK_DIR") or Path.home() / ".cache" / "tbctl" / "spdk")
 SPDK_TESTS = ("test_orderly_hotplug[spdk]", "test_surprise_removal[spdk]", "test_orderly_hotplug[spdk_uio]",
               "test_surprise_removal[spdk_uio]", "test_spdk_doorbell_aers")
-# How QEMU itself breaks under SPDK's hotplug I/O (DESIGN: use-after-free on device_del while a
-# vCPU writes the doorbell of the controller being unplugged, or heap corruption it leaves; a
-# device the guest ejected and QEMU unrealized but never deleted). A test that hit one of these
+# How QEMU itself breaks under SPDK's hotplug I/O (suites/known_failures.toml: use-after-free on
+# device_del while a vCPU writes the doorbell of the controller being unplugged, or heap corruption
+# it leaves; a device the guest ejected and QEMU unrealized but never deleted). A test that hit one of these
 # says so in its first line; any other failure fails.
 QEMU_BREAKS = re.compile(r"^qemu crashed: QEMU SIG[A-Z]+ |no DEVICE_DELETED within .*stuck inside QEMU")
 

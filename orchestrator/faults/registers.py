@@ -1,7 +1,7 @@
 """A controller's registers: invalid NVMe doorbell writes, PCI bus-master clear/restore, the admin
 queue and fatal status, from the host (qtest socket: lands whatever the guest is doing) or from the
 guest (one aligned 32-bit store through /dev/mem with busybox devmem: two 16-bit stores make QEMU
-see a tail of 0 and replay stale commands, DESIGN.md section 3).
+see a tail of 0 and replay stale commands, corrupting the guest's memory: seen on QEMU 7.2).
 """
 
 from __future__ import annotations

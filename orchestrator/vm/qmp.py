@@ -182,7 +182,7 @@ class QMP:
         (`unplug_lost`: the machine is half-unplugged for good) with where it stopped.
 
         device_del only asks the guest. Never resend it: with native PCIe hotplug a second request
-        within 5 s cancels the first (DESIGN.md §3).
+        within 5 s cancels the first (Linux waits 5 s for the attention button).
         """
         mark = self.mark()
         self.execute("device_del", {"id": device}, timeout)
