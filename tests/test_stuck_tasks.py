@@ -37,3 +37,12 @@ def test_settled_tasks_are_not_stuck() -> None:
     assert stuck_tasks.parse(ZOMBIE, settled="Z") == []
     assert [t.state for t in stuck_tasks.parse(ZOMBIE + DD, settled="TtZ")] == ["D"]
     assert stuck_tasks.parse("", settled="Z") == []
+
+
+
+def test_places_say_each_place_once_in_one_order_without_pids() -> None:
+    """A failure's first line: runs stuck the same way read the same, however many tasks sat where."""
+    dd = stuck_tasks.parse(DD, "Z")[0]
+    fio = StuckTask(9, "fio", "D", ("exit_aio", "__mmput", "do_exit"))
+    assert stuck_tasks.places([fio, dd, StuckTask(10, "fio", "D", fio.frames)]) == stuck_tasks.places([dd, fio]) == (
+        "dd (D) in __blkdev_direct_IO_simple <- blkdev_read_iter <- vfs_read; fio (D) in exit_aio <- __mmput <- do_exit")

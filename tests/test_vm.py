@@ -84,8 +84,9 @@ def test_a_command_stuck_in_the_kernel_is_killed_and_says_where(guest_image: Ima
             proc.wait(3)
         (dd,) = proc.stuck
         assert (dd.comm, dd.state) == ("dd", "D") and dd.waits_in, dd
+        where = f"(D) in {' <- '.join(dd.waits_in)}"
         assert str(e.value) == ("dd from a suspended device: still running 3 s after it was told to stop (killed; "
-                                f"stuck in the kernel: dd {dd.pid} (D) in {' <- '.join(dd.waits_in)})")
+                                f"stuck in the kernel: dd {where})\nstuck tasks: dd {dd.pid} {where}")
         m.ssh.run("dmsetup resume stall && dmsetup remove stall", timeout=30, check=True)
         assert m.ssh.run(f"while [ -e /proc/{dd.pid} ]; do sleep 0.2; done", timeout=30).rc == 0
 

@@ -356,8 +356,9 @@ class RemoteProcess:
             if time.monotonic() >= until and timeout is not None:
                 stuck = self.kill()
                 raise DeadlineError(f"{self.label or self.cmd}: still running {timeout:g} s after it was told to "
-                                    "stop (killed" + (f"; stuck in the kernel: {stuck_tasks.describe(stuck)}" if stuck
-                                                      else "") + ")", what=self.label or self.cmd, seconds=timeout)
+                                    "stop (killed" + (f"; stuck in the kernel: {stuck_tasks.places(stuck)})\n"
+                                                      f"stuck tasks: {stuck_tasks.describe(stuck)}" if stuck else ")"),
+                                    what=self.label or self.cmd, seconds=timeout)
         self._release()
         result = self._result()
         if self._log:

@@ -50,6 +50,13 @@ def parse(text: str, settled: str) -> list[StuckTask]:
     return tasks
 
 
+def places(tasks: list[StuckTask]) -> str:
+    """Where they are stuck, each place once, in a fixed order and without pids: a failure's first
+    line, the same for every run that got stuck the same way (how many tasks sat where varies)."""
+    return "; ".join(sorted({f"{t.comm} ({t.state}) " + (f"in {' <- '.join(t.waits_in)}" if t.waits_in
+                                                           else "with no kernel stack") for t in tasks}))
+
+
 def describe(tasks: list[StuckTask]) -> str:
     """One line per distinct (command, state, place): `fio 666, 667 (D) in blk_mq_freeze_queue_wait
     <- nvme_mpath_... `; `no kernel stack` when the guest could not read one."""
