@@ -205,6 +205,10 @@ def test_crashes_are_found_and_titled(tmp_path: Path) -> None:
     assert panic["message"].startswith("guest crashed: kernel panic: sysrq triggered crash; "
                                        "guest panicked (pvpanic GUEST_PANICKED)")
     assert panic["duration"] < 30  # ended by the console watch, not by its deadline (300 s under TCG)
+    quiet = by["test_guest_stops_answering"]  # the guest's silence, not the wait that ran into it
+    assert (quiet["outcome"], quiet["message"].splitlines()[0]) == (
+        "guest crashed", "guest crashed: guest unresponsive (no SSH answer while QEMU runs it)"), quiet
+    assert "discarded" in quiet
     assert by["test_the_next_test_gets_a_live_machine"]["outcome"] == "passed"
     cases = junit_cases(tmp_path / "j.xml")
     assert prop(cases["test_sysrq_panic"], "outcome") == "guest crashed"

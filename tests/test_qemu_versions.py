@@ -44,7 +44,10 @@ def test_every_suite_passes_on_the_other_qemu(backports: qemu_binary.Qemu, tmp_p
     assert res["qemu"]["path"] == str(backports.path) and res["qemu"]["version"] == backports.version_text
     assert res["qemu"]["origin"].startswith("Debian ") and "-backports" in res["qemu"]["origin"]
     outcomes = [t["outcome"] for t in res["tests"]]
-    assert set(outcomes) <= {"passed", "skipped"} and outcomes.count("passed") >= 15, outcomes
+    # or QEMU 10.0's own bug, on the project's list for that QEMU: still found, and said which
+    known = [t["known"] for t in res["tests"] if t["outcome"] == "known failure"]
+    assert all(k.get("qemu") == "10.0.*" for k in known), known
+    assert set(outcomes) <= {"passed", "skipped", "known failure"} and outcomes.count("passed") >= 15, outcomes
     assert all(t["message"] for t in res["tests"] if t["outcome"] == "skipped")  # each skip says why
     assert f"QEMU {backports.version_text} ({backports.path}" in r.stdout  # the summary says which QEMU
 

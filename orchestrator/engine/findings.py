@@ -21,6 +21,8 @@ SYSRQ_KEYS = "9wl"  # all messages to the console (the dumps are KERN_INFO), blo
 SYSRQ_WAIT = 5.0  # seconds for the stacks to come out on the console
 PVPANIC_WAIT = 3.0  # seconds: the kernel tells pvpanic only after it printed its panic
 LINE_WAIT = 2.0  # seconds for a line the console is in the middle of
+UNRESPONSIVE_WAIT = 10.0  # seconds a running guest has to run `true` over SSH after a failure
+UNRESPONSIVE = "guest unresponsive (no SSH answer while QEMU runs it)"
 _LINE_END = re.compile(r"\n")
 _COMMAND = re.compile(r"^\$ (.*)\n# exit (-?\d+) in ", re.M)
 
@@ -63,6 +65,31 @@ def hang_stacks(m: Machine, artifacts: Path) -> None:
         stacks = m.console.text[mark:]
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / f"sysrq-{m.topology.name}.txt").write_text(stacks)
+
+
+def unresponsive(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
+    """The test's machines whose guest stopped answering while QEMU runs them: after a failure
+    that no report explains, a guest whose vCPUs stopped taking interrupts (seen under TCG) is
+    the finding, and the wait that failed only its consequence. A machine the test paused (QMP
+    stop) is not asked."""
+    found = []
+    for s in slices.of(item):
+        m = s.machine
+        if m.stopped or not m.qemu_alive() or m.ssh_channel is None or not _running(m):
+            continue
+        if not m.ssh_alive(timeout=UNRESPONSIVE_WAIT):
+            tail = "\n".join(m.console.text[s.console_mark:].splitlines()[-20:]) if m.console else ""
+            found.append((m, crash.Finding(UNRESPONSIVE, "kernel", True,
+                                           f"{m.name}: no command ran over SSH within {UNRESPONSIVE_WAIT:g} s while "
+                                           f"QEMU ran the guest; its console last said:\n{tail or '(nothing)'}")))
+    return found
+
+
+def _running(m: Machine) -> bool:
+    try:
+        return bool(m.qmp.execute("query-status")["status"] == "running")
+    except TbctlError:
+        return False
 
 
 def qemu_deaths(item: pytest.Item, exc: BaseException | None) -> list[str]:

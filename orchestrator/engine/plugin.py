@@ -150,6 +150,8 @@ class Engine:
         its own verdict; a passing body that crashed something, or caught its deadline, fails."""
         v = results.verdict(item)
         found = findings.of(item) if not rep.skipped else []
+        if rep.failed and not any(f.fatal for _, f in found):  # a failure nothing explains: is the guest there?
+            found += findings.unresponsive(item)
         exc = call.excinfo.value if call.excinfo else None
         fatal = {m for m, f in found if f.fatal}
         fired = item.stash.get(deadline.FIRED, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from orchestrator.machines import Machine
 
 TIMEOUT = 100  # KVM seconds; x3 under TCG: a panic must end its test long before this
@@ -43,6 +45,15 @@ def test_sysrq_panic(machine: Machine) -> None:
     """The guest kernel panics under a running command: the test ends within seconds, not at its
     deadline, with the panic's title (console) and GUEST_PANICKED (pvpanic)."""
     machine.ssh.run("echo c > /proc/sysrq-trigger; sleep 600", timeout=900)
+
+
+def test_guest_stops_answering(machine: Machine) -> None:
+    """The guest goes quiet while QEMU runs it (suspend-to-idle with nothing to wake it, as still as
+    a guest whose vCPUs lost their timer interrupts): the test's wait fails, and the outcome is the
+    guest's, found by asking it, not the wait's."""
+    machine.ssh.start("sleep 1; echo freeze > /sys/power/state", timeout=60)
+    time.sleep(3)
+    machine.ssh.run("true", timeout=5)
 
 
 def test_the_next_test_gets_a_live_machine(machine: Machine) -> None:
