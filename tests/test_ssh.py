@@ -176,6 +176,58 @@ def test_a_line_already_received_is_read_without_waiting_for_more(monkeypatch: p
     assert waits and all(t <= 0.01 for t in waits)
 
 
+class _ExitedChan(_Chan):
+    """A channel whose command has exited with part of its output still on the way (the exit
+    status overtook it, as sshd's can), which arrives, with the EOF, while the host waits."""
+
+    closed = False
+
+    def __init__(self, data: bytes, rest: bytes):
+        super().__init__(data)
+        self.rest, self.eof_received = rest, False
+
+    def exit_status_ready(self) -> bool:
+        return True
+
+    def recv_exit_status(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
+
+    def arrive(self) -> None:
+        self.data, self.rest, self.eof_received = self.data + self.rest, b"", True
+
+
+class _NoSSH:
+    active: set[object] = set()
+
+
+def test_output_that_follows_the_exit_status_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ip -o -4 addr show; ip -o link` once came back with exit 0 and only the first of its link
+    lines: the wait ended at the exit status, before the output's end (the channel's EOF)."""
+    from orchestrator.guest import ssh as ssh_mod
+
+    chan = _ExitedChan(b"1: lo\n", b"2: eth1\n")
+    monkeypatch.setattr(ssh_mod.select, "select", lambda r, w, x, t: chan.arrive() or ([], [], []))
+    proc = ssh_mod.RemoteProcess(_NoSSH(), chan, "ip -o link", 60, None, "ip")  # type: ignore[arg-type]
+    assert proc.wait().stdout == "1: lo\n2: eth1\n"
+
+
+def test_output_held_open_after_the_exit_is_not_waited_for_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process the command left behind keeps the output open: no EOF ever comes, and the
+    command ends EOF_AFTER_EXIT after its exit status, with what it printed."""
+    from orchestrator.guest import ssh as ssh_mod
+
+    clock = iter(range(0, 1000, 3))
+    monkeypatch.setattr(ssh_mod.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(ssh_mod.select, "select", lambda r, w, x, t: ([], [], []))
+    proc = ssh_mod.RemoteProcess(_NoSSH(), _ExitedChan(b"started\n", b""), "daemon &", 60, None, "d")  # type: ignore[arg-type]
+    res = proc.wait()
+    assert res.stdout == "started\n" and proc._exited_at is not None
+    assert ssh_mod.EOF_AFTER_EXIT <= res.seconds < 60
+
+
 class _MonitorSSH:
     """An SSH whose one command is a `udevadm monitor` that printed `out` and still runs."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import select
 import shlex
 import signal
@@ -20,12 +21,18 @@ from pathlib import Path
 import paramiko
 import tenacity
 
+from orchestrator import logs
 from orchestrator.errors import CommandFailed, DeadlineError, SSHError
 from orchestrator.report import stuck_tasks
 from orchestrator.report.stuck_tasks import StuckTask
 
 KILL_GRACE = 2  # seconds between the guest's SIGTERM and SIGKILL at a command's deadline
 HOST_SLACK = 5  # seconds the host waits past a command's deadline before giving the channel up
+# sshd sends a command's exit status when it exits and the rest of its output after, so the output
+# is whole only at the channel's EOF. A process the command left behind holding its output open
+# withholds that EOF for good: this long after the exit status, what came is all there is.
+EOF_AFTER_EXIT = 10
+log = logging.getLogger(f"{logs.ROOT}.guest")
 _TIMEOUT_MARK = "timeout: sending signal"
 _PID_MARK = "tbctl-pid "
 # Signal a command's process tree in the guest. Only /proc/PID/stat is read: tools such as pgrep
@@ -214,6 +221,7 @@ class RemoteProcess:
         self._host_deadline = self.started + timeout + KILL_GRACE + HOST_SLACK
         self._out, self._err = bytearray(), bytearray()
         self._consumed = 0
+        self._exited_at: float | None = None
         self.stuck: list[StuckTask] = []  # after kill(): its tasks that SIGKILL did not end
 
     def _pump(self, until: float) -> bool:
@@ -226,7 +234,7 @@ class RemoteProcess:
                 self._out += chan.recv(65536)
             while chan.recv_stderr_ready():
                 self._err += chan.recv_stderr(65536)
-            return chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()
+            return self._ended() and not chan.recv_ready() and not chan.recv_stderr_ready()
 
         had = len(self._out) + len(self._err)
         if drain():
@@ -242,6 +250,20 @@ class RemoteProcess:
         if remaining > 0:
             select.select([chan], [], [], min(remaining, 1.0))
         return drain()
+
+    def _ended(self) -> bool:
+        """Exited, and all it printed has arrived (see EOF_AFTER_EXIT)."""
+        if not self._chan.exit_status_ready():
+            return False
+        if self._chan.eof_received or self._chan.closed:
+            return True
+        if self._exited_at is None:
+            self._exited_at = time.monotonic()
+        if time.monotonic() - self._exited_at < EOF_AFTER_EXIT:
+            return False
+        log.warning("%s: its output stayed open %d s after it exited (a process it left behind holds it)",
+                    self.label, EOF_AFTER_EXIT)
+        return True
 
     def readline(self, timeout: float) -> str:
         """The next line of stdout; DeadlineError if none comes within `timeout`."""
