@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.guest.hotplug_app import KernelHotplugApp
+import pytest
+
+from orchestrator.errors import DeadlineError
+from orchestrator.guest.hotplug_app import KernelHotplugApp, MissedEvent
 from orchestrator.guest.ssh import Result
 from orchestrator.spdk.hotplug_app import SpdkHotplugApp
 from orchestrator.spdk.tree import Tree
@@ -52,3 +55,35 @@ def test_kernel_app_lines() -> None:
     assert app.parse("Traceback (most recent call last):") is None
     s = app.summary(Result("x", 0, '{"event": "summary", "inserts": 3, "removals": 4}\n', "", 1.0))
     assert (s.inserts, s.removals) == (3, 4)
+
+
+class _Printed:
+    """An app process that printed `lines` and then nothing more."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+
+    def readline(self, timeout: float) -> str:
+        if not self.lines:
+            raise DeadlineError("no line")
+        return self.lines.pop(0)
+
+
+def test_a_missed_event_says_what_the_app_printed_since_its_last_report(tmp_path: Path) -> None:
+    """Whether SPDK's app began to attach the controller and failed, or never looked, is in its
+    own lines after its last event: the message carries them (on a line of their own, so that
+    repro's signature, the first line, stays the same from run to run)."""
+    app = SpdkHotplugApp(None, tmp_path / "app.log", Tree(Path("/nonexistent")),  # type: ignore[arg-type]
+                         {"0000:01:00.0": "TBCTL0001"})
+    app._proc = _Printed(SPDK_OUTPUT.splitlines()[:6] + ["Attaching to 0000:01:00.0",  # type: ignore[assignment]
+                                                          "nvme_ctrlr.c: *ERROR*: could not read CSTS", ""])
+    while not app.is_ready(app._line(1, "get ready")):
+        pass
+    assert app.expect("remove", "TBCTL0001", 1).serial == "TBCTL0001"
+    with pytest.raises(MissedEvent) as e:
+        app.expect("insert", "TBCTL0001", 0.01, " (nvme0, cycle 1/1)")
+    assert str(e.value) == (
+        "spdk app missed insert TBCTL0001 (nvme0, cycle 1/1): not reported within 0.01 s (it reported: "
+        "remove TBCTL0001)\nsince its last report it printed: Attaching to 0000:01:00.0 | "
+        "nvme_ctrlr.c: *ERROR*: could not read CSTS")
+    assert "could not read CSTS" in (tmp_path / "app.log").read_text()

@@ -47,6 +47,7 @@ class HotplugApp:
         self.events: list[Event] = []
         self._proc: RemoteProcess | None = None
         self._cursor = 0
+        self._since_event: list[str] = []  # what it printed after its last reported event
 
     # -- what each variant defines --
     def command(self, inserts: int, removals: int, seconds: int) -> tuple[str, bytes | None]:
@@ -86,6 +87,9 @@ class HotplugApp:
         parsed = self.parse(line)
         if parsed:
             self.events.append(Event(parsed[0], parsed[1], time.monotonic(), line))
+            self._since_event = []
+        else:
+            self._since_event.append(line)
 
     def _line(self, timeout: float, doing: str) -> str:
         assert self._proc is not None
@@ -111,8 +115,10 @@ class HotplugApp:
                 self._line(deadline - time.monotonic(), f"report {kind} {serial}")
             except (DeadlineError, SSHError):
                 seen = ", ".join(f"{e.kind} {e.serial}" for e in self.events) or "nothing"
+                said = " | ".join(ln.strip() for ln in self._since_event[-6:] if ln.strip()) or "nothing"
                 raise MissedEvent(f"{self.name} app missed {kind} {serial}{what}: not reported within "
-                                  f"{timeout:g} s (it reported: {seen})") from None
+                                  f"{timeout:g} s (it reported: {seen})\n"
+                                  f"since its last report it printed: {said}") from None
 
     def finish(self) -> Summary:
         """Wait for the app to exit by itself (it stops once it saw every expected event)."""
