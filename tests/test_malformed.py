@@ -63,6 +63,10 @@ CORPUS = [
     (["repro", "sw_hotplug::test_nosuch", "-n", "1"], "test_hotplug_under_io[kernel]"),
     # names and choices
     (["run", "nosuch"], "nosuch"),
+    (["run", "spdk:test/nvme/sw_hotplug.sh"], "--spdk-dir"),
+    (["run", "spdk:test/nvme/nosuch.sh", "--spdk-dir", "."], "spdk:test/nvme/nosuch.sh"),
+    (["run", "spdk:../outside.sh", "--spdk-dir", "."], "spdk:../outside.sh"),
+    (["repro", "spdk:test/x.py", "-n", "1", "--spdk-dir", "."], "spdk:test/x.py"),
     (["run", "sw_hotplug", "--accel", "fast"], "--accel"),
     (["run", "sw_hotplug", "--image", "nosuch"], "--image"),
     (["down", "a", "--all"], "down"),

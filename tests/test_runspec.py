@@ -15,7 +15,8 @@ from orchestrator.errors import ConfigError
 
 def test_a_spec_reads_back_as_written_with_its_paths_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    spec = runspec.RunSpec(seed=7, jitter=0.0, snapshot=True, accel="tcg").given(topology="t.toml", timeout=30.0)
+    spec = runspec.RunSpec(seed=7, jitter=0.0, snapshot=True, accel="tcg",
+                           scripts=("test/nvme/sw_hotplug.sh",)).given(topology="t.toml", timeout=30.0)
     back = runspec.load(spec.dump(tmp_path / "spec.json"))
     assert back == spec.given(topology=str(tmp_path / "t.toml"))  # the same run from any directory
     assert back.jitter == 0.0 and back.known_failures is None
@@ -27,6 +28,7 @@ def test_a_spec_reads_back_as_written_with_its_paths_absolute(tmp_path: Path, mo
     ({"jitter": -1}, "jitter: must be a number, 0 or more (got -1)"),
     ({"timeout": 0}, "timeout: must be a number above 0 (got 0)"),
     ({"snapshot": "yes"}, "snapshot: must be true or false (got 'yes')"),
+    ({"scripts": "test/nvme/nvme.sh"}, "scripts: must be a list of paths inside the SPDK tree (got 'test/nvme/nvme.sh')"),
 ])
 def test_a_bad_spec_is_one_line_naming_its_field(tmp_path: Path, tbctl_main: Tbctl, fields: dict[str, object],
                                                  line: str) -> None:

@@ -36,9 +36,11 @@ from orchestrator.engine import repro, run, shard
 from orchestrator.errors import ConfigError
 from orchestrator.machines import snapshot
 from orchestrator.machines.environment import Environment
+from orchestrator.spdk import script as spdk_script
 from orchestrator.vm import qemu_binary
 
 MAX_RETRIES = 10
+SCRIPTS_SUITE = SUITES / "_spdk_scripts.py"  # one test per `spdk:PATH` target
 SEED = ranged(int, 0, 2**63 - 1)
 
 
@@ -55,7 +57,8 @@ def run_opts(sp: argparse.ArgumentParser) -> None:
 
 def selection_opts(sp: argparse.ArgumentParser) -> None:
     """Which tests: suites (or --all), then -k, then the shard."""
-    sp.add_argument("suites", nargs="*", metavar="SUITE", help="suite name (see `tbctl list`), SUITE::TEST, or a file")
+    sp.add_argument("suites", nargs="*", metavar="SUITE", help="suite name (see `tbctl list`), SUITE::TEST, a file, or spdk:PATH: "
+                                                                   "a test script of the --spdk-dir tree, run unchanged")
     sp.add_argument("--all", action="store_true", help="every suite")
     sp.add_argument("-k", metavar="EXPR", help="select tests, as pytest -k")
     sp.add_argument("--shard", metavar="K/N", help="only shard K of N (a suite module stays in one shard); default: "
@@ -67,11 +70,21 @@ def selection_opts(sp: argparse.ArgumentParser) -> None:
 
 
 def selection(args: argparse.Namespace) -> list[str]:
-    """The pytest arguments of the selection (suites, -k), checked before anything is built or booted."""
+    """The pytest arguments of the selection (suites, SPDK scripts, -k), checked before anything is
+    built or booted."""
     if bool(args.suites) == args.all:
         raise ConfigError("name the suites to run, or --all for every suite (not both)")
-    argv = suite_paths(known_suites() if args.all else args.suites)
+    names = known_suites() if args.all else [n for n in args.suites if not n.startswith(spdk_script.PREFIX)]
+    argv = suite_paths(names) + ([str(SCRIPTS_SUITE)] if len(names) < len(args.suites) else [])
     return argv + ["-k", args.k] if args.k is not None else argv
+
+
+def with_scripts(spec: RunSpec, targets: list[str], check: bool = True) -> RunSpec:
+    """The spec with the `spdk:PATH` targets among `targets`, each a script of its SPDK tree
+    (`check`: there; `tbctl list` names them as given)."""
+    scripts = [spdk_script.parse_target(t, spec.spdk_dir) if check else t.removeprefix(spdk_script.PREFIX)
+               for t in targets if t.startswith(spdk_script.PREFIX)]
+    return dataclasses.replace(spec, scripts=tuple(dict.fromkeys(scripts))) if scripts else spec
 
 
 def base_spec(args: argparse.Namespace) -> RunSpec:
@@ -123,7 +136,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.set_defaults(fn=cmd_run)
 
     sp = add("repro", help="run a test many times (parallel VMs): failure rate, signatures, bundle")
-    sp.add_argument("target", metavar="SUITE[::TEST]", help="suite name, SUITE::TEST, or a file")
+    sp.add_argument("target", metavar="SUITE[::TEST]", help="suite name, SUITE::TEST, a file, or spdk:PATH "
+                                                                          "(a script of the --spdk-dir tree)")
     sp.add_argument("-n", "--runs", type=ranged(int, 1, 100_000), required=True, help="how many runs")
     sp.add_argument("--until-fail", action="store_true", help="stop starting runs after the first failure")
     sp.add_argument("--jobs", "-j", type=ranged(int, 1, 256), help="runs at once (default: from host cores and memory)")
@@ -147,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Thin front over the engine: the run's spec checked, the image built, the accelerator picked,
     then the spec handed over in one file (kept with the artifacts)."""
     paths = selection(args)
-    spec = run_spec(args, base_spec(args))
+    spec = with_scripts(run_spec(args, base_spec(args)), args.suites)
     base = reports.check_baseline(args)
     run_dir = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
     env = prepare(spec, args.mirror)
@@ -176,14 +190,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace) -> int:
     """Validate and build once, then hand each run to its own `tbctl run`, on one spec."""
-    suite_paths([args.target])
+    script = args.target.startswith(spdk_script.PREFIX)
+    if not script:
+        suite_paths([args.target])
     # Every failure counts in a rate, known or not: the runs report them as they are.
     spec = run_spec(argparse.Namespace(**{**vars(args), "seed": None}), RunSpec())
+    if script:
+        spdk_script.parse_target(args.target, spec.spdk_dir)
     out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
     env = prepare(spec, args.mirror)
     spec = dataclasses.replace(pinned(spec, env), qemu=str(qemu_binary.current().path) if spec.qemu else None)
     base, sep, rest = args.target.partition("::")
-    target = args.target if (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
+    target = args.target if script or (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     jobs = args.jobs or repro.default_jobs(env.topology.memory_mib)
     if not args.cold:
@@ -210,6 +228,6 @@ def cmd_repro(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     if not args.suites:
         args.all = True
-    paths, spec = selection(args), run_spec(args, RunSpec())
+    paths, spec = selection(args), with_scripts(run_spec(args, RunSpec()), args.suites, check=False)
     with tempfile.TemporaryDirectory(prefix="tbctl-list-") as tmp:  # the shard's, if one is asked for
         return run.list_tests([*paths, "--tb-spec", str(spec.dump(Path(tmp) / "spec.json"))])

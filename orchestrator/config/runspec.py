@@ -28,6 +28,7 @@ class RunSpec:
     image: str | None = None  # an image recipe; None: the topology's, else the SPDK-ready one with a tree
     accel: str | None = None  # kvm or tcg; None: the topology's, probed
     spdk_dir: Path | None = None  # a built SPDK tree, shared read-only into the guests
+    scripts: tuple[str, ...] = ()  # SPDK test scripts of that tree to run (`spdk:PATH` targets), paths in it
     timeout: float | None = None  # every test's deadline, instead of the suites' own
     seed: int | None = None  # fault timing and random choices; None: drawn by the run
     jitter: float = 0.3  # seconds: hotplug faults fire after a seeded delay below this
@@ -68,8 +69,15 @@ def load(path: str | Path) -> RunSpec:
     return RunSpec(**paths, qemu=f.str("qemu", None), image=f.str("image", None),
                    accel=f.str("accel", None, choices=ACCELS), timeout=_number(f, "timeout", strict=True),
                    seed=f.int("seed", None, 0, (1 << 63) - 1), jitter=d.jitter if jitter is None else jitter,
-                   snapshot=f.bool("snapshot", d.snapshot), keep_vm=f.bool("keep_vm", d.keep_vm),
+                   scripts=_scripts(f), snapshot=f.bool("snapshot", d.snapshot), keep_vm=f.bool("keep_vm", d.keep_vm),
                    shard=f.str("shard", None), shard_by=f.str("shard_by", d.shard_by, choices=SHARD_BY) or d.shard_by)
+
+
+def _scripts(f: Fields) -> tuple[str, ...]:
+    v = f.data.get("scripts", [])
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise f.fail("scripts", "a list of paths inside the SPDK tree", v)
+    return tuple(v)
 
 
 def _number(f: Fields, key: str, strict: bool) -> float | None:

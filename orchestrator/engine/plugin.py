@@ -35,6 +35,7 @@ from orchestrator.engine import (
     results,
     shard,
     slices,
+    substeps,
     timeline,
 )
 from orchestrator.engine.session import RUN, Run, Settings, add_options
@@ -239,4 +240,6 @@ class Engine:
         entry["events"] = timeline.events(item)
         if shown not in ("passed", "skipped"):
             entry["excerpt"] = timeline.excerpt(item)
+        for step in substeps.emit(item, shown, entry):
+            self.run.results[step["nodeid"]] = step
         log.info(f"{item.nodeid}: {shown}" + (f"; discarded {entry['discarded']}" if "discarded" in entry else ""))

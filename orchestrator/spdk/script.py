@@ -1,0 +1,89 @@
+"""An SPDK test script of the user's tree (`test/**/*.sh`), run unchanged in a guest as SPDK's CI
+runs it, its output read line by line into the test's artifacts and its `run_test` steps
+(report.spdk_steps) read from it; what it writes to its `output_dir` (timing, test_completions.txt,
+logs, cores) is brought back with it.
+
+The environment is what autotest_common.sh expects and cannot know on this machine: `HUGEMEM`
+(MiB, for scripts/setup.sh) from the topology, since setup.sh's default asks more hugepages than
+a small guest has; `output_dir`, where tbctl collects from; the tree's library path, for a
+`--with-shared` build whose RUNPATH names the build host."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path, PurePosixPath
+
+from orchestrator.config.topology import Topology
+from orchestrator.errors import ConfigError
+from orchestrator.guest.ssh import SSH, Result
+from orchestrator.render import render
+from orchestrator.spdk.runtime import MOUNT
+from orchestrator.spdk.tree import Tree
+
+PREFIX = "spdk:"
+OUTPUT_DIR = "/var/tmp/tbctl-spdk-output"
+_LOWER = "/run/tbctl/spdk-tree"  # the host's tree, read-only, under the overlay
+_WORK = "/var/tmp/tbctl-spdk-overlay"  # the overlay's upper layer: what the scripts write in the tree
+_COLLECT_MAX = 256 << 20  # bytes: a larger file (a core of a big app) stays in the guest, and is named
+
+
+def parse_target(target: str, spdk_dir: Path | None) -> str:
+    """`spdk:PATH` of a run's selection -> PATH, a script of the tree; a mistake is one line."""
+    rel = target.removeprefix(PREFIX)
+    if spdk_dir is None:
+        raise ConfigError(f"{target}: an SPDK script needs the tree it is in: --spdk-dir DIR")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or p.suffix != ".sh" or not rel:
+        raise ConfigError(f"{target}: must be spdk:PATH, PATH a .sh script inside the SPDK tree (e.g. "
+                          "spdk:test/nvme/sw_hotplug.sh)")
+    if not (spdk_dir / rel).is_file():
+        raise ConfigError(f"{target}: no such script in --spdk-dir {spdk_dir}")
+    return rel
+
+
+def hugemem(topo: Topology) -> int:
+    """MiB of hugepages for setup.sh: the topology's own reservation, else half the guest's memory."""
+    return max(topo.hugepages * 2, topo.memory_mib // 2)
+
+
+class Script:
+    """`script` of `tree` running in the guest of `ssh` (started at once)."""
+
+    def __init__(self, ssh: SSH, tree: Tree, script: str, topo: Topology, timeout: float):
+        env = {"HUGEMEM": str(hugemem(topo)), "output_dir": OUTPUT_DIR}
+        lib_path = tree.guest_lib_path(MOUNT)
+        if lib_path:
+            env["LD_LIBRARY_PATH"] = lib_path
+        body = render("guest/spdk_script.sh.j2", script=script, args=[], mount=MOUNT, lower=_LOWER, work=_WORK,
+                      tag="spdk", output_dir=OUTPUT_DIR, env=env)
+        self.script = script
+        self._proc = ssh.start("bash -s", timeout=timeout, stdin=body.encode(), label=f"SPDK script {script}")
+
+    def wait(self) -> Result:
+        """Until it exits (at its deadline, DeadlineError names it)."""
+        return self._proc.wait()
+
+    def save(self, log: Path) -> list[str]:
+        """What it printed so far, into `log`; its lines."""
+        text = self._proc.output()
+        log.write_text(text)
+        return text.splitlines()
+
+
+def collect(ssh: SSH, dest: Path, timeout: float = 120) -> list[str]:
+    """Bring the script's output_dir back into `dest`; the files left behind (too large), named."""
+    found = ssh.run(f"cd {shlex.quote(OUTPUT_DIR)} 2>/dev/null && find . -type f -printf '%s %P\\n'", timeout=30)
+    left = []
+    deadline = time.monotonic() + timeout
+    for line in found.stdout.splitlines():
+        size, _, rel = line.partition(" ")
+        if not size.isdigit() or not rel:
+            continue
+        if int(size) > _COLLECT_MAX:
+            left.append(f"{OUTPUT_DIR}/{rel} ({int(size) >> 20} MiB)")
+            continue
+        local = dest / rel
+        local.parent.mkdir(parents=True, exist_ok=True)
+        ssh.get(f"{OUTPUT_DIR}/{rel}", local, timeout=max(1.0, deadline - time.monotonic()))
+    return left

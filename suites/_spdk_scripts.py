@@ -1,0 +1,70 @@
+"""SPDK's own test scripts as tests: `tbctl run spdk:test/nvme/sw_hotplug.sh --spdk-dir T`.
+
+Each script of the user's tree runs unchanged, as SPDK's CI runs it, on a machine of its own (a
+script binds drivers, reserves hugepages and starts apps as it likes: the next test gets none of
+that). Its `run_test` steps are results of their own, `spdk:SCRIPT::STEP` (a failed one carries
+the error line before SPDK's backtrace, and the backtrace); the script is one more, which passes
+when it exits 0 and no step failed. What it wrote to its output_dir is in the test's artifacts
+(`output/`), beside everything it printed (`script.log`).
+
+Not a suite to name (its name starts with "_"): `spdk:PATH` targets of `tbctl run` select it,
+one test per script.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from orchestrator.engine import substeps
+from orchestrator.engine.session import RUN, Run
+from orchestrator.errors import TbctlError
+from orchestrator.machines.machine import Machine
+from orchestrator.report import spdk_steps
+from orchestrator.spdk import script as spdk_script
+
+TIMEOUT = 1200  # s, before accelerator scaling; --timeout sets another
+
+
+class ScriptFailed(AssertionError):
+    """The script exited non-zero, or a step of it failed: a test failure."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "script" in metafunc.fixturenames:
+        scripts = metafunc.config.stash[RUN].settings.spec.scripts
+        metafunc.parametrize("script", scripts, ids=list(scripts))
+
+
+def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None:
+    """Each step, a result of its own; one the output stopped inside takes the script's outcome."""
+    for s in steps:
+        status = {"unfinished": substeps.UNFINISHED}.get(s.status, s.status)
+        message = ""
+        if s.status == "failed":
+            message = "\n".join(filter(None, [f"{s.name} failed: {s.error or 'see its backtrace'}", s.backtrace]))
+        substeps.add(item, substeps.Step(f"{spdk_script.PREFIX}{script}::{s.name}", status, s.seconds or 0.0,
+                                         message))
+
+
+def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path,
+                request: pytest.FixtureRequest) -> None:
+    tree = run.spdk_tree(script)
+    out = artifacts / "output"
+    proc = spdk_script.Script(fresh_machine.ssh, tree, script, fresh_machine.topology,
+                              timeout=run.deadline(request.node) + 60)
+    try:
+        res = proc.wait()
+    finally:
+        steps = spdk_steps.steps(proc.save(artifacts / "script.log"))
+        report(request.node, script, steps)
+        with contextlib.suppress(TbctlError, OSError):  # a guest that died keeps its output; the outcome says why
+            left = spdk_script.collect(fresh_machine.ssh, out)
+            if left:
+                (out / "LEFT-IN-GUEST.txt").write_text("\n".join(left) + "\n")
+    failed = [s for s in steps if s.status == "failed"]
+    if res.rc != 0 or failed:  # the innermost failed step started last: its error is the script's
+        raise ScriptFailed(f"{script} {res.ended}" + (f"; failed: {', '.join(s.name for s in failed)}" if failed
+                                                      else "") + f"\n{failed[-1].error if failed else res.tail()}")

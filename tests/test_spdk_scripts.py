@@ -1,0 +1,61 @@
+"""SPDK's own test scripts as a run kind, `tbctl run spdk:PATH`, on the stand-in tree's script
+shaped like SPDK's (tests/spdk_standin/test/standin/steps.sh, sourcing the stand-in's
+test/common/autotest_common.sh); tests/test_spdk_real.py runs a real tree's."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import tbctl
+
+from orchestrator.engine import substeps
+
+SCRIPT = "test/standin/steps.sh"
+
+
+def test_an_unfinished_step_takes_its_scripts_outcome() -> None:
+    cut = substeps.Step("spdk:x.sh::a", substeps.UNFINISHED, 1.0)
+    assert [substeps.outcome_of(cut, o) for o in ("timed out", "guest crashed", "passed", "known failure")] == [
+        "timed out", "guest crashed", "failed", "failed"]
+    assert substeps.outcome_of(substeps.Step("spdk:x.sh::b", "passed", 1.0), "timed out") == "passed"
+
+
+@pytest.mark.vm
+def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, standin: Path) -> None:
+    r = tbctl(tmp_path, "run", f"spdk:{SCRIPT}", "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"),
+              "--junit", str(tmp_path / "j.xml"))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    by = {t["nodeid"]: t for t in doc["tests"]}
+    script = by[f"suites/_spdk_scripts.py::test_script[{SCRIPT}]"]
+    steps = {n.split("::", 1)[1]: t for n, t in by.items() if n.startswith(f"spdk:{SCRIPT}::")}
+    assert {k: v["outcome"] for k, v in steps.items()} == {
+        "standin_output": "passed", "standin_tree": "passed", "standin_nested": "failed",
+        "standin_nested.standin_present": "passed", "standin_nested.standin_missing": "failed"}, r.stdout[-3000:]
+    missing = steps["standin_nested.standin_missing"]["message"]
+    assert missing.startswith("standin_nested.standin_missing failed: cat: /sys/class/nvme/nvme9/serial: "
+                              "No such file or directory\n========== Backtrace start: ==========")
+    assert f"in {SCRIPT}:23 -> missing_controller([])" in missing
+    assert steps["standin_nested"]["message"].startswith("standin_nested failed: step standin_nested.standin_missing")
+    assert script["outcome"] == "failed" and script["message"].startswith(
+        f"ScriptFailed: {SCRIPT} exited 1; failed: standin_nested, standin_nested.standin_missing\n"
+        "cat: /sys/class/nvme/nvme9/serial: No such file or directory"), script["message"]
+    # what the script wrote to its output_dir, and everything it printed, are the test's artifacts
+    art = Path(script["artifacts"])
+    assert (art / "output" / "test_completions.txt").read_text().splitlines() == [
+        "top_level standin_output", "top_level standin_tree", "standin_nested standin_present"]
+    assert (art / "output" / "standin.txt").read_text() == f"written by {SCRIPT}\n"
+    assert "START TEST standin_output" in (art / "script.log").read_text()
+    # it wrote inside its tree (standin_tree passed), into the guest's overlay: the user's tree is untouched
+    assert not (standin / "test/standin/written-by-the-script").exists()
+    # JUnit: one testcase per step, the script as its class, a failure where the step failed
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").iter("testcase")
+             if c.get("classname", "").startswith("spdk:")}
+    assert set(cases) == set(steps) and {c.get("classname") for c in cases.values()} == {"spdk:test.standin.steps.sh"}
+    assert cases["standin_nested.standin_missing"].find("failure") is not None
+    assert cases["standin_output"].find("failure") is None
+    props = {p.get("name"): p.get("value") for p in cases["standin_nested"].iter("property")}
+    assert props["outcome"] == "failed"
