@@ -49,6 +49,7 @@ def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None
                                          message))
 
 
+@pytest.mark.tb_machine(min_memory_mib=spdk_script.MEMORY_MIB)
 def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path,
                 request: pytest.FixtureRequest) -> None:
     tree = run.spdk_tree(script)
@@ -58,13 +59,18 @@ def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path,
     try:
         res = proc.wait()
     finally:
-        steps = spdk_steps.steps(proc.save(artifacts / "script.log"))
+        lines = proc.save(artifacts / "script.log")
+        steps = spdk_steps.steps(lines)
         report(request.node, script, steps)
         with contextlib.suppress(TbctlError, OSError):  # a guest that died keeps its output; the outcome says why
             left = spdk_script.collect(fresh_machine.ssh, out)
             if left:
                 (out / "LEFT-IN-GUEST.txt").write_text("\n".join(left) + "\n")
     failed = [s for s in steps if s.status == "failed"]
-    if res.rc != 0 or failed:  # the innermost failed step started last: its error is the script's
-        raise ScriptFailed(f"{script} {res.ended}" + (f"; failed: {', '.join(s.name for s in failed)}" if failed
-                                                      else "") + f"\n{failed[-1].error if failed else res.tail()}")
+    if res.rc == 0 and not failed:
+        return
+    if failed:  # the innermost failed step started last: its error is the script's
+        raise ScriptFailed(f"{script} {res.ended}; failed: {', '.join(s.name for s in failed)}\n{failed[-1].error}")
+    why = spdk_steps.failure(lines)
+    raise ScriptFailed(f"{script} {res.ended} at {why.where}\n{why.error}\n{why.backtrace}" if why
+                       else f"{script} {res.ended}\n{res.tail()}")

@@ -41,3 +41,21 @@ def test_a_step_ending_out_of_order_is_not_taken_for_another() -> None:
     lines = ["START TEST a", "START TEST b", "END TEST a", "END TEST b"]  # b's END closes b; a never ended
     steps = {s.name: s.status for s in spdk_steps.steps(lines)}
     assert steps == {"a": "unfinished", "a.b": "passed"}
+
+
+def test_a_failure_outside_any_step_is_placed_by_its_backtrace() -> None:
+    """SPDK's test/nvme/sw_hotplug.sh (v24.09) has no run_test steps of its own: when it fails,
+    its last backtrace says where, and the error line before it why."""
+    lines = ["tbctl: running test/nvme/sw_hotplug.sh", " 12:06:07  -- nvme/sw_hotplug.sh@109 -- # spdk_tgt",
+             "[2026-12-06 12:06:07.098872] iscsi_subsystem.c:  74:iscsi_initialize_pdu_pool: *ERROR*: create PDU "
+             "immediate data pool failed", "ERROR: process (pid: 623) is no longer running",
+             " 12:06:12  -- common/autotest_common.sh@10 -- # set +x", "========== Backtrace start: ==========", "",
+             "in test/nvme/sw_hotplug.sh:113 -> tgt_run_hotplug([])", "     ...", "=> 113 \t\twaitforlisten $pid",
+             "in test/nvme/sw_hotplug.sh:151 -> main([])", "", "========== Backtrace end ==========",
+             "Process with pid 623 is not found"]
+    f = spdk_steps.failure(lines)
+    assert f is not None and str(f) == ("at test/nvme/sw_hotplug.sh:113 in tgt_run_hotplug: [2026-12-06 "
+                                        "12:06:07.098872] iscsi_subsystem.c:  74:iscsi_initialize_pdu_pool: *ERROR*: "
+                                        "create PDU immediate data pool failed")
+    assert f.backtrace.splitlines()[0] == "========== Backtrace start: ==========" and f.backtrace.endswith("end ==========")
+    assert spdk_steps.steps(lines) == [] and spdk_steps.failure(lines[:5]) is None

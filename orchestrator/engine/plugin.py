@@ -58,7 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tb_timeout(seconds): this test's deadline, before accelerator scaling")
     config.addinivalue_line("markers", "tb_machine(**fields): this test's machine differs from the run's "
-                                       "topology in these fields (e.g. iommu=True)")
+                                       "topology in these fields (e.g. iommu=True; min_memory_mib=4096: "
+                                       "at least that)")
     run = config.stash[RUN] = Run(Settings.load(config.getoption("tb_spec")))
     config.pluginmanager.register(deadline.SignalTimer(), "tbctl-deadline-timer")
     config.pluginmanager.register(Engine(run), "tbctl-engine")

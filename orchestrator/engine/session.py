@@ -129,10 +129,14 @@ class Run:
 
     def topology_for(self, item: pytest.Item) -> topology.Topology:
         """The run's topology, with what the test's tb_machine marker changes (SPDK's hotplug
-        variants: a vIOMMU, or none)."""
+        variants: a vIOMMU, or none; SPDK's scripts: at least the memory SPDK's CI VMs have)."""
         marker = item.get_closest_marker("tb_machine")
         topo = self.settings.topology
-        return dataclasses.replace(topo, **marker.kwargs) if marker else topo
+        if marker is None:
+            return topo
+        fields = {k.removeprefix("min_"): max(v, getattr(topo, k.removeprefix("min_"))) if k.startswith("min_") else v
+                  for k, v in marker.kwargs.items()}  # min_FIELD: at least this much, more if the topology has it
+        return dataclasses.replace(topo, **fields)
 
     def boot(self, artifacts: Path, topo: topology.Topology | None = None) -> Machine:
         """A ready machine of `topo` (default: the run's): restored from a saved guest when the

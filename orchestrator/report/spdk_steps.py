@@ -83,3 +83,32 @@ def _error(lines: list[str]) -> str:
         if hits:
             return hits[-1][:500]
     return evidence[-1][:500] if evidence else ""
+
+
+_FRAME = re.compile(r"^in (\S+):(\d+) -> (\w+)\(")
+_NEAR = 60  # lines before a backtrace that its error line is looked for in
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A script's failure as its last backtrace tells it (in a step or not)."""
+
+    where: str  # "FILE:LINE in FUNC", the innermost frame
+    error: str  # the most telling error line just before it
+    backtrace: str
+
+    def __str__(self) -> str:
+        return f"at {self.where}" + (f": {self.error}" if self.error else "")
+
+
+def failure(lines: list[str]) -> Failure | None:
+    """The last backtrace in the output, where it puts the failure and the error line before it;
+    None if the script printed none (it failed without errexit, or was killed)."""
+    starts = [i for i, ln in enumerate(lines) if ln.strip() == _BT_START]
+    if not starts:
+        return None
+    i = starts[-1]
+    end = next((j for j in range(i, len(lines)) if lines[j].strip() == _BT_END), len(lines) - 1)
+    frame = next((m for ln in lines[i:end] if (m := _FRAME.match(ln.strip()))), None)
+    where = f"{frame[1]}:{frame[2]} in {frame[3]}" if frame else "an unknown place"
+    return Failure(where, _error(lines[max(0, i - _NEAR):i]), "\n".join(lines[i:end + 1]))

@@ -25,6 +25,8 @@ PREFIX = "spdk:"
 OUTPUT_DIR = "/var/tmp/tbctl-spdk-output"
 _LOWER = "/run/tbctl/spdk-tree"  # the host's tree, read-only, under the overlay
 _WORK = "/var/tmp/tbctl-spdk-overlay"  # the overlay's upper layer: what the scripts write in the tree
+SETUP_HUGEMEM = 2048  # MiB: scripts/setup.sh's default, which SPDK's apps' defaults are sized for
+MEMORY_MIB = 2 * SETUP_HUGEMEM  # the least a script's machine has (spdk_tgt's iSCSI pools: 512 MiB were too few)
 _COLLECT_MAX = 256 << 20  # bytes: a larger file (a core of a big app) stays in the guest, and is named
 
 
@@ -43,8 +45,9 @@ def parse_target(target: str, spdk_dir: Path | None) -> str:
 
 
 def hugemem(topo: Topology) -> int:
-    """MiB of hugepages for setup.sh: the topology's own reservation, else half the guest's memory."""
-    return max(topo.hugepages * 2, topo.memory_mib // 2)
+    """MiB of hugepages for setup.sh: the topology's own reservation, else setup.sh's default
+    (2048) where half the guest's memory holds it, less where it does not."""
+    return topo.hugepages * 2 if topo.hugepages else min(SETUP_HUGEMEM, topo.memory_mib // 2)
 
 
 class Script:
