@@ -3,7 +3,8 @@
 Each script of the user's tree runs unchanged, as SPDK's CI runs it, on a machine of its own (a
 script binds drivers, reserves hugepages and starts apps as it likes: the next test gets none of
 that). Its `run_test` steps are results of their own, `spdk:SCRIPT::STEP` (a failed one carries
-the error line before SPDK's backtrace, and the backtrace); the script is one more, which passes
+the error line before SPDK's backtrace, and the backtrace; a step whose app printed its own
+failure verdict and exited 0, as doorbell_aers does, failed too); the script is one more, which passes
 when it exits 0 and no step failed. What it wrote to its output_dir is in the test's artifacts
 (`output/`), beside everything it printed (`script.log`).
 
@@ -60,7 +61,7 @@ def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path,
         res = proc.wait()
     finally:
         lines = proc.save(artifacts / "script.log")
-        steps = spdk_steps.steps(lines)
+        steps = spdk_steps.app_verdicts(lines, spdk_steps.steps(lines))
         report(request.node, script, steps)
         with contextlib.suppress(TbctlError, OSError):  # a guest that died keeps its output; the outcome says why
             left = spdk_script.collect(fresh_machine.ssh, out)

@@ -59,3 +59,16 @@ def test_a_failure_outside_any_step_is_placed_by_its_backtrace() -> None:
                                         "create PDU immediate data pool failed")
     assert f.backtrace.splitlines()[0] == "========== Backtrace start: ==========" and f.backtrace.endswith("end ==========")
     assert spdk_steps.steps(lines) == [] and spdk_steps.failure(lines[:5]) is None
+
+
+def test_an_apps_failure_verdict_fails_its_step_although_it_exited_0() -> None:
+    """SPDK's nvme.sh passes its nvme_doorbell_aers step while the app printed "Failure:" for its
+    cases (run beside the stub, as in SPDK's CI): tbctl does not."""
+    lines = ["START TEST nvme", "START TEST nvme_doorbell_aers", "Executing: test_write_invalid_db",
+             "Failure: test_write_invalid_db", "real\t0m1.5s", "END TEST nvme_doorbell_aers",
+             "START TEST nvme_ok", "Success: x", "real\t0m0.1s", "END TEST nvme_ok", "real\t0m2.0s", "END TEST nvme"]
+    by = {s.name: s for s in spdk_steps.app_verdicts(lines, spdk_steps.steps(lines))}
+    assert (by["nvme.nvme_doorbell_aers"].status, by["nvme.nvme_doorbell_aers"].error) == (
+        "failed", "Failure: test_write_invalid_db (its app exited 0 all the same)")
+    assert (by["nvme"].status, by["nvme"].error) == ("failed", "step nvme.nvme_doorbell_aers failed")
+    assert by["nvme.nvme_ok"].status == "passed" and by["nvme.nvme_doorbell_aers"].seconds == 1.5

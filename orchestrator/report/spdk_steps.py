@@ -112,3 +112,28 @@ def failure(lines: list[str]) -> Failure | None:
     frame = next((m for ln in lines[i:end] if (m := _FRAME.match(ln.strip()))), None)
     where = f"{frame[1]}:{frame[2]} in {frame[3]}" if frame else "an unknown place"
     return Failure(where, _error(lines[max(0, i - _NEAR):i]), "\n".join(lines[i:end + 1]))
+
+
+# An app's own verdict that its exit status does not carry: SPDK's test/nvme/doorbell_aers prints
+# "Failure: CASE" for a case that failed and exits 0 all the same, and its step passes in SPDK's CI.
+APP_FAILURES = [re.compile(r"^Failure: (\w+)\s*$")]
+
+
+def app_verdicts(lines: list[str], found: list[Step]) -> list[Step]:
+    """`found` with each passed step failed whose own lines (not a nested step's) hold an app's
+    failure verdict, and the steps around it failed with it."""
+    failing: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        if any(p.match(line.strip()) for p in APP_FAILURES):
+            inner = [s for s in found if s.first < i <= s.last]
+            if inner:
+                failing.setdefault(max(inner, key=lambda s: s.first).name, line.strip())
+    out = []
+    for s in found:
+        inside = sorted(n for n in failing if n.startswith(s.name + "."))
+        if s.status == "passed" and s.name in failing:
+            s = dataclasses.replace(s, status="failed", error=f"{failing[s.name]} (its app exited 0 all the same)")
+        elif s.status == "passed" and inside:
+            s = dataclasses.replace(s, status="failed", error=f"step {inside[0]} failed")
+        out.append(s)
+    return out
