@@ -21,6 +21,8 @@ SYSRQ_KEYS = "9wl"  # all messages to the console (the dumps are KERN_INFO), blo
 SYSRQ_WAIT = 5.0  # seconds for the stacks to come out on the console
 PVPANIC_WAIT = 3.0  # seconds: the kernel tells pvpanic only after it printed its panic
 LINE_WAIT = 2.0  # seconds for a line the console is in the middle of
+PANIC_END_WAIT = 10.0  # seconds for a panicking kernel to flush its console (115200 baud, under TCG)
+_PANIC_END = re.compile(r"---\[ end Kernel panic")
 UNRESPONSIVE_WAIT = 10.0  # seconds a running guest has to run `true` over SSH after a failure
 UNRESPONSIVE = "guest unresponsive (no SSH answer while QEMU runs it)"
 _LINE_END = re.compile(r"\n")
@@ -37,8 +39,11 @@ def of(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
         if qmp is not None:
             if any(f.fatal for f in mine) and m.qemu_alive():
                 _await_pvpanic(m, s.qmp_mark)
-                mine = _kernel_findings(m, s.console_mark)  # the report went on meanwhile
-            mine += crash.qmp_findings(qmp.events(s.qmp_mark))
+            events = qmp.events(s.qmp_mark)
+            if any(e.get("event") == "GUEST_PANICKED" for e in events) and m.qemu_alive():
+                _await_panic_end(m, s.console_mark)
+            mine = _kernel_findings(m, s.console_mark)  # the report went on meanwhile
+            mine += crash.qmp_findings(events)
         if not m.stopped and not m.qemu_alive():
             mine += m.qemu_crash()
         app = _app_findings(m.artifacts / "commands.log", s.commands_mark)
@@ -131,6 +136,17 @@ def _await_pvpanic(m: Machine, qmp_mark: int) -> None:
         m.qmp.wait_event("GUEST_PANICKED", timeout=PVPANIC_WAIT, after=qmp_mark)
     except DeadlineError:
         pass  # no pvpanic device, or the kernel died before reaching it
+
+
+def _await_panic_end(m: Machine, mark: int) -> None:
+    """The kernel tells pvpanic first and flushes what its console held back after (another CPU's
+    oops, at times all of it): wait for its last line, "---[ end Kernel panic"."""
+    if m.console is None:
+        return
+    try:
+        m.console.wait_for([_PANIC_END], timeout=PANIC_END_WAIT, after=mark)
+    except TbctlError:
+        pass  # QEMU gone, or a kernel that stopped before its last line: what came is all there is
 
 
 def _app_findings(log: Path, mark: int) -> list[crash.Finding]:

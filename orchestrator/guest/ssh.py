@@ -33,6 +33,10 @@ HOST_SLACK = 5  # seconds the host waits past a command's deadline before giving
 # withholds that EOF for good: this long after the exit status, what came is all there is.
 EOF_AFTER_EXIT = 10
 log = logging.getLogger(f"{logs.ROOT}.guest")
+# paramiko's transport thread logs a failed handshake with its traceback (a guest that stopped
+# answering: `tbctl down` of a panicked one); with no handler of its own, Python would print that
+# on stderr. The caller has the failure as SSHError already.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 _TIMEOUT_MARK = "timeout: sending signal"
 _PID_MARK = "tbctl-pid "
 # Signal a command's process tree in the guest. Only /proc/PID/stat is read: tools such as pgrep
