@@ -53,6 +53,7 @@ def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None
 @pytest.mark.tb_machine(min_memory_mib=spdk_script.MEMORY_MIB)
 def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path,
                 request: pytest.FixtureRequest) -> None:
+    substeps.alias(request.node, f"{spdk_script.PREFIX}{script}")
     tree = run.spdk_tree(script)
     out = artifacts / "output"
     proc = spdk_script.Script(fresh_machine.ssh, tree, script, fresh_machine.topology,

@@ -25,8 +25,11 @@ def test_an_unfinished_step_takes_its_scripts_outcome() -> None:
 
 @pytest.mark.vm
 def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, standin: Path) -> None:
+    known = tmp_path / "known.toml"  # a step's failure can be a known one, named as the summary names it
+    known.write_text(f'[[known]]\ntest = "spdk:{SCRIPT}::standin_nested.standin_missing"\n'
+                     'signature = "failed: standin_nested.standin_missing failed: cat: *"\nreason = "no nvme9 here"\n')
     r = tbctl(tmp_path, "run", f"spdk:{SCRIPT}", "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"),
-              "--junit", str(tmp_path / "j.xml"))
+              "--junit", str(tmp_path / "j.xml"), "--expunge", str(known))
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
     doc = json.loads((tmp_path / "r.json").read_text())
     by = {t["nodeid"]: t for t in doc["tests"]}
@@ -34,7 +37,8 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     steps = {n.split("::", 1)[1]: t for n, t in by.items() if n.startswith(f"spdk:{SCRIPT}::")}
     assert {k: v["outcome"] for k, v in steps.items()} == {
         "standin_output": "passed", "standin_tree": "passed", "standin_nested": "failed",
-        "standin_nested.standin_present": "passed", "standin_nested.standin_missing": "failed"}, r.stdout[-3000:]
+        "standin_nested.standin_present": "passed", "standin_nested.standin_missing": "known failure"}, r.stdout[-3000:]
+    assert steps["standin_nested.standin_missing"]["known"]["reason"] == "no nvme9 here"
     missing = steps["standin_nested.standin_missing"]["message"]
     assert missing.startswith("standin_nested.standin_missing failed: cat: /sys/class/nvme/nvme9/serial: "
                               "No such file or directory\n========== Backtrace start: ==========")
@@ -55,7 +59,7 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").iter("testcase")
              if c.get("classname", "").startswith("spdk:")}
     assert set(cases) == set(steps) and {c.get("classname") for c in cases.values()} == {"spdk:test.standin.steps.sh"}
-    assert cases["standin_nested.standin_missing"].find("failure") is not None
-    assert cases["standin_output"].find("failure") is None
+    assert cases["standin_nested"].find("failure") is not None and cases["standin_output"].find("failure") is None
+    assert cases["standin_nested.standin_missing"].find("skipped").get("type") == "pytest.xfail"  # type: ignore[union-attr]
     props = {p.get("name"): p.get("value") for p in cases["standin_nested"].iter("property")}
     assert props["outcome"] == "failed"

@@ -84,8 +84,9 @@ def parse(data: dict[str, Any], source: str) -> Expunge:
         test, reason = f.str("test", None), f.str("reason", None)
         if not test or not test.strip():
             raise f.fail("test", "a test id: SUITE::TEST, with * as a wildcard", test)
-        if "::" not in test and test != "*":
-            raise f.fail("test", "SUITE::TEST (parameters in brackets), with * as a wildcard", test)
+        if "::" not in test and test != "*" and not test.startswith("spdk:"):
+            raise f.fail("test", "SUITE::TEST (parameters in brackets), spdk:SCRIPT[::STEP], with * as a wildcard",
+                         test)
         if not reason or not reason.strip():
             raise f.fail("reason", "a non-empty string: why the failure is known", reason)
         link = f.str("link", None, _LINK, what="a URL (http or https) or an issue reference like spdk#3522")

@@ -200,11 +200,15 @@ class Engine:
         v, e = results.verdict(item), results.entry(self.run, item)
         if v.kind not in outcome.KNOWABLE:
             return
-        test_id = f"{Path(str(item.fspath)).stem}::{item.name}"
-        rule = self.run.settings.known.match(test_id, repro.signature({**e, "outcome": v.kind}), self.run.versions())
-        if rule is not None:
-            v.known = rule.record(v.kind)
-            rep.outcome, rep.wasxfail = "skipped", f"known failure: {rule.reason}"  # type: ignore[attr-defined]
+        test_id = item.stash.get(substeps.ALIAS, f"{Path(str(item.fspath)).stem}::{item.name}")
+        v.known = self._known_rule(test_id, {**e, "outcome": v.kind})
+        if v.known is not None:
+            rep.outcome, rep.wasxfail = "skipped", f"known failure: {v.known['reason']}"  # type: ignore[attr-defined]
+
+    def _known_rule(self, test_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The known-failure rule a failed test (or step) matches, as results.json keeps it."""
+        rule = self.run.settings.known.match(test_id, repro.signature(record), self.run.versions())
+        return rule.record(record["outcome"]) if rule is not None else None
 
     def _diagnose(self, item: pytest.Item, rep: pytest.TestReport, fired: bool) -> None:
         """First the diagnosis, while everything that hung is still there; then kill what hung."""
@@ -241,6 +245,6 @@ class Engine:
         entry["events"] = timeline.events(item)
         if shown not in ("passed", "skipped"):
             entry["excerpt"] = timeline.excerpt(item)
-        for step in substeps.emit(item, shown, entry):
+        for step in substeps.emit(item, shown, entry, self._known_rule):
             self.run.results[step["nodeid"]] = step
         log.info(f"{item.nodeid}: {shown}" + (f"; discarded {entry['discarded']}" if "discarded" in entry else ""))

@@ -7,8 +7,9 @@ it) takes the outcome of the test it ran in, which the engine knows only at the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -24,10 +25,17 @@ class Step:
 
 
 STEPS = pytest.StashKey[list[Step]]()
+ALIAS = pytest.StashKey[str]()
+Known = Callable[[str, dict[str, Any]], dict[str, Any] | None]  # (test id, record) -> its known-failure rule
 
 
 def add(item: pytest.Item, step: Step) -> None:
     item.stash.setdefault(STEPS, []).append(step)
+
+
+def alias(item: pytest.Item, name: str) -> None:
+    """The name the test goes by in known-failure rules (`spdk:PATH` for a script), not SUITE::TEST."""
+    item.stash[ALIAS] = name
 
 
 def outcome_of(step: Step, test_outcome: str) -> str:
@@ -37,20 +45,28 @@ def outcome_of(step: Step, test_outcome: str) -> str:
     return test_outcome if test_outcome not in ("passed", "skipped", "known failure") else "failed"
 
 
-def emit(item: pytest.Item, test_outcome: str, test_entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """The records of the test's steps, each also reported to pytest (JUnit, the terminal)."""
+def emit(item: pytest.Item, test_outcome: str, test_entry: dict[str, Any], known: Known) -> list[dict[str, Any]]:
+    """The records of the test's steps (a failure on the known-failure list: `known failure`, its
+    rule kept), each also reported to pytest (JUnit, the terminal)."""
     records = []
     for step in item.stash.get(STEPS, []):
         outcome = outcome_of(step, test_outcome)
         message = step.message if step.outcome != UNFINISHED else (
             f"did not finish: {test_entry.get('message') or 'the script ended inside it'}")
-        records.append({"nodeid": step.nodeid, "duration": round(step.seconds, 3), "outcome": outcome,
-                        "message": message, "part_of": item.nodeid, "artifacts": test_entry.get("artifacts")})
-        failed = outcome != "passed"
-        call = pytest.TestReport(step.nodeid, item.location, {}, "failed" if failed else "passed",
-                                 message if failed else None, "call", duration=step.seconds)
+        record = {"nodeid": step.nodeid, "duration": round(step.seconds, 3), "outcome": outcome,
+                  "message": message, "part_of": item.nodeid, "artifacts": test_entry.get("artifacts")}
+        rule = known(step.nodeid, record) if outcome != "passed" else None
+        if rule is not None:
+            record.update(outcome="known failure", known=rule)
+        records.append(record)
+        shown: Literal["passed", "failed", "skipped"] = (
+            "passed" if outcome == "passed" else "skipped" if rule is not None else "failed")
+        call = pytest.TestReport(step.nodeid, item.location, {}, shown, None if shown == "passed" else message,
+                                 "call", duration=step.seconds)
+        if rule is not None:  # an expected failure, as pytest (and its JUnit) shows one
+            call.wasxfail = f"known failure: {rule['reason']}"  # type: ignore[attr-defined]
         end = pytest.TestReport(step.nodeid, item.location, {}, "passed", None, "teardown",
-                                user_properties=[("outcome", outcome)])
+                                user_properties=[("outcome", record["outcome"])])
         for rep in (call, end):
             item.ihook.pytest_runtest_logreport(report=rep)
     return records
