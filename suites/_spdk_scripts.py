@@ -59,7 +59,7 @@ def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path,
     proc = spdk_script.Script(fresh_machine.ssh, tree, script, fresh_machine.topology,
                               timeout=run.deadline(request.node) + 60)
     try:
-        res = proc.wait()
+        res = proc.wait(artifacts / "script.log")
     finally:
         lines = proc.save(artifacts / "script.log")
         steps = spdk_steps.app_verdicts(lines, spdk_steps.steps(lines))

@@ -257,3 +257,16 @@ def test_uevent_wait_names_the_devices_it_saw_and_those_it_did_not(monkeypatch: 
         watch.wait_devices(["nvme0n1p1", "nvme0n1p2"], ("add", "change"), timeout=0.05)
     watch = UeventWatch(_MonitorSSH(_MONITOR), "block", source="udev")  # type: ignore[arg-type]
     assert watch.wait_devices(["nvme0n1p1"], ("add",), timeout=5) < 5
+
+
+def test_follow_hands_over_each_line_as_it_comes_and_the_last_unterminated_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.guest import ssh as ssh_mod
+
+    chan = _ExitedChan(b"START TEST a\nhalf", b" a line\nEND TEST a\nno newline")
+    monkeypatch.setattr(ssh_mod.select, "select", lambda r, w, x, t: chan.arrive() or ([], [], []))
+    proc = ssh_mod.RemoteProcess(_NoSSH(), chan, "bash -s", 60, None, "script")  # type: ignore[arg-type]
+    seen: list[str] = []
+    res = proc.follow(seen.append)
+    assert seen == ["START TEST a", "half a line", "END TEST a", "no newline"]
+    assert res.stdout == "START TEST a\nhalf a line\nEND TEST a\nno newline"

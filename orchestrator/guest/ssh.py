@@ -288,6 +288,20 @@ class RemoteProcess:
             if time.monotonic() >= deadline:
                 raise DeadlineError(f"guest command printed no line within {timeout:g} s: {self.cmd}")
 
+    def follow(self, sink: Callable[[str], object]) -> Result:
+        """Until the command exits, hand each line of its stdout to `sink` as it comes (a long
+        script's log grows as it runs); then its Result."""
+        while True:
+            exited = self._pump(time.monotonic() + 1.0)
+            while (nl := self._out.find(b"\n", self._consumed)) >= 0:
+                sink(self._out[self._consumed:nl].decode(errors="replace"))
+                self._consumed = nl + 1
+            if exited:
+                if self._consumed < len(self._out):
+                    sink(self._out[self._consumed:].decode(errors="replace"))
+                    self._consumed = len(self._out)
+                return self.wait()
+
     def poll(self) -> bool:
         """Take in what it printed so far, without waiting; True once it exited."""
         return self._pump(time.monotonic())

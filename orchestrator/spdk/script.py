@@ -63,12 +63,13 @@ class Script:
         self.script = script
         self._proc = ssh.start("bash -s", timeout=timeout, stdin=body.encode(), label=f"SPDK script {script}")
 
-    def wait(self) -> Result:
-        """Until it exits (at its deadline, DeadlineError names it)."""
-        return self._proc.wait()
+    def wait(self, log: Path) -> Result:
+        """Until it exits (at its deadline, DeadlineError names it), its lines into `log` as they come."""
+        with open(log, "w", buffering=1) as f:
+            return self._proc.follow(lambda line: f.write(line + "\n"))
 
     def save(self, log: Path) -> list[str]:
-        """What it printed so far, into `log`; its lines."""
+        """All it printed, into `log` (the lines that came after an interruption too); its lines."""
         text = self._proc.output()
         log.write_text(text)
         return text.splitlines()
