@@ -42,7 +42,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None:
     """Each step, a result of its own; one the output stopped inside takes the script's outcome."""
     for s in steps:
-        status = {"unfinished": substeps.UNFINISHED}.get(s.status, s.status)
+        status = substeps.UNFINISHED if s.status == "unfinished" else s.status
         message = ""
         if s.status == "failed":
             message = "\n".join(filter(None, [f"{s.name} failed: {s.error or 'see its backtrace'}", s.backtrace]))
@@ -54,10 +54,10 @@ def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None
 def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path,
                 request: pytest.FixtureRequest) -> None:
     substeps.alias(request.node, f"{spdk_script.PREFIX}{script}")
-    tree = run.spdk_tree(script)
+    tree = run.spdk_tree(spdk_script.path(script))
     out = artifacts / "output"
     proc = spdk_script.Script(fresh_machine.ssh, tree, script, fresh_machine.topology,
-                              timeout=run.deadline(request.node) + 60)
+                              timeout=run.deadline(request.node) + 60, user_env=run.settings.spec.spdk_env)
     try:
         res = proc.wait(artifacts / "script.log")
     finally:

@@ -67,6 +67,8 @@ CORPUS = [
     (["run", "spdk:test/nvme/nosuch.sh", "--spdk-dir", "."], "spdk:test/nvme/nosuch.sh"),
     (["run", "spdk:../outside.sh", "--spdk-dir", "."], "spdk:../outside.sh"),
     (["repro", "spdk:test/x.py", "-n", "1", "--spdk-dir", "."], "spdk:test/x.py"),
+    (["run", "spdk:test/x.sh 'unclosed", "--spdk-dir", "."], "spdk:test/x.sh 'unclosed"),
+    (["run", "sw_hotplug", "--spdk-env", "NET TYPE=virt"], "--spdk-env"),
     (["run", "sw_hotplug", "--accel", "fast"], "--accel"),
     (["run", "sw_hotplug", "--image", "nosuch"], "--image"),
     (["down", "a", "--all"], "down"),

@@ -13,7 +13,7 @@ from conftest import tbctl
 
 from orchestrator.engine import substeps
 
-SCRIPT = "test/standin/steps.sh"
+SCRIPT = "test/standin/steps.sh --transport=tcp"  # with an argument, as SPDK's autotest passes them
 
 
 def test_an_unfinished_step_takes_its_scripts_outcome() -> None:
@@ -29,7 +29,7 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     known.write_text(f'[[known]]\ntest = "spdk:{SCRIPT}::standin_nested.standin_missing"\n'
                      'signature = "failed: standin_nested.standin_missing failed: cat: *"\nreason = "no nvme9 here"\n')
     r = tbctl(tmp_path, "run", f"spdk:{SCRIPT}", "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"),
-              "--junit", str(tmp_path / "j.xml"), "--expunge", str(known))
+              "--junit", str(tmp_path / "j.xml"), "--expunge", str(known), "--spdk-env", "NET_TYPE=virt")
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
     doc = json.loads((tmp_path / "r.json").read_text())
     by = {t["nodeid"]: t for t in doc["tests"]}
@@ -42,7 +42,7 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     missing = steps["standin_nested.standin_missing"]["message"]
     assert missing.startswith("standin_nested.standin_missing failed: cat: /sys/class/nvme/nvme9/serial: "
                               "No such file or directory\n========== Backtrace start: ==========")
-    assert f"in {SCRIPT}:23 -> missing_controller([])" in missing
+    assert "in test/standin/steps.sh:24 -> missing_controller([])" in missing
     assert steps["standin_nested"]["message"].startswith("standin_nested failed: step standin_nested.standin_missing")
     assert script["outcome"] == "failed" and script["message"].startswith(
         f"ScriptFailed: {SCRIPT} exited 1; failed: standin_nested, standin_nested.standin_missing\n"
@@ -51,14 +51,15 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     art = Path(script["artifacts"])
     assert (art / "output" / "test_completions.txt").read_text().splitlines() == [
         "top_level standin_output", "top_level standin_tree", "standin_nested standin_present"]
-    assert (art / "output" / "standin.txt").read_text() == f"written by {SCRIPT}\n"
+    assert (art / "output" / "standin.txt").read_text() == f"written by {SCRIPT} NET_TYPE=virt\n"
     assert "START TEST standin_output" in (art / "script.log").read_text()
     # it wrote inside its tree (standin_tree passed), into the guest's overlay: the user's tree is untouched
     assert not (standin / "test/standin/written-by-the-script").exists()
     # JUnit: one testcase per step, the script as its class, a failure where the step failed
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").iter("testcase")
              if c.get("classname", "").startswith("spdk:")}
-    assert set(cases) == set(steps) and {c.get("classname") for c in cases.values()} == {"spdk:test.standin.steps.sh"}
+    assert set(cases) == set(steps)
+    assert {c.get("classname") for c in cases.values()} == {"spdk:test.standin.steps.sh --transport=tcp"}
     assert cases["standin_nested"].find("failure") is not None and cases["standin_output"].find("failure") is None
     assert cases["standin_nested.standin_missing"].find("skipped").get("type") == "pytest.xfail"  # type: ignore[union-attr]
     props = {p.get("name"): p.get("value") for p in cases["standin_nested"].iter("property")}

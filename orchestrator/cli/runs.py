@@ -53,6 +53,9 @@ def run_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--jitter", type=ranged(float, 0, 60), metavar="S",
                     help="hotplug faults fire after a seeded delay below S seconds (default 0.3; 0: at once)")
     sp.add_argument("--mirror", type=mirror_url, help=MIRROR_HELP)
+    sp.add_argument("--spdk-env", action="append", metavar="NAME=VALUE",
+                    help="a variable for the spdk:PATH scripts, as autorun-spdk.conf sets them (NET_TYPE=virt); "
+                         "repeatable")
 
 
 def selection_opts(sp: argparse.ArgumentParser) -> None:
@@ -99,6 +102,8 @@ def run_spec(args: argparse.Namespace, base: RunSpec) -> RunSpec:
     spec = base.given(**{f.name: opts.get(f.name) for f in dataclasses.fields(RunSpec)})
     if opts.get("expunge") is not None:  # `none`: no list, whatever the base had
         spec = dataclasses.replace(spec, known_failures=Path(args.expunge) if args.expunge != "none" else None)
+    if opts.get("spdk_env") is not None:
+        spec = dataclasses.replace(spec, spdk_env=spdk_script.parse_env(opts["spdk_env"]))
     if spec.known_failures:
         expunge.load(spec.known_failures)
     if spec.bed:

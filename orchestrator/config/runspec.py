@@ -28,7 +28,8 @@ class RunSpec:
     image: str | None = None  # an image recipe; None: the topology's, else the SPDK-ready one with a tree
     accel: str | None = None  # kvm or tcg; None: the topology's, probed
     spdk_dir: Path | None = None  # a built SPDK tree, shared read-only into the guests
-    scripts: tuple[str, ...] = ()  # SPDK test scripts of that tree to run (`spdk:PATH` targets), paths in it
+    scripts: tuple[str, ...] = ()  # SPDK test scripts of that tree to run (`spdk:PATH [ARG...]`): "PATH [ARG...]"
+    spdk_env: tuple[str, ...] = ()  # NAME=VALUE for those scripts (SPDK's autotest variables: NET_TYPE=virt)
     timeout: float | None = None  # every test's deadline, instead of the suites' own
     seed: int | None = None  # fault timing and random choices; None: drawn by the run
     jitter: float = 0.3  # seconds: hotplug faults fire after a seeded delay below this
@@ -69,14 +70,15 @@ def load(path: str | Path) -> RunSpec:
     return RunSpec(**paths, qemu=f.str("qemu", None), image=f.str("image", None),
                    accel=f.str("accel", None, choices=ACCELS), timeout=_number(f, "timeout", strict=True),
                    seed=f.int("seed", None, 0, (1 << 63) - 1), jitter=d.jitter if jitter is None else jitter,
-                   scripts=_scripts(f), snapshot=f.bool("snapshot", d.snapshot), keep_vm=f.bool("keep_vm", d.keep_vm),
+                   scripts=_strings(f, "scripts", "a list of paths inside the SPDK tree"),
+                   spdk_env=_strings(f, "spdk_env", "a list of NAME=VALUE"), snapshot=f.bool("snapshot", d.snapshot), keep_vm=f.bool("keep_vm", d.keep_vm),
                    shard=f.str("shard", None), shard_by=f.str("shard_by", d.shard_by, choices=SHARD_BY) or d.shard_by)
 
 
-def _scripts(f: Fields) -> tuple[str, ...]:
-    v = f.data.get("scripts", [])
+def _strings(f: Fields, key: str, allowed: str) -> tuple[str, ...]:
+    v = f.data.get(key, [])
     if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-        raise f.fail("scripts", "a list of paths inside the SPDK tree", v)
+        raise f.fail(key, allowed, v)
     return tuple(v)
 
 

@@ -31,17 +31,36 @@ _COLLECT_MAX = 256 << 20  # bytes: a larger file (a core of a big app) stays in 
 
 
 def parse_target(target: str, spdk_dir: Path | None) -> str:
-    """`spdk:PATH` of a run's selection -> PATH, a script of the tree; a mistake is one line."""
-    rel = target.removeprefix(PREFIX)
+    """`spdk:PATH [ARG...]` of a run's selection -> "PATH [ARG...]", PATH a script of the tree
+    (its arguments as SPDK's autotest passes them: `--transport=tcp`); a mistake is one line."""
+    try:
+        words = shlex.split(target.removeprefix(PREFIX))
+    except ValueError as e:
+        raise ConfigError(f"{target}: {e}") from None
+    rel = words[0] if words else ""
     if spdk_dir is None:
         raise ConfigError(f"{target}: an SPDK script needs the tree it is in: --spdk-dir DIR")
     p = PurePosixPath(rel)
-    if p.is_absolute() or ".." in p.parts or p.suffix != ".sh" or not rel:
-        raise ConfigError(f"{target}: must be spdk:PATH, PATH a .sh script inside the SPDK tree (e.g. "
+    if p.is_absolute() or ".." in p.parts or p.suffix != ".sh":
+        raise ConfigError(f"{target}: must be spdk:PATH [ARG...], PATH a .sh script inside the SPDK tree (e.g. "
                           "spdk:test/nvme/sw_hotplug.sh)")
     if not (spdk_dir / rel).is_file():
         raise ConfigError(f"{target}: no such script in --spdk-dir {spdk_dir}")
-    return rel
+    return shlex.join(words)
+
+
+def path(script: str) -> str:
+    """The script's path in the tree, without its arguments."""
+    return shlex.split(script)[0]
+
+
+def parse_env(assignments: list[str]) -> tuple[str, ...]:
+    """--spdk-env NAME=VALUE, each checked: SPDK's variables are shell names (NET_TYPE=virt)."""
+    for a in assignments:
+        name, eq, _ = a.partition("=")
+        if not eq or not name.isidentifier():
+            raise ConfigError(f"--spdk-env {a}: must be NAME=VALUE, NAME a shell variable name (e.g. NET_TYPE=virt)")
+    return tuple(assignments)
 
 
 def hugemem(topo: Topology) -> int:
@@ -53,12 +72,15 @@ def hugemem(topo: Topology) -> int:
 class Script:
     """`script` of `tree` running in the guest of `ssh` (started at once)."""
 
-    def __init__(self, ssh: SSH, tree: Tree, script: str, topo: Topology, timeout: float):
+    def __init__(self, ssh: SSH, tree: Tree, script: str, topo: Topology, timeout: float,
+                 user_env: tuple[str, ...] = ()):
         env = {"HUGEMEM": str(hugemem(topo)), "output_dir": OUTPUT_DIR}
+        env.update({k: v for k, _, v in (a.partition("=") for a in user_env)})  # the user's win over tbctl's
         lib_path = tree.guest_lib_path(MOUNT)
         if lib_path:
             env["LD_LIBRARY_PATH"] = lib_path
-        body = render("guest/spdk_script.sh.j2", script=script, args=[], mount=MOUNT, lower=_LOWER, work=_WORK,
+        rel, *args = shlex.split(script)
+        body = render("guest/spdk_script.sh.j2", script=rel, args=args, mount=MOUNT, lower=_LOWER, work=_WORK,
                       tag="spdk", output_dir=OUTPUT_DIR, env=env)
         self.script = script
         self._proc = ssh.start("bash -s", timeout=timeout, stdin=body.encode(), label=f"SPDK script {script}")
