@@ -77,7 +77,8 @@ def steps(lines: list[str]) -> list[Step]:
 
 def _error(lines: list[str]) -> str:
     """The most telling error line (by ERROR_LINES' order), the last of its kind: nearest the failure."""
-    evidence = [ln.strip() for ln in lines if ln.strip() and not _XTRACE.match(ln)]
+    evidence = [ln.strip() for ln in lines  # run_test's own lines (stars, START TEST) say nothing of the failure
+                if ln.strip().strip("*") and not _XTRACE.match(ln) and not _START.match(ln.strip())]
     for pattern in ERROR_LINES:
         hits = [ln for ln in evidence if pattern.search(ln)]
         if hits:
