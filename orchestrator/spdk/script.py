@@ -82,7 +82,6 @@ class Script:
         rel, *args = shlex.split(script)
         body = render("guest/spdk_script.sh.j2", script=rel, args=args, mount=MOUNT, lower=_LOWER, work=_WORK,
                       tag="spdk", output_dir=OUTPUT_DIR, env=env)
-        self.script = script
         self._proc = ssh.start("bash -s", timeout=timeout, stdin=body.encode(), label=f"SPDK script {script}")
 
     def wait(self, log: Path) -> Result:
