@@ -64,6 +64,17 @@ def test_guest_command_past_its_deadline_is_killed(guest_image: Image, accelerat
             m.ssh.run("sleep 600", timeout=2)
         assert time.monotonic() - t0 < 2 + 5
         assert m.ssh.run("pgrep -x sleep", timeout=10).rc == 1  # nothing left running in the guest
+        # SIGINT goes where a terminal's Ctrl-C would: the command's process group, not a child that
+        # started a session of its own (fio's jobs do, so that only fio's main process takes it)
+        own = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); "  # INT not ignored, as in fio
+               "open('/run/own-session', 'w').close(); time.sleep(301)")
+        proc = m.ssh.start(f"setsid python3 -c \"{own}\" >/dev/null 2>&1 & exec sleep 303", timeout=60, label="c")
+        proc.wait_pid(10)
+        m.ssh.run("while [ ! -e /run/own-session ]; do sleep 0.1; done", timeout=30, check=True)
+        proc.signal("INT")
+        assert proc.wait(10).rc == -1  # sleep died of it, and `timeout` passes a death by signal on
+        assert m.ssh.run("pgrep -x sleep", timeout=10).rc == 1  # the command's own group took it
+        assert m.ssh.run("pkill -f 'time[.]sleep[(]301'", timeout=10).rc == 0  # the other session did not
         with pytest.raises(QMPError) as e:  # QEMU's refusal keeps its parts
             m.qmp.execute("device_del", {"id": "nope"})
         assert (e.value.command, e.value.arguments) == ("device_del", {"id": "nope"})
