@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Shaped like SPDK's test scripts: finds its tree from where it is, sources autotest_common.sh,
+# and runs its steps through run_test, one of them nested, one failing for real in the guest
+# (a controller the topology does not have).
+testdir=$(readlink -f "$(dirname "$0")")
+rootdir=$(readlink -f "$testdir/../..")
+source "$rootdir/test/common/autotest_common.sh"
+script_args=("$@")
+
+function controllers() {
+	# what setup.sh bound, before the script ran (as autotest.sh runs it)
+	local bound=(/sys/bus/pci/drivers/{uio_pci_generic,vfio-pci}/0000:*)
+	((${#bound[@]} > 0))
+	printf '%s\n' "${bound[@]##*/}"
+}
+
+function write_output() {
+	echo "written by $0 ${script_args[*]} NET_TYPE=${NET_TYPE:-unset}" > "$output_dir/standin.txt"
+}
+
+function write_in_tree() {
+	date > "$rootdir/test/standin/written-by-the-script"
+	cat "$rootdir/test/standin/written-by-the-script"
+}
+
+function missing_controller() {
+	cat /sys/class/nvme/nvme9/serial
+}
+
+function nested() {
+	run_test "standin_present" controllers
+	run_test "standin_missing" missing_controller
+}
+
+run_test "standin_output" write_output
+run_test "standin_tree" write_in_tree
+run_test "standin_nested" nested
