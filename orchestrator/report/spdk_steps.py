@@ -60,7 +60,7 @@ def steps(lines: list[str]) -> list[Step]:
                 first = failed.pop(0)
                 out[first] = dataclasses.replace(out[first], seconds=real)
         elif line.strip() == _BT_START and stack:
-            end = next((j for j in range(i, len(lines)) if lines[j].strip() == _BT_END), len(lines) - 1)
+            end = _block_end(lines, i)
             name, first = stack[-1]
             out[first] = Step(name, "failed", first, end, error=_error(lines[first:i]),
                               backtrace="\n".join(lines[i:end + 1]))
@@ -73,6 +73,11 @@ def steps(lines: list[str]) -> list[Step]:
     for name, first in stack:
         out[first] = Step(name, "unfinished", first, len(lines) - 1)
     return [out[k] for k in sorted(out)]
+
+
+def _block_end(lines: list[str], start: int) -> int:
+    """The line that ends the backtrace block starting at `start` (the last line, if cut short)."""
+    return next((j for j in range(start, len(lines)) if lines[j].strip() == _BT_END), len(lines) - 1)
 
 
 def _error(lines: list[str]) -> str:
@@ -109,7 +114,7 @@ def failure(lines: list[str]) -> Failure | None:
     if not starts:
         return None
     i = starts[-1]
-    end = next((j for j in range(i, len(lines)) if lines[j].strip() == _BT_END), len(lines) - 1)
+    end = _block_end(lines, i)
     frame = next((m for ln in lines[i:end] if (m := _FRAME.match(ln.strip()))), None)
     where = f"{frame[1]}:{frame[2]} in {frame[3]}" if frame else "an unknown place"
     return Failure(where, _error(lines[max(0, i - _NEAR):i]), "\n".join(lines[i:end + 1]))
