@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -107,8 +109,49 @@ def test_what_vagrant_cannot_boot_is_one_line(tmp_path: Path, guest_image: image
         assert len(r.stderr.splitlines()) == 1 and expected in r.stderr, (args, r.stderr)
 
 
+def test_a_kvm_device_closed_to_libvirts_qemu_user_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libvirt re-probes QEMU at every call when /dev/kvm is closed to its QEMU user: `tbctl vagrant
+    prepare` says so, with the mode it found; open to the user or one of its groups, nothing."""
+    from orchestrator.vagrant import libvirt
+
+    dev = tmp_path / "kvm"
+    dev.touch()
+    me = os.getuid()
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setattr(libvirt, "_qemu_owner", lambda: (nobody.pw_uid, nobody.pw_gid))
+    os.chown(dev, me, nobody.pw_gid)
+    os.chmod(dev, 0o600)
+    warning = libvirt.kvm_warning(dev)
+    assert warning is not None and warning.startswith(f"{dev} (0600 {pwd.getpwuid(me).pw_name}:") and \
+        "not open to libvirt's QEMU user nobody" in warning, warning
+    os.chmod(dev, 0o660)  # through the user's group
+    assert libvirt.kvm_warning(dev) is None
+    os.chmod(dev, 0o640)  # read is not enough
+    assert libvirt.kvm_warning(dev) is not None
+    assert libvirt.kvm_warning(tmp_path / "absent") is None
+
+
+@pytest.fixture(scope="module")
+def kvm_as_debian_leaves_it() -> Iterator[None]:
+    """/dev/kvm as udev's rule leaves it on Debian (0660 root:kvm) while Vagrant runs, and back as
+    it was after: a host without udev (CI's container) has it 0600 root:root, and libvirt then
+    probes QEMU again at every call (the warning above; several minutes of this test)."""
+    dev = Path("/dev/kvm")
+    if not dev.exists() or os.getuid() != 0:
+        yield
+        return
+    st = dev.stat()
+    os.chown(dev, 0, grp.getgrnam("kvm").gr_gid)
+    os.chmod(dev, 0o660)
+    try:
+        yield
+    finally:
+        os.chown(dev, st.st_uid, st.st_gid)
+        os.chmod(dev, st.st_mode & 0o7777)
+
+
 @pytest.fixture
-def project(tmp_path: Path, libvirtd: None) -> Iterator[tuple[Path, dict[str, str]]]:
+def project(tmp_path: Path, libvirtd: None, kvm_as_debian_leaves_it: None) -> Iterator[tuple[Path, dict[str, str]]]:
     """A directory with the repository's Vagrantfile, a Vagrant home of its own, and afterwards
     `vagrant destroy -f`, the box removed from Vagrant and from libvirt's pool."""
     proj = tmp_path / "proj"

@@ -54,6 +54,8 @@ def cmd_vagrant(args: argparse.Namespace) -> int:
     if args.vagrant_cmd == "prepare":
         vagrant.prepare(m)
         print(f"{m.name}: kernel, initrd and NVMe backing files in {m.dir}", file=sys.stderr)
+        if warning := vagrant.kvm_warning():
+            print(f"{m.name}: warning: {warning}", file=sys.stderr)
     elif vagrant.clean(m):
         print(f"{m.name}: removed {m.dir}", file=sys.stderr)
     return 0

@@ -37,6 +37,7 @@ from orchestrator.vm.machine import kernel_cmdline
 LIBVIRT_IMAGES = Path("/var/lib/libvirt/images")
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 QEMU_USER = "libvirt-qemu"  # Debian's build default, when qemu.conf does not set `user`
+KVM = Path("/dev/kvm")
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,26 @@ def _qemu_owner() -> tuple[int, int] | None:
     except KeyError:
         return None
     return pw.pw_uid, gid
+
+
+def kvm_warning(dev: Path = KVM) -> str | None:
+    """Why `vagrant up` may crawl here: /dev/kvm there but closed to libvirt's QEMU user (a host
+    without udev's rule, which gives it 0660 root:kvm). libvirt then finds its cached QEMU
+    capabilities stale ("KVM was enabled when probing ..., but it is not available now") and probes
+    QEMU again at every lookup: about a minute per machine under TCG. The domains do not use KVM."""
+    owner = _qemu_owner()
+    if owner is None or not dev.exists():
+        return None
+    uid, gid = owner
+    user = pwd.getpwuid(uid).pw_name
+    groups = {gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
+    st = dev.stat()
+    mode = st.st_mode >> 6 if st.st_uid == uid else st.st_mode >> 3 if st.st_gid in groups else st.st_mode
+    if mode & 0o6 == 0o6:
+        return None
+    return (f"{dev} ({st.st_mode & 0o777:04o} {pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}) "
+            f"is not open to libvirt's QEMU user {user}: libvirt then probes QEMU again at every call, about a "
+            f"minute more per machine; udev's rule on Debian makes it 0660 root:kvm")
 
 
 def prepare(m: VagrantMachine) -> None:
