@@ -63,12 +63,13 @@ def test_the_projects_own_list_knows_the_initiator_stuck_after_a_reset_only_when
     from orchestrator.engine.repro import signature
 
     own = expunge.load(KNOWN_FAILURES)
-    stuck = ("DeadlineError: fio on /dev/nvme0n1 over rdma: still running 80 s after it was told to stop (killed; "
+    stuck = ("DeadlineError: fio on /dev/nvme0n1 over rdma: still running 20 s after its controller nvme0 went "
+             "'deleting (no IO)' (killed; "
              "stuck in the kernel: fio (D) in __blk_mq_alloc_requests <- blk_mq_submit_bio <- "
              "submit_bio_noacct_nocheck; fio (D) in exit_aio <- __mmput <- do_exit)\n"
              "stuck tasks: fio 349, 352, 350 (D) in __blk_mq_alloc_requests <- blk_mq_submit_bio <- "
              "submit_bio_noacct_nocheck; fio 351 (D) in exit_aio <- __mmput <- do_exit")
-    slow = "DeadlineError: fio on /dev/nvme0n1 over tcp: still running 80 s after it was told to stop (killed)"
+    slow = "DeadlineError: fio on /dev/nvme0n1 over tcp: still running 80 s after its target was stopped (killed)"
     test = "nvmf_shutdown::test_target_stopped_under_io[spdk_target-kernel_host-rdma]"
 
     def known(message: str, test_id: str = test) -> bool:

@@ -392,17 +392,20 @@ class RemoteProcess:
         return Result(self.cmd, self._chan.recv_exit_status(), self._out.decode(errors="replace"), self._stderr(),
                       time.monotonic() - self.started)
 
-    def wait(self, timeout: float | None = None) -> Result:
+    def wait(self, timeout: float | None = None, since: tuple[str, float] | None = None) -> Result:
         """Until the command exits. If this is interrupted (a test deadline), the command stays
         registered as active, so whoever handles the interruption can still kill it. With
-        `timeout`, a command still running that many seconds from now is killed (DeadlineError)."""
+        `timeout`, a command still running that many seconds from now is killed (DeadlineError);
+        `since` (what, its monotonic time) names the moment the caller counts from, for the message."""
         until = self._host_deadline if timeout is None else min(self._host_deadline, time.monotonic() + timeout)
         while not self._pump(until):
             if time.monotonic() >= until and timeout is not None:
+                after = (f"{time.monotonic() - since[1]:.0f} s after {since[0]}" if since
+                         else f"{timeout:g} s after it was told to stop")
                 stuck = self.kill()
-                raise DeadlineError(f"{self.label or self.cmd}: still running {timeout:g} s after it was told to "
-                                    "stop (killed" + (f"; stuck in the kernel: {stuck_tasks.places(stuck)})\n"
-                                                      f"stuck tasks: {stuck_tasks.describe(stuck)}" if stuck else ")"),
+                raise DeadlineError(f"{self.label or self.cmd}: still running {after} "
+                                    "(killed" + (f"; stuck in the kernel: {stuck_tasks.places(stuck)})\n"
+                                                 f"stuck tasks: {stuck_tasks.describe(stuck)}" if stuck else ")"),
                                     what=self.label or self.cmd, seconds=timeout)
         self._release()
         result = self._result()
