@@ -34,9 +34,14 @@ class ScriptFailed(AssertionError):
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per script, on a machine of at least the memory SPDK's CI VMs have and the vCPUs
+    the script's core masks name."""
     if "script" in metafunc.fixturenames:
-        scripts = metafunc.config.stash[RUN].settings.spec.scripts
-        metafunc.parametrize("script", scripts, ids=list(scripts))
+        spec = metafunc.config.stash[RUN].settings.spec
+        assert spec.spdk_dir is not None  # a script target needs its tree (checked before the run)
+        metafunc.parametrize("script", [pytest.param(s, marks=pytest.mark.tb_machine(
+            min_memory_mib=spdk_script.MEMORY_MIB, min_cpus=spdk_script.cpus(spec.spdk_dir / spdk_script.path(s))))
+            for s in spec.scripts], ids=list(spec.scripts))
 
 
 def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None:
@@ -50,7 +55,6 @@ def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None
                                          message))
 
 
-@pytest.mark.tb_machine(min_memory_mib=spdk_script.MEMORY_MIB)
 def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path,
                 request: pytest.FixtureRequest) -> None:
     substeps.alias(request.node, f"{spdk_script.PREFIX}{script}")

@@ -23,6 +23,26 @@ def test_an_unfinished_step_takes_its_scripts_outcome() -> None:
     assert substeps.outcome_of(substeps.Step("spdk:x.sh::b", "passed", 1.0), "timed out") == "passed"
 
 
+def test_a_scripts_core_masks_give_its_machine_cpus(tmp_path: Path) -> None:
+    """The vCPUs a script needs, from the core masks it passes SPDK's apps (lines of SPDK's own
+    scripts); a mask beyond what a machine can have is one line before any boot."""
+    from orchestrator.errors import ConfigError
+    from orchestrator.spdk import script
+
+    cases = {'start_stub "-s 4096 -i 0 -m 0xE"\n': 4, "\tnvmfappstart -m 0x1E\n": 5,
+             "bdev_svc -m 0x1 -i 1 -r /var/tmp/bdevperf.sock &\n": 1, "spdk_tgt --cpumask=0x3\n": 2,
+             "$SPDK_BIN_DIR/spdk_tgt -m '0xF0' &\n": 8,
+             "nvme connect -t tcp -s 4420 -m 0\nmkfs.ext4 -m 0 /dev/x\nfio --iodepth-m 0x3\n": 1}
+    for text, n in cases.items():
+        (tmp_path / "t.sh").write_text(text)
+        assert script.cpus(tmp_path / "t.sh") == n, text
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "big.sh").write_text("nvmfappstart -m 0x1FFFF\n")
+    with pytest.raises(ConfigError, match=r"^spdk:test/big.sh: its core masks \(-m\) name CPU 16; a machine has "
+                                          r"at most 16 vCPUs$"):
+        script.parse_target("spdk:test/big.sh", tmp_path)
+
+
 @pytest.mark.vm
 def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, standin: Path) -> None:
     known = tmp_path / "known.toml"  # a step's failure can be a known one, named as the summary names it
@@ -36,7 +56,7 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     script = by[f"suites/_spdk_scripts.py::test_script[{SCRIPT}]"]
     steps = {n.split("::", 1)[1]: t for n, t in by.items() if n.startswith(f"spdk:{SCRIPT}::")}
     assert {k: v["outcome"] for k, v in steps.items()} == {
-        "standin_output": "passed", "standin_tree": "passed", "standin_nested": "failed",
+        "standin_output": "passed", "standin_tree": "passed", "standin_cores": "passed", "standin_nested": "failed",
         "standin_nested.standin_present": "passed", "standin_nested.standin_missing": "known failure"}, r.stdout[-3000:]
     assert steps["standin_nested.standin_missing"]["known"]["reason"] == "no nvme9 here"
     missing = steps["standin_nested.standin_missing"]["message"]
@@ -50,7 +70,8 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     # what the script wrote to its output_dir, and everything it printed, are the test's artifacts
     art = Path(script["artifacts"])
     assert (art / "output" / "test_completions.txt").read_text().splitlines() == [
-        "top_level standin_output", "top_level standin_tree", "standin_nested standin_present"]
+        "top_level standin_output", "top_level standin_tree", "top_level standin_cores",
+        "standin_nested standin_present"]  # standin_cores: the machine got the CPUs of the script's -m 0x6
     assert (art / "output" / "standin.txt").read_text() == f"written by {SCRIPT} NET_TYPE=virt\n"
     log = (art / "script.log").read_text()
     # the tree's scripts/setup.sh ran first, as autotest.sh runs it: the controllers bound, hugepages reserved

@@ -246,6 +246,7 @@ class Fields:
         return v
 
 
+MAX_CPUS = 16  # vCPUs of one machine: more only slow TCG down on a host of a few cores
 _MACHINE_FIELDS = ("name", "image", "memory_mib", "cpus", "accel", "iommu", "hugepages", "qtest", "qemu",
                    "multipath")
 _NIC_FIELDS = ("id", "network", "address", "hotplug")
@@ -302,7 +303,7 @@ def parse(data: dict[str, Any], source: str, where: str = "") -> Topology:
                    what="lower-case letters, digits and _ (max 32), starting with a letter") or "default",
         image=m.str("image", None, choices=tuple(recipe_names())),
         memory_mib=memory,
-        cpus=m.int("cpus", 2, 1, 16) or 2,
+        cpus=m.int("cpus", 2, 1, MAX_CPUS) or 2,
         accel=m.str("accel", "auto", choices=ACCELS) or "auto",
         iommu=m.bool("iommu", False),
         hugepages=hugepages,

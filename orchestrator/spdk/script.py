@@ -10,11 +10,12 @@ a small guest has; `output_dir`, where tbctl collects from; the tree's library p
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from pathlib import Path, PurePosixPath
 
-from orchestrator.config.topology import Topology
+from orchestrator.config.topology import MAX_CPUS, Topology
 from orchestrator.errors import ConfigError
 from orchestrator.guest.ssh import SSH, Result
 from orchestrator.render import render
@@ -46,7 +47,21 @@ def parse_target(target: str, spdk_dir: Path | None) -> str:
                           "spdk:test/nvme/sw_hotplug.sh)")
     if not (spdk_dir / rel).is_file():
         raise ConfigError(f"{target}: no such script in --spdk-dir {spdk_dir}")
+    if (n := cpus(spdk_dir / rel)) > MAX_CPUS:
+        raise ConfigError(f"{target}: its core masks (-m) name CPU {n - 1}; a machine has at most {MAX_CPUS} vCPUs")
     return shlex.join(words)
+
+
+# An SPDK app's core mask as the scripts pass it (`-m 0x1E`, `--cpumask 0xE`; SPDK's app option).
+_CPUMASK = re.compile(r"(?<![\w-])(?:-m|--cpumask)[ =]['\"]?0[xX]([0-9a-fA-F]+)\b")
+
+
+def cpus(script: Path) -> int:
+    """The vCPUs the script's own core masks need (highest CPU named + 1; at least 1): SPDK's
+    scripts assume CI VMs' CPUs (nvme.sh's stub on cores 1-3, the nvmf targets on 1-4), and an
+    app given a core the guest lacks fails at once. Masks in what it sources are not seen."""
+    masks = (int(m, 16) for m in _CPUMASK.findall(script.read_text(errors="replace")))
+    return max((m.bit_length() for m in masks), default=1)
 
 
 def path(script: str) -> str:

@@ -32,6 +32,19 @@ function nested() {
 	run_test "standin_missing" missing_controller
 }
 
+function app_on_cores() {
+	# what an SPDK app does with its core mask (-m MASK): DPDK's EAL refuses to start when the
+	# guest lacks a CPU the mask names
+	local mask=$(($2)) cpu
+	for ((cpu = 0; mask >> cpu; cpu++)); do
+		if ((mask >> cpu & 1)) && [[ ! -e /sys/devices/system/cpu/cpu$cpu ]]; then
+			echo "EAL: lcore $cpu is not present" >&2
+			return 1
+		fi
+	done
+}
+
 run_test "standin_output" write_output
 run_test "standin_tree" write_in_tree
+run_test "standin_cores" app_on_cores -m 0x6
 run_test "standin_nested" nested
