@@ -91,6 +91,15 @@ BAD = [
      "nvme[0].hotplug: must be false for a controller with several namespaces"),
     ("[[nvme]]\nid = \"a\"\nsubsystem = \"s0\"\n", "nvme[0].hotplug: must be false"),
     ("[[nvme]]\nid = \"a\"\n[[nvme.namespace]]\nzoned = true\n", "nvme[0].hotplug: must be false"),
+    ("[[nvme]]\nid = \"a\"\n[[nvme.namespace]]\nmetadata_size = 8\n",
+     "nvme[0].hotplug: must be false for a controller with several namespaces, ZNS, metadata"),
+    ("[[nvme]]\nid = \"a\"\nhotplug = false\n[[nvme.namespace]]\nmetadata_size = 12\n",
+     "nvme[0].namespace[0].metadata_size: must be a multiple of 8 bytes from 0 to 128 (got 12)"),
+    ("[[nvme]]\nid = \"a\"\nhotplug = false\n[[nvme.namespace]]\nprotection = 1\n",
+     "nvme[0].namespace[0].protection: must be 0 unless metadata_size is at least 8"),
+    ("[[nvme]]\nid = \"a\"\nhotplug = false\n[[nvme.namespace]]\nmetadata_size = 8\nprotection = 4\n",
+     "nvme[0].namespace[0].protection: must be an integer from 0 to 3 (got 4)"),
+    ("[[nvme]]\nid = \"a\"\nioeventfd = \"on\"\n", "nvme[0].ioeventfd: must be true or false (got 'on')"),
     ("[[nvme]]\nid = \"a\"\nmax_ioqpairs = 0\n", "nvme[0].max_ioqpairs: must be an integer from 1 to 256 (got 0)"),
     ("[[nvme]]\nid = \"a\"\nnamespace = 5\n", "nvme[0].namespace: must be an array of tables"),
     ("nvme = [5]\n", "nvme[0]: must be a table"),
@@ -110,8 +119,29 @@ def test_bad_file_gives_one_line_naming_file_and_field(tmp_path: Path, text: str
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"nope\.toml: cannot read topology"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: cannot read topology: no such file \(built in: spdk-ci\)$"):
         topology.load(tmp_path / "nope.toml")
+
+
+def test_the_builtin_spdk_ci_topology_has_the_kinds_of_device_spdks_ci_vms_have(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--topology spdk-ci` names a file shipped with tbctl (a file, so specs and repro bundles
+    carry it); a file of that name in the directory wins. Its namespaces go to QEMU with their
+    metadata and protection; a plain one stays the controller's own (hot-pluggable) drive."""
+    path = topology.ref("spdk-ci")
+    assert path == str(topology.BUILTIN_DIR / "spdk-ci.toml") and topology.ref("x.toml") == "x.toml"
+    t = topology.load(path)
+    assert t.iommu and t.cpus == 4 and len(t.controllers) == 6
+    hot = [c.id for c in t.controllers if c.hotplug]
+    assert hot == ["nvme0", "nvme1"] and all("drive" in t.controller(c).device() for c in hot)
+    assert t.controller("nvme1").device()["ioeventfd"] is True and t.controller("nvme2").device()["mdts"] == 0
+    assert [d.get("zoned") for d in t.controller("nvme3").namespace_devices()] == [True]
+    assert [(d.get("ms"), d.get("pi"), d["logical_block_size"]) for d in t.controller("nvme4").namespace_devices()] == [
+        (8, 1, 512), (8, 2, 4096), (8, 3, 4096), (64, None, 4096)]
+    assert t.controller("nvme5").device()["cmb_size_mb"] == 64 and t.controller("nvme5").pmr_size_mib == 16
+    (tmp_path / "spdk-ci").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert topology.ref("spdk-ci") == "spdk-ci"
 
 
 def test_unknown_controller_lookup_names_the_choices() -> None:

@@ -235,6 +235,23 @@ def test_example_topology_fixed_controller_with_two_namespaces(guest_image: Imag
             m.hot_remove("nvme1")
 
 
+def test_the_spdk_ci_topology_boots_with_every_kind_of_device(guest_image: Image, accelerator: str,
+                                                               tmp_path: Path) -> None:
+    """The built-in spdk-ci topology: the guest has each controller, the zoned namespace as
+    host-managed, and each metadata namespace with its format's metadata size and protection type."""
+    topo = topology.load(topology.ref("spdk-ci"))
+    with Machine(topo, guest_image, tmp_path / "art", accel=accelerator) as m:
+        state = guest.nvme_state(m.ssh)
+        assert sorted(state) == sorted(c.serial for c in topo.controllers), state
+        (zns,) = state["12343"]["block"]
+        assert m.ssh.run(f"cat /sys/block/{zns}/queue/zoned", timeout=10, check=True).stdout.strip() == "host-managed"
+        formats = []
+        for dev in sorted(state["12344"]["block"]):
+            ns = json.loads(m.ssh.run(f"nvme id-ns -o json /dev/{dev}", timeout=30, check=True).stdout)
+            formats.append((ns["lbafs"][ns["flbas"] & 0xF]["ms"], ns["dps"] & 7))
+        assert formats == [(8, 1), (8, 2), (8, 3), (64, 0)], formats
+
+
 def test_viommu_qtest_and_hugepages_boot(guest_image: Image, accelerator: str, tmp_path: Path) -> None:
     topo = topology.parse({"machine": {"iommu": True, "qtest": True, "hugepages": 16},
                            "nvme": [{"id": "nvme0", "serial": "IOMMU0"}]}, "viommu")

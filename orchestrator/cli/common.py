@@ -96,7 +96,8 @@ SECONDS = ranged(float, 0, 7 * 24 * 3600, above=True)  # a deadline: some time, 
 
 
 def topology_opts(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--topology", "-t", metavar="FILE", help="machine/NVMe topology (TOML); default: built-in")
+    sp.add_argument("--topology", "-t", metavar="FILE", type=topology.ref,
+                    help="machine/NVMe topology (TOML), or a built-in one by name (spdk-ci); default: built-in")
     sp.add_argument("--accel", choices=topology.ACCELS, help="override the topology's accelerator")
 
 

@@ -27,8 +27,9 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         if cmd != "config":
             p.add_argument("name", help="the machine (its topology's machine.name)")
         p.add_argument("--project", required=True, metavar="DIR", help="the Vagrantfile's directory")
-        p.add_argument("--topology", "-t", action="append", default=[], metavar="FILE",
-                       help="a machine's topology (TOML), again for more machines; default: built-in")
+        p.add_argument("--topology", "-t", action="append", default=[], metavar="FILE", type=topology.ref,
+                       help="a machine's topology (TOML) or a built-in one's name, again for more machines; "
+                            "default: built-in")
         p.add_argument("--image", metavar="RECIPE", choices=recipe_names(), help="guest image recipe")
         p.add_argument("--spdk-dir", metavar="DIR", help="built SPDK tree, shared read-only at /mnt/spdk")
     sp.set_defaults(fn=cmd_vagrant)

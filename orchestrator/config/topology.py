@@ -31,6 +31,13 @@ class Namespace:
     size_mib: int = 256
     block_size: int = 512
     zoned: bool = False
+    metadata_size: int = 0  # bytes of metadata per block (QEMU's `ms`), kept apart from the data
+    protection: int = 0  # end-to-end protection information type 1-3 (QEMU's `pi`; needs 8 bytes of metadata)
+
+    @property
+    def plain(self) -> bool:
+        """Data blocks only: what a controller's own drive (and a hot-added one) can carry."""
+        return not (self.zoned or self.metadata_size)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Controller:
     pmr_size_mib: int = 0
     subsystem: str | None = None
     shadow_doorbells: bool | None = None  # QEMU's `dbcs` (10.0+); None: QEMU's default
+    ioeventfd: bool | None = None  # doorbell writes through eventfds, as spdk-ci's VMs have; None: QEMU's default
 
     @property
     def root_port(self) -> str:
@@ -62,7 +70,7 @@ class Controller:
             dev["bus"] = self.root_port
         if self.subsystem:
             dev["subsys"] = self.subsystem
-        elif len(self.namespaces) == 1 and not self.namespaces[0].zoned:
+        elif len(self.namespaces) == 1 and self.namespaces[0].plain:
             ns = self.namespaces[0]
             dev.update(drive=self.node(1), logical_block_size=ns.block_size, physical_block_size=ns.block_size)
         for key in ("max_ioqpairs", "msix_qsize", "mdts"):
@@ -74,6 +82,8 @@ class Controller:
             dev["pmrdev"] = f"{self.id}-pmr"
         if self.shadow_doorbells is not None:
             dev["dbcs"] = self.shadow_doorbells
+        if self.ioeventfd is not None:
+            dev["ioeventfd"] = self.ioeventfd
         return dev
 
     def namespace_devices(self) -> list[dict[str, Any]]:
@@ -87,6 +97,10 @@ class Controller:
                                    "logical_block_size": ns.block_size, "physical_block_size": ns.block_size}
             if ns.zoned:
                 dev["zoned"] = True
+            if ns.metadata_size:
+                dev["ms"] = ns.metadata_size
+            if ns.protection:
+                dev["pi"] = ns.protection
             devs.append(dev)
         return devs
 
@@ -165,7 +179,7 @@ class Topology:
 # NVMe properties tbctl may set, by the topology field that sets them; and where a QEMU lacks one,
 # the first QEMU release known to have it (seen: Debian's 7.2 has no `dbcs`, its 10.0 has).
 _PROPERTY_FIELDS = {"cmb_size_mb": "cmb_size_mib", "pmrdev": "pmr_size_mib", "subsys": "subsystem",
-                    "dbcs": "shadow_doorbells", "drive": "namespace", "logical_block_size": "namespace.block_size",
+                    "dbcs": "shadow_doorbells", "ioeventfd": "ioeventfd", "drive": "namespace", "logical_block_size": "namespace.block_size",
                     "physical_block_size": "namespace.block_size"}
 _SINCE = {"dbcs": "10.0"}
 
@@ -251,8 +265,8 @@ _MACHINE_FIELDS = ("name", "image", "memory_mib", "cpus", "accel", "iommu", "hug
                    "multipath")
 _NIC_FIELDS = ("id", "network", "address", "hotplug")
 _CTRL_FIELDS = ("id", "serial", "hotplug", "namespace", "max_ioqpairs", "msix_qsize", "mdts",
-                "cmb_size_mib", "pmr_size_mib", "subsystem", "shadow_doorbells")
-_NS_FIELDS = ("size_mib", "block_size", "zoned")
+                "cmb_size_mib", "pmr_size_mib", "subsystem", "shadow_doorbells", "ioeventfd")
+_NS_FIELDS = ("size_mib", "block_size", "zoned", "metadata_size", "protection")
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -267,8 +281,24 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
 
+BUILTIN_DIR = Path(__file__).parent / "topologies"
+
+
+def ref(arg: str) -> str:
+    """--topology's value as a file: the file it names, else the built-in topology of that name
+    (shipped as a file, so a run's spec and repro's bundle carry it like any other)."""
+    builtin = BUILTIN_DIR / f"{arg}.toml"
+    return str(builtin) if not Path(arg).exists() and "/" not in arg and builtin.is_file() else arg
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
 def load(path: str | Path) -> Topology:
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: cannot read topology: no such file (built in: {', '.join(builtin_names())})")
     return parse(read_toml(path, "topology"), str(path))
 
 
@@ -345,8 +375,8 @@ def _controller(source: str, where: str, data: Any) -> Controller:
         raise f.fail("namespace", "at most 8 namespaces", len(ns_data))
     namespaces = tuple(_namespace(source, f"{where}.namespace[{j}]", n) for j, n in enumerate(ns_data))
     subsystem = f.str("subsystem", None, _ID, what="an id like 'subsys0'")
-    if hotplug and (len(namespaces) > 1 or subsystem or any(n.zoned for n in namespaces)):
-        raise f.fail("hotplug", "false for a controller with several namespaces, ZNS or a subsystem "
+    if hotplug and (len(namespaces) > 1 or subsystem or not namespaces[0].plain):
+        raise f.fail("hotplug", "false for a controller with several namespaces, ZNS, metadata or a subsystem "
                      "(QEMU cannot hot-add nvme-ns or nvme-subsys)", hotplug)
     return Controller(
         id=ctrl_id, serial=serial or "", hotplug=hotplug, namespaces=namespaces,
@@ -354,6 +384,7 @@ def _controller(source: str, where: str, data: Any) -> Controller:
         mdts=f.int("mdts", None, 0, 255), cmb_size_mib=f.int("cmb_size_mib", 0, 0, 1024) or 0,
         pmr_size_mib=f.int("pmr_size_mib", 0, 0, 1024) or 0, subsystem=subsystem,
         shadow_doorbells=f.bool("shadow_doorbells", False) if "shadow_doorbells" in f.data else None,
+        ioeventfd=f.bool("ioeventfd", False) if "ioeventfd" in f.data else None,
     )
 
 
@@ -362,5 +393,12 @@ def _namespace(source: str, where: str, data: Any) -> Namespace:
     block = f.int("block_size", 512, 512, 4096)
     if block not in BLOCK_SIZES:
         raise f.fail("block_size", f"one of {', '.join(map(str, BLOCK_SIZES))}", block)
+    metadata = f.int("metadata_size", 0, 0, 128) or 0
+    if metadata % 8:
+        raise f.fail("metadata_size", "a multiple of 8 bytes from 0 to 128", metadata)
+    protection = f.int("protection", 0, 0, 3) or 0
+    if protection and metadata < 8:
+        raise f.fail("protection", "0 unless metadata_size is at least 8 (its 8 bytes of protection information)",
+                     protection)
     return Namespace(size_mib=f.int("size_mib", 256, 1, 1 << 20) or 256, block_size=block or 512,
-                     zoned=f.bool("zoned", False))
+                     zoned=f.bool("zoned", False), metadata_size=metadata, protection=protection)
