@@ -110,6 +110,12 @@ def variant(request: pytest.FixtureRequest, run: Run, artifacts: Path) -> Iterat
     machine, hotplug = request.getfixturevalue("machine"), request.getfixturevalue("hotplug")
     v = Variant(request.param, machine, hotplug, run, artifacts)
     yield v
+    if v.kind != "kernel":
+        # QEMU's unplug under a userspace driver is where its use-after-free lives (the module's
+        # docstring): its heap may be damaged though the test passed, so no next test gets this QEMU
+        # (seen: a kernel test's device_del never freed, right after two spdk_uio tests on that QEMU)
+        run.tainted.add(machine.name)
+        return
     restore(machine, hotplug)
 
 
