@@ -40,7 +40,7 @@ LOAD_SECONDS = 20  # tc4: perf -t 20
 LOAD_BEFORE_STOP = 5  # tc4: sleep 5, then killprocess
 MUST_EXIT = 60  # seconds for the initiator to give up once its target is gone
 FAST_IO_FAIL = 3  # the kernel initiator's bound on I/O without a path
-GONE_GRACE = 20  # seconds for a kernel initiator's load to end once its controller was removed
+GONE_GRACE = 20  # seconds for a kernel initiator's load to end once its controller began its removal
 SPDK_HOST_APP = spdk_nvmf.PERF
 
 

@@ -179,7 +179,7 @@ class Topology:
 # NVMe properties tbctl may set, by the topology field that sets them; and where a QEMU lacks one,
 # the first QEMU release known to have it (seen: Debian's 7.2 has no `dbcs`, its 10.0 has).
 _PROPERTY_FIELDS = {"cmb_size_mb": "cmb_size_mib", "pmrdev": "pmr_size_mib", "subsys": "subsystem",
-                    "dbcs": "shadow_doorbells", "ioeventfd": "ioeventfd", "drive": "namespace", "logical_block_size": "namespace.block_size",
+                    "dbcs": "shadow_doorbells", "drive": "namespace", "logical_block_size": "namespace.block_size",
                     "physical_block_size": "namespace.block_size"}
 _SINCE = {"dbcs": "10.0"}
 

@@ -151,9 +151,11 @@ def kvm_warning(dev: Path = KVM) -> str | None:
     mode = st.st_mode >> 6 if st.st_uid == uid else st.st_mode >> 3 if st.st_gid in groups else st.st_mode
     if mode & 0o6 == 0o6:
         return None
-    return (f"{dev} ({st.st_mode & 0o777:04o} {pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}) "
-            f"is not open to libvirt's QEMU user {user}: libvirt then probes QEMU again at every call, about a "
-            f"minute more per machine; udev's rule on Debian makes it 0660 root:kvm")
+    owner_name = next((p.pw_name for p in pwd.getpwall() if p.pw_uid == st.st_uid), str(st.st_uid))
+    group_name = next((g.gr_name for g in grp.getgrall() if g.gr_gid == st.st_gid), str(st.st_gid))
+    return (f"{dev} ({st.st_mode & 0o777:04o} {owner_name}:{group_name}) is not open to libvirt's QEMU user "
+            f"{user}: libvirt then probes QEMU again at every call, about a minute more per machine; udev's rule "
+            "on Debian makes it 0660 root:kvm")
 
 
 def prepare(m: VagrantMachine) -> None:
