@@ -21,6 +21,7 @@ import contextlib
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,8 @@ def measure(target: str, kind: str, runs: int, extra: list[str], env: dict[str, 
 
 
 def main() -> None:
+    # a bench stopped with SIGTERM still takes its busy VM down (the `finally` of `load`)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -116,3 +116,19 @@ def test_a_source_without_qemu_is_told_apart_by_apt_gets_words_not_by_tbctls(
         qemu_install.install("backports", mirror="http://mirror.invalid/debian", log=lambda _: None)
     assert (e.value.rc, e.value.cmd[-len(qemu_install.PACKAGES) - 1]) == (100, "download")
     assert "503" in e.value.output and not isinstance(e.value, ConfigError)
+
+
+def test_a_guest_is_not_restored_on_a_qemu_whose_restored_tcg_guests_lose_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """QEMU 10's restored TCG guests lost an idle vCPU's timer interrupts on a busy host: machines
+    on it boot cold, and the reason says what was seen; QEMU 7.2 and KVM still restore."""
+    from orchestrator.machines import snapshot
+
+    def qemu(version: tuple[int, int], text: str) -> object:
+        return type("Q", (), {"at_least": lambda self, *v: version >= v, "version_text": text})()
+
+    monkeypatch.setattr(qemu_binary, "current", lambda: qemu((7, 2), "7.2.22"))
+    assert snapshot.unsupported(topology.default(), "tcg") is None
+    monkeypatch.setattr(qemu_binary, "current", lambda: qemu((10, 0), "10.0.2"))
+    reason = snapshot.unsupported(topology.default(), "tcg")
+    assert reason is not None and reason.startswith("QEMU 10.0.2 under TCG: a restored guest lost an idle vCPU's timer")
+    assert snapshot.unsupported(topology.default(), "kvm") is None

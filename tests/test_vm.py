@@ -303,4 +303,4 @@ def test_snapshot_restore_and_cold_fallback(guest_image: Image, accelerator: str
         assert "-incoming defer" in argv and '"driver": "nvme"' not in argv  # root ports empty at start
     assert "ready (restored from" in (tmp_path / "art" / "machine.log").read_text()
     fixed = topology.load(REPO / "examples" / "topology.toml")
-    assert "not hot-pluggable" in (snapshot.unsupported(fixed) or "")
+    assert "not hot-pluggable" in (snapshot.unsupported(fixed, accelerator) or "")

@@ -210,7 +210,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     jobs = args.jobs or repro.default_jobs(env.topology.memory_mib)
     if not args.cold:
-        reason = snapshot.unsupported(env.topology)
+        reason = snapshot.unsupported(env.topology, env.accel)
         if reason:
             print(f"repro: cold boot for every run: {reason}", file=sys.stderr)
         else:  # made here once, before the runs, so they all start from it at once

@@ -144,7 +144,7 @@ class Run:
         topo, env = topo or self.settings.topology, self.resolved()
         saved = None
         if self.settings.spec.snapshot:
-            reason = snapshot.unsupported(topo)
+            reason = snapshot.unsupported(topo, env.accel)
             if reason:
                 self.start = f"cold boot: {reason}"
             else:
