@@ -48,7 +48,7 @@ def unsupported(topology: Topology, accel: str) -> str | None:
     q = qemu_binary.current()
     if accel == "tcg" and q.at_least(10):
         return (f"QEMU {q.version_text} under TCG: a restored guest lost an idle vCPU's timer interrupts on a busy host "
-                "(RCU stalls, NVMe completions without their interrupt, SSH silent: 3 of 10 restored runs of "
+                "(RCU stalls, NVMe completions without their interrupt, SSH silent: 5 of 14 restored runs of "
                 "sw_hotplug beside a busy VM, 0 of 10 cold); QEMU 7.2's restored guests did not")
     fixed = [c.id for c in topology.controllers if not c.hotplug]
     if fixed:
