@@ -292,6 +292,7 @@ def ref(arg: str) -> str:
 
 
 def builtin_names() -> list[str]:
+    """The built-in topologies' names, for a message that names what --topology could have been."""
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
 
 

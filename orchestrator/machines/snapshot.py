@@ -4,7 +4,8 @@ QEMU 7.2's NVMe controller cannot be migrated or saved, so the saved guest has i
 controllers' root ports empty: a machine restored from it hot-adds them, as a test would. The
 save is QEMU's migration stream to a file plus the root disk as it was at that moment; each
 restored machine gets a fresh overlay on that disk. A topology with a controller that is not
-hot-pluggable cannot be saved: such machines boot cold, and `unsupported` says why.
+hot-pluggable cannot be saved, nor can a guest of QEMU 10 under TCG (its restored guests lost
+timer interrupts): such machines boot cold, and `unsupported` says why.
 
 Saves are cached under $TBCTL_CACHE/snapshots, keyed by everything that shapes the machine
 (image, QEMU, accelerator, topology, shares, tbctl), and made once, under a lock, by whichever
