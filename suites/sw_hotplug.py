@@ -114,7 +114,7 @@ def variant(request: pytest.FixtureRequest, run: Run, artifacts: Path) -> Iterat
         # QEMU's unplug under a userspace driver is where its use-after-free lives (the module's
         # docstring): its heap may be damaged though the test passed, so no next test gets this QEMU
         # (seen: a kernel test's device_del never freed, right after two spdk_uio tests on that QEMU)
-        run.tainted.add(machine.name)
+        run.taint(machine.name, "its QEMU unplugged controllers under a userspace driver")
         return
     restore(machine, hotplug)
 

@@ -56,7 +56,7 @@ def controller(machine: Machine, hotplug: Hotplug, run: Run) -> Iterator[Control
         guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
     except TbctlError as e:
         log.warning(f"{machine.name}: {ctrl.id} not restored, machine discarded: {e}")
-        run.tainted.add(machine.name)
+        run.taint(machine.name, f"{ctrl.id} not restored: {e}")
 
 
 def returned(machine: Machine, hotplug: Hotplug, ctrl: Controller) -> None:

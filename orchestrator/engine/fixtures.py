@@ -220,4 +220,4 @@ def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine], run: Ru
             nvmf.clear(m.ssh)
         except TbctlError as e:
             log.warning(f"{m.name}: NVMe-oF state not cleared, machine discarded: {e}")
-            run.tainted.add(m.name)
+            run.taint(m.name, f"NVMe-oF state not cleared: {e}")

@@ -191,7 +191,7 @@ class Engine:
             if m.qemu_alive() and m.name not in self.run.kept:
                 m.keep()
                 self.run.kept[m.name] = item.nodeid
-                self.run.tainted.add(m.name)
+                self.run.taint(m.name, "kept (--keep-vm)")
                 entry.setdefault("kept", []).append(m.name)
 
     def _known(self, item: pytest.Item, rep: pytest.TestReport) -> None:
@@ -228,9 +228,9 @@ class Engine:
             m = s.machine
             qmp = m.qmp_channel
             why = outcome.discard(m.crashed or (m.returncode is not None and not m.stopped),
-                                  qmp.unplug_lost if qmp is not None else None, final)
+                                  qmp.unplug_lost if qmp is not None else None, final) or self.run.tainted.get(m.name)
             if why:
-                self.run.tainted.add(m.name)
+                self.run.taint(m.name, why)
                 entry.setdefault("discarded", {})[m.name] = why
         if self.run.settings.spec.keep_vm and final in outcome.KNOWABLE:
             self._keep(item, entry)

@@ -75,10 +75,14 @@ class Run:
     start: str = "cold boot"  # how machines started, for results.json
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
-    # Machines a test left in an unknown state: never handed to the next test.
-    tainted: set[str] = field(default_factory=set)
+    # Machines a test left in an unknown state, and why: never handed to the next test.
+    tainted: dict[str, str] = field(default_factory=dict)
     kept: dict[str, str] = field(default_factory=dict)  # --keep-vm: machine -> the failing test it is kept after
     shard_record: dict[str, Any] | None = None  # which shard of which split this run is, for results.json
+
+    def taint(self, machine: str, why: str) -> None:
+        """A machine no next test gets; the first reason is the one results.json shows."""
+        self.tainted.setdefault(machine, why)
 
     def resolved(self) -> environment.Environment:
         """The image (built if missing) and the accelerator, resolved when first needed."""
