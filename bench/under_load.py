@@ -10,7 +10,8 @@ Loads (--loads, comma-separated; default idle,vm):
            once or a developer's own VM put on a 2-core host
   suites   two copies of the same repro at once (the counts are the first copy's)
 
-Usage: .venv/bin/python bench/under_load.py TARGET [TARGET...] [--runs N] [--loads L] [--qemu Q,Q] [-- REPRO-ARGS]
+Usage: .venv/bin/python bench/under_load.py TARGET [TARGET...] [--runs N] [--loads L] [--qemu Q,Q] [--keep DIR]
+                                            [-- REPRO-ARGS]
   e.g. bench/under_load.py sw_hotplug dm_mount --runs 10 --loads vm --qemu host,backports
 """
 
@@ -96,9 +97,15 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--loads", default="idle,vm")
     p.add_argument("--qemu", default="host", help="QEMUs by tbctl's --qemu name (host: the one on PATH)")
+    p.add_argument("--keep", type=Path, help="keep every run's artifacts in this directory (default: deleted)")
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     table = []
-    with tempfile.TemporaryDirectory(prefix="tbctl-bench-load-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep.resolve())
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="tbctl-bench-load-"))
         env = dict(os.environ, TBCTL_ARTIFACTS=tmp)
         for q in args.qemu.split(","):
             qemu = [] if q == "host" else ["--qemu", q]

@@ -15,8 +15,9 @@ import pytest
 from orchestrator import faults, guest
 from orchestrator.config import topology
 from orchestrator.errors import DeadlineError, QMPError
-from orchestrator.image import MARKER_READY, Image
+from orchestrator.image import MARKER_READY, SIGNAL_TRACE, Image
 from orchestrator.machines import Machine
+from orchestrator.report import signals
 from orchestrator.vm import accel, registry
 
 pytestmark = pytest.mark.vm
@@ -75,6 +76,10 @@ def test_guest_command_past_its_deadline_is_killed(guest_image: Image, accelerat
         assert proc.wait(10).rc == -1  # sleep died of it, and `timeout` passes a death by signal on
         assert m.ssh.run("pgrep -x sleep", timeout=10).rc == 1  # the command's own group took it
         assert m.ssh.run("pkill -f 'time[.]sleep[(]301'", timeout=10).rc == 0  # the other session did not
+        # the image's signal trace saw it, with its sender's kernel stack
+        sent = signals.parse(m.ssh.run(f"cat {SIGNAL_TRACE}/trace", timeout=10, check=True).stdout)
+        to_sleep = [s for s in sent if s.name == "SIGINT" and s.target == "sleep"]
+        assert len(to_sleep) == 1 and to_sleep[0].delivered and "__x64_sys_kill" in to_sleep[0].stack, sent
         with pytest.raises(QMPError) as e:  # QEMU's refusal keeps its parts
             m.qmp.execute("device_del", {"id": "nope"})
         assert (e.value.command, e.value.arguments) == ("device_del", {"id": "nope"})

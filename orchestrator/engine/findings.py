@@ -1,6 +1,7 @@
 """Every crash report of a test's slice of each machine's life: the kernel's on the console,
-GUEST_PANICKED, QEMU dying, apps' reports in the guest commands' output and their core dumps
-(each with gdb's backtrace in the test's artifacts), titled by orchestrator.report.crash."""
+GUEST_PANICKED, QEMU dying, apps' reports in the guest commands' output, the signals its kernel
+sent on its own account (orchestrator.report.signals) and core dumps (each with gdb's backtrace in
+the test's artifacts), titled by orchestrator.report.crash."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from orchestrator import image
 from orchestrator.engine import slices
 from orchestrator.errors import DeadlineError, QemuCrashed, TbctlError
 from orchestrator.machines import Machine
-from orchestrator.report import crash
+from orchestrator.report import crash, signals
 
 SYSRQ_KEYS = "9wl"  # all messages to the console (the dumps are KERN_INFO), blocked tasks, CPUs
 SYSRQ_WAIT = 5.0  # seconds for the stacks to come out on the console
@@ -48,7 +49,7 @@ def of(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
             mine += m.qemu_crash()
         app = _app_findings(m.artifacts / "commands.log", s.commands_mark)
         if not any(f.fatal for f in mine) and m.qemu_alive() and m.ssh_channel is not None:
-            app += _core_findings(m, slices.test_dir(item))
+            app += _signal_findings(m, slices.test_dir(item)) + _core_findings(m, slices.test_dir(item))
         found += [(m, f) for f in mine + crash.one_per_app_crash(app)]
     return found
 
@@ -153,6 +154,21 @@ def _app_findings(log: Path, mark: int) -> list[crash.Finding]:
     text = slices.since(log, mark).decode(errors="replace")
     exits = [crash.exit_finding(int(m[2]), m[1]) for m in _COMMAND.finditer(text)]
     return crash.app_findings(text) + [f for f in exits if f]
+
+
+def _signal_findings(m: Machine, artifacts: Path) -> list[crash.Finding]:
+    """The signals the guest's kernel generated since the last test (the image's trace; read,
+    then emptied): all of them in the test's artifacts, those report.signals names as findings."""
+    trace = shlex.quote(f"{image.SIGNAL_TRACE}/trace")
+    try:
+        text = m.ssh.run(f"cat {trace} 2>/dev/null && : > {trace}", timeout=15).stdout
+    except TbctlError:
+        return []
+    sent = signals.parse(text)
+    if sent:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        (artifacts / f"signals-{m.topology.name}.txt").write_text(signals.describe(sent))
+    return signals.findings(sent)
 
 
 def _core_findings(m: Machine, artifacts: Path) -> list[crash.Finding]:

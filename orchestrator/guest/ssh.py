@@ -46,8 +46,7 @@ _PID_MARK = "tbctl-pid "
 # when a process exits between the glob and the open, and then nothing would be signalled.
 # A polite signal (INT, TERM) goes, as a terminal's Ctrl-C does, only to the descendants in the
 # command's own process group: fio's jobs start sessions of their own so that its main process
-# alone takes SIGINT and ends them in order (a job that took it too died of SIGPIPE once, and
-# fio 3.33 then aborted in a double free with no report). KILL, STOP and CONT reach every one.
+# alone takes SIGINT and ends them in order. KILL, STOP and CONT reach every one.
 _SIGNAL_TREE = (
     "pids=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v root={root} -v self={self} -v group={group} '{{ pid = $1; "
     "sub(/.*\\) /, \"\"); parent[pid] = $2; pgrp[pid] = $3 }} END {{ want[root] = 1; if (self) print root; "

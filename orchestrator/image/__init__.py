@@ -12,6 +12,7 @@ from orchestrator.image.build import (
                                       MARKER_PROBE,
                                       MARKER_READY,
                                       MARKER_UDEV,
+                                      SIGNAL_TRACE,
                                       SPDK_IMAGE,
                                       Image,
                                       Recipe,
@@ -21,4 +22,4 @@ from orchestrator.image.build import (
 )
 
 __all__ = ["CORE_DIR", "DEFAULT_IMAGE", "DHCP_FLAG", "GUEST_LIBDIR", "HOST_KEY_ALIAS", "MARKER_FAILED", "MARKER_PROBE",
-           "MARKER_READY", "MARKER_UDEV", "SPDK_IMAGE", "Image", "Recipe", "choose", "ensure", "list_cached"]
+           "MARKER_READY", "MARKER_UDEV", "SIGNAL_TRACE", "SPDK_IMAGE", "Image", "Recipe", "choose", "ensure", "list_cached"]

@@ -48,6 +48,13 @@ MARKER_PROBE = "TBCTL-PROBE-OK"
 MARKER_FAILED = "TBCTL-BOOT-FAILED"
 MARKER_SHUTDOWN = "TBCTL-SHUTDOWN"
 CORE_DIR = "/var/tbctl/cores"  # guest core_pattern: core.PID.SIGNAL.EXE (EXE's "/" as "!")
+# The guest's trace of the signals its kernel generates, with the sender's stack (rc.boot arms
+# it; orchestrator/report/signals.py reads it): an ftrace instance of its own, so that nothing
+# else using ftrace in the guest turns it off.
+SIGNAL_TRACE = "/sys/kernel/debug/tracing/instances/tbctl-signals"
+# Every standard signal but those sent all the time in normal work: CHLD, ALRM, URG, VTALRM,
+# PROF, WINCH, IO (and no real-time ones, which glibc's threads use).
+SIGNAL_FILTER = "sig < 32 && sig != 14 && sig != 17 && sig != 23 && sig != 26 && sig != 27 && sig != 28 && sig != 29"
 
 GUEST_LIBDIR = "/usr/local/lib/tbctl"
 GUEST_INIT = f"{GUEST_LIBDIR}/init"
@@ -298,7 +305,7 @@ def _customize(recipe: Recipe, rootfs: Path, work: Path, log: Path) -> None:
     ctx = dict(hostname=recipe.hostname, libdir=GUEST_LIBDIR, guest_ip="10.0.2.15", gateway_ip="10.0.2.2",
                marker_ready=MARKER_READY, marker_udev=MARKER_UDEV, marker_shutdown=MARKER_SHUTDOWN,
                marker_failed=MARKER_FAILED, early_modules=recipe.early_modules, core_dir=CORE_DIR,
-               dhcp_flag=DHCP_FLAG)
+               dhcp_flag=DHCP_FLAG, signal_trace=SIGNAL_TRACE, signal_filter=SIGNAL_FILTER)
     lib = rootfs / GUEST_LIBDIR.lstrip("/")
     _write(lib / "rc.boot", render("image/rc.boot.sh.j2", **ctx), 0o755)
     _write(lib / "udhcpc", render("image/udhcpc.sh.j2"), 0o755)

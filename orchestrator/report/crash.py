@@ -45,20 +45,20 @@ _GENERIC_FRAME = re.compile(
     r"rest_init|arch_cpu_idle|io_wait_event\w*|blk_mq_get_tag|bit_wait\w*|out_of_line_wait_on_bit\w*|\w+_wait)$")
 
 
-def _func(name: str) -> str:
+def func(name: str) -> str:
     """A function name without the compiler's clone suffixes (.part.0, .cold, .isra.0...)."""
     return _SUFFIX.sub("", name)
 
 
 def plumbing(name: str) -> bool:
     """Whether a kernel frame is generic plumbing (scheduling, waiting, locking, entry code)."""
-    return bool(_GENERIC_FRAME.match(_func(name)))
+    return bool(_GENERIC_FRAME.match(func(name)))
 
 
 def _first_frame(text: str, start: int, limit: int = 3000) -> str | None:
     for m in _FRAME.finditer(text, start, min(len(text), start + limit)):
-        if not m.group(1) and not _GENERIC_FRAME.match(_func(m.group(2))):
-            return _func(m.group(2))
+        if not m.group(1) and not _GENERIC_FRAME.match(func(m.group(2))):
+            return func(m.group(2))
     return None
 
 
@@ -72,15 +72,15 @@ def _blocked_in(text: str, m: re.Match[str], limit: int = 30000) -> str | None:
 
 def _rip(text: str, start: int, limit: int = 2500) -> str | None:
     m = _RIP.search(text, start, min(len(text), start + limit))
-    return _func(m.group(1)) if m else None
+    return func(m.group(1)) if m else None
 
 
 def _where(text: str, start: int) -> str:
     """The function a report is about: its RIP, else its first meaningful frame."""
-    func = _rip(text, start)
-    if func is None or _GENERIC_FRAME.match(func):
-        func = _first_frame(text, start) or func
-    return f" in {func}" if func else ""
+    where = _rip(text, start)
+    if where is None or _GENERIC_FRAME.match(where):
+        where = _first_frame(text, start) or where
+    return f" in {where}" if where else ""
 
 
 _NOISE = re.compile(r"\b0x[0-9a-f]+\b|\b[0-9a-f]{8,}\b|\b\d+\b")
@@ -103,7 +103,7 @@ def _rule(regex: str, title: Callable[[re.Match[str], str], str], fatal: bool) -
 
 
 KERNEL_RULES: list[Rule] = [
-    _rule(r"^BUG: KASAN: ([\w-]+) in ([A-Za-z_][\w.]*)", lambda m, t: f"KASAN: {m[1]} in {_func(m[2])}", False),
+    _rule(r"^BUG: KASAN: ([\w-]+) in ([A-Za-z_][\w.]*)", lambda m, t: f"KASAN: {m[1]} in {func(m[2])}", False),
     _rule(r"^BUG: kernel NULL pointer dereference",
           lambda m, t: "BUG: kernel NULL pointer dereference" + _where(t, m.start()), True),
     _rule(r"^BUG: unable to handle page fault", lambda m, t: "BUG: unable to handle page fault" + _where(t, m.start()),
@@ -115,7 +115,7 @@ KERNEL_RULES: list[Rule] = [
           lambda m, t: "BUG: soft lockup" + _where(t, m.start()), False),
     _rule(r"^BUG: (?!KASAN|kernel NULL|unable to handle|soft lockup)([a-z][\w -]*?)(?::| at | in |$)",
           lambda m, t: f"BUG: {_stable(m[1])}" + _where(t, m.start()), False),
-    _rule(r"^WARNING: CPU: \d+ PID: \d+ at \S+ ([A-Za-z_][\w.]*)\+0x", lambda m, t: f"WARNING in {_func(m[1])}", False),
+    _rule(r"^WARNING: CPU: \d+ PID: \d+ at \S+ ([A-Za-z_][\w.]*)\+0x", lambda m, t: f"WARNING in {func(m[1])}", False),
     _rule(r"^INFO: task (\S+):(\d+) blocked for more than \d+ seconds",
           lambda m, t: "INFO: task hung" + (f" in {f}" if (f := _blocked_in(t, m)) else ""), False),
     _rule(r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls? on CPUs?",
