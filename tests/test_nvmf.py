@@ -31,8 +31,11 @@ def test_nvmf_shutdown_runs_every_variant(tmp_path: Path, standin: Path) -> None
     assert list(reconnects) == [f"test_target_stopped_while_host_reconnects[kernel_target-kernel_host-{t}]"
                                 for t in ("tcp", "rdma")]
     for name, t in reconnects.items():  # the 6.1 guest's initiator never completes that I/O: found, and known
-        assert t["outcome"] == "known failure" and t["known"]["outcome"] == "timed out", (name, t, r.stdout[-3000:])
+        assert t["outcome"] == "known failure", (name, t, r.stdout[-3000:])
         assert "stuck in the kernel: fio " in t["message"] and t["schedule"][0][0] == "nvmet-remove"
+        # over TCP its nvme-tcp may SIGPIPE fio first (a bug of its own, known too): it then hangs exiting
+        assert t["known"]["outcome"] == "timed out" or (name.endswith("-tcp]") and t["message"].startswith(
+            "guest crashed: SIGPIPE from the kernel to fio in nvme_tcp_")), (name, t)
     for name, t in res.items():
         # or a bug of the guest kernel's initiator on the list of known failures: its crash in
         # nvme-tcp, or its I/O stuck when a spurious soft-RoCE reset falls just before the stop

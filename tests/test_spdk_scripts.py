@@ -49,7 +49,9 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     known.write_text(f'[[known]]\ntest = "spdk:{SCRIPT}::standin_nested.standin_missing"\n'
                      'signature = "failed: standin_nested.standin_missing failed: cat: *"\nreason = "no nvme9 here"\n')
     r = tbctl(tmp_path, "run", f"spdk:{SCRIPT}", "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"),
-              "--junit", str(tmp_path / "j.xml"), "--expunge", str(known), "--spdk-env", "NET_TYPE=virt")
+              "--junit", str(tmp_path / "j.xml"), "--expunge", str(known), "--spdk-env", "NET_TYPE=virt",
+              "--fault", 'remove nvme1 after "START TEST standin_output"', "--fault", "rescan after NEVER-PRINTED",
+              "--jitter", "0")
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
     doc = json.loads((tmp_path / "r.json").read_text())
     by = {t["nodeid"]: t for t in doc["tests"]}
@@ -67,6 +69,17 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     assert script["outcome"] == "failed" and script["message"].startswith(
         f"ScriptFailed: {SCRIPT} exited 1; failed: standin_nested, standin_nested.standin_missing\n"
         "cat: /sys/class/nvme/nvme9/serial: No such file or directory"), script["message"]
+    # a marker fault: fired on the script's machine once the script printed its marker, and its
+    # delay, seen by QEMU, on the test's schedule and timeline beside the step it hit; the one
+    # whose marker never came is said
+    assert script["message"].endswith("fault 'rescan after NEVER-PRINTED' never fired: no line of the output "
+                                      "contained 'NEVER-PRINTED'"), script["message"]
+    assert [what for what, _ in script["schedule"]] == ["remove nvme1"]
+    events = script["events"]
+    (fault,) = [e for e in events if e["kind"] == "fault"]
+    step = {e["what"]: e for e in events if e["kind"] == "step"}
+    assert fault["what"] == "remove nvme1" and step["standin_output"]["at"] <= fault["at"] < step["standin_nested"]["end"]
+    assert any(e["kind"] == "qemu" and "DEVICE_DELETED" in e["what"] and "nvme1" in e["what"] for e in events), events
     # what the script wrote to its output_dir, and everything it printed, are the test's artifacts
     art = Path(script["artifacts"])
     assert (art / "output" / "test_completions.txt").read_text().splitlines() == [

@@ -34,6 +34,8 @@ from orchestrator.config import expunge, runspec
 from orchestrator.config.runspec import RunSpec
 from orchestrator.engine import repro, run, shard
 from orchestrator.errors import ConfigError
+from orchestrator.faults import marker
+from orchestrator.faults import table as fault_table
 from orchestrator.machines import snapshot
 from orchestrator.machines.environment import Environment
 from orchestrator.spdk import script as spdk_script
@@ -56,6 +58,10 @@ def run_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--spdk-env", action="append", metavar="NAME=VALUE",
                     help="a variable for the spdk:PATH scripts, as autorun-spdk.conf sets them (NET_TYPE=virt); "
                          "repeatable")
+    sp.add_argument("--fault", dest="faults", action="append", metavar="'KIND [ARGS] after MARKER [+S]'",
+                    help="fire a fault (`tbctl list --faults`) on an spdk:PATH script's machine when a line of its "
+                         "output contains MARKER, S seconds later: 'remove nvme0 after \"START TEST nvme_reset\" "
+                         "+2s'; repeatable")
 
 
 def selection_opts(sp: argparse.ArgumentParser) -> None:
@@ -87,7 +93,11 @@ def with_scripts(spec: RunSpec, targets: list[str], check: bool = True) -> RunSp
     (`check`: there; `tbctl list` names them as given)."""
     scripts = [spdk_script.parse_target(t, spec.spdk_dir) if check else t.removeprefix(spdk_script.PREFIX)
                for t in targets if t.startswith(spdk_script.PREFIX)]
-    return dataclasses.replace(spec, scripts=tuple(dict.fromkeys(scripts))) if scripts else spec
+    spec = dataclasses.replace(spec, scripts=tuple(dict.fromkeys(scripts))) if scripts else spec
+    if check and spec.faults and not spec.scripts:
+        raise ConfigError(f"{marker.OPTION}: a marker fault fires at a line an SPDK script prints: run an "
+                          "spdk:PATH target with it")
+    return spec
 
 
 def base_spec(args: argparse.Namespace) -> RunSpec:
@@ -104,6 +114,10 @@ def run_spec(args: argparse.Namespace, base: RunSpec) -> RunSpec:
         spec = dataclasses.replace(spec, known_failures=Path(args.expunge) if args.expunge != "none" else None)
     if opts.get("spdk_env") is not None:
         spec = dataclasses.replace(spec, spdk_env=spdk_script.parse_env(opts["spdk_env"]))
+    if opts.get("faults") is not None:
+        spec = dataclasses.replace(spec, faults=tuple(opts["faults"]))
+    for f in spec.faults:
+        marker.parse(f)
     if spec.known_failures:
         expunge.load(spec.known_failures)
     if spec.bed:
@@ -151,8 +165,10 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     run_opts(sp)
     sp.set_defaults(fn=cmd_repro)
 
-    sp = add("list", help="list suites and their tests (all, or those named; of one shard with --shard)")
+    sp = add("list", help="list suites and their tests (all, or those named; of one shard with --shard), "
+                          "or the faults tbctl can fire (--faults)")
     selection_opts(sp)
+    sp.add_argument("--faults", action="store_true", help="every fault kind: its arguments and what it does")
     sp.set_defaults(fn=cmd_list)
 
 
@@ -199,9 +215,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     if not script:
         suite_paths([args.target])
     # Every failure counts in a rate, known or not: the runs report them as they are.
-    spec = run_spec(argparse.Namespace(**{**vars(args), "seed": None}), RunSpec())
-    if script:
-        spdk_script.parse_target(args.target, spec.spdk_dir)
+    spec = with_scripts(run_spec(argparse.Namespace(**{**vars(args), "seed": None}), RunSpec()), [args.target])
     out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
     env = prepare(spec, args.mirror)
     spec = dataclasses.replace(pinned(spec, env), qemu=str(qemu_binary.current().path) if spec.qemu else None)
@@ -231,6 +245,9 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.faults:
+        print(fault_table.listing())
+        return 0
     if not args.suites:
         args.all = True
     paths, spec = selection(args), with_scripts(run_spec(args, RunSpec()), args.suites, check=False)

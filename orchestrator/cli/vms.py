@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator import faults, guest, spdk
+from orchestrator import guest, spdk
 from orchestrator.cli import sshcfg
 from orchestrator.cli.common import (
     SECONDS,
@@ -23,16 +23,13 @@ from orchestrator.cli.common import (
 )
 from orchestrator.config import bed as beds
 from orchestrator.errors import ConfigError
+from orchestrator.faults import table as fault_table
+from orchestrator.faults.kind import Timing
 from orchestrator.machines import Machine, environment
 from orchestrator.machines import bed as machine_beds
 from orchestrator.spdk.tree import Tree
 from orchestrator.vm import registry
 from orchestrator.vm.machine import check_name, new_name
-
-NIC_FAULTS = {"nic-remove": "pull a bed machine's NIC (QMP device_del + netdev_del, or --via guest)",
-              "nic-add": "put a pulled NIC back on its network, with its address",
-              "link-down": "set a NIC's link down (QMP set_link): the NIC stays, the carrier goes",
-              "link-up": "set a NIC's link up again"}
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -61,31 +58,12 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--timeout", type=SECONDS, default=10)
     sp.set_defaults(fn=cmd_hotplug)
 
-    sp = add("inject", help="inject a fault into a running VM (doorbell, bus-master, a bed's NIC, its "
-                            "target app or the whole VM; see also hotplug)")
+    sp = add("inject", help="inject a fault into a running VM (`tbctl list --faults`: every kind, what it does)")
     sp.add_argument("name")
     fsub = sp.add_subparsers(dest="fault", required=True)
-    f = fsub.add_parser("doorbell", help="an invalid doorbell write")
-    f.add_argument("ctrl")
-    f.add_argument("kind", choices=list(faults.DOORBELL_KINDS))
-    f = fsub.add_parser("bus-master", help="clear or restore PCI bus mastering")
-    f.add_argument("ctrl")
-    f.add_argument("state", choices=("off", "on"))
-    for f in fsub.choices.values():
-        f.add_argument("--via", choices=faults.VIAS, default="host", help="qtest socket (host) or /dev/mem (guest)")
-    for fault, help in NIC_FAULTS.items():
-        f = fsub.add_parser(fault, help=help)
-        f.add_argument("nic", help="the NIC's id in the bed (e.g. fabric0)")
-        if fault in ("nic-remove", "nic-add"):
-            f.add_argument("--via", choices=faults.NIC_VIAS, default="qmp",
-                           help="QEMU pulls it (device_del) or the guest removes it from its PCI bus (sysfs, "
-                                "as SPDK's device_removal.sh) and rescans")
-    f = fsub.add_parser("app-signal", help="signal every process of a program in the guest (a target killed)")
-    f.add_argument("program", help="its name, as pidof finds it (e.g. nvmf_tgt)")
-    f.add_argument("signal", choices=faults.STOP_SIGNALS)
-    fsub.add_parser("vm-pause", help="pause the whole VM (QMP stop): a node that hangs, nothing closed")
-    fsub.add_parser("vm-resume", help="resume a paused VM (QMP cont)")
-    for f in fsub.choices.values():
+    for kind in fault_table.KINDS.values():
+        f = fsub.add_parser(kind.name, help=kind.help)
+        kind.add_params(f)
         f.add_argument("--timeout", type=SECONDS, default=10)
     sp.set_defaults(fn=cmd_inject)
 
@@ -176,46 +154,12 @@ def cmd_hotplug(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inject_target(m: Machine, args: argparse.Namespace) -> None:
-    """A network or target fault: a bed machine's NIC, an app signalled, the VM paused."""
-    if args.fault in NIC_FAULTS:
-        link = faults.NicFault(m, args.nic)
-        if args.fault == "nic-remove":
-            event = link.remove(args.timeout, args.via)
-            print(f"{args.nic}: pulled; " + (f"the guest removed PCI device {event['pci']}" if args.via == "guest"
-                                             else f"DEVICE_DELETED {event.get('data', {}).get('device', args.nic)}"))
-        elif args.fault == "nic-add":
-            print(f"{args.nic}: back as {link.add(max(args.timeout, 30), args.via)} with {link.nic.address}")
-        else:
-            (link.down if args.fault == "link-down" else link.up)()
-            print(f"{args.nic}: link {args.fault.removeprefix('link-')}")
-    elif args.fault == "app-signal":
-        pids = faults.Stop(m).program(args.program, args.signal, args.timeout)
-        print(f"{args.program}: SIG{args.signal} to pid {', '.join(map(str, pids))}")
-    else:
-        stop = faults.Stop(m)
-        (stop.pause if args.fault == "vm-pause" else stop.resume)()
-        print(f"{m.name}: {m.qmp.execute('query-status', timeout=args.timeout)['status']}")
-
-
 def cmd_inject(args: argparse.Namespace) -> int:
-    """One fault into a running VM; for a register fault, prints what QEMU's NVMe trace showed."""
-    if args.fault not in ("doorbell", "bus-master"):
-        with attached(args.name, ssh=args.fault not in ("vm-pause", "vm-resume")) as m:
-            _inject_target(m, args)
-        return 0
-    with attached(args.name, ssh=True) as m, faults.NvmeTrace(m) as trace:
-        if args.fault == "doorbell":
-            offset, value = faults.invalid_doorbell(m, args.ctrl, args.kind, args.via)
-            print(f"{args.ctrl}: wrote {value:#x} to BAR0+{offset:#x} ({args.kind}, from the {args.via})")
-            typ, info = faults.DOORBELL_KINDS[args.kind]
-            trace.wait("pci_nvme_enqueue_event", f"type {typ:#x} info {info:#x}", args.timeout)
-        else:
-            before = faults.bus_master(m, args.ctrl, args.state == "on", args.via)
-            print(f"{args.ctrl}: PCI command {before:#06x} -> bus master {args.state} (from the {args.via})")
-        for line in trace.lines():  # what a fault is about, not the I/O chatter around it
-            if line.startswith(("pci_nvme_ub_", "pci_nvme_err", "pci_nvme_aer", "pci_nvme_enqueue_event")):
-                print(f"  trace: {line}")
+    """One fault into a running VM, fired as the fault table fires it; prints what happened."""
+    kind = fault_table.KINDS[args.fault]
+    with attached(args.name, ssh=kind.ssh) as m:
+        said, _ = kind.fire(m, kind.args(args), Timing(timeout=args.timeout))
+    print(said)
     return 0
 
 

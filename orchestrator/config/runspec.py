@@ -30,6 +30,7 @@ class RunSpec:
     spdk_dir: Path | None = None  # a built SPDK tree, shared read-only into the guests
     scripts: tuple[str, ...] = ()  # SPDK test scripts of that tree to run (`spdk:PATH [ARG...]`): "PATH [ARG...]"
     spdk_env: tuple[str, ...] = ()  # NAME=VALUE for those scripts (SPDK's autotest variables: NET_TYPE=virt)
+    faults: tuple[str, ...] = ()  # faults fired at a line those scripts print: "KIND [ARGS] after MARKER [+S]"
     timeout: float | None = None  # every test's deadline, instead of the suites' own
     seed: int | None = None  # fault timing and random choices; None: drawn by the run
     jitter: float = 0.3  # seconds: hotplug faults fire after a seeded delay below this
@@ -71,7 +72,8 @@ def load(path: str | Path) -> RunSpec:
                    accel=f.str("accel", None, choices=ACCELS), timeout=_number(f, "timeout", strict=True),
                    seed=f.int("seed", None, 0, (1 << 63) - 1), jitter=d.jitter if jitter is None else jitter,
                    scripts=_strings(f, "scripts", "a list of paths inside the SPDK tree"),
-                   spdk_env=_strings(f, "spdk_env", "a list of NAME=VALUE"), snapshot=f.bool("snapshot", d.snapshot), keep_vm=f.bool("keep_vm", d.keep_vm),
+                   spdk_env=_strings(f, "spdk_env", "a list of NAME=VALUE"),
+                   faults=_strings(f, "faults", "a list of KIND [ARGS] after MARKER [+SECONDS]"), snapshot=f.bool("snapshot", d.snapshot), keep_vm=f.bool("keep_vm", d.keep_vm),
                    shard=f.str("shard", None), shard_by=f.str("shard_by", d.shard_by, choices=SHARD_BY) or d.shard_by)
 
 

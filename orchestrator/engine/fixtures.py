@@ -19,7 +19,8 @@ from orchestrator.config.topology import Topology
 from orchestrator.engine import results, slices, timeline
 from orchestrator.engine.session import Run, run_of
 from orchestrator.errors import TbctlError
-from orchestrator.faults import Hotplug, NicFault, Stop
+from orchestrator.faults import Hotplug, NicFault, Stop, marker
+from orchestrator.faults.kind import Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.guest import nvmf
 from orchestrator.guest.ssh import SSH
@@ -178,6 +179,17 @@ def injectors(request: pytest.FixtureRequest, run: Run) -> Iterator[Injectors]:
     made = Injectors(run, request.node)
     yield made
     _record(run, request.node, made.made)
+
+
+@pytest.fixture
+def marker_faults(request: pytest.FixtureRequest, run: Run, fresh_machine: Machine) -> Iterator[marker.Watch]:
+    """The run's marker faults (--fault), watching the test's script on its machine: fed its
+    output lines, each fires once; what fired goes on the test's schedule and timeline."""
+    watch = marker.Watch([marker.parse(f) for f in run.settings.spec.faults], fresh_machine,
+                         Timing(run.rng(request.node), run.settings.spec.jitter))
+    yield watch
+    watch.finish(0)  # a test that ended early fires no fault after it
+    _record(run, request.node, watch.fired)
 
 
 FABRIC_KINDS = ("kernel", "spdk")

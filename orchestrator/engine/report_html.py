@@ -13,7 +13,7 @@ from orchestrator.engine import repro
 from orchestrator.render import render
 
 WIDTH = 720  # px of a timeline's time axis
-LANES = ("phase", "boot", "fault", "qemu", "app", "crash", "hang")  # a row each, top to bottom
+LANES = ("phase", "boot", "step", "fault", "qemu", "app", "crash", "hang")  # a row each, top to bottom
 LANE_HEIGHT = 14
 
 

@@ -1,5 +1,5 @@
 """What happened during a test, in order, for the people who read its report: its phases, the
-machines it booted, the faults it fired, QEMU's events, the kernel reports that began on a
+machines it booted, the steps of a script it ran, the faults it fired, QEMU's events, the kernel reports that began on a
 console, each in seconds from the start of the test's set-up; and, for a test that did not pass,
 the console lines a person reads first. Guest commands that failed or printed an app's report
 are placed when they ended. Times are the host's, taken as things happened (QMP
@@ -18,6 +18,7 @@ from orchestrator.report import crash
 
 _PHASES = pytest.StashKey[dict[str, tuple[float, float]]]()
 _FAULTS = pytest.StashKey[list[tuple[float, str]]]()
+_STEPS = pytest.StashKey[list[tuple[str, float, float]]]()
 EXCERPT_LINES = 40  # of a console, from its first kernel report on (or its last lines)
 QUIET_EVENTS = {"RTC_CHANGE"}  # QEMU events that say nothing about the test
 _STAMP = re.compile(r"^\[\s*\d+\.\d+\] ?")  # the kernel's, in a console line
@@ -32,9 +33,15 @@ def faults(item: pytest.Item, fired: list[tuple[float, str]]) -> None:
     item.stash.setdefault(_FAULTS, []).extend(fired)
 
 
+def steps(item: pytest.Item, spans: list[tuple[str, float, float]]) -> None:
+    """Steps of a script the test ran (name, host time of its first and last line): the spans a
+    fault fired at one of its lines is seen beside."""
+    item.stash.setdefault(_STEPS, []).extend(spans)
+
+
 def forget(item: pytest.Item) -> None:
     """A new attempt of the test: its own timeline."""
-    keys: tuple[pytest.StashKey[Any], ...] = (_PHASES, _FAULTS)
+    keys: tuple[pytest.StashKey[Any], ...] = (_PHASES, _FAULTS, _STEPS)
     for key in keys:
         if key in item.stash:
             del item.stash[key]
@@ -48,6 +55,7 @@ def events(item: pytest.Item) -> list[dict[str, Any]]:
     t0 = phases["setup"][0]
     out = [_event("phase", when, start, stop) for when, (start, stop) in phases.items()]
     out += [_event("fault", what, at) for at, what in item.stash.get(_FAULTS, [])]
+    out += [_event("step", name, start, end) for name, start, end in item.stash.get(_STEPS, [])]
     offset = time.time() - time.monotonic()  # machine timings are monotonic; events are wall time
     for s in slices.of(item):
         m = s.machine

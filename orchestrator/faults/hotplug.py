@@ -6,11 +6,13 @@ no notice to the driver, then a bus rescan brings it back, as SPDK's sw_hotplug 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.config.topology import Controller
 from orchestrator.errors import MachineError
 from orchestrator.faults.injectable import Injectable
+from orchestrator.faults.kind import Kind, Param, Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.vm.qmp import pci_address
 
@@ -56,3 +58,41 @@ class Hotplug(Timed):
         """Bring surprise-removed functions back: the guest rescans its PCI buses."""
         self.delay("rescan")
         self.machine.ssh.run("echo 1 > /sys/bus/pci/rescan", timeout=timeout, check=True)
+
+
+def _hotplug(m: Injectable, t: Timing) -> Hotplug:
+    return Hotplug(m, t.rng, t.jitter)
+
+
+def _remove(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    h = _hotplug(m, t)
+    h.remove(a["ctrl"], t.timeout)
+    return f"{a['ctrl']}: removed (DEVICE_DELETED)", h
+
+
+def _add(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    h = _hotplug(m, t)
+    h.add(a["ctrl"], t.timeout)
+    return f"{a['ctrl']}: added on its root port", h
+
+
+def _surprise_remove(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    h = _hotplug(m, t)
+    return f"{a['ctrl']}: the guest removed PCI function {h.surprise_remove(a['ctrl'], t.timeout)}", h
+
+
+def _rescan(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    h = _hotplug(m, t)
+    h.rescan(t.timeout)
+    return "the guest rescanned its PCI buses", h
+
+
+_CTRL = Param("ctrl", "the controller's id in the topology (e.g. nvme0)")
+KINDS = (
+    Kind("remove", "orderly hot removal of an NVMe controller (QMP device_del, DEVICE_DELETED awaited)",
+         (_CTRL,), _remove),
+    Kind("add", "hot-add a removed controller again on its root port (blockdev-add + device_add)", (_CTRL,), _add),
+    Kind("surprise-remove", "the guest's PCI core drops the controller with no notice to its driver (sysfs "
+         "remove, as SPDK's sw_hotplug does); rescan brings it back", (_CTRL,), _surprise_remove),
+    Kind("rescan", "the guest rescans its PCI buses (surprise-removed functions come back)", (), _rescan),
+)

@@ -16,6 +16,7 @@ from orchestrator.vm.qmp import QMP
 
 
 class Injectable(Protocol):
+    name: str  # the VM's name, as `tbctl status` shows it: what a fault's report names
     topology: Topology
     links: dict[str, Link]  # a bed machine's NICs: their network's two ends
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator.errors import CommandFailed, MachineError
 from orchestrator.faults.injectable import Injectable
+from orchestrator.faults.kind import Kind, Param, Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.guest import net
 
@@ -75,3 +77,36 @@ class NicFault(Timed):
     def up(self) -> None:
         self.delay(f"link-up {self.nic.id}")
         self.machine.qmp.execute("set_link", {"name": self.nic.id, "up": True})
+
+
+def _nic_remove(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    link = NicFault(m, a["nic"], t.rng, t.jitter)
+    event = link.remove(t.timeout, a["via"])
+    return f"{a['nic']}: pulled; " + (f"the guest removed PCI device {event['pci']}" if a["via"] == "guest"
+                                       else f"DEVICE_DELETED {event.get('data', {}).get('device', a['nic'])}"), link
+
+
+def _nic_add(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    link = NicFault(m, a["nic"], t.rng, t.jitter)
+    name = link.add(max(t.timeout, 30), a["via"])  # the guest's driver probes it, then DHCP or a fixed address
+    return f"{a['nic']}: back as {name} with {link.nic.address}", link
+
+
+def _link(up: bool) -> Callable[[Injectable, Mapping[str, str], Timing], tuple[str, Timed]]:
+    def fire(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+        link = NicFault(m, a["nic"], t.rng, t.jitter)
+        (link.up if up else link.down)()
+        return f"{a['nic']}: link {'up' if up else 'down'}", link
+    return fire
+
+
+_NIC = Param("nic", "the NIC's id in the bed (e.g. fabric0)")
+_VIA = Param("via", "QEMU pulls it (device_del) or the guest removes it from its PCI bus (sysfs, as SPDK's "
+                    "device_removal.sh) and rescans", VIAS, "qmp")
+KINDS = (
+    Kind("nic-remove", "pull a bed machine's NIC (QMP device_del + netdev_del, or --via guest)", (_NIC, _VIA),
+         _nic_remove),
+    Kind("nic-add", "put a pulled NIC back on its network, with its address", (_NIC, _VIA), _nic_add),
+    Kind("link-down", "set a NIC's link down (QMP set_link): the NIC stays, the carrier goes", (_NIC,), _link(False)),
+    Kind("link-up", "set a NIC's link up again", (_NIC,), _link(True)),
+)

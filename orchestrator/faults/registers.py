@@ -7,9 +7,13 @@ see a tail of 0 and replay stale commands, corrupting the guest's memory: seen o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 
 from orchestrator.errors import DeadlineError, MachineError
 from orchestrator.faults.injectable import Injectable
+from orchestrator.faults.kind import Kind, Param, Timing
+from orchestrator.faults.timing import Timed
+from orchestrator.faults.traces import NvmeTrace
 from orchestrator.report import nvme_queues
 from orchestrator.vm.qmp import pci_device
 from orchestrator.vm.qtest import QTest, mmconfig_base
@@ -152,3 +156,43 @@ def userspace_admin_command(machine: Injectable, ctrl_id: str, ring: int = 0x100
             raise DeadlineError(f"{ctrl_id}: CSTS.RDY not set within {timeout:g} s after CC.EN")
         time.sleep(0.02)
     regs.writel(DOORBELLS, 1)
+
+
+# The trace lines a register fault is about, not the I/O chatter around it.
+_TELLING = ("pci_nvme_ub_", "pci_nvme_err", "pci_nvme_aer", "pci_nvme_enqueue_event")
+
+
+def _traced(m: Injectable, t: Timing, what: str, act: Callable[[NvmeTrace], str]) -> tuple[str, Timed]:
+    """`act` under QEMU's NVMe trace, after the seeded delay: what it did, and what QEMU traced."""
+    timed = t.timed()
+    with NvmeTrace(m) as trace:
+        timed.delay(what)
+        said = act(trace)
+        lines = [ln for ln in trace.lines() if ln.startswith(_TELLING)]
+    return "\n".join([said, *(f"  trace: {ln}" for ln in lines)]), timed
+
+
+def _doorbell(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    def act(trace: NvmeTrace) -> str:
+        offset, value = invalid_doorbell(m, a["ctrl"], a["kind"], a["via"])
+        typ, info = DOORBELL_KINDS[a["kind"]]
+        trace.wait("pci_nvme_enqueue_event", f"type {typ:#x} info {info:#x}", t.timeout)  # QEMU took it as invalid
+        return f"{a['ctrl']}: wrote {value:#x} to BAR0+{offset:#x} ({a['kind']}, from the {a['via']})"
+    return _traced(m, t, f"doorbell {a['ctrl']} {a['kind']}", act)
+
+
+def _bus_master(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    def act(trace: NvmeTrace) -> str:
+        before = bus_master(m, a["ctrl"], a["state"] == "on", a["via"])
+        return f"{a['ctrl']}: PCI command {before:#06x} -> bus master {a['state']} (from the {a['via']})"
+    return _traced(m, t, f"bus-master {a['ctrl']} {a['state']}", act)
+
+
+_CTRL = Param("ctrl", "the controller's id in the topology (e.g. nvme0)")
+_VIA = Param("via", "qtest socket (host) or /dev/mem (guest)", VIAS, "host")
+KINDS = (
+    Kind("doorbell", "an invalid doorbell write, which QEMU must answer with an Error AER",
+         (_CTRL, Param("kind", "which invalid write", tuple(DOORBELL_KINDS)), _VIA), _doorbell),
+    Kind("bus-master", "clear or restore PCI bus mastering (no DMA, no MSI-X while off)",
+         (_CTRL, Param("state", "off or on", ("off", "on")), _VIA), _bus_master),
+)

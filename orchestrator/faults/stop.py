@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import random
 import shlex
+from collections.abc import Callable, Mapping
 
 from orchestrator.errors import MachineError
 from orchestrator.faults.injectable import Injectable
+from orchestrator.faults.kind import Kind, Param, Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.guest.ssh import RemoteProcess
 
@@ -49,3 +51,26 @@ class Stop(Timed):
     def resume(self) -> None:
         self.delay("vm-resume")
         self.machine.qmp.execute("cont")
+
+
+def _app_signal(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+    stop = Stop(m, t.rng, t.jitter)
+    pids = stop.program(a["program"], a["signal"], t.timeout)
+    return f"{a['program']}: SIG{a['signal']} to pid {', '.join(map(str, pids))}", stop
+
+
+def _vm(pause: bool) -> Callable[[Injectable, Mapping[str, str], Timing], tuple[str, Timed]]:
+    def fire(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
+        stop = Stop(m, t.rng, t.jitter)
+        (stop.pause if pause else stop.resume)()
+        return f"{m.name}: {m.qmp.execute('query-status', timeout=t.timeout)['status']}", stop
+    return fire
+
+
+KINDS = (
+    Kind("app-signal", "signal every process of a program in the guest (a target killed)",
+         (Param("program", "its name, as pidof finds it (e.g. nvmf_tgt)"), Param("signal", "the signal", SIGNALS)),
+         _app_signal),
+    Kind("vm-pause", "pause the whole VM (QMP stop): a node that hangs, nothing closed", (), _vm(True), ssh=False),
+    Kind("vm-resume", "resume a paused VM (QMP cont)", (), _vm(False), ssh=False),
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from orchestrator.config.topology import MAX_CPUS, Topology
@@ -99,10 +100,14 @@ class Script:
                       tag="spdk", output_dir=OUTPUT_DIR, env=env)
         self._proc = ssh.start("bash -s", timeout=timeout, stdin=body.encode(), label=f"SPDK script {script}")
 
-    def wait(self, log: Path) -> Result:
-        """Until it exits (at its deadline, DeadlineError names it), its lines into `log` as they come."""
+    def wait(self, log: Path, each: Callable[[str], None] = lambda line: None) -> Result:
+        """Until it exits (at its deadline, DeadlineError names it), its lines into `log` and to
+        `each` as they come."""
         with open(log, "w", buffering=1) as f:
-            return self._proc.follow(lambda line: f.write(line + "\n"))
+            def line(text: str) -> None:
+                f.write(text + "\n")
+                each(text)
+            return self._proc.follow(line)
 
     def save(self, log: Path) -> list[str]:
         """All it printed, into `log` (the lines that came after an interruption too); its lines."""
