@@ -133,3 +133,8 @@ def test_a_marker_fault_that_failed_or_never_came_says_so() -> None:
         "fault 'poke z after LATE +30' never fired: the script ended within its +30 s"]
     assert calls == [] and watch.fired == [] and not any(t.is_alive() for t in threading.enumerate()
                                                          if t.name.startswith("fault "))
+
+
+def test_tbctl_list_faults_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["list", "--faults"]) == 0
+    assert capsys.readouterr().out == table.listing() + "\n"

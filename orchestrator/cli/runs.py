@@ -168,7 +168,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("list", help="list suites and their tests (all, or those named; of one shard with --shard), "
                           "or the faults tbctl can fire (--faults)")
     selection_opts(sp)
-    sp.add_argument("--faults", action="store_true", help="every fault kind: its arguments and what it does")
+    sp.add_argument("--faults", dest="list_faults", action="store_true",
+                    help="every fault kind: its arguments and what it does")
     sp.set_defaults(fn=cmd_list)
 
 
@@ -245,7 +246,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    if args.faults:
+    if args.list_faults:  # not `faults`: an option named as a spec field is that field
         print(fault_table.listing())
         return 0
     if not args.suites:
