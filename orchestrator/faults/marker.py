@@ -95,9 +95,9 @@ class Watch:
             return
         try:
             said, timed = f.kind.fire(self.machine, dict(f.args), dataclasses.replace(self.timing, jitter=0.0))
-        except TbctlError as e:
+        except Exception as e:  # in a thread of its own: whatever went wrong is said, never lost
             with self._lock:
-                self.errors.append(f"fault {f.spec!r} failed: {e}")
+                self.errors.append(f"fault {f.spec!r} failed: {e if isinstance(e, TbctlError) else repr(e)}")
             return
         timed.schedule[:] = [(what, round(delay, 4)) for what, _ in timed.schedule]
         with self._lock:
