@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         args.command = args.command[1:]
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        code = args.fn(args)
+        code: int = args.fn(args)
         sys.stdout.flush()
         return code
     except BrokenPipeError:  # its reader went away (`tbctl ssh-config | head -1`): nothing more to say

@@ -203,7 +203,7 @@ class Engine:
         test_id = item.stash.get(substeps.ALIAS, f"{Path(str(item.fspath)).stem}::{item.name}")
         v.known = self._known_rule(test_id, {**e, "outcome": v.kind})
         if v.known is not None:
-            rep.outcome, rep.wasxfail = "skipped", f"known failure: {v.known['reason']}"  # type: ignore[attr-defined]
+            rep.outcome, rep.wasxfail = "skipped", f"known failure: {v.known['reason']}"
 
     def _known_rule(self, test_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
         """The known-failure rule a failed test (or step) matches, as results.json keeps it."""

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from orchestrator.config import runspec
 from orchestrator.errors import OUTCOMES
@@ -51,7 +51,7 @@ class ReproRun:
 _NUMBERS = re.compile(r"(?<!\+)\b0x[0-9a-f]+\b|\b\d+(?:\.\d+)?\b")
 
 
-def signature(test: dict) -> str:
+def signature(test: dict[str, Any]) -> str:
     """What a failed test's failure looks like, stable across runs: its outcome and the first
     line of its message without numbers (crash titles, missed-event lists and assertion texts
     are already stable; durations and addresses are not)."""
@@ -62,7 +62,7 @@ def signature(test: dict) -> str:
     return (first if first.startswith(f"{outcome}: ") else f"{outcome}: {first}")[:300]
 
 
-def judge(results: dict) -> tuple[str, str]:
+def judge(results: dict[str, Any]) -> tuple[str, str]:
     """(worst outcome, signature of the worst test) of one run's results.json."""
     tests = results.get("tests", [])
     if not tests:

@@ -39,7 +39,7 @@ def list_tests(paths: list[str]) -> int:
             module = mod
             doc = (mod.__doc__ or "").strip().splitlines()
             print(f"{item.path.stem}: {doc[0] if doc else ''}")
-        doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+        doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
         print(f"  {item.name:40} {doc[0] if doc else ''}")
     return 0 if rc == 0 else 2
 

@@ -23,7 +23,7 @@ class Slice:
     commands_mark: int  # bytes of commands.log
 
 
-_SLICES = pytest.StashKey[list]()
+_SLICES = pytest.StashKey[list[Any]]()
 _DIR = pytest.StashKey[Path]()
 
 

@@ -64,7 +64,7 @@ def emit(item: pytest.Item, test_outcome: str, test_entry: dict[str, Any], known
         call = pytest.TestReport(step.nodeid, item.location, {}, shown, None if shown == "passed" else message,
                                  "call", duration=step.seconds)
         if rule is not None:  # an expected failure, as pytest (and its JUnit) shows one
-            call.wasxfail = f"known failure: {rule['reason']}"  # type: ignore[attr-defined]
+            call.wasxfail = f"known failure: {rule['reason']}"
         end = pytest.TestReport(step.nodeid, item.location, {}, "passed", None, "teardown",
                                 user_properties=[("outcome", record["outcome"])])
         for rep in (call, end):

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import DeadlineError, SSHError
 from orchestrator.guest import load
@@ -157,7 +158,7 @@ class KernelHotplugApp(HotplugApp):
                         poll=self.poll)
         return "python3 -", script.encode()
 
-    def _json(self, line: str) -> dict:
+    def _json(self, line: str) -> dict[str, Any]:
         try:
             d = json.loads(line)
         except ValueError:

@@ -54,7 +54,7 @@ def ready(ssh: SSH, transport: str, fabric_mac: str, peer: str, timeout: float =
 
 def block_device(ssh: SSH, serial: str) -> str:
     """The block device of this guest's NVMe controller with serial `serial` (what a kernel target exports)."""
-    return "/dev/" + nvme.nvme_state(ssh)[serial]["block"][0]
+    return "/dev/" + str(nvme.nvme_state(ssh)[serial]["block"][0])
 
 
 def rxe(ssh: SSH, netdev: str, timeout: float = 30) -> str:

@@ -31,7 +31,7 @@ def _virtual_size_gib(disk: Path) -> int:
                              timeout=30, text=True).stdout
     except (subprocess.SubprocessError, OSError) as e:
         raise ImageError(f"qemu-img info {disk}: {e}") from None
-    return max(1, math.ceil(json.loads(out)["virtual-size"] / (1 << 30)))
+    return max(1, math.ceil(int(json.loads(out)["virtual-size"]) / (1 << 30)))
 
 
 def ensure(img: Image) -> Path:

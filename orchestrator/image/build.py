@@ -27,6 +27,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import zstandard
 from cryptography.hazmat.primitives import serialization
@@ -106,7 +107,7 @@ class Recipe:
         return h.hexdigest()[:16]
 
 
-def _recipe_data(name: str, seen: list[str]) -> tuple[dict, list[Path]]:
+def _recipe_data(name: str, seen: list[str]) -> tuple[dict[str, Any], list[Path]]:
     """A recipe's fields with its base's filled in, and the base recipe files it read."""
     path = IMAGES / name / "recipe.toml"
     if not path.is_file():
@@ -144,8 +145,8 @@ class Image:
     dir: Path
 
     @property
-    def manifest(self) -> dict:
-        return json.loads((self.dir / "manifest.json").read_text())
+    def manifest(self) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads((self.dir / "manifest.json").read_text()))
 
     kernel = property(lambda self: self.dir / "vmlinux")
     initrd = property(lambda self: self.dir / "initrd.img")
@@ -156,11 +157,11 @@ class Image:
 
     @property
     def cmdline(self) -> str:
-        return self.manifest["cmdline"]
+        return str(self.manifest["cmdline"])
 
     @property
     def digest(self) -> str:
-        return self.manifest["digest"]
+        return str(self.manifest["digest"])
 
 
 def choose(explicit: str | None, topology_image: str | None, spdk: bool) -> str:

@@ -9,11 +9,11 @@ def free_port() -> int:
     """A currently free loopback port. QEMU may still lose it to a race: its launch retries."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def free_udp_port() -> int:
     """A currently free loopback UDP port (one end of a `dgram` netdev)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])

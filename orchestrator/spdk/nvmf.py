@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from orchestrator.errors import DeadlineError, LoadFailed, MachineError, TbctlError
 from orchestrator.guest import load
@@ -103,9 +103,9 @@ class Bdevperf:
     def attach(self, nqn: str, transport: str, address: str, name: str = "Nvme0") -> list[str]:
         """Connect to `nqn` at `address`:4420; the bdevs it made."""
         self.name = name
-        return self.rpc.call("bdev_nvme_attach_controller", name=name, trtype=transport.upper(), traddr=address,
-                             adrfam="IPv4", trsvcid=str(SERVICE), subnqn=nqn, ctrlr_loss_timeout_sec=-1,
-                             reconnect_delay_sec=1)
+        return cast(list[str], self.rpc.call("bdev_nvme_attach_controller", name=name, trtype=transport.upper(),
+                                             traddr=address, adrfam="IPv4", trsvcid=str(SERVICE), subnqn=nqn,
+                                             ctrlr_loss_timeout_sec=-1, reconnect_delay_sec=1))
 
     def start(self) -> None:
         """perform_tests, answered on a connection of its own once the run is over."""
@@ -128,7 +128,7 @@ class Bdevperf:
             stats = self.rpc.call("bdev_get_iostat").get("bdevs", [])
             done = sum(b.get("num_read_ops", 0) + b.get("num_write_ops", 0) for b in stats)
             if last is not None and done > last:
-                return done
+                return int(done)
             if time.monotonic() > deadline:
                 raise LoadFailed(f"{self.proc.label}: no I/O completed within {timeout:g} s of perform_tests "
                                  f"(bdev_get_iostat: {stats}); {self._outcome.get('error') or 'still running'}",
@@ -163,7 +163,7 @@ class Bdevperf:
                                 what="bdevperf perform_tests", seconds=self.seconds + 180)
         if "error" in self._outcome:
             raise self._outcome["error"]
-        return self._outcome["result"]
+        return cast(dict[str, Any], self._outcome["result"])
 
     def close(self) -> None:
         """Stopped the way SPDK stops it (SIGINT), or killed when it does not go: after a test

@@ -42,7 +42,7 @@ def resolve(requested: str, image: Image) -> str:
         return "tcg"
     verdict_file = cache_dir() / f"accel-{_boot_id()}.json"
     try:
-        return json.loads(verdict_file.read_text())["accel"]
+        return str(json.loads(verdict_file.read_text())["accel"])
     except (OSError, ValueError, KeyError):
         pass
     ok, detail = probe_kvm(image)

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import ConfigError, MachineError
 from orchestrator.paths import cache_dir
@@ -121,7 +122,7 @@ def _resolve(value: str, where: str) -> Path:
     return Path(found).resolve()
 
 
-def _manifest(binary: Path) -> tuple[Path, dict] | None:
+def _manifest(binary: Path) -> tuple[Path, dict[str, Any]] | None:
     for d in binary.parents:
         if (d / MANIFEST).is_file():
             return d, json.loads((d / MANIFEST).read_text())
@@ -157,7 +158,7 @@ def probe(binary: Path, chosen_by: str = "PATH") -> Qemu:
                 frozenset(facts["nvme_properties"]), frozenset(facts["netdevs"]), frozenset(facts["trace_events"]))
 
 
-def _ask(binary: Path, env: dict[str, str], own: tuple[str, ...]) -> dict:
+def _ask(binary: Path, env: dict[str, str], own: tuple[str, ...]) -> dict[str, Any]:
     base = [str(binary)] + [a for d in own for a in ("-L", d)]
 
     def run(*args: str) -> str:
