@@ -205,6 +205,14 @@ def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str
         rm = tbctl("hotplug", "clitest", "remove", "nvme1")
         assert rm.returncode == 0 and "remove nvme1: seen by the guest after" in rm.stdout, rm.stderr
         assert tbctl("hotplug", "clitest", "add", "nvme1").returncode == 0
+        # a SMART critical warning raised from the host is in the guest's SMART log; bits add up
+        assert tbctl("inject", "clitest", "smart-warning", "nvme0", "temperature").returncode == 0
+        inj = tbctl("inject", "clitest", "smart-warning", "nvme0", "spare")
+        assert inj.returncode == 0 and inj.stdout.strip() == "nvme0: SMART critical warning 0x02 -> 0x03", inj.stderr
+        log = tbctl("ssh", "clitest", "--", "nvme smart-log -o json /dev/$(basename $(dirname $(grep -l TBCTL0001 "
+                    "/sys/class/nvme/nvme*/serial)))")
+        assert json.loads(log.stdout)["critical_warning"] == 3, log.stdout + log.stderr
+        assert tbctl("inject", "clitest", "smart-warning", "nvme0", "none").stdout.strip().endswith("-> 0x00")
         inj = tbctl("inject", "clitest", "doorbell", "nvme0", "sq-tail-too-big")
         assert inj.returncode == 0 and "trace: pci_nvme_enqueue_event type 0x0 info 0x1" in inj.stdout, inj.stderr
         inj = tbctl("inject", "clitest", "bus-master", "nvme1", "off", "--via", "guest")
