@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.config.topology import Controller
 from orchestrator.errors import MachineError
 from orchestrator.faults.injectable import Injectable
-from orchestrator.faults.kind import Kind, Param, Timing
+from orchestrator.faults.kind import CTRL, Kind, Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.vm.qmp import pci_address
 
@@ -87,12 +87,11 @@ def _rescan(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]
     return "the guest rescanned its PCI buses", h
 
 
-_CTRL = Param("ctrl", "the controller's id in the topology (e.g. nvme0)")
 KINDS = (
     Kind("remove", "orderly hot removal of an NVMe controller (QMP device_del, DEVICE_DELETED awaited)",
-         (_CTRL,), _remove),
-    Kind("add", "hot-add a removed controller again on its root port (blockdev-add + device_add)", (_CTRL,), _add),
+         (CTRL,), _remove),
+    Kind("add", "hot-add a removed controller again on its root port (blockdev-add + device_add)", (CTRL,), _add),
     Kind("surprise-remove", "the guest's PCI core drops the controller with no notice to its driver (sysfs "
-         "remove, as SPDK's sw_hotplug does); rescan brings it back", (_CTRL,), _surprise_remove),
+         "remove, as SPDK's sw_hotplug does); rescan brings it back", (CTRL,), _surprise_remove),
     Kind("rescan", "the guest rescans its PCI buses (surprise-removed functions come back)", (), _rescan),
 )

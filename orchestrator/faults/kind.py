@@ -23,6 +23,9 @@ class Param:
     default: str | None = None  # with one: an option, --NAME VALUE; without: a positional argument
 
 
+CTRL = Param("ctrl", "the controller's id in the topology (e.g. nvme0)")  # the NVMe faults' first parameter
+
+
 @dataclass(frozen=True)
 class Timing:
     """When and how long: the seeded delay's source and bound, and the fault's own deadline."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from orchestrator.errors import DeadlineError, MachineError
 from orchestrator.faults.injectable import Injectable
-from orchestrator.faults.kind import Kind, Param, Timing
+from orchestrator.faults.kind import CTRL, Kind, Param, Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.faults.traces import NvmeTrace
 from orchestrator.report import nvme_queues
@@ -188,11 +188,10 @@ def _bus_master(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Ti
     return _traced(m, t, f"bus-master {a['ctrl']} {a['state']}", act)
 
 
-_CTRL = Param("ctrl", "the controller's id in the topology (e.g. nvme0)")
 _VIA = Param("via", "qtest socket (host) or /dev/mem (guest)", VIAS, "host")
 KINDS = (
     Kind("doorbell", "an invalid doorbell write, which QEMU must answer with an Error AER",
-         (_CTRL, Param("kind", "which invalid write", tuple(DOORBELL_KINDS)), _VIA), _doorbell),
+         (CTRL, Param("kind", "which invalid write", tuple(DOORBELL_KINDS)), _VIA), _doorbell),
     Kind("bus-master", "clear or restore PCI bus mastering (no DMA, no MSI-X while off)",
-         (_CTRL, Param("state", "off or on", ("off", "on")), _VIA), _bus_master),
+         (CTRL, Param("state", "off or on", ("off", "on")), _VIA), _bus_master),
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orchestrator.faults.injectable import Injectable
-from orchestrator.faults.kind import Kind, Param, Timing
+from orchestrator.faults.kind import CTRL, Kind, Param, Timing
 from orchestrator.faults.timing import Timed
 
 PROPERTY = "smart_critical_warning"
@@ -38,6 +38,5 @@ def _smart_warning(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str,
 KINDS = (
     Kind("smart-warning", "raise a SMART critical warning bit on a controller (QEMU's smart_critical_warning): "
          "in its SMART log, and a SMART/Health AER where the host enabled it; none clears them",
-         (Param("ctrl", "the controller's id in the topology (e.g. nvme0)"),
-          Param("bit", "the warning", (*BITS, "none"))), _smart_warning),
+         (CTRL, Param("bit", "the warning", (*BITS, "none"))), _smart_warning),
 )
