@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.errors import CommandFailed, MachineError
 from orchestrator.faults.injectable import Injectable
-from orchestrator.faults.kind import Kind, Param, Timing
+from orchestrator.faults.kind import Fire, Kind, Param, Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.guest import net
 
@@ -92,7 +92,7 @@ def _nic_add(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed
     return f"{a['nic']}: back as {name} with {link.nic.address}", link
 
 
-def _link(up: bool) -> Callable[[Injectable, Mapping[str, str], Timing], tuple[str, Timed]]:
+def _link(up: bool) -> Fire:
     def fire(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
         link = NicFault(m, a["nic"], t.rng, t.jitter)
         (link.up if up else link.down)()

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import random
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from orchestrator.errors import MachineError
 from orchestrator.faults.injectable import Injectable
-from orchestrator.faults.kind import Kind, Param, Timing
+from orchestrator.faults.kind import Fire, Kind, Param, Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.guest.ssh import RemoteProcess
 
@@ -59,7 +59,7 @@ def _app_signal(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Ti
     return f"{a['program']}: SIG{a['signal']} to pid {', '.join(map(str, pids))}", stop
 
 
-def _vm(pause: bool) -> Callable[[Injectable, Mapping[str, str], Timing], tuple[str, Timed]]:
+def _vm(pause: bool) -> Fire:
     def fire(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
         stop = Stop(m, t.rng, t.jitter)
         (stop.pause if pause else stop.resume)()
