@@ -44,10 +44,12 @@ def listener() -> Iterator[socket.socket]:
     s.close()
 
 
-def serve_ssh(sock: socket.socket, host_key: Path) -> None:
-    """Accept one connection and run the SSH handshake with `host_key` (enough to test host key pinning)."""
+def serve_ssh(sock: socket.socket, host_key: Path, slow: float = 0.0) -> None:
+    """Accept one connection and run the SSH handshake with `host_key` (enough to test host key
+    pinning), `slow` seconds after the accept: a guest too busy to start its side at once."""
     def run() -> None:
         conn, _ = sock.accept()
+        time.sleep(slow)
         t = paramiko.Transport(conn)
         t.add_server_key(paramiko.Ed25519Key.from_private_key_file(str(host_key)))
         try:
@@ -124,6 +126,19 @@ def test_pinned_host_key_is_accepted(tmp_path: Path, listener: socket.socket) ->
     serve_ssh(listener, host)
     ssh = SSH(listener.getsockname()[1], client, host_pub)
     ssh.connect(10)
+    assert ssh.transport.is_active()
+    ssh.close()
+
+
+def test_a_key_exchange_slower_than_the_tcp_connect_gets_its_own_deadline(tmp_path: Path,
+                                                                          listener: socket.socket) -> None:
+    """The TCP connect is short and retried; the handshake after it may take longer. paramiko
+    spends its connect timeout on the key exchange too, and every retry met the same slow guest."""
+    client, _ = keypair(tmp_path, "c")
+    host, host_pub = keypair(tmp_path, "h")
+    serve_ssh(listener, host, slow=4.0)
+    ssh = SSH(listener.getsockname()[1], client, host_pub)
+    ssh.connect(12)
     assert ssh.transport.is_active()
     ssh.close()
 

@@ -13,6 +13,7 @@ import logging
 import select
 import shlex
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,15 +135,20 @@ class SSH:
             client.get_host_keys().add(f"[{self.host}]:{self.port}", self._host_key.get_name(), self._host_key)
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             left = deadline - time.monotonic()
-            # A short TCP connect (retried), but the handshake and the key check get longer: on a
-            # loaded host a TCG guest can take seconds to verify a signature.
+            # A short TCP connect (retried), but the key exchange, the host key check and the
+            # authentication get longer: on a loaded host a TCG guest can take seconds for them.
+            # The socket is ours because paramiko spends its `timeout`, the TCP connect's, on the
+            # key exchange too: past it, it goes on half-negotiated and fails "No existing session",
+            # and every retry met the same slow guest (CI, stop 35: 56 s of those, sshd up).
             connect, slow = max(0.5, min(3.0, left)), max(0.5, min(15.0, left))
+            sock = socket.create_connection((self.host, self.port), timeout=connect)
             try:
-                client.connect(self.host, self.port, username=self.user, pkey=self._pkey, timeout=connect,
+                client.connect(self.host, self.port, username=self.user, pkey=self._pkey, sock=sock, timeout=slow,
                                banner_timeout=slow, auth_timeout=slow, channel_timeout=slow,
                                look_for_keys=False, allow_agent=False)
             except BaseException:
                 client.close()
+                sock.close()
                 raise
             self._client = client
 
