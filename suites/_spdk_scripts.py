@@ -8,7 +8,9 @@ failure verdict and exited 0, as doorbell_aers does, failed too); the script is 
 when it exits 0 and no step failed. What it wrote to its output_dir is in the test's artifacts
 (`output/`), beside everything it printed (`script.log`). The run's marker faults (`--fault
 'remove nvme0 after "START TEST nvme_reset" +2s'`) fire on the script's machine when its output
-reaches them; one that failed or never came fails a script that passed.
+reaches them; one that failed or never came fails a script that passed. `spdk:autorun` is a CI
+job: the tree's autorun.sh with the user's autorun-spdk.conf (`--spdk-conf`, its copy in the
+artifacts), which builds the tree in the guest and runs the tests the conf selects.
 
 Not a suite to name (its name starts with "_"): `spdk:PATH` targets of `tbctl run` select it,
 one test per script.
@@ -28,6 +30,7 @@ from orchestrator.errors import TbctlError
 from orchestrator.faults import marker
 from orchestrator.machines.machine import Machine
 from orchestrator.report import spdk_steps
+from orchestrator.spdk import autorun
 from orchestrator.spdk import script as spdk_script
 
 TIMEOUT = 1200  # s, before accelerator scaling; --timeout sets another
@@ -49,9 +52,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "script" in metafunc.fixturenames:
         spec = metafunc.config.stash[RUN].settings.spec
         assert spec.spdk_dir is not None  # a script target needs its tree (checked before the run)
-        metafunc.parametrize("script", [pytest.param(s, marks=pytest.mark.tb_machine(
-            min_memory_mib=spdk_script.MEMORY_MIB, min_cpus=spdk_script.cpus(spec.spdk_dir / spdk_script.path(s))))
-            for s in spec.scripts], ids=list(spec.scripts))
+
+        def marks(s: str) -> list[pytest.MarkDecorator]:
+            if autorun.is_autorun(s):  # a CI job: a build, then the tests, on a VM like SPDK's Vagrant ones
+                return [pytest.mark.tb_machine(min_memory_mib=spdk_script.MEMORY_MIB, min_cpus=autorun.CPUS),
+                        pytest.mark.tb_timeout(autorun.TIMEOUT)]
+            return [pytest.mark.tb_machine(min_memory_mib=spdk_script.MEMORY_MIB,
+                                           min_cpus=spdk_script.cpus(spec.spdk_dir / spdk_script.path(s)))]
+        metafunc.parametrize("script", [pytest.param(s, marks=marks(s)) for s in spec.scripts], ids=list(spec.scripts))
 
 
 def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None:
@@ -70,8 +78,13 @@ def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path, 
     substeps.alias(request.node, f"{spdk_script.PREFIX}{script}")
     tree = run.spdk_tree(spdk_script.path(script))
     out = artifacts / "output"
+    conf = None
+    if autorun.is_autorun(script):
+        assert run.settings.spec.spdk_conf is not None  # checked before the run
+        conf = run.settings.spec.spdk_conf.read_text()
+        (artifacts / "autorun-spdk.conf").write_text(conf)
     proc = spdk_script.Script(fresh_machine.ssh, tree, script, fresh_machine.topology,
-                              timeout=run.deadline(request.node) + 60, user_env=run.settings.spec.spdk_env)
+                              timeout=run.deadline(request.node) + 60, user_env=run.settings.spec.spdk_env, conf=conf)
     followed: list[tuple[str, float]] = []  # each line as it came, and when: where the steps and faults fell
 
     def each(line: str) -> None:

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import tbctl
+from conftest import STANDIN, Tbctl, tbctl
 
 from orchestrator.engine import substeps
 
@@ -100,3 +100,84 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     assert cases["standin_nested.standin_missing"].find("skipped").get("type") == "pytest.xfail"  # type: ignore[union-attr]
     props = {p.get("name"): p.get("value") for p in cases["standin_nested"].iter("property")}
     assert props["outcome"] == "failed"
+
+
+def test_an_autorun_conf_is_checked_against_what_the_tree_declares(tmp_path: Path, tbctl_main: Tbctl) -> None:
+    """Before any boot: a flag the tree does not declare (nothing would read it), a number flag
+    given a word, a line that is not an assignment, each one line naming the file and line; the
+    conf needs spdk:autorun and spdk:autorun needs a conf."""
+    conf = tmp_path / "autorun-spdk.conf"
+    cases = {
+        "SPDK_RUN_FUNCTIONAL_TEST=1\nSPDK_TEST_STANDN=1\n":
+            f"--spdk-conf {conf}:2: SPDK_TEST_STANDN is not a variable the tree's test/common/autotest_common.sh "
+            "declares, so nothing reads it (did you mean SPDK_TEST_STANDIN?)",
+        "# a comment\n\nSPDK_RUN_ASAN=yes\n":
+            f"--spdk-conf {conf}:3: SPDK_RUN_ASAN must be a number (its default is 0), not 'yes'",
+        "SPDK_RUN_FUNCTIONAL_TEST=1\nsource ~/more.conf\n":
+            f"--spdk-conf {conf}:2: must be NAME=VALUE, as in scripts/vagrant/autorun-spdk.conf, not 'source ~/more.conf'",
+        "SPDK_TEST_AUTOBUILD='full\n": f"--spdk-conf {conf}:1: No closing quotation",
+    }
+    for text, line in cases.items():
+        conf.write_text(text)
+        r = tbctl_main("run", "spdk:autorun", "--spdk-dir", str(STANDIN), "--spdk-conf", str(conf))
+        assert (r.returncode, r.stderr.strip()) == (2, f"tbctl: {line}"), text
+    # what SPDK's own confs hold: strings where the default is one, exports, comments, other variables
+    conf.write_text('SPDK_TEST_AUTOBUILD="full"\nexport SPDK_RUN_FUNCTIONAL_TEST=1  # on\nHUGEMEM=1024\n')
+    from orchestrator.spdk import autorun
+    autorun.check_conf(conf, STANDIN)
+    r = tbctl_main("run", "spdk:autorun", "--spdk-dir", str(STANDIN))
+    assert r.stderr.strip() == ("tbctl: spdk:autorun: runs the tree's autorun.sh with your autorun-spdk.conf: "
+                                "--spdk-conf FILE")
+    r = tbctl_main("run", f"spdk:{SCRIPT}", "--spdk-dir", str(STANDIN), "--spdk-conf", str(conf))
+    assert r.stderr.strip() == (f"tbctl: --spdk-conf {conf}: the conf of the tree's autorun.sh: run spdk:autorun "
+                                "with it")
+    r = tbctl_main("run", "spdk:autorun --verbose", "--spdk-dir", str(STANDIN), "--spdk-conf", str(conf))
+    assert r.stderr.strip() == ("tbctl: spdk:autorun --verbose: autorun.sh takes no arguments here: its conf is "
+                                "--spdk-conf FILE")
+
+
+def test_the_real_trees_declarations_are_read(tmp_path: Path) -> None:
+    """SPDK's forms: `: ${NAME=0}`, `: ${NAME:=0}`, `: ${NAME=""}`, `: ${NAME}` (lines of v24.09's
+    autotest_common.sh), each with its default; other variables are not flags."""
+    from orchestrator.spdk import autorun
+    (tmp_path / "test/common").mkdir(parents=True)
+    (tmp_path / "test/common/autotest_common.sh").write_text(
+        ': ${RUN_NIGHTLY:=0}\n: ${SPDK_RUN_FUNCTIONAL_TEST=0}\nexport SPDK_RUN_FUNCTIONAL_TEST\n'
+        ': ${SPDK_TEST_AUTOBUILD=""}\n: ${SPDK_TEST_NVMF_TRANSPORT="rdma"}\n: ${SPDK_TEST_NATIVE_DPDK}\n'
+        ': ${SPDK_TEST_USE_IGB_UIO:=0}\n: ${SPDK_TEST_NVMF_NICS:=}\n\t: ${SPDK_NOT_AT_LINE_START=0}\n')
+    assert autorun.declared(tmp_path) == {
+        "SPDK_RUN_FUNCTIONAL_TEST": "0", "SPDK_TEST_AUTOBUILD": "", "SPDK_TEST_NVMF_TRANSPORT": "rdma",
+        "SPDK_TEST_NATIVE_DPDK": "", "SPDK_TEST_USE_IGB_UIO": "0", "SPDK_TEST_NVMF_NICS": ""}
+
+
+@pytest.mark.vm
+def test_autorun_builds_in_the_guest_then_runs_the_confs_tests(tmp_path: Path, standin: Path) -> None:
+    """`spdk:autorun`: the tree's autorun.sh with the user's conf, unchanged: its autobuild.sh
+    rebuilds the tree in the guest (into the overlay: the user's build stays as it was), then
+    autotest.sh, through sudo, runs the tests the conf's flags select; every run_test of both is
+    a step, the conf and the output_dir are the test's artifacts."""
+    conf = tmp_path / "autorun-spdk.conf"
+    conf.write_text("SPDK_RUN_FUNCTIONAL_TEST=1\nSPDK_TEST_STANDIN=1\nSPDK_RUN_UBSAN=1\n")
+    built = {p: p.stat().st_mtime_ns for p in (standin / "build").rglob("*") if p.is_file()}
+    r = tbctl(tmp_path, "run", "spdk:autorun", "--spdk-dir", str(standin), "--spdk-conf", str(conf),
+              "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    by = {t["nodeid"]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
+    script = by["suites/_spdk_scripts.py::test_script[autorun.sh]"]
+    steps = {n.split("::", 1)[1]: t["outcome"] for n, t in by.items() if n.startswith("spdk:autorun.sh::")}
+    assert steps == {"ubsan": "passed", "make": "passed", "standin": "failed", "standin.standin_output": "passed",
+                     "standin.standin_tree": "passed", "standin.standin_cores": "passed",
+                     "standin.standin_nested": "failed", "standin.standin_nested.standin_present": "passed",
+                     "standin.standin_nested.standin_missing": "failed"}, r.stdout[-3000:]
+    assert script["outcome"] == "failed" and "failed: standin, standin.standin_nested" in script["message"]
+    art = Path(script["artifacts"])
+    assert (art / "autorun-spdk.conf").read_text() == conf.read_text()
+    log = (art / "script.log").read_text()
+    assert "Test configuration:\nSPDK_RUN_FUNCTIONAL_TEST=1" in log, log[:3000]
+    # the build ran in the guest: the apps linked again, against the tree where the guest sees it
+    assert "-Wl,-rpath,/" in log and "-lspdk_env_standin" in log, log[:3000]
+    # autotest's own setup.sh bound the controllers before its tests; its files are in output/
+    assert log.index("nvme -> uio_pci_generic") < log.index("START TEST standin"), log[:3000]
+    assert not (art / "output" / "timing.txt").exists()  # autotest stopped at the failed step, before writing it
+    assert "standin standin_output" in (art / "output" / "test_completions.txt").read_text()
+    assert {p: p.stat().st_mtime_ns for p in (standin / "build").rglob("*") if p.is_file()} == built

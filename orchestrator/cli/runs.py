@@ -38,6 +38,7 @@ from orchestrator.faults import marker
 from orchestrator.faults import table as fault_table
 from orchestrator.machines import snapshot
 from orchestrator.machines.environment import Environment
+from orchestrator.spdk import autorun
 from orchestrator.spdk import script as spdk_script
 from orchestrator.vm import qemu_binary
 
@@ -58,6 +59,8 @@ def run_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--spdk-env", action="append", metavar="NAME=VALUE",
                     help="a variable for the spdk:PATH scripts, as autorun-spdk.conf sets them (NET_TYPE=virt); "
                          "repeatable")
+    sp.add_argument("--spdk-conf", metavar="FILE",
+                    help="the autorun-spdk.conf (SPDK_TEST_* flags) spdk:autorun runs the tree's autorun.sh with")
     sp.add_argument("--fault", dest="faults", action="append", metavar="'KIND [ARGS] after MARKER [+S]'",
                     help="fire a fault (`tbctl list --faults`) on an spdk:PATH script's machine when a line of its "
                          "output contains MARKER, S seconds later: 'remove nvme0 after \"START TEST nvme_reset\" "
@@ -94,9 +97,19 @@ def with_scripts(spec: RunSpec, targets: list[str], check: bool = True) -> RunSp
     scripts = [spdk_script.parse_target(t, spec.spdk_dir) if check else t.removeprefix(spdk_script.PREFIX)
                for t in targets if t.startswith(spdk_script.PREFIX)]
     spec = dataclasses.replace(spec, scripts=tuple(dict.fromkeys(scripts))) if scripts else spec
-    if check and spec.faults and not spec.scripts:
+    if not check:
+        return spec
+    if spec.faults and not spec.scripts:
         raise ConfigError(f"{marker.OPTION}: a marker fault fires at a line an SPDK script prints: run an "
                           "spdk:PATH target with it")
+    autoruns = any(autorun.is_autorun(s) for s in spec.scripts)
+    if spec.spdk_conf is not None and not autoruns:
+        raise ConfigError(f"--spdk-conf {spec.spdk_conf}: the conf of the tree's autorun.sh: run spdk:autorun with it")
+    if autoruns:
+        if spec.spdk_conf is None:
+            raise ConfigError("spdk:autorun: runs the tree's autorun.sh with your autorun-spdk.conf: --spdk-conf FILE")
+        assert spec.spdk_dir is not None  # a script target needs its tree (parse_target said so)
+        autorun.check_conf(spec.spdk_conf, spec.spdk_dir)
     return spec
 
 

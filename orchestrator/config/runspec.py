@@ -15,7 +15,7 @@ from orchestrator.config.topology import ACCELS, Fields
 from orchestrator.errors import ConfigError
 
 SHARD_BY = ("module", "test")
-_PATHS = ("topology", "bed", "spdk_dir", "known_failures", "durations", "artifacts", "results")
+_PATHS = ("topology", "bed", "spdk_dir", "spdk_conf", "known_failures", "durations", "artifacts", "results")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class RunSpec:
     accel: str | None = None  # kvm or tcg; None: the topology's, probed
     spdk_dir: Path | None = None  # a built SPDK tree, shared read-only into the guests
     scripts: tuple[str, ...] = ()  # SPDK test scripts of that tree to run (`spdk:PATH [ARG...]`): "PATH [ARG...]"
+    spdk_conf: Path | None = None  # an autorun-spdk.conf, for the tree's autorun.sh (`spdk:autorun`)
     spdk_env: tuple[str, ...] = ()  # NAME=VALUE for those scripts (SPDK's autotest variables: NET_TYPE=virt)
     faults: tuple[str, ...] = ()  # faults fired at a line those scripts print: "KIND [ARGS] after MARKER [+S]"
     timeout: float | None = None  # every test's deadline, instead of the suites' own

@@ -189,9 +189,10 @@ class Repro:
             "accel": results.get("accel"), "topology": results.get("topology"),
             "artifacts": str(run.artifacts)}, indent=2) + "\n")
         spec, copied = runspec.load(self.spec), {}
-        for flag, path in (("--topology", spec.topology), ("--bed", spec.bed)):  # the replay needs no original
+        for flag, path in (("--topology", spec.topology), ("--bed", spec.bed),
+                           ("--spdk-conf", spec.spdk_conf)):  # the replay needs no original
             if path is not None:
-                copied[flag] = f"{flag[2:]}.toml"
+                copied[flag] = f"{flag[2:]}{path.suffix}"
                 shutil.copy(path, b / copied[flag])
         shutil.copy(self.spec, b / "spec.json")
         script = b / "replay.sh"

@@ -20,6 +20,7 @@ from orchestrator.config.topology import MAX_CPUS, Topology
 from orchestrator.errors import ConfigError
 from orchestrator.guest.ssh import SSH, Result
 from orchestrator.render import render
+from orchestrator.spdk import autorun
 from orchestrator.spdk.runtime import MOUNT
 from orchestrator.spdk.tree import Tree
 
@@ -27,6 +28,7 @@ PREFIX = "spdk:"
 OUTPUT_DIR = "/var/tmp/tbctl-spdk-output"
 _LOWER = "/run/tbctl/spdk-tree"  # the host's tree, read-only, under the overlay
 _WORK = "/var/tmp/tbctl-spdk-overlay"  # the overlay's upper layer: what the scripts write in the tree
+CONF = "/var/tmp/tbctl-autorun-spdk.conf"  # autorun.sh's argument: the user's conf, as given
 SETUP_HUGEMEM = 2048  # MiB: scripts/setup.sh's default, which SPDK's apps' defaults are sized for
 MEMORY_MIB = 2 * SETUP_HUGEMEM  # the least a script's machine has (spdk_tgt's iSCSI pools: 512 MiB were too few)
 _COLLECT_MAX = 256 << 20  # bytes: a larger file (a core of a big app) stays in the guest, and is named
@@ -42,10 +44,15 @@ def parse_target(target: str, spdk_dir: Path | None) -> str:
     rel = words[0] if words else ""
     if spdk_dir is None:
         raise ConfigError(f"{target}: an SPDK script needs the tree it is in: --spdk-dir DIR")
+    if rel in (autorun.TARGET, autorun.SCRIPT):
+        if len(words) > 1:
+            raise ConfigError(f"{target}: autorun.sh takes no arguments here: its conf is --spdk-conf FILE")
+        words = [autorun.SCRIPT]
+        rel = autorun.SCRIPT
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts or p.suffix != ".sh":
         raise ConfigError(f"{target}: must be spdk:PATH [ARG...], PATH a .sh script inside the SPDK tree (e.g. "
-                          "spdk:test/nvme/sw_hotplug.sh)")
+                          "spdk:test/nvme/sw_hotplug.sh), or spdk:autorun")
     if not (spdk_dir / rel).is_file():
         raise ConfigError(f"{target}: no such script in --spdk-dir {spdk_dir}")
     if (n := cpus(spdk_dir / rel)) > MAX_CPUS:
@@ -86,18 +93,22 @@ def hugemem(topo: Topology) -> int:
 
 
 class Script:
-    """`script` of `tree` running in the guest of `ssh` (started at once)."""
+    """`script` of `tree` running in the guest of `ssh` (started at once). autorun.sh gets `conf`
+    (an autorun-spdk.conf's text) as its argument, and runs setup.sh itself (its autotest.sh
+    does); any other script runs after setup.sh, as autotest.sh runs its tests."""
 
     def __init__(self, ssh: SSH, tree: Tree, script: str, topo: Topology, timeout: float,
-                 user_env: tuple[str, ...] = ()):
+                 user_env: tuple[str, ...] = (), conf: str | None = None):
         env = {"HUGEMEM": str(hugemem(topo)), "output_dir": OUTPUT_DIR}
         env.update({k: v for k, _, v in (a.partition("=") for a in user_env)})  # the user's win over tbctl's
         lib_path = tree.guest_lib_path(MOUNT)
         if lib_path:
             env["LD_LIBRARY_PATH"] = lib_path
         rel, *args = shlex.split(script)
+        if conf is not None:
+            args = [CONF]
         body = render("guest/spdk_script.sh.j2", script=rel, args=args, mount=MOUNT, lower=_LOWER, work=_WORK,
-                      tag="spdk", output_dir=OUTPUT_DIR, env=env)
+                      tag="spdk", output_dir=OUTPUT_DIR, env=env, conf=conf, conf_path=CONF)
         self._proc = ssh.start("bash -s", timeout=timeout, stdin=body.encode(), label=f"SPDK script {script}")
 
     def wait(self, log: Path, each: Callable[[str], None] = lambda line: None) -> Result:

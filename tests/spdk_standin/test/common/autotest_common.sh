@@ -19,6 +19,20 @@ function xtrace_restore() {
 	return 0
 }
 
+# The flags an autorun-spdk.conf sets, each given its default and exported, as SPDK declares them.
+: ${SPDK_RUN_FUNCTIONAL_TEST=0}
+export SPDK_RUN_FUNCTIONAL_TEST
+: ${SPDK_TEST_UNITTEST=0}
+export SPDK_TEST_UNITTEST
+: ${SPDK_TEST_AUTOBUILD=""}
+export SPDK_TEST_AUTOBUILD
+: ${SPDK_RUN_ASAN=0}
+export SPDK_RUN_ASAN
+: ${SPDK_RUN_UBSAN=0}
+export SPDK_RUN_UBSAN
+: ${SPDK_TEST_STANDIN=0}
+export SPDK_TEST_STANDIN
+
 set -e
 shopt -s nullglob extglob inherit_errexit
 
