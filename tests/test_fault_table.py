@@ -20,7 +20,8 @@ from orchestrator.faults.timing import Timed
 
 def test_every_kind_is_in_the_table_once_with_what_it_does() -> None:
     assert {"remove", "add", "surprise-remove", "rescan", "doorbell", "bus-master", "nic-remove", "nic-add",
-            "link-down", "link-up", "app-signal", "vm-pause", "vm-resume"} <= set(table.KINDS)
+            "link-down", "link-up", "app-signal", "vm-pause", "vm-resume", "smart-warning", "media-error",
+            "media-clear"} <= set(table.KINDS)
     for k in table.KINDS.values():
         assert k.help and k.usage().startswith(k.name)
         assert f"{k.usage()}\n    {k.help}" in table.listing()
@@ -40,6 +41,26 @@ def test_a_kinds_arguments_parse_as_on_the_command_line() -> None:
         table.KINDS["remove"].parse([], "here")
     with pytest.raises(ConfigError, match="^here: rescan: unrecognized arguments: nvme0"):
         table.KINDS["rescan"].parse(["nvme0"], "here")
+
+
+def test_a_media_errors_range_is_checked_before_it_fires() -> None:
+    """The LBA range, the namespace and the choices, as argparse checks them: a required option,
+    values spelled one way; too many blocks (one blkdebug rule each) is refused."""
+    media = table.KINDS["media-error"]
+    assert media.usage() == "media-error CTRL --lba LBA [--ns NS] [--op read|write|any] [--times always|once]"
+    assert media.parse(["nvme0", "--lba", "8-15"], "here") == {"ctrl": "nvme0", "lba": "8-15", "ns": "1",
+                                                                "op": "read", "times": "always"}
+    assert media.parse(["nvme1", "--lba", "007", "--ns", "2", "--op", "any", "--times", "once"], "here") == {
+        "ctrl": "nvme1", "lba": "7-7", "ns": "2", "op": "any", "times": "once"}
+    for words, says in ((["nvme0"], "the following arguments are required: --lba"),
+                        (["nvme0", "--lba", "9-8"], "argument --lba: '9-8': must be LBA or FIRST-LAST (e.g. 0-7)"),
+                        (["nvme0", "--lba", "-3"], "argument --lba: '-3': must be LBA or FIRST-LAST (e.g. 0-7)"),
+                        (["nvme0", "--lba", "0-1024"], "argument --lba: '0-1024': at most 1024 blocks"),
+                        (["nvme0", "--lba", "1", "--ns", "0"], "argument --ns: '0': must be a namespace id, 1 or more")):
+        with pytest.raises(ConfigError) as e:
+            media.parse(words, "here")
+        assert str(e.value).startswith(f"here: media-error: {says}; usage: media-error CTRL --lba LBA"), str(e.value)
+    assert media.parse(["nvme0", "--lba", "0-1023"], "here")["lba"] == "0-1023"
 
 
 @pytest.mark.parametrize("spec,want", [

@@ -35,7 +35,7 @@ def backports(tmp_path_factory: pytest.TempPathFactory) -> qemu_binary.Qemu:
 
 
 def test_every_suite_passes_on_the_other_qemu(backports: qemu_binary.Qemu, tmp_path: Path, standin: Path) -> None:
-    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "dm_mount", "--qemu", "backports",
+    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "dm_mount", "nvme_media_errors", "--qemu", "backports",
               "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"))
     res = json.loads((tmp_path / "r.json").read_text())
     failed = [f"{t['outcome']}: {t['nodeid']}\n{(t.get('message') or '')[:2000]}"

@@ -202,9 +202,24 @@ def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str
         assert json.loads(tbctl("qmp", "clitest", "query-status").stdout)["status"] == "running"
         bad = tbctl("qmp", "clitest", "device_del", '{"id": "nosuch"}')
         assert bad.returncode == 2 and "Device 'nosuch' not found" in bad.stderr
+        # a media error from the device side: the guest's next read of those blocks fails as the
+        # kernel fails an Unrecovered Read Error (ENODATA); cleared, it reads again
+        inj = tbctl("inject", "clitest", "media-error", "nvme0", "--lba", "0-7", "--op", "read")
+        assert inj.returncode == 0 and inj.stdout.strip() == ("nvme0 namespace 1: read of LBA 0-7 (512-byte blocks) "
+                                                              "fail always with Unrecovered Read Error"), inj.stderr
+        read = "dd if=/dev/$(basename $(dirname $(dirname $(grep -l {} /sys/block/nvme*/device/serial)))) " \
+               "of=/dev/null bs=512 count=1 skip=3 iflag=direct"
+        r = tbctl("ssh", "clitest", "--", read.format("TBCTL0001"))
+        assert r.returncode != 0 and "No data available" in r.stderr, r.stdout + r.stderr
+        assert tbctl("inject", "clitest", "media-clear", "nvme0").stdout.strip() == "nvme0 namespace 1: media errors cleared"
+        assert tbctl("ssh", "clitest", "--", read.format("TBCTL0001")).returncode == 0
+        # a controller removed with a media error under its drive, and added again: a fresh drive
+        assert tbctl("inject", "clitest", "media-error", "nvme1", "--lba", "3").returncode == 0
         rm = tbctl("hotplug", "clitest", "remove", "nvme1")
         assert rm.returncode == 0 and "remove nvme1: seen by the guest after" in rm.stdout, rm.stderr
         assert tbctl("hotplug", "clitest", "add", "nvme1").returncode == 0
+        r = tbctl("ssh", "clitest", "--", read.format("TBCTL0002"))
+        assert r.returncode == 0, r.stdout + r.stderr
         # a SMART critical warning raised from the host is in the guest's SMART log; bits add up
         assert tbctl("inject", "clitest", "smart-warning", "nvme0", "temperature").returncode == 0
         inj = tbctl("inject", "clitest", "smart-warning", "nvme0", "spare")

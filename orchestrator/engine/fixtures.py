@@ -1,13 +1,14 @@
 """What suites get: `machine` (booted once per module, booted again if a test left it dead or in a
 state nobody could restore), `machines` (the module's bed, by role: its BED, or the run's --bed),
-`fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug` and `injectors` (fault injectors
-on the test's seeded schedule, recorded in results), `fabric` (the NVMe-oF variants of a bed's
+`fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug`, `injectors` and `inject` (fault
+injectors, the last any kind of the fault table, on the test's seeded schedule, recorded in results), `fabric` (the NVMe-oF variants of a bed's
 target and host), `artifacts` (the test's directory), `run` (the run: its settings and state)."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from orchestrator.engine import results, slices, timeline
 from orchestrator.engine.session import Run, run_of
 from orchestrator.errors import TbctlError
 from orchestrator.faults import Hotplug, NicFault, Stop, marker
+from orchestrator.faults import table as fault_table
 from orchestrator.faults.kind import Timing
 from orchestrator.faults.timing import Timed
 from orchestrator.guest import nvmf
@@ -179,6 +181,28 @@ def injectors(request: pytest.FixtureRequest, run: Run) -> Iterator[Injectors]:
     made = Injectors(run, request.node)
     yield made
     _record(run, request.node, made.made)
+
+
+class Faults:
+    """The test's faults from the fault table, each as `tbctl inject` takes it (`media-error nvme0
+    --lba 8-15`), on the test's seeded schedule: what each said is returned, what fired recorded."""
+
+    def __init__(self, run: Run, node: pytest.Item):
+        self.timing = Timing(run.rng(node), run.settings.spec.jitter)
+        self.fired: list[Timed] = []
+
+    def __call__(self, machine: Machine, fault: str) -> str:
+        k, args = fault_table.parse(shlex.split(fault), f"fault {fault!r}")
+        said, timed = k.fire(machine, args, self.timing)
+        self.fired.append(timed)
+        return said
+
+
+@pytest.fixture
+def inject(request: pytest.FixtureRequest, run: Run) -> Iterator[Faults]:
+    faults = Faults(run, request.node)
+    yield faults
+    _record(run, request.node, faults.fired)
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ class Param:
     help: str
     choices: tuple[str, ...] = ()
     default: str | None = None  # with one: an option, --NAME VALUE; without: a positional argument
+    required: bool = False  # an option, --NAME VALUE, that must be given
+    check: Callable[[str], str] | None = None  # the value checked and spelled one way (argparse's type=)
 
 
 CTRL = Param("ctrl", "the controller's id in the topology (e.g. nvme0)")  # the NVMe faults' first parameter
@@ -56,7 +58,11 @@ class Kind:
             kw: dict[str, object] = {"help": a.help}
             if a.choices:
                 kw["choices"] = a.choices
-            if a.default is None:
+            if a.check:
+                kw["type"] = a.check
+            if a.required:
+                p.add_argument(f"--{a.name}", required=True, **kw)  # type: ignore[arg-type]
+            elif a.default is None:
                 p.add_argument(a.name, **kw)  # type: ignore[arg-type]
             else:
                 p.add_argument(f"--{a.name}", default=a.default, **kw)  # type: ignore[arg-type]
@@ -75,9 +81,10 @@ class Kind:
             raise ConfigError(f"{where}: {self.name}: {e}; usage: {self.usage()}") from None
 
     def usage(self) -> str:
-        return " ".join([self.name, *(f"[--{a.name} {'|'.join(a.choices) or a.name.upper()}]" if a.default is not None
-                                      else ("|".join(a.choices) if a.choices else a.name.upper())
-                                      for a in self.params)])
+        def one(a: Param) -> str:
+            value = "|".join(a.choices) or a.name.upper()
+            return f"--{a.name} {value}" if a.required else f"[--{a.name} {value}]" if a.default is not None else value
+        return " ".join([self.name, *map(one, self.params)])
 
 
 class _Parser(argparse.ArgumentParser):

@@ -57,8 +57,7 @@ def parse(spec: str) -> MarkerFault:
         if m is None or float(m[1]) > MAX_DELAY:
             raise ConfigError(f"{where}: delay {rest[1]!r}: must be +SECONDS (e.g. +2s), at most {MAX_DELAY:g}")
         delay = float(m[1])
-    kind = table.kind(words[0], where)
-    args = kind.parse(words[1:at], where)
+    kind, args = table.parse(words[:at], where)
     return MarkerFault(spec, kind, tuple(args.items()), rest[0], delay)
 
 

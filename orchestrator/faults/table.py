@@ -5,10 +5,10 @@ one entry here."""
 from __future__ import annotations
 
 from orchestrator.errors import ConfigError
-from orchestrator.faults import hotplug, nic, registers, smart, stop
+from orchestrator.faults import hotplug, media, nic, registers, smart, stop
 from orchestrator.faults.kind import Kind
 
-KINDS: dict[str, Kind] = {k.name: k for module in (hotplug, registers, smart, nic, stop) for k in module.KINDS}
+KINDS: dict[str, Kind] = {k.name: k for module in (hotplug, registers, smart, media, nic, stop) for k in module.KINDS}
 
 
 def kind(name: str, where: str) -> Kind:
@@ -16,6 +16,14 @@ def kind(name: str, where: str) -> Kind:
     if name not in KINDS:
         raise ConfigError(f"{where}: no fault {name!r}; faults: {', '.join(KINDS)}")
     return KINDS[name]
+
+
+def parse(words: list[str], where: str) -> tuple[Kind, dict[str, str]]:
+    """A fault as `tbctl inject` takes it after the VM's name (KIND ARGS...): its kind and arguments."""
+    if not words:
+        raise ConfigError(f"{where}: no fault named; faults: {', '.join(KINDS)}")
+    k = kind(words[0], where)
+    return k, k.parse(words[1:], where)
 
 
 def listing() -> str:

@@ -201,7 +201,13 @@ class QMP:
             raise MachineError(f"controller {ctrl.id} is not hot-pluggable (hotplug = false in the topology)")
         event = self.unplug(ctrl.id, timeout)
         self.execute("blockdev-del", {"node-name": ctrl.node(1)}, timeout)
+        if media_node(ctrl.node(1)) in self.block_nodes(timeout):  # a fault's node, left without its parent
+            self.execute("blockdev-del", {"node-name": media_node(ctrl.node(1))}, timeout)
         return event
+
+    def block_nodes(self, timeout: float = DEFAULT_TIMEOUT) -> set[str]:
+        """The names of QEMU's named block nodes."""
+        return {n["node-name"] for n in self.execute("query-named-block-nodes", {"flat": True}, timeout)}
 
     def hot_add(self, ctrl: Controller, backing: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
         """blockdev-add the namespace's backing file, then device_add the controller on its root port."""
@@ -242,8 +248,20 @@ class QMP:
 
 
 def blockdev(node: str, path: Path) -> dict[str, Any]:
-    """A raw file block node, as `-blockdev` and `blockdev-add` both take it."""
-    return {"driver": "raw", "node-name": node, "file": {"driver": "file", "filename": str(path)}}
+    """A raw file block node, as `-blockdev` and `blockdev-add` both take it. Its file node is
+    named, so that a fault can put a node between the two at run time (faults/media.py)."""
+    return {"driver": "raw", "node-name": node,
+            "file": {"driver": "file", "filename": str(path), "node-name": file_node(node)}}
+
+
+def file_node(node: str) -> str:
+    """The file node under raw node `node`."""
+    return f"{node}-file"
+
+
+def media_node(node: str) -> str:
+    """The blkdebug node a media fault puts between raw node `node` and its file."""
+    return f"{node}-media"
 
 
 def pci_device(pci: list[dict[str, Any]], qdev_id: str) -> dict[str, Any] | None:
