@@ -123,7 +123,8 @@ def test_the_shard_and_merge_commands_run_for_real(tmp_path: Path, kind: str) ->
                                "(see tbctl ci-template --help)"),
     (["gitlab", "--shards", "2", "--suite", "nosuch"], "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; "
                                                         "known suites: dm_mount, nvme_doorbell_aers, "
-                                                        "nvme_media_errors, nvme_pcie_errors, nvmf_device_removal, "
+                                                        "nvme_media_errors, nvme_pcie_errors, nvme_resets, "
+                                                        "nvmf_device_removal, "
                                                         "nvmf_shutdown, sw_hotplug, "
                                                         "userspace_unplug"),
     (["k8s", "--shards", "2", "--claim", "Work_Space"],

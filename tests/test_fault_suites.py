@@ -1,7 +1,8 @@
 """The suites of the device-side faults, end to end on the default QEMU: media errors through
-blkdebug (suites/nvme_media_errors.py) and PCIe AER errors on a root port
-(suites/nvme_pcie_errors.py), each test's fault on its schedule; the fatal AER error's failed
-recovery is the project's known failure, with its reason. tests/test_qemu_versions.py runs the
+blkdebug (suites/nvme_media_errors.py), PCIe AER errors on a root port (suites/nvme_pcie_errors.py)
+and resets from either side of the driver (suites/nvme_resets.py), each test's fault on its
+schedule; the two failures the guest cannot recover from are the project's known failures, with
+their reasons. tests/test_qemu_versions.py runs the
 media suite on the other QEMU too."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from conftest import tbctl
 
 @pytest.mark.vm
 def test_the_device_fault_suites_pass_with_their_known_failure(tmp_path: Path) -> None:
-    r = tbctl(tmp_path, "run", "nvme_media_errors", "nvme_pcie_errors", "--json", str(tmp_path / "r.json"))
+    r = tbctl(tmp_path, "run", "nvme_media_errors", "nvme_pcie_errors", "nvme_resets", "--json",
+              str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     tests = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
     assert {k: t["outcome"] for k, t in tests.items()} == {
@@ -24,7 +26,12 @@ def test_the_device_fault_suites_pass_with_their_known_failure(tmp_path: Path) -
         "test_a_block_that_fails_once_shows_to_a_command_no_one_retries": "passed",
         "test_a_non_fatal_error_is_logged_and_needs_no_reset": "passed",
         "test_a_fatal_error_resets_the_link_and_the_controller_comes_back": "known failure",
-        "test_a_correctable_error_is_reported_or_recorded_as_the_qemu_does": "passed"}, r.stdout[-3000:]
+        "test_a_correctable_error_is_reported_or_recorded_as_the_qemu_does": "passed",
+        "test_the_drivers_own_controller_reset_waits_for_its_io": "passed",
+        "test_the_drivers_own_flr_waits_for_its_io": "passed",
+        "test_a_flr_behind_the_drivers_back_fails_its_io_and_removes_the_controller": "passed",
+        "test_a_controller_disabled_behind_the_drivers_back_is_reset_and_its_io_completes": "known failure",
+    }, r.stdout[-3000:]
     # each fault fired on the test's schedule: what fired, after which delay
     read = tests["test_a_read_error_reaches_the_reader_with_its_block"]
     assert [what for what, *_ in read["schedule"]] == ["media-error nvme0 ns 1 LBA 8-15 read", "media-clear nvme0 ns 1",
@@ -32,3 +39,5 @@ def test_the_device_fault_suites_pass_with_their_known_failure(tmp_path: Path) -
     fatal = tests["test_a_fatal_error_resets_the_link_and_the_controller_comes_back"]
     assert "Data Link Layer Link Active not set" in fatal["message"] and "QEMU does not report" in fatal["known"]["reason"]
     assert [what for what, *_ in fatal["schedule"]] == ["pcie-aer nvme1 DLP"]
+    flr = tests["test_a_flr_behind_the_drivers_back_fails_its_io_and_removes_the_controller"]
+    assert [what for what, *_ in flr["schedule"]] == ["reset nvme1 flr (host)"]

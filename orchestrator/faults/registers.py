@@ -21,7 +21,7 @@ from orchestrator.vm.qtest import QTest, mmconfig_base
 # NVMe register map (NVMe base spec 3.1); QEMU's doorbell stride is 4 bytes (CAP.DSTRD = 0).
 REG_AQA, REG_CSTS, DOORBELLS = 0x24, 0x1C, 0x1000
 CSTS_CFS = 1 << 1
-PCI_COMMAND, PCI_COMMAND_MASTER = 0x04, 1 << 2
+PCI_COMMAND, PCI_COMMAND_MASTER, PCI_CAPABILITY_LIST = 0x04, 1 << 2, 0x34
 # Invalid doorbell kinds -> the Error AER QEMU posts: (type, info). Type 0 = error status;
 # info 0 = write to an invalid doorbell register, 1 = invalid doorbell write value.
 DOORBELL_KINDS = {"sq-nonexistent": (0, 0), "cq-nonexistent": (0, 0), "sq-tail-too-big": (0, 1),
@@ -70,18 +70,35 @@ class Registers:
         else:
             self._guest(f"busybox devmem {self.bar0 + offset:#x} 32 {value:#x}")
 
-    def command(self) -> int:
+    def config16(self, offset: int) -> int:
+        """A 16-bit config space register."""
         if self.via == "host":
             with self.qtest() as q:
-                return q.config_read16(self.bdf, PCI_COMMAND, self.mcfg)
-        return int(self._guest(f"setpci -s {self.bdf} COMMAND"), 16)
+                return q.config_read16(self.bdf, offset, self.mcfg)
+        return int(self._guest(f"setpci -s {self.bdf} {offset:#x}.w"), 16)
+
+    def set_config16(self, offset: int, value: int) -> None:
+        if self.via == "host":
+            with self.qtest() as q:
+                q.config_write16(self.bdf, offset, value, self.mcfg)
+        else:
+            self._guest(f"setpci -s {self.bdf} {offset:#x}.w={value:04x}")
+
+    def command(self) -> int:
+        return self.config16(PCI_COMMAND)
 
     def set_command(self, value: int) -> None:
-        if self.via == "host":
-            with self.qtest() as q:
-                q.config_write16(self.bdf, PCI_COMMAND, value, self.mcfg)
-        else:
-            self._guest(f"setpci -s {self.bdf} COMMAND={value:04x}")
+        self.set_config16(PCI_COMMAND, value)
+
+    def capability(self, cap_id: int) -> int:
+        """The config space offset of capability `cap_id` (the PCI list from 34h)."""
+        at, seen = self.config16(PCI_CAPABILITY_LIST) & 0xFC, 0
+        while at and seen < 48:  # the list cannot be longer; a loop in it is the device's bug
+            header = self.config16(at)
+            if header & 0xFF == cap_id:
+                return at
+            at, seen = (header >> 8) & 0xFC, seen + 1
+        raise MachineError(f"controller {self.ctrl.id}: no PCI capability {cap_id:#04x}")
 
 
 def invalid_doorbell(machine: Injectable, ctrl_id: str, kind: str, via: str = "host") -> tuple[int, int]:
