@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 
-from orchestrator.engine.fixtures import Fabric, Injectors
+from orchestrator.engine.fixtures import Fabric, Faults
 from orchestrator.guest import net, nvmf
 from orchestrator.guest.load import Fio
 from orchestrator.machines import Machine
@@ -44,7 +44,7 @@ BDEVPERF_SECONDS = 60  # long enough for the pull, the return and the reconnect 
 HUNG_TASK = 20  # the target's hung-task timeout (seconds): a stuck teardown is reported in time
 
 
-def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: Fabric, injectors: Injectors) -> None:
+def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: Fabric, inject: Faults) -> None:
     """Pull the target's fabric NIC while the host reads and writes; put it back; service returns."""
     target, host = machines["target"], machines["host"]
     nic, transport = target.topology.nics[0], fabric.transport
@@ -73,7 +73,7 @@ def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: Fabric
 
             def wait_state(states: tuple[str, ...], timeout: float) -> tuple[str, float]:
                 return nvmf.wait_state(host.ssh, ctrl, states, timeout)
-        link = injectors.link(target, nic.id)
+        link = inject.link(target, nic.id)
         via = "guest" if app is not None else "qmp"  # nvmf_tgt's NIC goes as device_removal.sh removes it
         link.remove(timeout=60, via=via)  # a target that cannot let go hangs here; its hung tasks end the test first
         if app is not None and transport == "rdma":

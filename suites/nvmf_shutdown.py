@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from orchestrator.engine.fixtures import Fabric, Injectors
+from orchestrator.engine.fixtures import Fabric, Faults
 from orchestrator.errors import LoadFailed
 from orchestrator.guest import load, nvmf
 from orchestrator.guest.ssh import RemoteProcess, Result
@@ -97,12 +97,12 @@ def kernel_load(host: Machine, transport: str, address: str) -> Load:
     return Load(host, proc, device=dev, controller=ctrl)
 
 
-def test_target_stopped_under_io(machines: dict[str, Machine], fabric: Fabric, injectors: Injectors) -> None:
+def test_target_stopped_under_io(machines: dict[str, Machine], fabric: Fabric, inject: Faults) -> None:
     """Stop the target while the initiator writes 128 deep; the initiator exits with an error."""
     transport = fabric.transport
     target, host = machines["target"], machines["host"]
     address = target.topology.nics[0].ip
-    stop = injectors.stop(target)
+    stop = inject.stop(target)
     app = None
     if fabric.target == "spdk" and fabric.tree:
         app = spdk_nvmf.Target(target.ssh, fabric.tree, target.run_dir)
@@ -139,12 +139,12 @@ def test_target_stopped_under_io(machines: dict[str, Machine], fabric: Fabric, i
 @pytest.mark.parametrize("fabric", [("kernel", "kernel", t) for t in nvmf.TRANSPORTS], indirect=True,
                          ids=lambda v: f"{v[0]}_target-{v[1]}_host-{v[2]}")
 def test_target_stopped_while_host_reconnects(machines: dict[str, Machine], fabric: Fabric,
-                                              injectors: Injectors) -> None:
+                                              inject: Faults) -> None:
     """Reset the initiator's controller under load, stop the target while it reconnects; the
     initiator's I/O fails with an error, as it does without the reset."""
     target, host = machines["target"], machines["host"]
     address = target.topology.nics[0].ip
-    stop = injectors.stop(target)
+    stop = inject.stop(target)
     nvmf.export(target.ssh, NQN, nvmf.block_device(target.ssh, target.topology.controllers[0].serial),
                 fabric.transport, address)
     io = kernel_load(host, fabric.transport, address)

@@ -1,7 +1,7 @@
 """What suites get: `machine` (booted once per module, booted again if a test left it dead or in a
 state nobody could restore), `machines` (the module's bed, by role: its BED, or the run's --bed),
-`fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug`, `injectors` and `inject` (fault
-injectors, the last any kind of the fault table, on the test's seeded schedule, recorded in results), `fabric` (the NVMe-oF variants of a bed's
+`fresh_machine` (a VM of the test's own), `ssh`, `qmp`, `hotplug` and `inject` (fault injectors, any
+kind of the fault table, on the test's seeded schedule, recorded in results), `fabric` (the NVMe-oF variants of a bed's
 target and host), `artifacts` (the test's directory), `run` (the run: its settings and state)."""
 
 from __future__ import annotations
@@ -160,32 +160,10 @@ def hotplug(request: pytest.FixtureRequest, machine: Machine, run: Run) -> Itera
     _record(run, request.node, [h])
 
 
-class Injectors:
-    """The test's network and stop faults on the machines of its bed, all on one seeded schedule."""
-
-    def __init__(self, run: Run, node: pytest.Item):
-        self.rng, self.jitter = run.rng(node), run.settings.spec.jitter
-        self.made: list[Timed] = []
-
-    def link(self, machine: Machine, nic_id: str) -> NicFault:
-        self.made.append(link := NicFault(machine, nic_id, self.rng, self.jitter))
-        return link
-
-    def stop(self, machine: Machine) -> Stop:
-        self.made.append(stop := Stop(machine, self.rng, self.jitter))
-        return stop
-
-
-@pytest.fixture
-def injectors(request: pytest.FixtureRequest, run: Run) -> Iterator[Injectors]:
-    made = Injectors(run, request.node)
-    yield made
-    _record(run, request.node, made.made)
-
-
 class Faults:
-    """The test's faults from the fault table, each as `tbctl inject` takes it (`media-error nvme0
-    --lba 8-15`), on the test's seeded schedule: what each said is returned, what fired recorded."""
+    """The test's faults, all on its seeded schedule, what fired recorded: any kind of the fault
+    table as `tbctl inject` takes it (`inject(machine, "media-error nvme0 --lba 8-15")` returns
+    what it did), or a NIC's or an app's injector to drive step by step (`inject.link(...)`)."""
 
     def __init__(self, run: Run, node: pytest.Item):
         self.timing = Timing(run.rng(node), run.settings.spec.jitter)
@@ -196,6 +174,14 @@ class Faults:
         said, timed = k.fire(machine, args, self.timing)
         self.fired.append(timed)
         return said
+
+    def link(self, machine: Machine, nic_id: str) -> NicFault:
+        self.fired.append(link := NicFault(machine, nic_id, self.timing.rng, self.timing.jitter))
+        return link
+
+    def stop(self, machine: Machine) -> Stop:
+        self.fired.append(stop := Stop(machine, self.timing.rng, self.timing.jitter))
+        return stop
 
 
 @pytest.fixture
