@@ -122,7 +122,7 @@ def test_the_shard_and_merge_commands_run_for_real(tmp_path: Path, kind: str) ->
     (["k8s", "--shards", "0"], "tbctl ci-template: argument --shards: 0: must be at least 1 and at most 256 "
                                "(see tbctl ci-template --help)"),
     (["gitlab", "--shards", "2", "--suite", "nosuch"], "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; "
-                                                        "known suites: dm_mount, nvme_doorbell_aers, "
+                                                        "known suites: dm_mount, nvme_doorbell_aers, nvme_io_stalls, "
                                                         "nvme_media_errors, nvme_pcie_errors, nvme_resets, "
                                                         "nvmf_device_removal, "
                                                         "nvmf_shutdown, sw_hotplug, "

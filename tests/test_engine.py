@@ -38,7 +38,7 @@ def prop(case: ET.Element, name: str) -> str | None:
 def test_unknown_suite_is_one_line_exit_2(tmp_path: Path) -> None:
     r = tbctl(tmp_path, "run", "nosuch")
     assert r.returncode == 2
-    assert r.stderr.strip() == "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; known suites: dm_mount, nvme_doorbell_aers, nvme_media_errors, nvme_pcie_errors, nvme_resets, nvmf_device_removal, nvmf_shutdown, sw_hotplug, userspace_unplug"
+    assert r.stderr.strip() == "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; known suites: dm_mount, nvme_doorbell_aers, nvme_io_stalls, nvme_media_errors, nvme_pcie_errors, nvme_resets, nvmf_device_removal, nvmf_shutdown, sw_hotplug, userspace_unplug"
 
 
 def test_a_test_body_cannot_catch_its_own_deadline(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The suites of the device-side faults, end to end on the default QEMU: media errors through
-blkdebug (suites/nvme_media_errors.py), PCIe AER errors on a root port (suites/nvme_pcie_errors.py)
+blkdebug (suites/nvme_media_errors.py), a command held there (suites/nvme_io_stalls.py), PCIe AER errors on a root port (suites/nvme_pcie_errors.py)
 and resets from either side of the driver (suites/nvme_resets.py), each test's fault on its
 schedule; the two failures the guest cannot recover from are the project's known failures, with
 their reasons. tests/test_qemu_versions.py runs the
@@ -16,7 +16,7 @@ from conftest import tbctl
 
 @pytest.mark.vm
 def test_the_device_fault_suites_pass_with_their_known_failure(tmp_path: Path) -> None:
-    r = tbctl(tmp_path, "run", "nvme_media_errors", "nvme_pcie_errors", "nvme_resets", "--json",
+    r = tbctl(tmp_path, "run", "nvme_media_errors", "nvme_io_stalls", "nvme_pcie_errors", "nvme_resets", "--json",
               str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     tests = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
@@ -24,6 +24,8 @@ def test_the_device_fault_suites_pass_with_their_known_failure(tmp_path: Path) -
         "test_a_read_error_reaches_the_reader_with_its_block": "passed",
         "test_a_write_fault_reaches_the_writer": "passed",
         "test_a_block_that_fails_once_shows_to_a_command_no_one_retries": "passed",
+        "test_a_held_read_takes_the_holds_time_and_completes": "passed",
+        "test_a_hold_the_guests_timeout_would_cut_short_is_refused": "passed",
         "test_a_non_fatal_error_is_logged_and_needs_no_reset": "passed",
         "test_a_fatal_error_resets_the_link_and_the_controller_comes_back": "known failure",
         "test_a_correctable_error_is_reported_or_recorded_as_the_qemu_does": "passed",

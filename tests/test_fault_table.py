@@ -21,7 +21,7 @@ from orchestrator.faults.timing import Timed
 def test_every_kind_is_in_the_table_once_with_what_it_does() -> None:
     assert {"remove", "add", "surprise-remove", "rescan", "doorbell", "bus-master", "nic-remove", "nic-add",
             "link-down", "link-up", "app-signal", "vm-pause", "vm-resume", "smart-warning", "media-error",
-            "media-clear", "pcie-aer", "reset"} <= set(table.KINDS)
+            "media-clear", "pcie-aer", "reset", "io-stall"} <= set(table.KINDS)
     for k in table.KINDS.values():
         assert k.help and k.usage().startswith(k.name)
         assert f"{k.usage()}\n    {k.help}" in table.listing()

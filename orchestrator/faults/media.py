@@ -44,7 +44,7 @@ def namespace_id(text: str) -> str:
     return str(int(text))
 
 
-def _namespace(m: Injectable, a: Mapping[str, str]) -> tuple[Controller, int, Namespace]:
+def namespace(m: Injectable, a: Mapping[str, str]) -> tuple[Controller, int, Namespace]:
     ctrl = m.topology.controller(a["ctrl"])
     nsid = int(a["ns"])
     if nsid > len(ctrl.namespaces):
@@ -62,8 +62,18 @@ def _clear(m: Injectable, node: str, timeout: float) -> bool:
     return True
 
 
+def insert(m: Injectable, node: str, rules: list[dict[str, object]], timeout: float) -> None:
+    """A blkdebug node with `rules` between raw node `node` and its file."""
+    options: dict[str, object] = {"driver": "blkdebug", "node-name": media_node(node), "image": file_node(node)}
+    if rules:  # QEMU refuses an empty list
+        options["inject-error"] = rules
+    m.qmp.execute("blockdev-add", options, timeout)
+    m.qmp.execute("blockdev-reopen", {"options": [{"driver": "raw", "node-name": node, "file": media_node(node)}]},
+                  timeout)
+
+
 def _media_error(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
-    ctrl, nsid, ns = _namespace(m, a)
+    ctrl, nsid, ns = namespace(m, a)
     first, last = map(int, a["lba"].split("-"))
     blocks = (ns.size_mib << 20) // ns.block_size
     if last >= blocks:
@@ -75,17 +85,14 @@ def _media_error(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, T
     timed = t.timed()
     timed.delay(f"media-error {ctrl.id} ns {nsid} LBA {first}-{last} {a['op']}")
     _clear(m, node, t.timeout)
-    m.qmp.execute("blockdev-add", {"driver": "blkdebug", "node-name": media_node(node), "image": file_node(node),
-                                   "inject-error": rules}, t.timeout)
-    m.qmp.execute("blockdev-reopen", {"options": [{"driver": "raw", "node-name": node, "file": media_node(node)}]},
-                  t.timeout)
+    insert(m, node, rules, t.timeout)
     status = {"read": "Unrecovered Read Error", "write": "Write Fault", "any": "Unrecovered Read Error / Write Fault"}
     return (f"{ctrl.id} namespace {nsid}: {a['op']} of LBA {first}-{last} ({ns.block_size}-byte blocks) fail "
             f"{a['times']} with {status[a['op']]}"), timed
 
 
 def _media_clear(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
-    ctrl, nsid, _ = _namespace(m, a)
+    ctrl, nsid, _ = namespace(m, a)
     timed = t.timed()
     timed.delay(f"media-clear {ctrl.id} ns {nsid}")
     was = _clear(m, ctrl.node(nsid), t.timeout)

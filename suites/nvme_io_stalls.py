@@ -1,0 +1,54 @@
+"""A namespace's command held in QEMU (the `io-stall` fault: a blkdebug breakpoint under its drive,
+faults/stall.py), and what the guest sees: one read that takes the hold's time and then completes,
+the reads around it unaffected. A hold the guest kernel's I/O timeout would end with a controller
+reset is refused: QEMU's reset would wait for the held command and hang.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator import guest
+from orchestrator.engine.fixtures import Faults
+from orchestrator.errors import ConfigError
+from orchestrator.machines import Machine
+
+TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
+HOLD = 3.0  # seconds, well below the kernel's default I/O timeout (30 s)
+PID = "/tmp/tbctl-reads.pid"
+LOG = "/tmp/tbctl-reads.log"
+
+
+def disk(machine: Machine) -> str:
+    return str(guest.nvme_state(machine.ssh)[machine.topology.controller("nvme0").serial]["block"][0])
+
+
+def test_a_held_read_takes_the_holds_time_and_completes(machine: Machine, inject: Faults) -> None:
+    """One direct read after another, each timed in the guest: the one the break caught took the
+    hold's time; every read succeeded."""
+    dev = disk(machine)
+    machine.ssh.run(f"rm -f {LOG}; nohup sh -c 'echo $$ > {PID}; while :; do s=$(date +%s.%N); dd if=/dev/{dev} "
+                    f"of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null; r=$?; echo \"$s $(date +%s.%N) $r\"; "
+                    f"done' > {LOG} 2>&1 &", timeout=10, check=True)
+    try:
+        said = inject(machine, f"io-stall nvme0 {HOLD:g}")
+    finally:
+        machine.ssh.run(f"kill $(cat {PID})", timeout=10)
+    assert said == f"nvme0 namespace 1: the first read to come was held until {HOLD:g} s after the break, then let go"
+    reads = [line.split() for line in machine.ssh.run(f"cat {LOG}", timeout=10, check=True).stdout.splitlines()]
+    took = [float(end) - float(start) for start, end, _ in reads]
+    assert all(rc == "0" for *_, rc in reads), reads
+    slow = [t for t in took if t >= HOLD * 0.5]
+    assert len(slow) == 1 and slow[0] <= HOLD + 2, took  # the break catches one command; the others were quick
+
+
+def test_a_hold_the_guests_timeout_would_cut_short_is_refused(machine: Machine, inject: Faults) -> None:
+    dev = disk(machine)
+    was = machine.ssh.run(f"cat /sys/block/{dev}/queue/io_timeout", timeout=10, check=True).stdout.strip()
+    machine.ssh.run(f"echo 2000 > /sys/block/{dev}/queue/io_timeout", timeout=10, check=True)
+    try:
+        with pytest.raises(ConfigError, match=rf"^io-stall of 5 s: {dev}'s I/O timeout is 2 s; the guest would reset "
+                                              "the controller while QEMU holds the command"):
+            inject(machine, "io-stall nvme0 5")
+    finally:
+        machine.ssh.run(f"echo {was} > /sys/block/{dev}/queue/io_timeout", timeout=10, check=True)
