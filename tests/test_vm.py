@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,6 +161,40 @@ def test_a_silent_boot_gets_one_more_with_the_early_console(guest_image: Image, 
     never = Stalled(topology.default(), guest_image, tmp_path / "art2", accel="tcg", boot_timeout=5)
     never.stalled = 2
     with pytest.raises(DeadlineError, match=r"no output from the firmware \(kernel early console on\)"):
+        never.launch()
+    assert not never.qemu_alive() and not never.run_dir.exists()
+
+
+class StuckAfterInitrd(Machine):
+    """A guest whose vCPUs stop once its initrd said it mounted the root, on its first `stuck`
+    boots: it printed something, then nothing more, and answers no SysRq."""
+
+    stuck = 1
+
+    def _spawn(self) -> None:
+        super()._spawn()
+        if self.stuck:
+            self.stuck -= 1
+            assert self.console is not None
+            self.console.wait_for([re.compile(r"TBCTL-BOOT initrd [0-9.]+, root mounted [0-9.]+\r?\n")], 60)
+            self.qmp.execute("stop")
+
+
+def test_a_boot_stuck_after_printing_is_asked_what_it_does_and_gets_one_more(guest_image: Image,
+                                                                             tmp_path: Path) -> None:
+    m = StuckAfterInitrd(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
+    with m:
+        assert m.ssh.run("true", timeout=10).rc == 0
+    log = (tmp_path / "art" / "machine.log").read_text()
+    assert re.search(r"boot 1 failed \(vm-\w+: guest not ready \(console marker\) within 20 s: vm-\w+: guest boot "
+                     r"stuck after its last line 'TBCTL-BOOT initrd [0-9.]+, root mounted [0-9.]+'; the kernel did "
+                     r"not answer SysRq\); booting again", log), log
+    assert "TBCTL-BOOT initrd" in (tmp_path / "art" / "console-boot1.log").read_text()
+
+    never = StuckAfterInitrd(topology.default(), guest_image, tmp_path / "art2", accel="tcg", boot_timeout=20)
+    never.stuck = 2
+    with pytest.raises(DeadlineError, match=r"the last thing it printed: 'TBCTL-BOOT initrd .*'; the kernel did not "
+                                            r"answer SysRq\n--- console tail"):
         never.launch()
     assert not never.qemu_alive() and not never.run_dir.exists()
 

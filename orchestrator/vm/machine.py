@@ -61,6 +61,13 @@ BOOTS = 2
 # console empty for 60 s) is booted again with the kernel's early console, so the next failure
 # shows how far it got: every message, from the first instructions of the kernel on.
 EARLY_CONSOLE = "earlyprintk=serial,ttyS0,115200 ignore_loglevel"
+# A boot that printed something and then nothing more by its deadline (seen once in a local CI:
+# the initrd's line, then 60 s of silence) is asked what it is doing before it is killed: SysRq
+# w (blocked tasks) and l (each CPU's backtrace) through the PS/2 keyboard, printed on the console
+# whatever its log level; then it gets one more boot, and the dump stays in console-bootN.log.
+SYSRQ = ("w", "l")
+SYSRQ_WAIT = 3.0  # seconds for the dump to reach the console
+_BLOCKED = re.compile(r"task:(\S+)\s+state:D")
 _STALL = re.compile(r"rcu: INFO: \w+ detected stalls on CPUs/tasks|watchdog: BUG: soft lockup[^\n]*")
 
 
@@ -76,6 +83,10 @@ class KernelBrokeAtBoot(MachineError):
 
 class SilentBoot(KernelBrokeAtBoot):
     """The guest printed nothing at all before its boot deadline."""
+
+
+class StuckBoot(KernelBrokeAtBoot):
+    """The guest printed something, then nothing more before its boot deadline."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,7 @@ class QemuMachine:
         self.empty_ports = empty_ports or restore is not None
         self.stage = ""  # the step of getting ready under way, for the error if it fails
         self.early_console = False  # the kernel's early console on (a boot after a silent one)
+        self.last_boot = True  # no boot after this one: a boot that broke raises its own error
 
     # -- building the command line -------------------------------------------------------------
 
@@ -222,6 +234,7 @@ class QemuMachine:
         more boot. Whatever fails, the VM is shut down."""
         try:
             for boot in range(1, BOOTS + 1):
+                self.last_boot = boot == BOOTS
                 try:
                     self.wait_ready(self.boot_timeout)
                     return self
@@ -436,13 +449,32 @@ class QemuMachine:
             last = text.strip().splitlines()[-1][-300:] if text.strip() else None
             printed = f"the last thing it printed: {last!r}" if last else "no output from the firmware"
             early = " (kernel early console on)" if self.early_console else ""
-            e.args = (f"{e}; {printed}{early}",)
+            said = self._sysrq_dump(len(text)) if last else ""
+            if last and not self.last_boot:
+                raise StuckBoot(f"{self.name}: guest boot stuck after its last line {last!r}{said}") from None
+            e.args = (f"{e}; {printed}{early}{said}",)
             raise
         if m.group(0).startswith("Kernel panic"):
             raise KernelBrokeAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
         if not m.group(0).startswith(MARKER_READY):
             raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
         self.timings["marker"] = time.monotonic()
+
+    def _sysrq_dump(self, since: int) -> str:
+        """SysRq's blocked tasks and CPU backtraces on the console of a guest stuck at boot: what
+        its blocked tasks are ("; blocked: modprobe, sh"), or that the kernel did not answer."""
+        try:
+            for key in SYSRQ:
+                self.qmp.execute("send-key", {"keys": [{"type": "qcode", "data": k} for k in ("alt", "sysrq", key)]},
+                                 timeout=5)
+        except TbctlError:
+            return ""  # QEMU itself does not answer: its own error says so
+        time.sleep(SYSRQ_WAIT)
+        dump = self.console.text[since:] if self.console else ""
+        if "sysrq:" not in dump:
+            return "; the kernel did not answer SysRq"
+        blocked = list(dict.fromkeys(_BLOCKED.findall(dump)))
+        return f"; blocked: {', '.join(blocked)}" if blocked else "; no task blocked (SysRq's dump is on the console)"
 
     # -- channels -------------------------------------------------------------------------------
 
