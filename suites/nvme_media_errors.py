@@ -44,17 +44,12 @@ def dd(machine: Machine, dev: str, bs: int, lba: int, write: bool = False) -> Re
     return machine.ssh.run(f"dd {io} bs={bs} count=1", timeout=IO_TIMEOUT)
 
 
-def kernel_log(machine: Machine, since: int) -> list[str]:
-    """The guest kernel's lines after the first `since` ones."""
-    return machine.ssh.run("dmesg", timeout=30, check=True).stdout.splitlines()[since:]
-
-
 def test_a_read_error_reaches_the_reader_with_its_block(machine: Machine, inject: Faults,
                                                         disk: tuple[str, int]) -> None:
     """Reads of LBA 8-15 fail with ENODATA and the kernel names the sector; the blocks around them,
     and writes to them, still work; media-clear makes them readable again."""
     dev, bs = disk
-    before = len(kernel_log(machine, 0))
+    before = len(guest.kernel_log(machine.ssh))
     said = inject(machine, f"media-error {CTRL} --lba 8-15 --op read")
     assert said == f"{CTRL} namespace 1: read of LBA 8-15 ({bs}-byte blocks) fail always with Unrecovered Read Error"
     failed = dd(machine, dev, bs, 8)
@@ -62,7 +57,7 @@ def test_a_read_error_reaches_the_reader_with_its_block(machine: Machine, inject
     assert dd(machine, dev, bs, 7).rc == 0 and dd(machine, dev, bs, 16).rc == 0
     assert dd(machine, dev, bs, 15).rc != 0
     assert dd(machine, dev, bs, 8, write=True).rc == 0  # reads only
-    log = kernel_log(machine, before)
+    log = guest.kernel_log(machine.ssh, before)
     sector = 8 * bs // 512
     assert any(re.search(rf"critical medium error, dev {dev}, sector {sector} op 0x0:\(READ\)", line) for line in log), log
     inject(machine, f"media-clear {CTRL}")
@@ -71,12 +66,12 @@ def test_a_read_error_reaches_the_reader_with_its_block(machine: Machine, inject
 
 def test_a_write_fault_reaches_the_writer(machine: Machine, inject: Faults, disk: tuple[str, int]) -> None:
     dev, bs = disk
-    before = len(kernel_log(machine, 0))
+    before = len(guest.kernel_log(machine.ssh))
     inject(machine, f"media-error {CTRL} --lba 32 --op write")
     failed = dd(machine, dev, bs, 32, write=True)
     assert failed.rc != 0 and "No data available" in failed.stderr, failed
     assert dd(machine, dev, bs, 32).rc == 0  # writes only
-    log = kernel_log(machine, before)
+    log = guest.kernel_log(machine.ssh, before)
     sector = 32 * bs // 512
     assert any(re.search(rf"critical medium error, dev {dev}, sector {sector} op 0x1:\(WRITE\)", line) for line in log), log
 

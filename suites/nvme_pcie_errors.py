@@ -33,17 +33,13 @@ def wait_log(machine: Machine, pattern: str, since: int, seconds: float = RECOVE
     """The guest kernel's lines after the first `since`, once one matches `pattern`."""
     deadline = time.monotonic() + seconds
     while True:
-        lines = machine.ssh.run("dmesg", timeout=10, check=True).stdout.splitlines()[since:]
+        lines = guest.kernel_log(machine.ssh, since)
         if any(re.search(pattern, line) for line in lines):
             return lines
         if time.monotonic() > deadline:
             raise DeadlineError(f"no kernel line matching {pattern!r} within {seconds:g} s; after the fault:\n"
                                 + "\n".join(lines[-20:]))
         time.sleep(0.5)
-
-
-def log_length(machine: Machine) -> int:
-    return len(machine.ssh.run("dmesg", timeout=10, check=True).stdout.splitlines())
 
 
 def read_works(machine: Machine, disk: str) -> bool:
@@ -53,7 +49,7 @@ def read_works(machine: Machine, disk: str) -> bool:
 
 def test_a_non_fatal_error_is_logged_and_needs_no_reset(machine: Machine, inject: Faults) -> None:
     port, disk = port_and_disk(machine, "nvme0")
-    before = log_length(machine)
+    before = len(guest.kernel_log(machine.ssh))
     said = inject(machine, "pcie-aer nvme0 COMP_TIME")
     assert said == f"nvme0's root port {port}: Completion Timeout (non-fatal) raised (SERR enabled on the port)"
     log = wait_log(machine, r"AER: device recovery (successful|failed)", before)
@@ -67,7 +63,7 @@ def test_a_non_fatal_error_is_logged_and_needs_no_reset(machine: Machine, inject
 def test_a_fatal_error_resets_the_link_and_the_controller_comes_back(fresh_machine: Machine, inject: Faults) -> None:
     m = fresh_machine  # its link reset: the machine is not handed on
     port, disk = port_and_disk(m, "nvme1")
-    before = log_length(m)
+    before = len(guest.kernel_log(m.ssh))
     inject(m, "pcie-aer nvme1 DLP")
     log = wait_log(m, r"AER: device recovery (successful|failed)", before)
     text = "\n".join(log)
@@ -85,7 +81,7 @@ def test_a_correctable_error_is_reported_or_recorded_as_the_qemu_does(machine: M
     status); QEMU 7.2 only sets the port's Correctable Error Status bit: nothing in the log, the
     bit there for a reader of the port's AER capability."""
     port, _ = port_and_disk(machine, "nvme0")
-    before = log_length(machine)
+    before = len(guest.kernel_log(machine.ssh))
     said = inject(machine, "pcie-aer nvme0 RCVR")
     assert said == f"nvme0's root port {port}: Receiver Error (correctable) raised"
     if machine.qemu.at_least(10):
@@ -94,4 +90,4 @@ def test_a_correctable_error_is_reported_or_recorded_as_the_qemu_does(machine: M
     status = int(machine.ssh.run(f"setpci -s {port} ECAP_AER+0x10.l", timeout=10, check=True).stdout, 16)
     assert status & 0x1, f"{status:#x}"  # Receiver Error Status
     machine.ssh.run(f"setpci -s {port} ECAP_AER+0x10.l=0x1", timeout=10, check=True)  # RW1C: cleared again
-    assert not any("AER" in line for line in machine.ssh.run("dmesg", timeout=10).stdout.splitlines()[before:])
+    assert not any("AER" in line for line in guest.kernel_log(machine.ssh, before))

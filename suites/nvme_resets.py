@@ -38,10 +38,6 @@ def reader(machine: Machine, ctrl_id: str) -> tuple[RemoteProcess, str]:
     return proc, f"{ctrl.namespaces[0].size_mib << 20} bytes"
 
 
-def kernel_log(machine: Machine) -> str:
-    return machine.ssh.run("dmesg", timeout=10, check=True).stdout
-
-
 def test_the_drivers_own_controller_reset_waits_for_its_io(machine: Machine, inject: Faults) -> None:
     dd, everything = reader(machine, "nvme0")
     name = guest.nvme_state(machine.ssh)[machine.topology.controller("nvme0").serial]["name"]
@@ -64,7 +60,7 @@ def test_a_flr_behind_the_drivers_back_fails_its_io_and_removes_the_controller(f
     inject(m, "reset nvme1 flr")
     done = dd.wait(READER_WAIT)
     assert done.rc != 0 and "Input/output error" in done.stderr, done
-    log = kernel_log(m)
+    log = "\n".join(guest.kernel_log(m.ssh))
     assert re.search(r"nvme nvme\d: I/O \d+ QID \d+ timeout, reset controller", log), log[-3000:]
     assert re.search(r"nvme nvme\d: Device not ready; aborting initialisation, CSTS=0x0", log), log[-3000:]
     assert re.search(r"nvme nvme\d: Removing after probe failure status: -19", log), log[-3000:]
@@ -78,7 +74,7 @@ def test_a_controller_disabled_behind_the_drivers_back_is_reset_and_its_io_compl
     try:
         done = dd.wait(STUCK_WAIT)
     except DeadlineError:
-        log = kernel_log(m)
+        log = "\n".join(guest.kernel_log(m.ssh))
         resets = re.findall(r"nvme nvme\d: I/O (\d+) QID \d+ timeout, reset controller", log)
         raise AssertionError(f"the reader still waits {STUCK_WAIT} s after CC.EN was cleared: the driver reset the "
                              f"controller {len(resets)} times, and its I/O timed out again after each (tags "

@@ -10,6 +10,7 @@ from orchestrator.guest.nvme import (
                                      all_present,
                                      bind,
                                      identities,
+                                     kernel_log,
                                      mount_command,
                                      mount_share,
                                      nvme_state,
@@ -17,5 +18,5 @@ from orchestrator.guest.nvme import (
                                      settle,
 )
 
-__all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "all_present", "bind", "identities", "mount_command",
+__all__ = ["DRIVERS", "NvmeWait", "NvmeWatch", "UeventWatch", "all_present", "bind", "identities", "kernel_log", "mount_command",
            "mount_share", "nvme_state", "reserve_hugepages", "settle"]

@@ -193,3 +193,8 @@ class UeventWatch:
 def settle(ssh: SSH, timeout: float = 30) -> None:
     """Until udev's event queue is empty (`udevadm settle`), within `timeout`."""
     ssh.run(f"udevadm settle --timeout={timeout:g}", timeout=timeout + 10, check=True)
+
+
+def kernel_log(ssh: SSH, since: int = 0, timeout: float = 10) -> list[str]:
+    """The guest kernel's log lines (dmesg) after its first `since`: what a fault made it say."""
+    return ssh.run("dmesg", timeout=timeout, check=True).stdout.splitlines()[since:]
