@@ -194,6 +194,8 @@ def test_crashes_are_found_and_titled(tmp_path: Path) -> None:
     assert hung["duration"] < 60  # not its deadline (300 s under TCG)
     (stacks,) = Path(hung["artifacts"]).glob("sysrq-*.txt")
     assert "Show Blocked State" in stacks.read_text() and "task:touch" in stacks.read_text()
+    (cpus,) = Path(hung["artifacts"]).glob("cpus-*.txt")  # each vCPU as QEMU held it at the report
+    assert "CPU#1" in cpus.read_text() and "dumping local APIC state for CPU 1" in cpus.read_text()
     assert "discarded" in hung
     panic = by["test_sysrq_panic"]
     assert panic["outcome"] == "guest crashed"

@@ -165,24 +165,30 @@ def test_a_silent_boot_gets_one_more_with_the_early_console(guest_image: Image, 
     assert not never.qemu_alive() and not never.run_dir.exists()
 
 
-class StuckAfterInitrd(Machine):
-    """A guest whose vCPUs stop once its initrd said it mounted the root, on its first `stuck`
-    boots: it printed something, then nothing more, and answers no SysRq."""
+class StuckAfter(Machine):
+    """A guest whose vCPUs stop once its console printed `line`, on its first `stuck` boots: it
+    printed something (or its sshd listens, and slirp takes the TCP connection), then nothing
+    more, and answers no SysRq."""
 
     stuck = 1
+    line = r"TBCTL-BOOT initrd [0-9.]+, root mounted [0-9.]+\r?\n"
 
     def _spawn(self) -> None:
         super()._spawn()
         if self.stuck:
             self.stuck -= 1
             assert self.console is not None
-            self.console.wait_for([re.compile(r"TBCTL-BOOT initrd [0-9.]+, root mounted [0-9.]+\r?\n")], 60)
+            self.console.wait_for([re.compile(self.line)], 60)
             self.qmp.execute("stop")
+
+
+class StuckAfterSshd(StuckAfter):
+    line = r"TBCTL-READY sshd [0-9.]+"
 
 
 def test_a_boot_stuck_after_printing_is_asked_what_it_does_and_gets_one_more(guest_image: Image,
                                                                              tmp_path: Path) -> None:
-    m = StuckAfterInitrd(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
+    m = StuckAfter(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
     with m:
         assert m.ssh.run("true", timeout=10).rc == 0
     log = (tmp_path / "art" / "machine.log").read_text()
@@ -191,12 +197,27 @@ def test_a_boot_stuck_after_printing_is_asked_what_it_does_and_gets_one_more(gue
                      r"not answer SysRq\); booting again", log), log
     assert "TBCTL-BOOT initrd" in (tmp_path / "art" / "console-boot1.log").read_text()
 
-    never = StuckAfterInitrd(topology.default(), guest_image, tmp_path / "art2", accel="tcg", boot_timeout=20)
+    never = StuckAfter(topology.default(), guest_image, tmp_path / "art2", accel="tcg", boot_timeout=20)
     never.stuck = 2
     with pytest.raises(DeadlineError, match=r"the last thing it printed: 'TBCTL-BOOT initrd .*'; the kernel did not "
                                             r"answer SysRq\n--- console tail"):
         never.launch()
     assert not never.qemu_alive() and not never.run_dir.exists()
+
+
+def test_a_guest_whose_sshd_is_up_but_never_answers_gets_one_more_boot(guest_image: Image, tmp_path: Path) -> None:
+    """CI, stop 36: a fresh guest's sshd marker at 2.2 s, then 57 s of key exchanges that never
+    finished; the machine was never ready and its test an infrastructure error."""
+    m = StuckAfterSshd(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
+    with m:
+        assert m.ssh.run("true", timeout=10).rc == 0
+    log = (tmp_path / "art" / "machine.log").read_text()
+    assert re.search(r"boot 1 failed \(vm-\w+: guest not ready \(first SSH command\) within 20 s: vm-\w+: guest "
+                     r"gives no SSH session though its sshd was up: ssh 127\.0\.0\.1:\d+: no session within [0-9.]+ s "
+                     r"\(.*\); the kernel did not answer SysRq\); booting again", log), log
+    assert "TBCTL-READY sshd" in (tmp_path / "art" / "console-boot1.log").read_text()
+    cpus = (tmp_path / "art" / "cpus-boot1.txt").read_text()  # what QEMU held of each vCPU then
+    assert "CPU#1" in cpus and "dumping local APIC state for CPU 1" in cpus and "ISR" in cpus, cpus
 
 
 def test_sigkilled_tbctl_leaves_nothing_after_the_next_start(guest_image: Image, accelerator: str,

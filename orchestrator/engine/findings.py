@@ -56,8 +56,9 @@ def of(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
 
 def hang_stacks(m: Machine, artifacts: Path) -> None:
     """A stuck kernel's blocked tasks (sysrq w) and every CPU's stack (sysrq l), asked for on the
-    keyboard (its SSH may be stuck behind the hang), in the test's artifacts; on the console too,
-    right after the report, whose title then names where the task waits. The console shows every
+    keyboard (its SSH may be stuck behind the hang), in the test's artifacts with each vCPU's
+    state as QEMU holds it; on the console too, right after the report, whose title then names
+    where the task waits. The console shows every
     message from then on: the machine is not handed on after a hang anyway."""
     assert m.console is not None
     mark = len(m.console.text)
@@ -71,6 +72,7 @@ def hang_stacks(m: Machine, artifacts: Path) -> None:
         stacks = m.console.text[mark:]
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / f"sysrq-{m.topology.name}.txt").write_text(stacks)
+    m.save_cpu_states(artifacts / f"cpus-{m.topology.name}.txt")
 
 
 def unresponsive(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
@@ -84,6 +86,7 @@ def unresponsive(item: pytest.Item) -> list[tuple[Machine, crash.Finding]]:
         if m.stopped or not m.qemu_alive() or m.ssh_channel is None or not _running(m):
             continue
         if not m.ssh_alive(timeout=UNRESPONSIVE_WAIT):
+            m.save_cpu_states(slices.test_dir(item) / f"cpus-{m.topology.name}.txt")
             tail = "\n".join(m.console.text[s.console_mark:].splitlines()[-20:]) if m.console else ""
             found.append((m, crash.Finding(UNRESPONSIVE, "kernel", True,
                                            f"{m.name}: no command ran over SSH within {UNRESPONSIVE_WAIT:g} s while "

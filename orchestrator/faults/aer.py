@@ -56,7 +56,7 @@ def _pcie_aer(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Time
     name, bit = {**UNCORRECTABLE, **CORRECTABLE}[error]
     flag = "-c " if kind == "correctable" else ""
     command = f"pcie_aer_inject_error {flag}{ctrl.root_port} {1 << bit:#x}"
-    said = str(m.qmp.execute("human-monitor-command", {"command-line": command}, t.timeout))
+    said = m.qmp.hmp(command, t.timeout)
     if not said.startswith("OK"):
         raise MachineError(f"{command} ({error}): {said.strip()}")
     armed = "" if kind == "correctable" else " (SERR enabled on the port)"

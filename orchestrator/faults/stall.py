@@ -41,7 +41,7 @@ def seconds(text: str) -> str:
 
 
 def _qemu_io(m: Injectable, device: str, command: str, timeout: float) -> None:
-    m.qmp.execute("human-monitor-command", {"command-line": f'qemu-io -d {device} "{command}"'}, timeout)
+    m.qmp.hmp(f'qemu-io -d {device} "{command}"', timeout)
 
 
 def _below_the_guests_timeout(m: Injectable, serial: str, nsid: int, hold: float, timeout: float) -> None:

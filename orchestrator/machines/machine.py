@@ -9,6 +9,7 @@ import time
 
 from orchestrator import guest
 from orchestrator.config.topology import Controller
+from orchestrator.errors import DeadlineError
 from orchestrator.guest import net
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.vm.machine import QemuMachine
@@ -34,7 +35,11 @@ class Machine(QemuMachine):
         restored = self.restore is not None
         wanted = list(self.topology.controllers) if restored else self.boot_controllers()
         self.stage = "first SSH command"
-        self.ssh.connect(max(1.0, deadline - time.monotonic()))
+        since = len(self.console.text) if self.console else 0
+        try:
+            self.ssh.connect(max(1.0, deadline - time.monotonic()))
+        except DeadlineError as e:
+            self.hung_at_boot(e, f"gives no SSH session though its sshd was up: {e}", "its sshd was up", since)
         # A restored guest's controllers are hot-added once it answers, not as soon as it runs:
         # with the hot-add 0.2 s after the load, 1 run in 10 stalled (RCU: vCPU 0 lost its timer;
         # the cause is not known, the order is the one that never did).

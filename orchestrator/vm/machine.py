@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from orchestrator import logs
 from orchestrator.config.topology import Controller, Topology
@@ -62,9 +62,12 @@ BOOTS = 2
 # shows how far it got: every message, from the first instructions of the kernel on.
 EARLY_CONSOLE = "earlyprintk=serial,ttyS0,115200 ignore_loglevel"
 # A boot that printed something and then nothing more by its deadline (seen once in a local CI:
-# the initrd's line, then 60 s of silence) is asked what it is doing before it is killed: SysRq
-# w (blocked tasks) and l (each CPU's backtrace) through the PS/2 keyboard, printed on the console
-# whatever its log level; then it gets one more boot, and the dump stays in console-bootN.log.
+# the initrd's line, then 60 s of silence), or whose sshd said it listens and then never finished
+# a key exchange (seen once in CI, stop 36: 57 s of "No existing session" on a fresh guest), is
+# asked what it is doing before it is killed: SysRq w (blocked tasks) and l (each CPU's backtrace)
+# through the PS/2 keyboard, printed on the console whatever its log level, and each vCPU's state
+# as QEMU holds it is kept (cpus-bootN.txt); then it gets one more boot, and the dump stays in
+# console-bootN.log.
 SYSRQ = ("w", "l")
 SYSRQ_WAIT = 3.0  # seconds for the dump to reach the console
 _BLOCKED = re.compile(r"task:(\S+)\s+state:D")
@@ -86,7 +89,7 @@ class SilentBoot(KernelBrokeAtBoot):
 
 
 class StuckBoot(KernelBrokeAtBoot):
-    """The guest printed something, then nothing more before its boot deadline."""
+    """The guest printed something, or its sshd was up, then it went silent to its boot deadline."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ class QemuMachine:
         self.empty_ports = empty_ports or restore is not None
         self.stage = ""  # the step of getting ready under way, for the error if it fails
         self.early_console = False  # the kernel's early console on (a boot after a silent one)
-        self.last_boot = True  # no boot after this one: a boot that broke raises its own error
+        self.boot, self.last_boot = 1, True  # no boot after this one: a boot that broke raises its own error
 
     # -- building the command line -------------------------------------------------------------
 
@@ -234,7 +237,7 @@ class QemuMachine:
         more boot. Whatever fails, the VM is shut down."""
         try:
             for boot in range(1, BOOTS + 1):
-                self.last_boot = boot == BOOTS
+                self.boot, self.last_boot = boot, boot == BOOTS
                 try:
                     self.wait_ready(self.boot_timeout)
                     return self
@@ -447,18 +450,28 @@ class QemuMachine:
             if not text.strip() and not self.early_console:
                 raise SilentBoot(f"{self.name}: the guest printed nothing on its console") from None
             last = text.strip().splitlines()[-1][-300:] if text.strip() else None
-            printed = f"the last thing it printed: {last!r}" if last else "no output from the firmware"
-            early = " (kernel early console on)" if self.early_console else ""
-            said = self._sysrq_dump(len(text)) if last else ""
-            if last and not self.last_boot:
-                raise StuckBoot(f"{self.name}: guest boot stuck after its last line {last!r}{said}") from None
-            e.args = (f"{e}; {printed}{early}{said}",)
-            raise
+            if last is None:
+                early = " (kernel early console on)" if self.early_console else ""
+                e.args = (f"{e}; no output from the firmware{early}",)
+                raise
+            self.hung_at_boot(e, f"boot stuck after its last line {last!r}", f"the last thing it printed: {last!r}",
+                       len(text))
         if m.group(0).startswith("Kernel panic"):
             raise KernelBrokeAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
         if not m.group(0).startswith(MARKER_READY):
             raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
         self.timings["marker"] = time.monotonic()
+
+    def hung_at_boot(self, e: DeadlineError, what: str, detail: str, since: int) -> NoReturn:
+        """A boot step that printed, or answered, and then went silent to its deadline: the guest
+        is asked what it does (SysRq) and, unless this is its last boot, gets one more
+        (StuckBoot); the last boot's error keeps its fields and says the same. `since`: where
+        on the console the dump starts."""
+        said = self._sysrq_dump(since)
+        if not self.last_boot:
+            raise StuckBoot(f"{self.name}: guest {what}{said}") from None
+        e.args = (f"{e}; {detail}{said}",)
+        raise e
 
     def _sysrq_dump(self, since: int) -> str:
         """SysRq's blocked tasks and CPU backtraces on the console of a guest stuck at boot: what
@@ -470,11 +483,21 @@ class QemuMachine:
         except TbctlError:
             return ""  # QEMU itself does not answer: its own error says so
         time.sleep(SYSRQ_WAIT)
+        self.save_cpu_states(self.artifacts / f"cpus-boot{self.boot}.txt")
         dump = self.console.text[since:] if self.console else ""
         if "sysrq:" not in dump:
             return "; the kernel did not answer SysRq"
         blocked = list(dict.fromkeys(_BLOCKED.findall(dump)))
         return f"; blocked: {', '.join(blocked)}" if blocked else "; no task blocked (SysRq's dump is on the console)"
+
+    def save_cpu_states(self, path: Path) -> None:
+        """Each vCPU's registers and local APIC (QMP.cpu_states) into `path`, or why they could not be had."""
+        try:
+            text = self.qmp.cpu_states(self.topology.cpus, timeout=10)
+        except TbctlError as e:
+            text = f"QEMU gave no vCPU state: {e}\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
     # -- channels -------------------------------------------------------------------------------
 

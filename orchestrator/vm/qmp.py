@@ -173,6 +173,18 @@ class QMP:
                                         what=f"QMP event {name}", seconds=timeout)
                 self._cond.wait(remaining)
 
+    def hmp(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """What an HMP command printed (the monitor commands QMP has no counterpart for)."""
+        return str(self.execute("human-monitor-command", {"command-line": command}, timeout))
+
+    def cpu_states(self, cpus: int, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """Each vCPU as QEMU holds it: its registers (HLT=1: halted; II=1: interrupts inhibited)
+        and its local APIC (the timer armed or not, vectors pending in IRR, in service in ISR,
+        TPR/PPR). A TCG guest at times has a vCPU that takes NMIs but no more interrupts (RCU
+        stalls, SSH silent; seen in CI, cause unknown): this is where it shows which of those."""
+        return "\n".join([self.hmp("info registers -a", timeout)]
+                         + [self.hmp(f"info lapic {i}", timeout) for i in range(cpus)]).replace("\r\n", "\n")
+
     def sysrq(self, key: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Alt-SysRq-`key` on the guest's keyboard: the kernel answers even when its SSH cannot."""
         self.execute("send-key", {"keys": [{"type": "qcode", "data": k} for k in ("alt", "sysrq", key)]}, timeout)
