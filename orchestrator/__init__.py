@@ -4,6 +4,7 @@ Packages by layer; an import only ever points down this list (scripts/layers che
 
     cli/       argparse and printing: one module per command group
     engine/    the suite engine on pytest (the only package that imports pytest)
+    results/   what runs leave, read without pytest: outcomes, merge, baseline, shards, JUnit, HTML, repro
     faults/    hotplug, registers, traces: fault injection into a machine
     vagrant/   the same machines for the top-level Vagrantfile (vagrant-libvirt)
     spdk/      the user's SPDK tree: its files, its apps in a guest, its JSON-RPC

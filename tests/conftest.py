@@ -13,8 +13,8 @@ import pytest
 
 from orchestrator import image, paths
 from orchestrator.cli import main
-from orchestrator.engine import shard
 from orchestrator.image import shell as image_shell
+from orchestrator.results import shard
 from orchestrator.vm import accel, registry
 
 STANDIN = Path(__file__).resolve().parent / "spdk_standin"

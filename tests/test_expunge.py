@@ -60,7 +60,7 @@ def test_the_projects_own_list_knows_the_initiator_stuck_after_a_reset_only_when
     """Real messages of the 6.1 initiator whose target went away during a reset's reconnect: its
     rule needs fio's tasks stuck in the kernel, and a fio merely slow to stop stays a failure."""
     from orchestrator.cli.common import KNOWN_FAILURES
-    from orchestrator.engine.repro import signature
+    from orchestrator.results.repro import signature
 
     own = expunge.load(KNOWN_FAILURES)
     stuck = ("DeadlineError: fio on /dev/nvme0n1 over rdma: still running 20 s after its controller nvme0 went "

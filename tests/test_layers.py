@@ -25,7 +25,7 @@ def test_a_back_edge_is_caught(tmp_path: Path) -> None:
     (copy / "scripts").mkdir()
     shutil.copy(SCRIPT, copy / "scripts" / "layers")
     bad = copy / "orchestrator" / "vm" / "console.py"
-    bad.write_text(bad.read_text() + "\nfrom orchestrator.engine import outcome  # noqa\n")
+    bad.write_text(bad.read_text() + "\nfrom orchestrator.results import outcome  # noqa\n")
     r = subprocess.run([sys.executable, str(copy / "scripts" / "layers")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
-    assert "vm/ imports orchestrator.engine.outcome (engine/), which is not below it" in r.stderr
+    assert "vm/ imports orchestrator.results.outcome (results/), which is not below it" in r.stderr

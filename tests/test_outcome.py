@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.engine import outcome
+from orchestrator.results import outcome
 
 
 @pytest.mark.parametrize("passed, skipped, timed_out, crash, expected", [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import runspec
-from orchestrator.engine import repro
+from orchestrator.results import repro
 
 REPO = Path(__file__).resolve().parent.parent
 FLAKY = REPO / "tests" / "engine_suites" / "flaky.py"

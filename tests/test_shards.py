@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import Tbctl, tbctl
 
-from orchestrator.engine import baseline, shard
 from orchestrator.errors import ConfigError
+from orchestrator.results import baseline, shard
 
 REPO = Path(__file__).resolve().parent.parent
 DEMOS = sorted(str(p) for p in (REPO / "tests" / "engine_suites" / "shards").glob("*.py"))

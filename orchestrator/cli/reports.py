@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.common import output_file, ranged
-from orchestrator.engine import baseline, junit, merge, report_html
 from orchestrator.engine.results import test_lines
 from orchestrator.errors import ConfigError
+from orchestrator.results import baseline, html, junit, merge
 
 SLOWER_HELP = "with --baseline: a passing test is slower when it took this fraction longer (default 0.5) and 1 s more"
 
@@ -67,7 +67,7 @@ def html_opt(sp: argparse.ArgumentParser) -> None:
 
 
 def write_html(doc: dict[str, Any], path: str | Path) -> None:
-    report_html.write(doc, Path(path))
+    html.write(doc, Path(path))
     print(f"report:    {path}")
 
 

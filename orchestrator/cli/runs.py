@@ -32,12 +32,13 @@ from orchestrator.cli.common import (
 from orchestrator.config import bed as beds
 from orchestrator.config import expunge, runspec
 from orchestrator.config.runspec import RunSpec
-from orchestrator.engine import repro, run, shard
+from orchestrator.engine import run
 from orchestrator.errors import ConfigError
 from orchestrator.faults import marker
 from orchestrator.faults import table as fault_table
 from orchestrator.machines import snapshot
 from orchestrator.machines.environment import Environment
+from orchestrator.results import repro, shard
 from orchestrator.spdk import autorun
 from orchestrator.spdk import script as spdk_script
 from orchestrator.vm import qemu_binary

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.engine import deadline, repro, results, slices, timeline
+from orchestrator.engine import deadline, results, slices, timeline
 from orchestrator.engine.session import Run
+from orchestrator.results import repro
 
 KEPT = ("outcome", "message", "duration", "artifacts", "discarded")
 
@@ -36,9 +37,4 @@ def begin(run: Run, item: pytest.Item) -> None:
             del item.stash[key]
     slices.forget(item)
     timeline.forget(item)
-
-
-def flaky(test: dict[str, Any]) -> bool:
-    """Passed, after at least one failed attempt."""
-    return test.get("outcome") == "passed" and bool(test.get("attempts"))
 

@@ -4,7 +4,7 @@
 Registered at configure time as one Engine object (as pytest-xdist registers its session), whose
 hooks stay a few lines each and call the engine's pieces: the deadline and crash watches
 (engine.deadline, with its own hooks another plugin may take over), crash findings
-(engine.findings), the outcome (engine.outcome, a pure classifier), artifacts (engine.artifacts)
+(engine.findings), the outcome (results.outcome, a pure classifier), artifacts (engine.artifacts)
 and results (engine.results). Outcomes: passed, failed, timed out, guest crashed, qemu crashed,
 infrastructure error, skipped, known failure (a failure on the run's list of known failures); each
 becomes a JUnit property `outcome`, and the run's results.json holds them with the run's
@@ -30,16 +30,14 @@ from orchestrator.engine import (
     findings,
     hookspecs,
     host,
-    outcome,
-    repro,
     results,
-    shard,
     slices,
     substeps,
     timeline,
 )
 from orchestrator.engine.session import RUN, Run, Settings, add_options
 from orchestrator.errors import DeadlineError
+from orchestrator.results import outcome, repro, shard
 from orchestrator.vm import qemu_binary
 
 pytest_plugins = ["orchestrator.engine.fixtures"]

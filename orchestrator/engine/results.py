@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from orchestrator import __version__
-from orchestrator.engine import host, outcome
+from orchestrator.engine import host
 from orchestrator.engine.deadline import GuestCrashed
 from orchestrator.engine.session import Run
 from orchestrator.errors import OUTCOMES
+from orchestrator.results import outcome
+from orchestrator.results.junit import known_text
 from orchestrator.vm import qemu_binary
 
 
@@ -107,11 +109,6 @@ def summary(run: Run) -> list[str]:
     kept = [f"kept up after {test}: {name}   get in: tbctl ssh {name}   drop: tbctl down {name}"
             for name, test in run.kept.items()]
     return lines + test_lines(run.results.values()) + kept
-
-
-def known_text(rule: dict[str, Any]) -> str:
-    """A known failure's rule as the summary and JUnit show it: "(OUTCOME): REASON [LINK]"."""
-    return f"({rule['outcome']}): {rule['reason']}" + (f" [{rule['link']}]" if rule.get("link") else "")
 
 
 def test_lines(tests: Iterable[dict[str, Any]]) -> list[str]:

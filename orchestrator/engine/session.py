@@ -17,9 +17,9 @@ import pytest
 
 from orchestrator.config import bed as beds
 from orchestrator.config import expunge, runspec, topology
-from orchestrator.engine import shard
 from orchestrator.errors import TbctlError
 from orchestrator.machines import Machine, environment, snapshot
+from orchestrator.results import shard
 from orchestrator.spdk.tree import Tree
 from orchestrator.vm import qemu_binary
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.engine import attempts, outcome, repro
+from orchestrator.results import outcome, repro
 
 FAILING = outcome.KNOWABLE  # a known failure is not failing: its list says it is expected
 MIN_SLOWER = 1.0  # seconds: below this a test is not called slower, whatever the ratio
@@ -35,7 +35,7 @@ def compare(base: dict[str, Any], now: dict[str, Any], slower: float) -> dict[st
             out["fails differently"].append(n)
         elif old and not sig and t.get("outcome") == "passed":
             out["fixed"].append(n)
-        elif attempts.flaky(t) and not (b and attempts.flaky(b)):
+        elif flaky(t) and not (b and flaky(b)):
             out["new flake"].append(n)  # passed on a retry (--retries): not failing, not hidden
         if b and t.get("outcome") == b.get("outcome") == "passed" \
                 and t["duration"] - b["duration"] >= max(MIN_SLOWER, slower * b["duration"]):
@@ -77,3 +77,8 @@ def _detail(kind: str, t: dict[str, Any] | None, b: dict[str, Any] | None) -> st
     if kind == "fixed":
         return f"was {_sig(b)}"
     return f"{b['duration']:.1f} s -> {t['duration']:.1f} s"
+
+
+def flaky(test: dict[str, Any]) -> bool:
+    """Passed, after at least one failed attempt."""
+    return test.get("outcome") == "passed" and bool(test.get("attempts"))

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from orchestrator.engine import repro
 from orchestrator.render import render
+from orchestrator.results import repro
 
 WIDTH = 720  # px of a timeline's time axis
 LANES = ("phase", "boot", "step", "fault", "qemu", "app", "crash", "hang")  # a row each, top to bottom

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.engine import outcome
 from orchestrator.errors import OUTCOMES, ConfigError
+from orchestrator.results import outcome
 
 RUN_KEYS = ("tbctl", "qemu", "image", "topology", "accel", "seed", "jitter", "start", "spdk_dir", "spdk",
             "known_failures")

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.engine.outcome import KNOWABLE
-from orchestrator.engine.results import known_text
 from orchestrator.render import render
+from orchestrator.results.outcome import KNOWABLE
 
 # outcome -> (JUnit element, type of a <skipped>)
 ELEMENTS = {"passed": (None, ""), "skipped": ("skipped", "pytest.skip"), "known failure": ("skipped", "pytest.xfail"),
@@ -36,3 +35,8 @@ def write(results: dict[str, Any], path: Path) -> None:
     path.write_text(render("report/junit.xml.j2", cases=cases, failures=count["failure"], errors=count["error"],
                            skipped=count["skipped"], time=results.get("duration", 0.0),
                            timestamp=results.get("started", "")))
+
+
+def known_text(rule: dict[str, Any]) -> str:
+    """A known failure's rule as the summary and JUnit show it: "(OUTCOME): REASON [LINK]"."""
+    return f"({rule['outcome']}): {rule['reason']}" + (f" [{rule['link']}]" if rule.get("link") else "")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config.runspec import SHARD_BY
-from orchestrator.engine import merge
 from orchestrator.errors import ConfigError
+from orchestrator.results import merge
 
 BY = SHARD_BY
 _SPEC = re.compile(r"(\d+)/(\d+)")
