@@ -1,6 +1,7 @@
 """The suites of the device-side faults, end to end on the default QEMU: media errors through
-blkdebug (suites/nvme_media_errors.py), a command held there (suites/nvme_io_stalls.py), PCIe AER errors on a root port (suites/nvme_pcie_errors.py)
-and resets from either side of the driver (suites/nvme_resets.py), each test's fault on its
+blkdebug (suites/nvme_media_errors.py), a command held there (suites/nvme_io_stalls.py), PCIe AER errors on a root port (suites/nvme_pcie_errors.py),
+resets from either side of the driver (suites/nvme_resets.py) and a subsystem's namespace detached and
+attached (suites/nvme_namespaces.py), each test's fault on its
 schedule; the two failures the guest cannot recover from are the project's known failures, with
 their reasons. tests/test_qemu_versions.py runs the
 media suite on the other QEMU too."""
@@ -16,7 +17,7 @@ from conftest import tbctl
 
 @pytest.mark.vm
 def test_the_device_fault_suites_pass_with_their_known_failure(tmp_path: Path) -> None:
-    r = tbctl(tmp_path, "run", "nvme_media_errors", "nvme_io_stalls", "nvme_pcie_errors", "nvme_resets", "--json",
+    r = tbctl(tmp_path, "run", "nvme_media_errors", "nvme_io_stalls", "nvme_pcie_errors", "nvme_resets", "nvme_namespaces", "--json",
               str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     tests = {t["nodeid"].rsplit("::", 1)[1]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
@@ -33,6 +34,8 @@ def test_the_device_fault_suites_pass_with_their_known_failure(tmp_path: Path) -
         "test_the_drivers_own_flr_waits_for_its_io": "passed",
         "test_a_flr_behind_the_drivers_back_fails_its_io_and_removes_the_controller": "passed",
         "test_a_controller_disabled_behind_the_drivers_back_is_reset_and_its_io_completes": "known failure",
+        "test_a_detached_namespace_leaves_the_guest_and_comes_back_attached": "passed",
+        "test_a_reader_of_a_detached_namespace_gets_an_error": "passed",
     }, r.stdout[-3000:]
     # each fault fired on the test's schedule: what fired, after which delay
     read = tests["test_a_read_error_reaches_the_reader_with_its_block"]
@@ -41,5 +44,7 @@ def test_the_device_fault_suites_pass_with_their_known_failure(tmp_path: Path) -
     fatal = tests["test_a_fatal_error_resets_the_link_and_the_controller_comes_back"]
     assert "Data Link Layer Link Active not set" in fatal["message"] and "QEMU does not report" in fatal["known"]["reason"]
     assert [what for what, *_ in fatal["schedule"]] == ["pcie-aer nvme1 DLP"]
+    detach = tests["test_a_detached_namespace_leaves_the_guest_and_comes_back_attached"]
+    assert [what for what, *_ in detach["schedule"]] == ["ns-detach nvme0 --ns 2", "ns-attach nvme0 --ns 2"]
     flr = tests["test_a_flr_behind_the_drivers_back_fails_its_io_and_removes_the_controller"]
     assert [what for what, *_ in flr["schedule"]] == ["reset nvme1 flr (host)"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator import cli
+from orchestrator.config import topology
 from orchestrator.errors import ConfigError, MachineError
 from orchestrator.faults import marker, table
 from orchestrator.faults.kind import Kind, Param, Timing
@@ -159,3 +160,20 @@ def test_a_marker_fault_that_failed_or_never_came_says_so() -> None:
 def test_tbctl_list_faults_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["list", "--faults"]) == 0
     assert capsys.readouterr().out == table.listing() + "\n"
+
+
+def test_a_namespace_of_no_subsystem_or_past_the_last_is_refused_before_anything_is_sent() -> None:
+    """QEMU attaches and detaches only a subsystem's namespaces (nvme_subsys_ns): on the default
+    topology's controllers the fault is one line, before the guest is asked anything."""
+    class NoGuest:
+        topology = topology.default()
+
+        @property
+        def ssh(self) -> Any:
+            raise AssertionError("the guest was asked")
+
+    for kind in ("ns-detach", "ns-attach"):
+        with pytest.raises(ConfigError, match=f"^{kind} nvme0: the controller is in no NVMe subsystem"):
+            table.KINDS[kind].fire(NoGuest(), table.KINDS[kind].parse(["nvme0"], "here"), Timing())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="^nvme0: no namespace 2 \\(it has 1\\)"):
+        table.KINDS["ns-detach"].fire(NoGuest(), {"ctrl": "nvme0", "ns": "2"}, Timing())  # type: ignore[arg-type]

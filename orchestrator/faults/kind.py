@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from orchestrator.config.topology import Controller, Namespace
 from orchestrator.errors import ConfigError
 from orchestrator.faults.injectable import Injectable
 from orchestrator.faults.timing import Timed
@@ -26,6 +27,24 @@ class Param:
 
 
 CTRL = Param("ctrl", "the controller's id in the topology (e.g. nvme0)")  # the NVMe faults' first parameter
+
+
+def namespace_id(text: str) -> str:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a namespace id, 1 or more")
+    return str(int(text))
+
+
+NS = Param("ns", "the namespace id", default="1", check=namespace_id)
+
+
+def namespace(m: Injectable, a: Mapping[str, str]) -> tuple[Controller, int, Namespace]:
+    """The controller and namespace a fault's `ctrl` and `ns` name, both of the machine's topology."""
+    ctrl = m.topology.controller(a["ctrl"])
+    nsid = int(a["ns"])
+    if nsid > len(ctrl.namespaces):
+        raise ConfigError(f"{ctrl.id}: no namespace {nsid} (it has {len(ctrl.namespaces)})")
+    return ctrl, nsid, ctrl.namespaces[nsid - 1]
 
 
 @dataclass(frozen=True)

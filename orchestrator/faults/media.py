@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
-from orchestrator.config.topology import Controller, Namespace
 from orchestrator.errors import ConfigError
 from orchestrator.faults.injectable import Injectable
-from orchestrator.faults.kind import CTRL, Kind, Param, Timing
+from orchestrator.faults.kind import CTRL, NS, Kind, Param, Timing, namespace
 from orchestrator.faults.timing import Timed
 from orchestrator.vm.qmp import file_node, media_node
 
@@ -36,20 +35,6 @@ def lba_range(text: str) -> str:
     if int(last or first) - int(first) >= MAX_BLOCKS:
         raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_BLOCKS} blocks")
     return f"{int(first)}-{int(last or first)}"
-
-
-def namespace_id(text: str) -> str:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a namespace id, 1 or more")
-    return str(int(text))
-
-
-def namespace(m: Injectable, a: Mapping[str, str]) -> tuple[Controller, int, Namespace]:
-    ctrl = m.topology.controller(a["ctrl"])
-    nsid = int(a["ns"])
-    if nsid > len(ctrl.namespaces):
-        raise ConfigError(f"{ctrl.id}: no namespace {nsid} (it has {len(ctrl.namespaces)})")
-    return ctrl, nsid, ctrl.namespaces[nsid - 1]
 
 
 def _clear(m: Injectable, node: str, timeout: float) -> bool:
@@ -99,7 +84,6 @@ def _media_clear(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, T
     return f"{ctrl.id} namespace {nsid}: " + ("media errors cleared" if was else "had no media errors"), timed
 
 
-NS = Param("ns", "the namespace id", default="1", check=namespace_id)
 KINDS = (
     Kind("media-error", "fail a namespace's reads or writes of an LBA range with EIO (blkdebug under its drive): "
          "Unrecovered Read Error / Write Fault to the host, no DNR; replaces its last media-error",

@@ -22,7 +22,7 @@ from orchestrator import guest
 from orchestrator.errors import ConfigError
 from orchestrator.faults import media
 from orchestrator.faults.injectable import Injectable
-from orchestrator.faults.kind import CTRL, Kind, Param, Timing
+from orchestrator.faults.kind import CTRL, NS, Kind, Param, Timing, namespace
 from orchestrator.faults.timing import Timed
 from orchestrator.vm.qmp import media_node
 
@@ -58,7 +58,7 @@ def _below_the_guests_timeout(m: Injectable, serial: str, nsid: int, hold: float
 
 
 def _io_stall(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
-    ctrl, nsid, _ = media.namespace(m, a)
+    ctrl, nsid, _ = namespace(m, a)
     node, hold = ctrl.node(nsid), float(a["seconds"])
     device = ctrl.id if "drive" in ctrl.device() else f"{ctrl.id}-ns{nsid}"  # the qdev holding the drive
     tag = f"tbctl-stall-{time.monotonic_ns()}"
@@ -79,6 +79,6 @@ def _io_stall(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Time
 KINDS = (
     Kind("io-stall", "hold a namespace's next read or write in QEMU for SECONDS (a blkdebug breakpoint under "
          "its drive), as a device that stops answering one command, then let it go",
-         (CTRL, Param("seconds", "how long the command is held", check=seconds), media.NS,
+         (CTRL, Param("seconds", "how long the command is held", check=seconds), NS,
           Param("op", "which command is held", tuple(EVENTS), default="read")), _io_stall),
 )

@@ -5,10 +5,10 @@ one entry here."""
 from __future__ import annotations
 
 from orchestrator.errors import ConfigError
-from orchestrator.faults import aer, hotplug, media, nic, registers, reset, smart, stall, stop
+from orchestrator.faults import aer, hotplug, media, namespace, nic, registers, reset, smart, stall, stop
 from orchestrator.faults.kind import Kind
 
-KINDS: dict[str, Kind] = {k.name: k for module in (hotplug, registers, reset, smart, media, stall, aer, nic, stop) for k in module.KINDS}
+KINDS: dict[str, Kind] = {k.name: k for module in (hotplug, registers, reset, smart, media, stall, aer, namespace, nic, stop) for k in module.KINDS}
 
 
 def kind(name: str, where: str) -> Kind:
