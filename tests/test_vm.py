@@ -197,7 +197,7 @@ def test_a_boot_stuck_after_printing_is_asked_what_it_does_and_gets_one_more(gue
                      r"not answer SysRq\); booting again", log), log
     assert "TBCTL-BOOT initrd" in (tmp_path / "art" / "console-boot1.log").read_text()
 
-    never = StuckAfter(topology.default(), guest_image, tmp_path / "art2", accel="tcg", boot_timeout=20)
+    never = StuckAfter(topology.default(), guest_image, tmp_path / "art2", accel="tcg", boot_timeout=8)  # both stuck
     never.stuck = 2
     with pytest.raises(DeadlineError, match=r"the last thing it printed: 'TBCTL-BOOT initrd .*'; the kernel did not "
                                             r"answer SysRq\n--- console tail"):
