@@ -4,10 +4,17 @@ that does not build, another failure that is neither good nor bad."""
 
 from __future__ import annotations
 
+import io
 import random
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from conftest import Tbctl
 
+from orchestrator.image import Image
+from orchestrator.results import bisect
 from orchestrator.results.bisect_rule import ALPHA, CLEAN, FAILS, SKIPPED, Search, Step, clean_runs, doubt
 
 SIG = "guest crashed: Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy"
@@ -107,3 +114,103 @@ def test_verdicts_that_contradict_each_other_are_pointed_out() -> None:
     s.record("c2", FAILS)  # fails before a clean one: the signature has another cause too
     assert s.bounds() == (0, 2)
     assert s.inconsistent() == ["c4"]
+
+
+def history(repo: Path, first_flaky: int, broken: int, commits: int = 10) -> list[str]:
+    """A stand-in SPDK repository: `state` says whether the test flakes at that commit, and
+    `build.sh` fails at commit `broken` only."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+    repo.mkdir()
+    git("init", "-q", "-b", "master")
+    git("config", "user.email", "t@example.invalid")
+    git("config", "user.name", "t")
+    shas = []
+    for i in range(commits):
+        (repo / "state").write_text("flaky\n" if i >= first_flaky else "ok\n")
+        (repo / "build.sh").write_text("exit 1\n" if i == broken else "echo built > built\n")
+        (repo / "lib.c").write_text(f"int version = {i};\n")
+        git("add", "-A")
+        git("commit", "-q", "-m", f"change {i}")
+        shas.append(git("rev-parse", "HEAD"))
+    return shas
+
+
+def fake_runs(out: Path, rate: float) -> Callable[..., list[str]]:
+    """Runs as the test would give them on the built tree: the signature at `rate` where `state`
+    says flaky, and only where the build ran."""
+    def runner(s: bisect.Settings, spec: Path, n: int, seed: int, where: Path) -> list[str]:
+        tree = out / "tree"
+        assert (tree / "built").is_file()  # judged only after its build
+        rng = random.Random(seed)
+        flaky = (tree / "state").read_text() == "flaky\n"
+        return [SIG if flaky and rng.random() < rate else "" for _ in range(n)]
+    return runner
+
+
+def test_bisect_finds_the_commit_in_a_real_repository_goes_around_a_broken_build_and_resumes(
+        guest_image: Image, tmp_path: Path) -> None:
+    shas = history(tmp_path / "spdk", first_flaky=6, broken=5)
+    status = subprocess.run(["git", "-C", str(tmp_path / "spdk"), "status", "--porcelain"], capture_output=True,
+                            text=True).stdout
+    settings = bisect.Settings(tmp_path / "spdk", shas[0], shas[-1], False, "sw_hotplug", None, 4, None, "sh build.sh",
+                               60, 1, 7)
+    out = tmp_path / "b"
+    progress = io.StringIO()
+    doc = bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, progress, fake_runs(out, 0.5)).execute()
+    # commit 5 did not build: the answer is 5 or 6, and says so
+    assert [a["subject"] for a in doc["answer"]] == ["change 5", "change 6"], progress.getvalue()
+    assert doc["signature"] == SIG and [s["commit"] for s in doc["skipped"]] == [shas[5]]
+    assert "the build exited 1" in doc["skipped"][0]["why"]
+    assert doc["clean_runs"] == clean_runs(doc["rate"], 4)  # at the rate the failing end showed
+    assert doc["doubt"] == pytest.approx(doubt(doc["rate"], [s["runs"] for s in doc["steps"] if s["verdict"] == CLEAN]),
+                                         abs=1e-4) and doc["doubt"] > 0
+    assert "failing end" in progress.getvalue() and "skipped (the build exited 1" in progress.getvalue()
+    # the user's repository: not a file changed, no worktree added
+    assert subprocess.run(["git", "-C", str(tmp_path / "spdk"), "status", "--porcelain"], capture_output=True,
+                          text=True).stdout == status
+    assert subprocess.run(["git", "-C", str(tmp_path / "spdk"), "worktree", "list"], capture_output=True,
+                          text=True).stdout.count("\n") == 1
+    # resumed from its log: nothing judged again, the same answer
+    steps = (out / "steps.jsonl").read_text()
+    again = bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, io.StringIO(),
+                          lambda *a: pytest.fail("a judged commit was run again")).execute()
+    assert again["answer"] == doc["answer"] and (out / "steps.jsonl").read_text() == steps
+
+
+def test_the_fix_of_a_failure_is_found_with_the_fixed_and_broken_terms(guest_image: Image, tmp_path: Path) -> None:
+    shas = history(tmp_path / "spdk", first_flaky=0, broken=-1)
+    repo = tmp_path / "spdk"
+    subprocess.run(["git", "-C", str(repo), "checkout", "-q", shas[-1]], check=True)
+    (repo / "state").write_text("ok\n")  # fixed from here on
+    for i in range(3):
+        (repo / "lib.c").write_text(f"int fixed = {i};\n")
+        subprocess.run(["git", "-C", str(repo), "commit", "-qam", f"fix {i}"], check=True)
+    fixed = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    settings = bisect.Settings(repo, shas[0], fixed, True, "sw_hotplug", "guest crashed: Assertion*", 3, None,
+                               "sh build.sh", 60, 1, 3)
+    out = tmp_path / "b"
+    doc = bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, io.StringIO(), fake_runs(out, 1.0)).execute()
+    assert (doc["first"], [a["subject"] for a in doc["answer"]], doc["changes_what_is_built"]) == \
+        ("fixed", ["fix 0"], True)
+
+
+def test_bisect_input_mistakes_are_one_line_before_anything_is_built(tbctl_main: Tbctl, tmp_path: Path) -> None:
+    shas = history(tmp_path / "spdk", first_flaky=3, broken=-1, commits=4)
+    repo = str(tmp_path / "spdk")
+    for args, says in (
+            ([], "tbctl: tbctl bisect TEST --repo DIR, and --good REF --bad REF (a regression) or --broken REF "
+                 "--fixed REF (a fix)"),
+            (["sw_hotplug", "--repo", str(tmp_path), "--good", "a", "--bad", "b"], f"tbctl: --repo {tmp_path}: not a "
+                                                                                    "git repository"),
+            (["sw_hotplug", "--repo", repo, "--good", "nosuch", "--bad", shas[3]], f"tbctl: --good nosuch: not a "
+                                                                                  f"commit of {repo}"),
+            (["sw_hotplug", "--repo", repo, "--good", shas[3], "--bad", shas[0]],
+             f"tbctl: --good {shas[3][:12]} is not an ancestor of --bad {shas[0][:12]}: the search goes from the "
+             "older commit to the newer one"),
+            (["nosuch", "--repo", repo, "--good", shas[0], "--bad", shas[3]], "tbctl: suite 'nosuch': no "
+                                                                              "suites/nosuch.py and no such file"),
+            (["--resume", str(tmp_path)], f"tbctl: --resume {tmp_path}: no settings.json: not a bisect's directory")):
+        r = tbctl_main("bisect", *args)
+        assert r.returncode == 2 and r.stderr.strip().startswith(says), (args, r.stderr)
+    assert not (tmp_path / "art").exists()  # nothing made

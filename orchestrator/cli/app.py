@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.cli import ci, images, qemu, reports, runs, spdk, sshcfg, vagrant, vms
+from orchestrator.cli import bisect, ci, images, qemu, reports, runs, spdk, sshcfg, vagrant, vms
 from orchestrator.cli.common import Parser
 from orchestrator.errors import TbctlError
 
@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tbctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for group in (images, qemu, spdk, runs, reports, ci, vms, sshcfg, vagrant):
+    for group in (images, qemu, spdk, runs, bisect, reports, ci, vms, sshcfg, vagrant):
         group.register(sub.add_parser)
     return p
 

@@ -72,9 +72,11 @@ def argv(img: Image, binds: list[Path], command: list[str], cwd: Path | None) ->
     return args + (command or ["/bin/bash", "-l"])
 
 
-def run(img: Image, binds: list[Path], command: list[str], timeout: float | None, cwd: Path | None = None) -> int:
+def run(img: Image, binds: list[Path], command: list[str], timeout: float | None, cwd: Path | None = None,
+        output: Path | None = None) -> int:
     """Run `command` (default: an interactive login shell) in `img`; its exit status. A command
-    still running at `timeout` is killed with everything it started."""
+    still running at `timeout` is killed with everything it started. `output`: a file for what it
+    prints (default: the terminal)."""
     if shutil.which("bwrap") is None:
         raise ImageError("tbctl image shell needs bubblewrap (apt-get install bubblewrap)")
     binds = [b.resolve() for b in binds]
@@ -85,7 +87,13 @@ def run(img: Image, binds: list[Path], command: list[str], timeout: float | None
             return subprocess.run(full).returncode
         finally:
             signal.signal(signal.SIGINT, previous)
-    proc = subprocess.Popen(full, start_new_session=True)
+    sink = open(output, "ab") if output else None  # the child keeps its own copy of the descriptor
+    try:
+        proc = subprocess.Popen(full, start_new_session=True, stdin=subprocess.DEVNULL if sink else None,
+                                stdout=sink, stderr=subprocess.STDOUT if sink else None)
+    finally:
+        if sink:
+            sink.close()
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -1,19 +1,7 @@
 """The search `tbctl bisect` makes over a line of commits for a flaky failure, and the rule it
 judges one commit by. Pure: no git, no runs; orchestrator.results.bisect feeds it verdicts.
 
-The rule (stated in `tbctl bisect --help` too):
-- The failing end is run first, `runs` times: its rate `p` of failures with the signature is what
-  the rest is judged against; an end that never shows the signature cannot be bisected.
-- A commit *fails* at its first failure with the signature: one is proof, as nothing else makes
-  that signature.
-- A commit is *clean* only after `clean_runs(p)` runs without it: as many as it takes for a
-  commit that still had the bug to have shown it with probability 1 - ALPHA (syzkaller's idea:
-  keep running while the evidence is weak), and never fewer than `runs`. Runs that fail another
-  way are neither: they are counted, and do not count towards clean.
-- A commit that did not build, or that reached neither verdict within `max_runs`, is skipped:
-  the search goes around it, and the answer names it when it could be the culprit.
-- The answer's doubt: the chance that one of its clean verdicts was a commit with the bug that
-  did not show it, 1 - prod(1 - (1 - p)^n) over the clean commits' run counts n.
+The rule is RULE below (`tbctl bisect --help` prints it).
 
 Terms: a regression is searched from good (clean) to bad (fails), a fix from broken (fails) to
 fixed (clean); both are an old end, a new end and the first commit in the new end's state.
@@ -25,6 +13,19 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+RULE = """- The failing end is run first, --runs times: its rate p of failures with the signature is what
+  the rest is judged against; an end that never shows the signature cannot be bisected.
+- A commit *fails* at its first failure with the signature: one is proof, as nothing else makes
+  that signature.
+- A commit is *clean* only after ln(ALPHA)/ln(1 - p) runs without it (clean_runs): as many as it takes for a
+  commit that still had the bug to have shown it with probability 1 - ALPHA (syzkaller's idea:
+  keep running while the evidence is weak), and never fewer than --runs. Runs that fail another
+  way are neither: they are counted, and do not count towards clean.
+- A commit that did not build, or that reached neither verdict within --max-runs, is skipped:
+  the search goes around it, and the answer names it when it could be the culprit.
+- The answer's doubt: the chance that one of its clean verdicts was a commit with the bug that
+  did not show it, 1 - prod(1 - (1 - p)^n) over the clean commits' run counts n.
+"""
 ALPHA = 0.05  # the chance a commit with the bug is called clean, at the failing end's rate
 FAILS, CLEAN, SKIPPED = "fails", "clean", "skipped"
 TERMS = {"regression": ("good", "bad"), "fix": ("broken", "fixed")}  # (old end, new end)

@@ -1,0 +1,260 @@
+"""`tbctl bisect`: the first commit of an SPDK history where a flaky failure starts (or stops),
+judged by orchestrator.results.bisect_rule on runs of `tbctl repro`.
+
+The user's repository is only read: the commits are checked out in a clone of tbctl's own
+(`git clone --shared`, in the bisect's directory), its submodules taken from the user's
+repository's own copies (no network), cleaned at each step; each commit is built in the guest
+image's userland (`tbctl image shell`: what it builds runs in the guest) and its runs are
+`tbctl run`s of the test on that tree. A line per step is printed and appended to steps.jsonl,
+so an interrupted bisect resumes from it (`--resume DIR`); bisect.json has the answer.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from orchestrator.errors import ConfigError, DeadlineError
+from orchestrator.image import Image, shell
+from orchestrator.results import repro
+from orchestrator.results.bisect_rule import CLEAN, FAILS, SKIPPED, TERMS, Search, Step, clean_runs, doubt
+
+GIT_TIMEOUT = 600.0  # seconds for one git command (a clone of SPDK with its history: minutes)
+# Files a commit can change without changing what is built and run (the answer says so: such a
+# culprit is likely a wrong answer, or a flake that moved).
+UNBUILT = ("*.md", "doc/*", "CHANGELOG*", ".github/*", "LICENSE*")
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    """git's output in `repo`; a failure is one ConfigError line with git's own words."""
+    try:
+        p = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=GIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise DeadlineError(f"git {' '.join(args)} in {repo}: not done within {GIT_TIMEOUT:g} s") from None
+    if check and p.returncode != 0:
+        raise ConfigError(f"--repo {repo}: git {' '.join(args)}: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+    return p.stdout.strip()
+
+
+def resolve(repo: Path, ref: str, option: str) -> str:
+    out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                         capture_output=True, text=True, timeout=GIT_TIMEOUT)
+    if out.returncode != 0:
+        raise ConfigError(f"{option} {ref}: not a commit of {repo}")
+    return out.stdout.strip()
+
+
+def line_of_commits(repo: Path, old: str, new: str, terms: tuple[str, str]) -> list[str]:
+    """`old`, then the first-parent line of commits up to `new` (SPDK's history is a line: its
+    changes are rebased before they merge); refused in one line when old is not before new."""
+    if subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", old, new],
+                      timeout=GIT_TIMEOUT).returncode != 0 or old == new:
+        raise ConfigError(f"--{terms[0]} {old[:12]} is not an ancestor of --{terms[1]} {new[:12]}: "
+                          "the search goes from the older commit to the newer one")
+    return [old, *git(repo, "rev-list", "--first-parent", "--reverse", f"{old}..{new}").split()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: Path
+    old: str
+    new: str
+    fixing: bool
+    target: str
+    signature: str | None  # a glob over repro's signatures; None: the failing end's most common
+    runs: int  # runs at the failing end, and the fewest for a clean verdict
+    max_runs: int | None  # a commit undecided after these is skipped; None: twice what a clean verdict needs
+    build: str  # run with sh -c in the tree, in the image's userland
+    build_timeout: float
+    jobs: int
+    seed: int
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps({**asdict(self), "repo": str(self.repo)}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        d = json.loads(path.read_text())
+        return cls(**{**d, "repo": Path(d["repo"])})
+
+
+@dataclass
+class Judged:
+    commit: str
+    verdict: str
+    runs: int = 0
+    failures: int = 0
+    others: int = 0
+    build_seconds: float = 0.0
+    seconds: float = 0.0
+    why: str = ""  # a skip's reason
+
+
+class Bisect:
+    """One bisect in `out`: settings.json, the clone (tree/), each step's build log and runs
+    (steps/COMMIT/), steps.jsonl, bisect.json."""
+
+    def __init__(self, settings: Settings, out: Path, spec: Path, image: Image, progress: TextIO = sys.stderr,
+                 runner: Callable[[Settings, Path, int, int, Path], list[str]] | None = None):
+        self.s, self.out, self.spec, self.image, self.progress = settings, out, spec, image, progress
+        self.tree = out / "tree"
+        self.runner = runner or run_batch
+        self.terms = TERMS["fix" if settings.fixing else "regression"]
+        self.commits = line_of_commits(settings.repo, settings.old, settings.new, self.terms)
+        self.search = Search(self.commits, fixing=settings.fixing)
+        self.done: dict[str, Judged] = {}
+        self.rate = 0.0
+        self.signature = settings.signature
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def checkout(self, commit: str) -> None:
+        """The commit in tbctl's clone, clean, with its submodules at its pins from the user's copies."""
+        if not (self.tree / ".git").exists():
+            git(self.out, "clone", "--quiet", "--shared", "--no-checkout", str(self.s.repo), str(self.tree))
+        git(self.tree, "checkout", "--quiet", "--force", "--detach", commit)
+        git(self.tree, "clean", "-ffdxq")
+        modules = git(self.tree, "config", "-f", ".gitmodules", "--get-regexp", r"submodule\..*\.path", check=False)
+        for line in modules.splitlines():
+            key, _, _ = line.partition(" ")
+            name = key.removeprefix("submodule.").removesuffix(".path")
+            mine = self.s.repo / ".git" / "modules" / name
+            if mine.is_dir():
+                git(self.tree, "config", f"submodule.{name}.url", str(mine))
+        if modules:
+            git(self.tree, "submodule", "update", "--init", "--recursive", "--force", "--quiet")
+
+    def build(self, commit: str, where: Path) -> tuple[bool, float, str]:
+        t0 = time.monotonic()
+        try:
+            self.checkout(commit)
+        except (ConfigError, DeadlineError) as e:
+            return False, time.monotonic() - t0, f"checkout: {e}"
+        log = where / "build.log"
+        try:
+            rc = shell.run(self.image, [self.tree], ["sh", "-c", self.s.build], self.s.build_timeout, output=log)
+        except DeadlineError as e:
+            return False, time.monotonic() - t0, str(e)
+        return rc == 0, time.monotonic() - t0, "" if rc == 0 else f"the build exited {rc} (its log: {log})"
+
+    def judge(self, commit: str, needed: int) -> Judged:
+        where = self.out / "steps" / commit[:12]
+        where.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        built, build_s, why = self.build(commit, where)
+        if not built:
+            return Judged(commit, SKIPPED, build_seconds=round(build_s, 1), why=why)
+        step = Step(needed, self.s.max_runs or 2 * needed, self.matches)
+        batch = 0
+        while step.wanted():
+            batch += 1
+            n = min(step.wanted(), self.s.jobs)
+            for sig in self.runner(self.s, self.spec, n, self.s.seed + batch, where / f"runs-{batch}"):
+                step.add(sig)
+        assert step.verdict is not None
+        return Judged(commit, step.verdict, step.runs, step.failures, step.others, round(build_s, 1),
+                      round(time.monotonic() - t0, 1), "" if step.verdict != SKIPPED else
+                      f"no verdict in {step.runs} runs ({step.others} failed otherwise)")
+
+    def matches(self, signature: str) -> bool:
+        """The signature searched for: the glob given, or the failing end's own, as it is."""
+        if self.s.signature is not None:
+            return fnmatch.fnmatchcase(signature, self.s.signature)
+        return signature == self.signature
+
+    # -- the whole search -----------------------------------------------------------------------
+
+    def measure(self) -> Judged:
+        """The failing end, `runs` times: the rate the rest is judged against, and the signature
+        (the most common there, unless given)."""
+        failing = self.s.old if self.s.fixing else self.s.new
+        where = self.out / "steps" / failing[:12]
+        where.mkdir(parents=True, exist_ok=True)
+        built, build_s, why = self.build(failing, where)
+        if not built:
+            raise ConfigError(f"the failing end {failing[:12]} does not build: {why}")
+        sigs = [s for s in self.runner(self.s, self.spec, self.s.runs, self.s.seed, where / "runs-0") if s]
+        if self.signature is None and sigs:
+            self.signature = collections.Counter(sigs).most_common(1)[0][0]
+        failures = sum(self.matches(s) for s in sigs)
+        if not failures:
+            raise ConfigError(f"the failing end {failing[:12]} did not fail with "
+                              f"{self.signature or 'any signature'!r} in {self.s.runs} runs: nothing to bisect "
+                              f"(its failures: {sorted(set(sigs)) or 'none'})")
+        self.rate = failures / self.s.runs
+        return Judged(failing, FAILS, self.s.runs, failures, len(sigs) - failures, round(build_s, 1))
+
+    def execute(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        log = self.out / "steps.jsonl"
+        earlier = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        if earlier:  # resumed: the failing end's measure and every verdict, from the log
+            first = earlier[0]
+            self.signature, self.rate = first["signature"], first["rate"]
+            self.done = {j["step"]["commit"]: Judged(**j["step"]) for j in earlier[1:]}
+            for j in self.done.values():
+                self.search.record(j.commit, j.verdict)
+            self.say(f"resumed: {len(self.done)} commits judged, rate {self.rate:.0%}, signature {self.signature!r}")
+        else:
+            end = self.measure()
+            self.append(log, {"signature": self.signature, "rate": self.rate, "step": asdict(end)})
+            self.say(f"failing end {end.commit[:12]}: {end.failures} of {end.runs} runs failed with "
+                     f"{self.signature!r} ({self.rate:.0%}); build {end.build_seconds:g} s")
+        needed = clean_runs(self.rate, self.s.runs)
+        self.say(f"{len(self.commits) - 2} commits between the ends; a commit is clean after {needed} clean runs")
+        while (commit := self.search.next()) is not None:
+            j = self.judge(commit, needed)
+            self.done[commit] = j
+            self.search.record(commit, j.verdict)
+            self.append(log, {"step": asdict(j)})
+            self.say(self.step_line(j))
+        return self.report(needed)
+
+    def step_line(self, j: Judged) -> str:
+        state = {FAILS: self.terms[0] if self.s.fixing else self.terms[1],
+                 CLEAN: self.terms[1] if self.s.fixing else self.terms[0], SKIPPED: "skipped"}[j.verdict]
+        return (f"{j.commit[:12]} {self.subject(j.commit)[:60]!r}: build {j.build_seconds:g} s, {j.runs} runs, "
+                f"{j.failures} failed with the signature, {j.others} otherwise: {state}"
+                + (f" ({j.why})" if j.why else ""))
+
+    def subject(self, commit: str) -> str:
+        return git(self.s.repo, "log", "-1", "--format=%s", commit)
+
+    def report(self, needed: int) -> dict[str, Any]:
+        answer = self.search.answer()
+        clean = [j.runs for j in self.done.values() if j.verdict == CLEAN]
+        files = git(self.s.repo, "show", "--format=", "--name-only", answer[-1]).splitlines() if len(answer) == 1 else []
+        built = [f for f in files if not any(fnmatch.fnmatchcase(f, p) for p in UNBUILT)]
+        doc = {"first": self.terms[1], "answer": [{"commit": c, "subject": self.subject(c)} for c in answer],
+               "doubt": round(doubt(self.rate, clean), 4), "rate": self.rate, "signature": self.signature,
+               "clean_runs": needed, "skipped": [asdict(j) for j in self.done.values() if j.verdict == SKIPPED],
+               "inconsistent": self.search.inconsistent(), "files": files, "changes_what_is_built": bool(built),
+               "steps": [asdict(j) for j in self.done.values()]}
+        (self.out / "bisect.json").write_text(json.dumps(doc, indent=2) + "\n")
+        return doc
+
+    def say(self, line: str) -> None:
+        self.progress.write(f"bisect: {line}\n")
+        self.progress.flush()
+
+    @staticmethod
+    def append(log: Path, record: dict[str, Any]) -> None:
+        with open(log, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def run_batch(s: Settings, spec: Path, n: int, seed: int, out: Path) -> list[str]:
+    """`n` runs of the test on the built tree (`tbctl repro`'s, `jobs` at once): each run's
+    failure signature, "" for a run that passed."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "progress.log", "w") as progress:
+        runs = repro.Repro(s.target, n, min(n, s.jobs), seed, out, spec, progress=progress).execute()
+    return [x.signature if x.failed else "" for x in runs]
