@@ -210,6 +210,8 @@ def test_bisect_input_mistakes_are_one_line_before_anything_is_built(tbctl_main:
              "older commit to the newer one"),
             (["nosuch", "--repo", repo, "--good", shas[0], "--bad", shas[3]], "tbctl: suite 'nosuch': no "
                                                                               "suites/nosuch.py and no such file"),
+            (["sw_hotplug", "--repo", repo, "--good", shas[0], "--bad", shas[3], "--spdk-dir", repo],
+             "tbctl: --spdk-dir: bisect builds its own tree of --repo at each commit"),
             (["--resume", str(tmp_path)], f"tbctl: --resume {tmp_path}: no settings.json: not a bisect's directory")):
         r = tbctl_main("bisect", *args)
         assert r.returncode == 2 and r.stderr.strip().startswith(says), (args, r.stderr)

@@ -53,6 +53,8 @@ def _settings(args: argparse.Namespace) -> bisect.Settings:
             (fixing and (args.good or args.bad)):
         raise ConfigError("tbctl bisect TEST --repo DIR, and --good REF --bad REF (a regression) or "
                           "--broken REF --fixed REF (a fix)")
+    if args.spdk_dir is not None:
+        raise ConfigError("--spdk-dir: bisect builds its own tree of --repo at each commit")
     repo = Path(args.repo).resolve()
     if subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True,
                       timeout=60).returncode != 0:
