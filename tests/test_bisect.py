@@ -5,18 +5,21 @@ that does not build, another failure that is neither good nor bad."""
 from __future__ import annotations
 
 import io
+import json
 import random
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Tbctl
+from conftest import Tbctl, tbctl
 
 from orchestrator.image import Image
 from orchestrator.results import bisect
 from orchestrator.results.bisect_rule import ALPHA, CLEAN, FAILS, SKIPPED, Search, Step, clean_runs, doubt
 
+REPO = Path(__file__).resolve().parent.parent
 SIG = "guest crashed: Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy"
 OTHER = "timed out: TestDeadline: test deadline of N s fired"
 
@@ -216,3 +219,43 @@ def test_bisect_input_mistakes_are_one_line_before_anything_is_built(tbctl_main:
         r = tbctl_main("bisect", *args)
         assert r.returncode == 2 and r.stderr.strip().startswith(says), (args, r.stderr)
     assert not (tmp_path / "art").exists()  # nothing made
+
+
+@pytest.mark.vm
+def test_one_real_bisect_names_the_commit_that_broke_the_stand_in(tmp_path: Path) -> None:
+    """The whole command on a repository of the stand-in tree (tests/spdk_standin): each commit
+    built with its own Makefile in the guest image's userland, each run a real `tbctl run` of
+    nvme_doorbell_aers on it. Commit 1 makes the stand-in expect the wrong AER for an invalid
+    doorbell write, commit 2 changes only its README: bisect names commit 1."""
+    repo, src = tmp_path / "spdk", REPO / "tests" / "spdk_standin"
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "tests/spdk_standin"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    for f in files:
+        (repo / Path(f).relative_to("tests/spdk_standin")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, repo / Path(f).relative_to("tests/spdk_standin"))
+
+    def commit(message: str) -> str:
+        for args in (["add", "-A"], ["commit", "-qm", message]):
+            subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+                           check=True)
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    subprocess.run(["git", "-C", str(repo), "init", "-q", "-b", "master"], check=True)
+    good = commit("the stand-in as it is")
+    aers = repo / "src" / "doorbell_aers.py"
+    broken = aers.read_text().replace('t.run("test_write_invalid_db", INFO_WRITE_INVALID_DB,',
+                                      't.run("test_write_invalid_db", INFO_INVALID_DB_WRITE,')
+    assert broken != aers.read_text() and (src / "src" / "doorbell_aers.py").is_file()
+    aers.write_text(broken)
+    culprit = commit("doorbell_aers: expect the other AER")
+    (repo / "README.md").write_text((repo / "README.md").read_text() + "\nA line.\n")
+    bad = commit("README: a line")
+    r = tbctl(tmp_path, "bisect", "nvme_doorbell_aers::test_spdk_doorbell_aers", "--repo", str(repo), "--good", good,
+              "--bad", bad, "--runs", "1", "--build", "make", timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"the first bad commit: {culprit[:12]} 'doorbell_aers: expect the other AER'" in r.stdout, r.stdout
+    (out,) = (tmp_path / "art").glob("bisect-*")
+    doc = json.loads((out / "bisect.json").read_text())
+    assert [s["verdict"] for s in doc["steps"]] == ["fails"] and doc["rate"] == 1.0, doc
+    assert doc["files"] == ["src/doorbell_aers.py"] and doc["changes_what_is_built"]
+    assert "failing end" in r.stderr and (out / "steps" / bad[:12] / "build.log").is_file()

@@ -10,12 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.cli.common import SECONDS, artifacts_root, ranged, resolve, suite_paths
-from orchestrator.cli.runs import run_opts, run_spec, with_scripts
+from orchestrator.cli.common import SECONDS, artifacts_root, ranged, resolve
+from orchestrator.cli.runs import run_opts, run_spec, run_target, with_scripts
 from orchestrator.config.runspec import RunSpec
 from orchestrator.errors import ConfigError
 from orchestrator.results import bisect, bisect_rule
-from orchestrator.spdk import script as spdk_script
 
 DEFAULT_BUILD = "./configure --target-arch=x86-64-v2 --disable-unit-tests && make -j$(nproc)"
 
@@ -62,9 +61,8 @@ def _settings(args: argparse.Namespace) -> bisect.Settings:
     terms = bisect_rule.TERMS["fix" if fixing else "regression"]
     old_sha, new_sha = bisect.resolve(repo, old, f"--{terms[0]}"), bisect.resolve(repo, new, f"--{terms[1]}")
     bisect.line_of_commits(repo, old_sha, new_sha, terms)
-    if not args.target.startswith(spdk_script.PREFIX):
-        suite_paths([args.target])
-    return bisect.Settings(repo, old_sha, new_sha, fixing, args.target, args.signature, args.runs, args.max_runs,
+    return bisect.Settings(repo, old_sha, new_sha, fixing, run_target(args.target), args.signature, args.runs,
+                           args.max_runs,
                            args.build, args.build_timeout, args.jobs,
                            args.seed if args.seed is not None else random.randrange(1 << 31))
 

@@ -224,18 +224,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def run_target(target: str) -> str:
+    """A test target checked, as a `tbctl run` started anywhere takes it (a suite file by its
+    absolute path): what repro and bisect hand to each of their runs."""
+    if target.startswith(spdk_script.PREFIX):
+        return target
+    suite_paths([target])
+    base, sep, rest = target.partition("::")
+    return target if (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
+
+
 def cmd_repro(args: argparse.Namespace) -> int:
     """Validate and build once, then hand each run to its own `tbctl run`, on one spec."""
-    script = args.target.startswith(spdk_script.PREFIX)
-    if not script:
-        suite_paths([args.target])
+    target = run_target(args.target)
     # Every failure counts in a rate, known or not: the runs report them as they are.
     spec = with_scripts(run_spec(argparse.Namespace(**{**vars(args), "seed": None}), RunSpec()), [args.target])
     out = artifacts_root() / time.strftime("repro-%Y%m%d-%H%M%S")
     env = prepare(spec, args.mirror)
     spec = dataclasses.replace(pinned(spec, env), qemu=str(qemu_binary.current().path) if spec.qemu else None)
-    base, sep, rest = args.target.partition("::")
-    target = args.target if script or (SUITES / f"{base}.py").is_file() else str(Path(base).resolve()) + sep + rest
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     jobs = args.jobs or repro.default_jobs(env.topology.memory_mib)
     if not args.cold:
