@@ -10,7 +10,18 @@ OUTCOMES = ["passed", "skipped", "known failure", "failed", "timed out", "guest 
 
 
 class TbctlError(Exception):
-    """Base of every error tbctl reports as one line, without a traceback."""
+    """Base of every error tbctl reports as one line, without a traceback. `machine` and `stage`
+    say which machine, at which step of getting ready, when the error came from one (set by the
+    machine that saw it, whatever raised it)."""
+
+    machine: str | None = None
+    stage: str | None = None
+
+    def fields(self) -> dict[str, object]:
+        """What happened, as data for results.json: the error's kind and every field it has."""
+        kept = {k: v for k, v in vars(self).items() if v not in (None, "", [], {}) and not k.startswith("_")}
+        return {"kind": type(self).__name__, **{k: v if isinstance(v, (int, float, bool)) else str(v)[-2000:]
+                                                 for k, v in kept.items()}}
 
 
 class ConfigError(TbctlError):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Tbctl, tbctl
 
+from orchestrator.errors import ConfigError
 from orchestrator.image import Image
 from orchestrator.results import bisect
 from orchestrator.results.bisect_rule import ALPHA, CLEAN, FAILS, SKIPPED, Search, Step, clean_runs, doubt
@@ -196,6 +197,17 @@ def test_the_fix_of_a_failure_is_found_with_the_fixed_and_broken_terms(guest_ima
     doc = bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, io.StringIO(), fake_runs(out, 1.0)).execute()
     assert (doc["first"], [a["subject"] for a in doc["answer"]], doc["changes_what_is_built"]) == \
         ("fixed", ["fix 0"], True)
+    assert doc["steps"][0]["commit"] == fixed and doc["steps"][0]["verdict"] == "clean"  # the clean end, judged
+
+
+def test_a_clean_end_that_fails_too_is_refused(guest_image: Image, tmp_path: Path) -> None:
+    shas = history(tmp_path / "spdk", first_flaky=0, broken=-1, commits=4)
+    settings = bisect.Settings(tmp_path / "spdk", shas[0], shas[-1], False, "sw_hotplug", None, 2, None, "sh build.sh",
+                               60, 1, 5)
+    out = tmp_path / "b"
+    with pytest.raises(ConfigError, match=f"^--good {shas[0][:12]} is not clean: {shas[0][:12]} 'change 0': .* 1 "
+                                          "failed with the signature, 0 otherwise: bad; nothing to bisect"):
+        bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, io.StringIO(), fake_runs(out, 1.0)).execute()
 
 
 def test_bisect_input_mistakes_are_one_line_before_anything_is_built(tbctl_main: Tbctl, tmp_path: Path) -> None:
@@ -256,6 +268,7 @@ def test_one_real_bisect_names_the_commit_that_broke_the_stand_in(tmp_path: Path
     assert f"the first bad commit: {culprit[:12]} 'doorbell_aers: expect the other AER'" in r.stdout, r.stdout
     (out,) = (tmp_path / "art").glob("bisect-*")
     doc = json.loads((out / "bisect.json").read_text())
-    assert [s["verdict"] for s in doc["steps"]] == ["fails"] and doc["rate"] == 1.0, doc
+    assert [(s["commit"], s["verdict"]) for s in doc["steps"]] == [(good, "clean"), (culprit, "fails")], doc
+    assert doc["rate"] == 1.0
     assert doc["files"] == ["src/doorbell_aers.py"] and doc["changes_what_is_built"]
     assert "failing end" in r.stderr and (out / "steps" / bad[:12] / "build.log").is_file()

@@ -151,6 +151,7 @@ def test_outcomes_are_told_apart(tmp_path: Path, standin: Path) -> None:
             in spdk["message"] and "but no Asynchronous Event Request was outstanding" in spdk["message"])
     assert "test_write_invalid_db (doorbell of a non-existent SQ (qid 2): Error AER info 0x0): Failure" in spdk["message"]
     assert "exit status" not in spdk["message"]  # interrupted, SPDK's app prints Failure and still exits 0
+    assert spdk["error"] == {"kind": "DeadlineError", "what": "doorbell_aers test_write_invalid_db", "seconds": 10}
 
 
 @pytest.mark.vm

@@ -200,8 +200,9 @@ def test_a_boot_stuck_after_printing_is_asked_what_it_does_and_gets_one_more(gue
     never = StuckAfter(topology.default(), guest_image, tmp_path / "art2", accel="tcg", boot_timeout=8)  # both stuck
     never.stuck = 2
     with pytest.raises(DeadlineError, match=r"the last thing it printed: 'TBCTL-BOOT initrd .*'; the kernel did not "
-                                            r"answer SysRq\n--- console tail"):
+                                            r"answer SysRq\n--- console tail") as stuck:
         never.launch()
+    assert (stuck.value.machine, stuck.value.stage) == (never.name, "console marker")  # fields, not only words
     assert not never.qemu_alive() and not never.run_dir.exists()
 
 

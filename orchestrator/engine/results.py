@@ -17,7 +17,7 @@ from orchestrator import __version__
 from orchestrator.engine import host
 from orchestrator.engine.deadline import GuestCrashed
 from orchestrator.engine.session import Run
-from orchestrator.errors import OUTCOMES
+from orchestrator.errors import OUTCOMES, TbctlError
 from orchestrator.results import outcome
 from orchestrator.results.junit import known_text
 from orchestrator.vm import qemu_binary
@@ -57,6 +57,8 @@ def add_phase(run: Run, item: pytest.Item, rep: pytest.TestReport, call: pytest.
     if not rep.failed or "message" in e:
         return
     e["message"] = str(rep.longrepr) if rep.when == "call" and v.caught else _message(call)
+    if call.excinfo is not None and isinstance(call.excinfo.value, TbctlError):
+        e["error"] = call.excinfo.value.fields()  # its parts, for a tool that acts on them
     if v.crashes:  # the watcher's early word is the crash itself
         ended = call.excinfo is not None and call.excinfo.type is GuestCrashed
         e["message"] = v.crashes if ended or not e["message"] else v.crashes + "\n" + e["message"]

@@ -210,6 +210,15 @@ class Bisect:
                      f"{self.signature!r} ({self.rate:.0%}); build {end.build_seconds:g} s")
         needed = clean_runs(self.rate, self.s.runs)
         self.say(f"{len(self.commits) - 2} commits between the ends; a commit is clean after {needed} clean runs")
+        clean_end = self.s.new if self.s.fixing else self.s.old
+        if clean_end not in self.done:  # the other end is judged too, by the same rule, not taken on trust
+            j = self.judge(clean_end, needed)
+            if j.verdict != CLEAN:
+                term = self.terms[1] if self.s.fixing else self.terms[0]
+                raise ConfigError(f"--{term} {clean_end[:12]} is not clean: {self.step_line(j)}; nothing to bisect")
+            self.done[clean_end] = j
+            self.append(log, {"step": asdict(j)})
+            self.say(self.step_line(j))
         while (commit := self.search.next()) is not None:
             j = self.judge(commit, needed)
             self.done[commit] = j

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 RULE = """- The failing end is run first, --runs times: its rate p of failures with the signature is what
-  the rest is judged against; an end that never shows the signature cannot be bisected.
+  the rest is judged against; an end that never shows the signature cannot be bisected. The
+  other end is then judged like any commit, and must come out clean.
 - A commit *fails* at its first failure with the signature: one is proof, as nothing else makes
   that signature.
 - A commit is *clean* only after ln(ALPHA)/ln(1 - p) runs without it (clean_runs): as many as it takes for a

@@ -206,7 +206,8 @@ class DoorbellAers:
                 raise not_up
         if self.hung:
             raise DeadlineError(f"SPDK doorbell_aers: no Error AER for {self.hung} within {aer_timeout:g} s, "
-                                f"interrupted; {why}; its verdicts: " + "; ".join(self.failures()))
+                                f"interrupted; {why}; its verdicts: " + "; ".join(self.failures()),
+                                what=f"doorbell_aers {self.hung}", seconds=aer_timeout)
         failed = self.failures()
         assert not failed, "SPDK doorbell_aers: " + "; ".join(failed)
 

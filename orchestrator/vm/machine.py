@@ -425,6 +425,7 @@ class QemuMachine:
         try:
             self.ready_steps(deadline)
         except TbctlError as e:  # the same error, its fields kept, saying which step and what the console shows
+            e.machine, e.stage = e.machine or self.name, e.stage or self.stage
             e.args = (f"{self.name}: guest not ready ({self.stage}) within {timeout:g} s: {e}\n"
                       f"--- console tail ({self.artifacts / 'console.log'}) ---\n{self.console.tail()}",)
             raise e from None
