@@ -83,7 +83,13 @@ def measure(target: str, kind: str, runs: int, extra: list[str], env: dict[str, 
     t0 = time.monotonic()
     with load(kind, env, qemu):
         copies = [repro(target, runs, extra + qemu, env, out) for _ in range(2 if kind == "suites" else 1)]
-        outputs = [p.communicate(timeout=6 * 3600)[0] for p in copies]
+        try:
+            outputs = [p.communicate(timeout=6 * 3600)[0] for p in copies]
+        finally:  # a bench stopped (SIGTERM, Ctrl-C) stops its repros too: they tear their VMs down
+            for p in copies:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(120)
     return time.monotonic() - t0, [ln for ln in outputs[0].splitlines() if ln.strip()]
 
 

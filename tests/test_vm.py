@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -291,6 +292,7 @@ def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str
         assert inj.returncode == 0 and "-> bus master off (from the guest)" in inj.stdout, inj.stderr
         assert tbctl("inject", "clitest", "bus-master", "nvme1", "on").returncode == 0
         assert tbctl("ssh", "clitest", "--", "exit 7").returncode == 7  # one string for the shell, as ssh
+        shutil.rmtree(tmp_path / "art")  # its artifacts cleaned away under it (a bench's temporary directory)
     finally:
         down = tbctl("down", "clitest")
     assert down.returncode == 0 and "clitest: guest poweroff" in down.stdout, down.stderr

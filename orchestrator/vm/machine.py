@@ -517,6 +517,9 @@ class QemuMachine:
                 links={n: Link(*ends) for n, ends in (rec.links or {}).items()},
                 bed=(rec.bed, rec.role) if rec.bed is not None and rec.role is not None else None)
         m.record = rec
+        # Its logs go on where it was started; a directory someone cleaned away meanwhile (a
+        # bench's temporary one) is made again rather than failing `down` half-way.
+        m.artifacts.mkdir(parents=True, exist_ok=True)
         return m
 
     @property
