@@ -21,6 +21,7 @@ from orchestrator.image import MARKER_READY, SIGNAL_TRACE, Image
 from orchestrator.machines import Machine
 from orchestrator.report import signals
 from orchestrator.vm import accel, registry
+from orchestrator.vm.machine import DEFAULT_BOOT_TIMEOUT
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parent.parent
@@ -181,6 +182,8 @@ class StuckAfter(Machine):
             assert self.console is not None
             self.console.wait_for([re.compile(self.line)], 60)
             self.qmp.execute("stop")
+        else:  # a boot that is not stuck gets the usual deadline (a short one failed beside a busy VM)
+            self.boot_timeout = DEFAULT_BOOT_TIMEOUT
 
 
 class StuckAfterSshd(StuckAfter):
