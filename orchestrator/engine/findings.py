@@ -58,8 +58,8 @@ def hang_stacks(m: Machine, artifacts: Path) -> None:
     """A stuck kernel's blocked tasks (sysrq w) and every CPU's stack (sysrq l), asked for on the
     keyboard (its SSH may be stuck behind the hang), in the test's artifacts with each vCPU's
     state as QEMU holds it; on the console too, right after the report, whose title then names
-    where the task waits. The console shows every
-    message from then on: the machine is not handed on after a hang anyway."""
+    where the task waits. The console shows every message from then on: the machine is not
+    handed on after a hang anyway."""
     assert m.console is not None
     mark = len(m.console.text)
     try:

@@ -40,7 +40,8 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
     except subprocess.TimeoutExpired:
         raise DeadlineError(f"git {' '.join(args)} in {repo}: not done within {GIT_TIMEOUT:g} s") from None
     if check and p.returncode != 0:
-        raise ConfigError(f"--repo {repo}: git {' '.join(args)}: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+        said = (p.stderr or p.stdout).strip().splitlines()
+        raise ConfigError(f"--repo {repo}: git {' '.join(args)}: {said[-1] if said else f'exit status {p.returncode}'}")
     return p.stdout.strip()
 
 

@@ -455,8 +455,8 @@ class QemuMachine:
                 early = " (kernel early console on)" if self.early_console else ""
                 e.args = (f"{e}; no output from the firmware{early}",)
                 raise
-            self.hung_at_boot(e, f"boot stuck after its last line {last!r}", f"the last thing it printed: {last!r}",
-                       len(text))
+            self.hung_at_boot(e, f"boot stuck after its last line {last!r}",
+                              f"the last thing it printed: {last!r}", len(text))
         if m.group(0).startswith("Kernel panic"):
             raise KernelBrokeAtBoot(f"{self.name}: guest boot failed: {m.group(0)}")
         if not m.group(0).startswith(MARKER_READY):
