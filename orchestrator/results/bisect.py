@@ -146,9 +146,13 @@ class Bisect:
             return False, time.monotonic() - t0, str(e)
         return rc == 0, time.monotonic() - t0, "" if rc == 0 else f"the build exited {rc} (its log: {log})"
 
-    def judge(self, commit: str, needed: int) -> Judged:
+    def step_dir(self, commit: str) -> Path:
         where = self.out / "steps" / commit[:12]
         where.mkdir(parents=True, exist_ok=True)
+        return where
+
+    def judge(self, commit: str, needed: int) -> Judged:
+        where = self.step_dir(commit)
         t0 = time.monotonic()
         built, build_s, why = self.build(commit, where)
         if not built:
@@ -177,8 +181,7 @@ class Bisect:
         """The failing end, `runs` times: the rate the rest is judged against, and the signature
         (the most common there, unless given)."""
         failing = self.s.old if self.s.fixing else self.s.new
-        where = self.out / "steps" / failing[:12]
-        where.mkdir(parents=True, exist_ok=True)
+        where = self.step_dir(failing)
         built, build_s, why = self.build(failing, where)
         if not built:
             raise ConfigError(f"the failing end {failing[:12]} does not build: {why}")
@@ -217,16 +220,17 @@ class Bisect:
             if j.verdict != CLEAN:
                 term = self.terms[1] if self.s.fixing else self.terms[0]
                 raise ConfigError(f"--{term} {clean_end[:12]} is not clean: {self.step_line(j)}; nothing to bisect")
-            self.done[clean_end] = j
-            self.append(log, {"step": asdict(j)})
-            self.say(self.step_line(j))
+            self.keep(j, log)
         while (commit := self.search.next()) is not None:
-            j = self.judge(commit, needed)
-            self.done[commit] = j
-            self.search.record(commit, j.verdict)
-            self.append(log, {"step": asdict(j)})
-            self.say(self.step_line(j))
+            self.keep(self.judge(commit, needed), log)
         return self.report(needed)
+
+    def keep(self, j: Judged, log: Path) -> None:
+        """A judged commit: its verdict in the search, a line in the log to resume from, a line for the user."""
+        self.done[j.commit] = j
+        self.search.record(j.commit, j.verdict)
+        self.append(log, {"step": asdict(j)})
+        self.say(self.step_line(j))
 
     def step_line(self, j: Judged) -> str:
         state = {FAILS: self.terms[0] if self.s.fixing else self.terms[1],
