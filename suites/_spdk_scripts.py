@@ -47,8 +47,8 @@ class FaultsNotFired(AssertionError):
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """One test per script, on a machine of at least the memory SPDK's CI VMs have and the vCPUs
-    the script's core masks name."""
+    """One test per script, on a machine of at least the memory SPDK's CI VMs have (more where
+    its apps' `-s` take more hugepages) and the vCPUs the script's core masks name."""
     if "script" in metafunc.fixturenames:
         spec = metafunc.config.stash[RUN].settings.spec
         assert spec.spdk_dir is not None  # a script target needs its tree (checked before the run)
@@ -57,8 +57,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if autorun.is_autorun(s):  # a CI job: a build, then the tests, on a VM like SPDK's Vagrant ones
                 return [pytest.mark.tb_machine(min_memory_mib=spdk_script.MEMORY_MIB, min_cpus=autorun.CPUS),
                         pytest.mark.tb_timeout(autorun.TIMEOUT)]
-            return [pytest.mark.tb_machine(min_memory_mib=spdk_script.MEMORY_MIB,
-                                           min_cpus=spdk_script.cpus(spec.spdk_dir / spdk_script.path(s)))]
+            path = spec.spdk_dir / spdk_script.path(s)
+            return [pytest.mark.tb_machine(min_memory_mib=spdk_script.memory_mib(path),
+                                           min_cpus=spdk_script.cpus(path))]
         metafunc.parametrize("script", [pytest.param(s, marks=marks(s)) for s in spec.scripts], ids=list(spec.scripts))
 
 

@@ -4,6 +4,7 @@ test/common/autotest_common.sh); tests/test_spdk_real.py runs a real tree's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -41,6 +42,27 @@ def test_a_scripts_core_masks_give_its_machine_cpus(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^spdk:test/big.sh: its core masks \(-m\) name CPU 16; a machine has "
                                           r"at most 16 vCPUs$"):
         script.parse_target("spdk:test/big.sh", tmp_path)
+
+
+def test_a_scripts_apps_memory_gives_its_machine_hugepages(tmp_path: Path) -> None:
+    """The hugepages a script wants, from the `-s` its apps are started with (lines of SPDK's own
+    scripts): only on a command that passes a core mask, since elsewhere `-s` is a port or a size;
+    setup.sh's default where no app asks more; the machine holds them twice over."""
+    from orchestrator.config import topology
+    from orchestrator.spdk import script
+
+    cases = {'start_stub "-s 4096 -i 0 -m 0xE"\n': 5120,
+             "$SPDK_BIN_DIR/spdk_tgt -m 0x4 -p 0 -g -u -s 1024 -r /var/tmp/virtio.sock &\n": 2048,
+             "bdevperf -m 0x10 -i 1 \\\n\t-q 128 --mem-size=3072 &\n": 4096,
+             "nvme discover -t tcp -a 10.0.0.2 -s 8009 -o json\nnvme create-ns nvme0 -s 10000 -c 10000 -f 0\n"
+             "truncate -s 8192M aio0\nrpc_cmd bdev_opal_create -b nvme0 -n 1 -i 3 -s 4096 -l 4096 -p test\n": 2048}
+    for text, mib in cases.items():
+        (tmp_path / "t.sh").write_text(text)
+        assert script.hugemem_wanted(tmp_path / "t.sh") == mib, text
+    (tmp_path / "t.sh").write_text(next(iter(cases)))
+    assert script.memory_mib(tmp_path / "t.sh") == 10240
+    topo = topology.parse({"machine": {"memory_mib": 10240}, "nvme": [{"id": "nvme0", "serial": "S"}]}, "t")
+    assert script.hugemem(topo, 5120) == 5120 and script.hugemem(dataclasses.replace(topo, memory_mib=4096), 5120) == 2048
 
 
 @pytest.mark.vm

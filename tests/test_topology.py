@@ -134,6 +134,7 @@ def test_the_builtin_spdk_ci_topology_has_the_kinds_of_device_spdks_ci_vms_have(
     assert t.iommu and t.cpus == 4 and len(t.controllers) == 6
     hot = [c.id for c in t.controllers if c.hotplug]
     assert hot == ["nvme0", "nvme1"] and all("drive" in t.controller(c).device() for c in hot)
+    assert t.controller("nvme0").namespaces[0].size_mib >= 3 * 1024  # test/setup/devices.sh's min_disk_size
     assert t.controller("nvme1").device()["ioeventfd"] is True and t.controller("nvme2").device()["mdts"] == 0
     assert [d.get("zoned") for d in t.controller("nvme3").namespace_devices()] == [True]
     assert [(d.get("ms"), d.get("pi"), d["logical_block_size"]) for d in t.controller("nvme4").namespace_devices()] == [

@@ -4,9 +4,10 @@ runs it, its output read line by line into the test's artifacts and its `run_tes
 logs, cores) is brought back with it.
 
 The environment is what autotest_common.sh expects and cannot know on this machine: `HUGEMEM`
-(MiB, for scripts/setup.sh) from the topology, since setup.sh's default asks more hugepages than
-a small guest has; `output_dir`, where tbctl collects from; the tree's library path, for a
-`--with-shared` build whose RUNPATH names the build host."""
+(MiB, for scripts/setup.sh) from the topology and the script's own apps (`-s`), since setup.sh's
+default asks more hugepages than a small guest has and less than nvme.sh's stub takes;
+`output_dir`, where tbctl collects from; the tree's library path, for a `--with-shared` build
+whose RUNPATH names the build host."""
 
 from __future__ import annotations
 
@@ -72,6 +73,27 @@ def cpus(script: Path) -> int:
     return max((m.bit_length() for m in masks), default=1)
 
 
+# An SPDK app's DPDK memory in MiB (`-s 4096`, `--mem-size=1024`), read only on a command that also
+# passes a core mask, as the scripts start their apps: elsewhere `-s` is nvme-cli's port (`-s 4420`),
+# an RPC's size or truncate's.
+_MEMSIZE = re.compile(r"(?<![\w-])(?:-s|--mem-size)[ =]['\"]?(\d+)\b")
+_HEADROOM = SETUP_HUGEMEM // 2  # MiB beside the largest app: what the script starts while it runs
+
+
+def hugemem_wanted(script: Path) -> int:
+    """MiB of hugepages the script's apps want: setup.sh's default, or more where an app's `-s`
+    takes most of it (nvme.sh's stub, `-s 4096`, holds its memory while the other apps start).
+    Sizes in what it sources are not seen."""
+    commands = script.read_text(errors="replace").replace("\\\n", " ").splitlines()
+    sizes = [int(m) for c in commands if _CPUMASK.search(c) for m in _MEMSIZE.findall(c)]
+    return max(SETUP_HUGEMEM, max(sizes, default=0) + _HEADROOM)
+
+
+def memory_mib(script: Path) -> int:
+    """The least memory of the script's machine: its hugepages, as much again for the rest."""
+    return max(MEMORY_MIB, 2 * hugemem_wanted(script))
+
+
 def path(script: str) -> str:
     """The script's path in the tree, without its arguments."""
     return shlex.split(script)[0]
@@ -86,10 +108,10 @@ def parse_env(assignments: list[str]) -> tuple[str, ...]:
     return tuple(assignments)
 
 
-def hugemem(topo: Topology) -> int:
-    """MiB of hugepages for setup.sh: the topology's own reservation, else setup.sh's default
-    (2048) where half the guest's memory holds it, less where it does not."""
-    return topo.hugepages * 2 if topo.hugepages else min(SETUP_HUGEMEM, topo.memory_mib // 2)
+def hugemem(topo: Topology, wanted: int = SETUP_HUGEMEM) -> int:
+    """MiB of hugepages for setup.sh: the topology's own reservation, else what the script wants
+    (hugemem_wanted) where half the guest's memory holds it, less where it does not."""
+    return topo.hugepages * 2 if topo.hugepages else min(wanted, topo.memory_mib // 2)
 
 
 class Script:
@@ -99,12 +121,12 @@ class Script:
 
     def __init__(self, ssh: SSH, tree: Tree, script: str, topo: Topology, timeout: float,
                  user_env: tuple[str, ...] = (), conf: str | None = None):
-        env = {"HUGEMEM": str(hugemem(topo)), "output_dir": OUTPUT_DIR}
+        rel, *args = shlex.split(script)
+        env = {"HUGEMEM": str(hugemem(topo, hugemem_wanted(tree.root / rel))), "output_dir": OUTPUT_DIR}
         env.update({k: v for k, _, v in (a.partition("=") for a in user_env)})  # the user's win over tbctl's
         lib_path = tree.guest_lib_path(MOUNT)
         if lib_path:
             env["LD_LIBRARY_PATH"] = lib_path
-        rel, *args = shlex.split(script)
         if conf is not None:
             args = [CONF]
         body = render("guest/spdk_script.sh.j2", script=rel, args=args, mount=MOUNT, lower=_LOWER, work=_WORK,
