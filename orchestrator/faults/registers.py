@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from orchestrator.errors import DeadlineError, MachineError
+from orchestrator.errors import ConfigError, DeadlineError, MachineError
 from orchestrator.faults.injectable import Injectable
 from orchestrator.faults.kind import CTRL, Kind, Param, Timing
 from orchestrator.faults.timing import Timed
@@ -34,9 +34,9 @@ class Registers:
 
     def __init__(self, machine: Injectable, ctrl_id: str, via: str):
         if via not in VIAS:
-            raise MachineError(f"via {via!r}: must be one of {', '.join(VIAS)}")
+            raise ConfigError(f"via {via!r}: must be one of {', '.join(VIAS)}")
         if via == "host" and machine.qtest_socket is None:
-            raise MachineError("host-side register access needs a qtest socket: qtest = true in the topology")
+            raise ConfigError("host-side register access needs a qtest socket: qtest = true in the topology")
         self.machine, self.ctrl, self.via = machine, machine.topology.controller(ctrl_id), via
         dev = pci_device(machine.qmp.execute("query-pci"), ctrl_id)
         if dev is None:
@@ -104,7 +104,7 @@ class Registers:
 def invalid_doorbell(machine: Injectable, ctrl_id: str, kind: str, via: str = "host") -> tuple[int, int]:
     """Ring a doorbell QEMU must reject. Returns the (offset, value) written."""
     if kind not in DOORBELL_KINDS:
-        raise MachineError(f"doorbell kind {kind!r}: must be one of {', '.join(DOORBELL_KINDS)}")
+        raise ConfigError(f"doorbell kind {kind!r}: must be one of {', '.join(DOORBELL_KINDS)}")
     regs = Registers(machine, ctrl_id, via)
     ctrl = regs.ctrl
     missing_qid = (ctrl.max_ioqpairs or 64) + 1  # QEMU's default max_ioqpairs is 64

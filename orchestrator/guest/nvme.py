@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import DeadlineError, MachineError
+from orchestrator.errors import ConfigError, DeadlineError, MachineError
 from orchestrator.guest.ssh import SSH, Result
 from orchestrator.render import render
 
@@ -28,7 +28,7 @@ def bind(ssh: SSH, bdfs: list[str], driver: str, timeout: float = 30, rescan: bo
     """Bind the PCI functions `bdfs` to `driver` (retried: a probe can race with udev), and
     verify; `rescan` first brings back functions removed from inside the guest."""
     if driver not in DRIVERS:
-        raise MachineError(f"driver {driver!r}: must be one of {', '.join(DRIVERS)}")
+        raise ConfigError(f"driver {driver!r}: must be one of {', '.join(DRIVERS)}")
     script = render("guest/bind.sh.j2", bdfs=bdfs, driver=driver, rescan=rescan).encode()
     last = None
     for _ in range(3):
