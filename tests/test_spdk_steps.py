@@ -1,7 +1,8 @@
 """SPDK's run_test steps read from a script's output (orchestrator/report/spdk_steps.py). The
-sample in tests/spdk_output/ is what SPDK v24.09's own test/common/autotest_common.sh printed for
-a script of two nested steps, the second failing (run on a host with its run_test, xtrace on; the
-lines of SPDK's source its backtrace quotes are left out, paths are the guest's)."""
+samples in tests/spdk_output/ are what SPDK v24.09's own test/common/autotest_common.sh printed
+(the lines of SPDK's source its backtraces quote are left out, paths are the guest's): for a
+script of two nested steps, the second failing (run on a host with its run_test, xtrace on); and
+for test/nvme/nvme.sh's nvme_startup step failing its time limit in a TCG guest (tbctl run)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,12 @@ def test_an_apps_failure_verdict_fails_its_step_although_it_exited_0() -> None:
         "failed", "Failure: test_write_invalid_db (its app exited 0 all the same)")
     assert (by["nvme"].status, by["nvme"].error) == ("failed", "step nvme.nvme_doorbell_aers failed")
     assert by["nvme.nvme_ok"].status == "passed" and by["nvme.nvme_doorbell_aers"].seconds == 1.5
+
+
+def test_a_complaint_in_plain_words_is_the_error_line_when_nothing_says_error() -> None:
+    """nvme_startup fails its time limit under TCG: the app says so on stderr, first (stdout is a
+    pipe's, flushed at exit), with no "error" or "fail" anywhere; that line, not the last one."""
+    (startup,) = spdk_steps.steps((SAMPLES / "nvme_startup_too_long.txt").read_text().splitlines())
+    assert (startup.name, startup.status) == ("nvme_startup", "failed")
+    assert startup.error == "Too long time for initialization."
+    assert "in test/nvme/nvme.sh:99 -> main([])" in startup.backtrace

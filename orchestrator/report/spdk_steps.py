@@ -20,10 +20,13 @@ _BT_START = "========== Backtrace start: =========="
 _BT_END = "========== Backtrace end =========="
 _XTRACE = re.compile(r"^\s*\d\d:\d\d:\d\d\s+(?:\S+\s+)?--\s+\S+@\d+\s+--\s+[#$]")
 # What an error looks like in the scripts' and apps' output, most telling first: the line a failed
-# step's message is made of (SPDK's apps log "*ERROR*"; the scripts "ERROR:"; bash its own words).
+# step's message is made of (SPDK's apps log "*ERROR*"; the scripts "ERROR:"; bash its own words;
+# last, a complaint in plain words, as test/nvme/startup's "Too long time for initialization.").
 ERROR_LINES = [re.compile(p) for p in (
     r"\*ERROR\*", r"Assertion .* failed", r"\bERROR\b", r"\bFailure:", r"\bFAILED\b", r"command not found",
     r"No such file or directory", r"\b[Ee]rror\b", r"\bfail(?:ed|ure)?\b",
+    r"\b(?:[Cc]annot|[Cc]ould not|[Uu]nable to|[Ii]nvalid|[Uu]nexpected|[Mm]ismatch|[Tt]imed out|"
+    r"[Tt]oo (?:long|many|few|much|large|small|slow))\b",
 )]
 
 
