@@ -44,6 +44,22 @@ def test_a_scripts_core_masks_give_its_machine_cpus(tmp_path: Path) -> None:
         script.parse_target("spdk:test/big.sh", tmp_path)
 
 
+def test_scripts_alone_run_on_the_topology_shaped_like_spdks_ci_vms(tmp_path: Path, standin: Path) -> None:
+    """A run of SPDK scripts alone that names no topology gets spdk-ci's (the disks, ZNS,
+    metadata and vIOMMU SPDK's scripts look for); a topology named, or suites beside the
+    scripts, keep theirs."""
+    from orchestrator.cli.runs import with_scripts
+    from orchestrator.config import topology
+    from orchestrator.config.runspec import RunSpec
+
+    spec = RunSpec(spdk_dir=standin)
+    target = f"spdk:{SCRIPT}"
+    assert with_scripts(spec, [target]).topology == Path(topology.ref("spdk-ci"))
+    assert with_scripts(spec, [target, "sw_hotplug"]).topology is None
+    mine = tmp_path / "mine.toml"
+    assert with_scripts(dataclasses.replace(spec, topology=mine), [target]).topology == mine
+
+
 def test_a_scripts_apps_memory_gives_its_machine_hugepages(tmp_path: Path) -> None:
     """The hugepages a script wants, from the `-s` its apps are started with (lines of SPDK's own
     scripts): only on a command that passes a core mask, since elsewhere `-s` is a port or a size;
@@ -110,7 +126,8 @@ def test_a_script_runs_unchanged_and_its_steps_are_results(tmp_path: Path, stand
     assert (art / "output" / "standin.txt").read_text() == f"written by {SCRIPT} NET_TYPE=virt\n"
     log = (art / "script.log").read_text()
     # the tree's scripts/setup.sh ran first, as autotest.sh runs it: the controllers bound, hugepages reserved
-    assert log.index("(1b36 0010): nvme -> uio_pci_generic") < log.index("START TEST standin_output"), log[:3000]
+    # (vfio-pci: a run of scripts alone is on the spdk-ci topology, which has a vIOMMU)
+    assert log.index("(1b36 0010): nvme -> vfio-pci") < log.index("START TEST standin_output"), log[:3000]
     # it wrote inside its tree (standin_tree passed), into the guest's overlay: the user's tree is untouched
     assert not (standin / "test/standin/written-by-the-script").exists()
     # JUnit: one testcase per step, the script as its class, a failure where the step failed
@@ -199,7 +216,7 @@ def test_autorun_builds_in_the_guest_then_runs_the_confs_tests(tmp_path: Path, s
     # the build ran in the guest: the apps linked again, against the tree where the guest sees it
     assert "-Wl,-rpath,/" in log and "-lspdk_env_standin" in log, log[:3000]
     # autotest's own setup.sh bound the controllers before its tests; its files are in output/
-    assert log.index("nvme -> uio_pci_generic") < log.index("START TEST standin"), log[:3000]
+    assert log.index("nvme -> vfio-pci") < log.index("START TEST standin"), log[:3000]
     assert not (art / "output" / "timing.txt").exists()  # autotest stopped at the failed step, before writing it
     assert "standin standin_output" in (art / "output" / "test_completions.txt").read_text()
     assert {p: p.stat().st_mtime_ns for p in (standin / "build").rglob("*") if p.is_file()} == built

@@ -30,7 +30,7 @@ from orchestrator.cli.common import (
     topology_opts,
 )
 from orchestrator.config import bed as beds
-from orchestrator.config import expunge, runspec
+from orchestrator.config import expunge, runspec, topology
 from orchestrator.config.runspec import RunSpec
 from orchestrator.engine import run
 from orchestrator.errors import ConfigError
@@ -94,10 +94,14 @@ def selection(args: argparse.Namespace) -> list[str]:
 
 def with_scripts(spec: RunSpec, targets: list[str], check: bool = True) -> RunSpec:
     """The spec with the `spdk:PATH` targets among `targets`, each a script of its SPDK tree
-    (`check`: there; `tbctl list` names them as given)."""
+    (`check`: there; `tbctl list` names them as given). Scripts alone, with no topology named,
+    run on the one shaped like SPDK's CI VMs, whose devices they look for (devices.sh wants a
+    3 GiB disk, others ZNS, metadata, CMB); beside suites, on the suites' default."""
     scripts = [spdk_script.parse_target(t, spec.spdk_dir) if check else t.removeprefix(spdk_script.PREFIX)
                for t in targets if t.startswith(spdk_script.PREFIX)]
     spec = dataclasses.replace(spec, scripts=tuple(dict.fromkeys(scripts))) if scripts else spec
+    if scripts and len(scripts) == len(targets) and spec.topology is None:
+        spec = dataclasses.replace(spec, topology=Path(topology.ref(spdk_script.TOPOLOGY)))
     if not check:
         return spec
     if spec.faults and not spec.scripts:

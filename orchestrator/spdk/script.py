@@ -26,6 +26,7 @@ from orchestrator.spdk.runtime import MOUNT
 from orchestrator.spdk.tree import Tree
 
 PREFIX = "spdk:"
+TOPOLOGY = "spdk-ci"  # built in: the machine of a run of scripts alone that names no topology
 OUTPUT_DIR = "/var/tmp/tbctl-spdk-output"
 _LOWER = "/run/tbctl/spdk-tree"  # the host's tree, read-only, under the overlay
 _WORK = "/var/tmp/tbctl-spdk-overlay"  # the overlay's upper layer: what the scripts write in the tree
