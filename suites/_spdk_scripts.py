@@ -10,7 +10,8 @@ when it exits 0 and no step failed. What it wrote to its output_dir is in the te
 'remove nvme0 after "START TEST nvme_reset" +2s'`) fire on the script's machine when its output
 reaches them; one that failed or never came fails a script that passed. `spdk:autorun` is a CI
 job: the tree's autorun.sh with the user's autorun-spdk.conf (`--spdk-conf`, its copy in the
-artifacts), which builds the tree in the guest and runs the tests the conf selects.
+artifacts), which builds the tree in the guest and runs the tests the conf selects;
+`spdk:autotest` runs those tests alone, on the tree as the user built it.
 
 Not a suite to name (its name starts with "_"): `spdk:PATH` targets of `tbctl run` select it,
 one test per script.
@@ -54,7 +55,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         assert spec.spdk_dir is not None  # a script target needs its tree (checked before the run)
 
         def marks(s: str) -> list[pytest.MarkDecorator]:
-            if autorun.is_autorun(s):  # a CI job: a build, then the tests, on a VM like SPDK's Vagrant ones
+            if autorun.takes_conf(s):  # a CI job: a build, then the tests, on a VM like SPDK's Vagrant ones
                 return [pytest.mark.tb_machine(min_memory_mib=spdk_script.MEMORY_MIB, min_cpus=autorun.CPUS),
                         pytest.mark.tb_timeout(autorun.TIMEOUT)]
             path = spec.spdk_dir / spdk_script.path(s)
@@ -80,7 +81,7 @@ def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path, 
     tree = run.spdk_tree(spdk_script.path(script))
     out = artifacts / "output"
     conf = None
-    if autorun.is_autorun(script):
+    if autorun.takes_conf(script):
         assert run.settings.spec.spdk_conf is not None  # checked before the run
         conf = run.settings.spec.spdk_conf.read_text()
         (artifacts / "autorun-spdk.conf").write_text(conf)

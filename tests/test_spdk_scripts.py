@@ -168,8 +168,11 @@ def test_an_autorun_conf_is_checked_against_what_the_tree_declares(tmp_path: Pat
     assert r.stderr.strip() == ("tbctl: spdk:autorun: runs the tree's autorun.sh with your autorun-spdk.conf: "
                                 "--spdk-conf FILE")
     r = tbctl_main("run", f"spdk:{SCRIPT}", "--spdk-dir", str(STANDIN), "--spdk-conf", str(conf))
-    assert r.stderr.strip() == (f"tbctl: --spdk-conf {conf}: the conf of the tree's autorun.sh: run spdk:autorun "
-                                "with it")
+    assert r.stderr.strip() == (f"tbctl: --spdk-conf {conf}: the conf of the tree's autorun.sh or autotest.sh: "
+                                "run spdk:autorun or spdk:autotest with it")
+    r = tbctl_main("run", "spdk:autotest", "--spdk-dir", str(STANDIN))
+    assert r.stderr.strip() == ("tbctl: spdk:autotest: runs the tree's autotest.sh with your autorun-spdk.conf: "
+                                "--spdk-conf FILE")
     r = tbctl_main("run", "spdk:autorun --verbose", "--spdk-dir", str(STANDIN), "--spdk-conf", str(conf))
     assert r.stderr.strip() == ("tbctl: spdk:autorun --verbose: autorun.sh takes no arguments here: its conf is "
                                 "--spdk-conf FILE")
@@ -190,21 +193,24 @@ def test_the_real_trees_declarations_are_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.vm
-def test_autorun_builds_in_the_guest_then_runs_the_confs_tests(tmp_path: Path, standin: Path) -> None:
+@pytest.mark.parametrize("job", ["autorun", "autotest"])
+def test_a_ci_job_runs_the_confs_tests(tmp_path: Path, standin: Path, job: str) -> None:
     """`spdk:autorun`: the tree's autorun.sh with the user's conf, unchanged: its autobuild.sh
     rebuilds the tree in the guest (into the overlay: the user's build stays as it was), then
-    autotest.sh, through sudo, runs the tests the conf's flags select; every run_test of both is
-    a step, the conf and the output_dir are the test's artifacts."""
+    autotest.sh, through sudo, runs the tests the conf's flags select. `spdk:autotest`: those
+    tests alone, on the user's build. Every run_test is a step, the conf and the output_dir are
+    the test's artifacts."""
     conf = tmp_path / "autorun-spdk.conf"
     conf.write_text("SPDK_RUN_FUNCTIONAL_TEST=1\nSPDK_TEST_STANDIN=1\nSPDK_RUN_UBSAN=1\n")
     built = {p: p.stat().st_mtime_ns for p in (standin / "build").rglob("*") if p.is_file()}
-    r = tbctl(tmp_path, "run", "spdk:autorun", "--spdk-dir", str(standin), "--spdk-conf", str(conf),
+    r = tbctl(tmp_path, "run", f"spdk:{job}", "--spdk-dir", str(standin), "--spdk-conf", str(conf),
               "--json", str(tmp_path / "r.json"))
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
     by = {t["nodeid"]: t for t in json.loads((tmp_path / "r.json").read_text())["tests"]}
-    script = by["suites/_spdk_scripts.py::test_script[autorun.sh]"]
-    steps = {n.split("::", 1)[1]: t["outcome"] for n, t in by.items() if n.startswith("spdk:autorun.sh::")}
-    assert steps == {"ubsan": "passed", "make": "passed", "standin": "failed", "standin.standin_output": "passed",
+    script = by[f"suites/_spdk_scripts.py::test_script[{job}.sh]"]
+    steps = {n.split("::", 1)[1]: t["outcome"] for n, t in by.items() if n.startswith(f"spdk:{job}.sh::")}
+    build = {"ubsan": "passed", "make": "passed"} if job == "autorun" else {}  # autobuild.sh's steps
+    assert steps == {**build, "standin": "failed", "standin.standin_output": "passed",
                      "standin.standin_tree": "passed", "standin.standin_cores": "passed",
                      "standin.standin_nested": "failed", "standin.standin_nested.standin_present": "passed",
                      "standin.standin_nested.standin_missing": "failed"}, r.stdout[-3000:]
@@ -212,9 +218,10 @@ def test_autorun_builds_in_the_guest_then_runs_the_confs_tests(tmp_path: Path, s
     art = Path(script["artifacts"])
     assert (art / "autorun-spdk.conf").read_text() == conf.read_text()
     log = (art / "script.log").read_text()
-    assert "Test configuration:\nSPDK_RUN_FUNCTIONAL_TEST=1" in log, log[:3000]
-    # the build ran in the guest: the apps linked again, against the tree where the guest sees it
-    assert "-Wl,-rpath,/" in log and "-lspdk_env_standin" in log, log[:3000]
+    # autorun's build ran in the guest: the apps linked again, against the tree where the guest
+    # sees it; autotest's tests ran the user's build as it is
+    assert (("Test configuration:\nSPDK_RUN_FUNCTIONAL_TEST=1" in log and "-Wl,-rpath,/" in log
+             and "-lspdk_env_standin" in log) == (job == "autorun")), log[:3000]
     # autotest's own setup.sh bound the controllers before its tests; its files are in output/
     assert log.index("nvme -> vfio-pci") < log.index("START TEST standin"), log[:3000]
     assert not (art / "output" / "timing.txt").exists()  # autotest stopped at the failed step, before writing it

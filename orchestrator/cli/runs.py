@@ -107,12 +107,14 @@ def with_scripts(spec: RunSpec, targets: list[str], check: bool = True) -> RunSp
     if spec.faults and not spec.scripts:
         raise ConfigError(f"{marker.OPTION}: a marker fault fires at a line an SPDK script prints: run an "
                           "spdk:PATH target with it")
-    autoruns = any(autorun.is_autorun(s) for s in spec.scripts)
-    if spec.spdk_conf is not None and not autoruns:
-        raise ConfigError(f"--spdk-conf {spec.spdk_conf}: the conf of the tree's autorun.sh: run spdk:autorun with it")
-    if autoruns:
+    jobs = [s for s in spec.scripts if autorun.takes_conf(s)]
+    if spec.spdk_conf is not None and not jobs:
+        raise ConfigError(f"--spdk-conf {spec.spdk_conf}: the conf of the tree's autorun.sh or autotest.sh: run "
+                          "spdk:autorun or spdk:autotest with it")
+    if jobs:
         if spec.spdk_conf is None:
-            raise ConfigError("spdk:autorun: runs the tree's autorun.sh with your autorun-spdk.conf: --spdk-conf FILE")
+            job = next(k for k, v in autorun.SCRIPTS.items() if v == jobs[0])
+            raise ConfigError(f"spdk:{job}: runs the tree's {jobs[0]} with your autorun-spdk.conf: --spdk-conf FILE")
         assert spec.spdk_dir is not None  # a script target needs its tree (parse_target said so)
         autorun.check_conf(spec.spdk_conf, spec.spdk_dir)
     return spec

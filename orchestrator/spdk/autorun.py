@@ -2,6 +2,8 @@
 runs it: autobuild.sh builds the tree with the conf's options (in the guest, for the guest's CPU:
 SPDK builds for `-march=native`), then autotest.sh runs the tests its `SPDK_TEST_*` flags select,
 each `run_test` a step. The build writes into the script's overlay, never into the user's tree.
+`spdk:autotest`: the same job's tests alone, the tree's autotest.sh with the conf, on the build
+the user has (a CI job's tests in minutes where a build in a TCG guest takes most of an hour).
 
 The conf is checked before anything boots, against what the tree itself declares: autotest_common.sh
 gives each `SPDK_*` variable it reads a default (`: ${SPDK_TEST_NVME=0}`), so a name it does not
@@ -17,8 +19,7 @@ from pathlib import Path
 
 from orchestrator.errors import ConfigError
 
-TARGET = "autorun"  # spdk:autorun
-SCRIPT = "autorun.sh"
+SCRIPTS = {"autorun": "autorun.sh", "autotest": "autotest.sh"}  # spdk:NAME -> the tree's script taking the conf
 TIMEOUT = 4 * 3600  # s, before accelerator scaling: a build and a CI job's tests
 # SPDK's Vagrant VMs, which scripts/vagrant/autorun-spdk.conf is written for (create_vbox.sh's defaults).
 CPUS = 4
@@ -27,9 +28,9 @@ _DECLARED = re.compile(r"^: \$\{(SPDK_\w+)(?::?=(.*))?\}\s*$", re.M)  # `: ${NAM
 _ASSIGNMENT = re.compile(r"(?:export\s+)?([A-Za-z_]\w*)=(.*)")
 
 
-def is_autorun(script: str) -> bool:
-    """Whether a run's script (as RunSpec.scripts holds it) is the tree's autorun.sh."""
-    return shlex.split(script)[0] == SCRIPT
+def takes_conf(script: str) -> bool:
+    """Whether a run's script (as RunSpec.scripts holds it) is a CI job's, run with the conf."""
+    return shlex.split(script)[0] in SCRIPTS.values()
 
 
 def declared(tree: Path) -> dict[str, str]:

@@ -46,15 +46,15 @@ def parse_target(target: str, spdk_dir: Path | None) -> str:
     rel = words[0] if words else ""
     if spdk_dir is None:
         raise ConfigError(f"{target}: an SPDK script needs the tree it is in: --spdk-dir DIR")
-    if rel in (autorun.TARGET, autorun.SCRIPT):
+    if rel in autorun.SCRIPTS or rel in autorun.SCRIPTS.values():
+        rel = autorun.SCRIPTS.get(rel, rel)
         if len(words) > 1:
-            raise ConfigError(f"{target}: autorun.sh takes no arguments here: its conf is --spdk-conf FILE")
-        words = [autorun.SCRIPT]
-        rel = autorun.SCRIPT
+            raise ConfigError(f"{target}: {rel} takes no arguments here: its conf is --spdk-conf FILE")
+        words = [rel]
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts or p.suffix != ".sh":
         raise ConfigError(f"{target}: must be spdk:PATH [ARG...], PATH a .sh script inside the SPDK tree (e.g. "
-                          "spdk:test/nvme/sw_hotplug.sh), or spdk:autorun")
+                          "spdk:test/nvme/sw_hotplug.sh), or spdk:autorun, spdk:autotest")
     if not (spdk_dir / rel).is_file():
         raise ConfigError(f"{target}: no such script in --spdk-dir {spdk_dir}")
     if (n := cpus(spdk_dir / rel)) > MAX_CPUS:
@@ -116,9 +116,9 @@ def hugemem(topo: Topology, wanted: int = SETUP_HUGEMEM) -> int:
 
 
 class Script:
-    """`script` of `tree` running in the guest of `ssh` (started at once). autorun.sh gets `conf`
-    (an autorun-spdk.conf's text) as its argument, and runs setup.sh itself (its autotest.sh
-    does); any other script runs after setup.sh, as autotest.sh runs its tests."""
+    """`script` of `tree` running in the guest of `ssh` (started at once). autorun.sh and autotest.sh
+    get `conf` (an autorun-spdk.conf's text) as their argument, and run setup.sh themselves
+    (autotest.sh does); any other script runs after setup.sh, as autotest.sh runs its tests."""
 
     def __init__(self, ssh: SSH, tree: Tree, script: str, topo: Topology, timeout: float,
                  user_env: tuple[str, ...] = (), conf: str | None = None):
