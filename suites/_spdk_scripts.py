@@ -71,6 +71,8 @@ def report(item: pytest.Item, script: str, steps: list[spdk_steps.Step]) -> None
         message = ""
         if s.status == "failed":
             message = "\n".join(filter(None, [f"{s.name} failed: {s.error or 'see its backtrace'}", s.backtrace]))
+        elif s.status == spdk_steps.CRASHED:  # titled as a crash anywhere else is, for repro's signatures
+            message = "\n".join(filter(None, [f"{spdk_steps.CRASHED}: {s.error}", s.backtrace]))
         substeps.add(item, substeps.Step(f"{spdk_script.PREFIX}{script}::{s.name}", status, s.seconds or 0.0,
                                          message))
 
@@ -99,7 +101,7 @@ def test_script(script: str, fresh_machine: Machine, run: Run, artifacts: Path, 
         for said in marker_faults.said:
             print(said)
         lines = proc.save(artifacts / "script.log")
-        steps = spdk_steps.app_verdicts(lines, spdk_steps.steps(lines))
+        steps = spdk_steps.app_crashes(lines, spdk_steps.app_verdicts(lines, spdk_steps.steps(lines)))
         report(request.node, script, steps)
         timeline.steps(request.node, [(s.name, followed[s.first][1], followed[s.last][1])
                                       for s in spdk_steps.steps([line for line, _ in followed])])

@@ -82,3 +82,26 @@ def test_a_complaint_in_plain_words_is_the_error_line_when_nothing_says_error() 
     assert (startup.name, startup.status) == ("nvme_startup", "failed")
     assert startup.error == "Too long time for initialization."
     assert "in test/nvme/nvme.sh:99 -> main([])" in startup.backtrace
+
+
+def test_an_apps_crash_in_a_step_that_passed_makes_it_a_guest_crash() -> None:
+    """SPDK v24.09's shutdown.sh ends nvmf_shutdown_tc4 with `wait $perfpid || true`: the step
+    passes after spdk_nvme_perf failed #3569's assertion. Its step (and the steps around it) are
+    a guest crash titled by the assertion; a crash between steps stays the script's."""
+    perf = ("/mnt/spdk/build/bin/spdk_nvme_perf -q 128 -o 45056 -O 4096 -w randwrite -t 20 -r 'trtype:rdma "
+            "adrfam:IPV4 traddr:192.168.100.8 trsvcid:4420' -P 4")
+    lines = ["START TEST nvmf_shutdown", "START TEST nvmf_shutdown_tc1", "real\t0m1.0s", "END TEST nvmf_shutdown_tc1",
+             "START TEST nvmf_shutdown_tc4", "Initializing NVMe Controllers",
+             " 12:00:01 nvmf_shutdown.nvmf_shutdown_tc4 -- target/shutdown.sh@148 -- # wait 1234",
+             "spdk_nvme_perf: nvme_rdma.c:1837: nvme_rdma_qpair_destroy: Assertion `qpair->poll_group' failed.",
+             f"/mnt/spdk/test/nvmf/target/shutdown.sh: line 148:  1234 Aborted                 (core dumped) {perf}",
+             "real\t0m21.0s", "END TEST nvmf_shutdown_tc4", "real\t0m23.0s", "END TEST nvmf_shutdown",
+             "Segmentation fault      (core dumped) ./cleanup"]
+    by = {s.name: s for s in spdk_steps.app_crashes(lines, spdk_steps.steps(lines))}
+    tc4 = by["nvmf_shutdown.nvmf_shutdown_tc4"]
+    assert (tc4.status, tc4.error) == ("guest crashed", "Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy")
+    assert "nvme_rdma.c:1837" in tc4.backtrace and tc4.seconds == 21.0
+    assert (by["nvmf_shutdown"].status, by["nvmf_shutdown"].error) == (
+        "guest crashed", "Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy "
+                         "(in step nvmf_shutdown.nvmf_shutdown_tc4)")
+    assert by["nvmf_shutdown.nvmf_shutdown_tc1"].status == "passed"

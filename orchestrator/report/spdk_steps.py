@@ -13,6 +13,9 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from orchestrator.report import crash
+
+CRASHED = "guest crashed"
 _START = re.compile(r"^START TEST (\S+)\s*$")
 _END = re.compile(r"^END TEST (\S+)\s*$")
 _REAL = re.compile(r"^real\s+(\d+)m(\d+(?:\.\d+)?)s\s*$")  # bash's `time`, which run_test wraps CMD in
@@ -33,7 +36,8 @@ ERROR_LINES = [re.compile(p) for p in (
 @dataclass(frozen=True)
 class Step:
     name: str  # as test_domain names it: the enclosing steps' names and its own, dot-joined
-    status: str  # passed (END TEST), failed (a backtrace while it ran), unfinished (the output stops inside it)
+    status: str  # passed (END TEST), failed (a backtrace while it ran), unfinished (the output stops inside
+    # it), or CRASHED (an app's crash report in its output, whatever the script made of it)
     first: int  # its START TEST line (index into the lines read)
     last: int  # its END TEST line, or the last line read
     seconds: float | None = None  # bash's `time` of its command; None when it did not finish
@@ -133,10 +137,8 @@ def app_verdicts(lines: list[str], found: list[Step]) -> list[Step]:
     failure verdict, and the steps around it failed with it."""
     failing: dict[str, str] = {}
     for i, line in enumerate(lines):
-        if any(p.match(line.strip()) for p in APP_FAILURES):
-            inner = [s for s in found if s.first < i <= s.last]
-            if inner:
-                failing.setdefault(max(inner, key=lambda s: s.first).name, line.strip())
+        if any(p.match(line.strip()) for p in APP_FAILURES) and (step := _innermost(found, i)) is not None:
+            failing.setdefault(step.name, line.strip())
     out = []
     for s in found:
         inside = sorted(n for n in failing if n.startswith(s.name + "."))
@@ -144,5 +146,39 @@ def app_verdicts(lines: list[str], found: list[Step]) -> list[Step]:
             s = dataclasses.replace(s, status="failed", error=f"{failing[s.name]} (its app exited 0 all the same)")
         elif s.status == "passed" and inside:
             s = dataclasses.replace(s, status="failed", error=f"step {inside[0]} failed")
+        out.append(s)
+    return out
+
+
+def _innermost(found: list[Step], i: int) -> Step | None:
+    """The step line `i` was printed in (not its START line), the innermost of those around it."""
+    inner = [s for s in found if s.first < i <= s.last]
+    return max(inner, key=lambda s: s.first) if inner else None
+
+
+def app_crashes(lines: list[str], found: list[Step]) -> list[Step]:
+    """`found` with each step in whose own lines an app's crash report is (an assertion, a signal
+    its shell reports, a segfault: report.crash's app rules) `guest crashed`, titled by it, its
+    report as its backtrace, and the steps around it crashed with it: even one that passed, as
+    SPDK v24.09's shutdown.sh passes nvmf_shutdown_tc4 (`wait $perfpid || true`) after its
+    spdk_nvme_perf failed an assertion. A crash between steps stays the script's."""
+    own: dict[str, list[str]] = {}
+    for i, line in enumerate(lines):
+        if (step := _innermost(found, i)) is not None and not _XTRACE.match(line):
+            own.setdefault(step.name, []).append(line)
+    crashed: dict[str, crash.Finding] = {}
+    for name, text in own.items():
+        reports = crash.one_per_app_crash(crash.app_findings("\n".join(text)))
+        if reports:
+            crashed[name] = reports[0]
+    out = []
+    for s in found:
+        inside = sorted(n for n in crashed if n.startswith(s.name + "."))
+        if s.name in crashed:
+            f = crashed[s.name]
+            s = dataclasses.replace(s, status=CRASHED, error=f.title,
+                                    backtrace="\n".join(filter(None, [f.evidence, s.backtrace])))
+        elif inside:
+            s = dataclasses.replace(s, status=CRASHED, error=f"{crashed[inside[0]].title} (in step {inside[0]})")
         out.append(s)
     return out
