@@ -7,23 +7,29 @@ then fails the request as a medium error: the reader gets ENODATA ("No data avai
 block layer's errno for BLK_STS_MEDIUM) and the kernel logs the block ("critical medium error,
 dev nvme0n1, sector S op 0x0:(READ)"). A passthrough command (nvme-cli)
 is never retried, so a block that fails once shows there, and a retry of the same read gets it.
+
+With --spdk-dir, SPDK's own spdk_nvme_perf reads the namespace in its polled userspace driver:
+it gets the status as QEMU completes it (SPDK retries no media error) and fails its run.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from orchestrator import guest
+from orchestrator import guest, spdk
 from orchestrator.engine.fixtures import Faults
+from orchestrator.engine.session import Run
 from orchestrator.guest.ssh import Result
 from orchestrator.machines import Machine
 
 TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
 CTRL = "nvme0"
 IO_TIMEOUT = 60  # a command with its retries
+PERF = "build/bin/spdk_nvme_perf"
 
 
 @pytest.fixture
@@ -88,3 +94,24 @@ def test_a_block_that_fails_once_shows_to_a_command_no_one_retries(machine: Mach
     assert first.rc != 0 and "0x281" in first.stdout + first.stderr, first
     again = machine.ssh.run(read, timeout=IO_TIMEOUT)
     assert again.rc == 0, again
+
+
+def test_spdk_perf_gets_the_read_error(machine: Machine, inject: Faults, disk: tuple[str, int], run: Run,
+                                       artifacts: Path) -> None:
+    """SPDK's spdk_nvme_perf (from --spdk-dir), reading nvme0 sequentially from LBA 0 through
+    its own driver on the controller bound as SPDK's setup.sh binds it, gets Unrecovered Read
+    Error (sct 2, sc 0x81 = 129) for LBA 0-7 and ends its run failed ("errors occurred")."""
+    tree = run.spdk_tree(PERF)
+    ctrl = machine.topology.controller(CTRL)
+    bdf = guest.nvme_state(machine.ssh)[ctrl.serial]["address"]
+    inject(machine, f"media-error {CTRL} --lba 0-7 --op read")
+    spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology), max(machine.topology.hugepages, spdk.HUGEPAGES))
+    try:
+        res = machine.ssh.run(spdk.command(tree, PERF, ["-q", "1", "-o", str(8 * disk[1]), "-w", "read", "-t", "3",
+                                                        "-r", f"trtype:PCIe traddr:{bdf}"]), timeout=IO_TIMEOUT)
+        (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
+    finally:
+        guest.bind(machine.ssh, [bdf], "nvme")
+        guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
+    out = res.stdout + res.stderr
+    assert res.rc == 1 and "Read completed with error (sct=2, sc=129)" in out and "errors occurred" in out, res
