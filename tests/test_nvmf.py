@@ -21,15 +21,16 @@ def results(path: Path) -> dict[str, dict]:
 def test_nvmf_shutdown_runs_every_variant(tmp_path: Path, standin: Path) -> None:
     """Every {kernel, spdk} target x {kernel, spdk} initiator x {tcp, rdma} variant: the target is
     stopped under load (nvmet's port removed, or nvmf_tgt signalled), the initiator exits with an
-    error, not a signal; the stop is on the run's recorded schedule. And over each transport, the
-    stop during the kernel initiator's reconnect."""
-    r = tbctl(tmp_path, "run", "nvmf_shutdown", "--spdk-dir", str(standin),
+    error, not a signal; the stop is on the run's recorded schedule. And the stop during the kernel
+    initiator's reconnect, over TCP: a known failure that runs to its deadline (80 s), the same
+    over RDMA, which CI leaves out for time."""
+    r = tbctl(tmp_path, "run", "nvmf_shutdown", "--spdk-dir", str(standin), "-k",
+              "not test_target_stopped_while_host_reconnects[kernel_target-kernel_host-rdma]",
               "--json", str(tmp_path / "r.json"))
     res = results(tmp_path / "r.json")
-    assert len(res) == 10, r.stdout[-3000:]
+    assert len(res) == 9, r.stdout[-3000:]
     reconnects = {n: res.pop(n) for n in list(res) if "while_host_reconnects" in n}
-    assert list(reconnects) == [f"test_target_stopped_while_host_reconnects[kernel_target-kernel_host-{t}]"
-                                for t in ("tcp", "rdma")]
+    assert list(reconnects) == ["test_target_stopped_while_host_reconnects[kernel_target-kernel_host-tcp]"]
     for name, t in reconnects.items():  # the 6.1 guest's initiator never completes that I/O: found, and known
         assert t["outcome"] == "known failure", (name, t, r.stdout[-3000:])
         assert "stuck in the kernel: fio " in t["message"] and t["schedule"][0][0] == "nvmet-remove"
