@@ -58,8 +58,8 @@ def test_the_tree_is_refused_before_a_boot_where_a_library_is_missing(tmp_path: 
 
 
 def test_the_spdk_suites_run_the_real_apps(tmp_path: Path) -> None:
-    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "nvme_media_errors", "-k", "spdk",
-              "--spdk-dir", str(TREE), "--json", str(tmp_path / "r.json"))
+    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "nvme_media_errors", "nvme_smart_warnings", "-k",
+              "spdk", "--spdk-dir", str(TREE), "--json", str(tmp_path / "r.json"))
     doc = json.loads((tmp_path / "r.json").read_text())
     res = {t["nodeid"].rsplit("::", 1)[1]: t for t in doc["tests"]}
     assert doc["image"]["name"] == image.SPDK_IMAGE and doc["spdk_dir"] == str(TREE)
@@ -71,7 +71,8 @@ def test_the_spdk_suites_run_the_real_apps(tmp_path: Path) -> None:
     # doorbell_aers and perf under a media error have no hotplug in them: they must pass, with
     # SPDK's own three verdicts, and its perf's own words for QEMU's Unrecovered Read Error
     assert res["test_spdk_doorbell_aers"]["outcome"] == "passed"
-    assert res["test_spdk_perf_gets_the_read_error"]["outcome"] == "passed", res["test_spdk_perf_gets_the_read_error"]
+    for name in ("test_spdk_perf_gets_the_read_error", "test_spdk_aer_app_gets_the_smart_aer"):  # and its AER
+        assert res[name]["outcome"] == "passed", res[name]
     log = (Path(res["test_spdk_doorbell_aers"]["artifacts"]) / "doorbell_aers.log").read_text()
     assert log.count("Success: ") == 3
     # SPDK's own words, not a stand-in's (the suite itself counted 8 removals and 8 insertions to
