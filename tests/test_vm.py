@@ -260,6 +260,13 @@ def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str
         assert "clitest" in tbctl("status").stdout
         r = tbctl("ssh", "clitest", "--", "cat", "/sys/class/nvme/nvme0/serial")
         assert r.returncode == 0 and r.stdout.strip() in ("TBCTL0001", "TBCTL0002")
+        # every later ssh shares the first one's connection: its socket in the VM's private run
+        # directory, its process gone with `down` (below)
+        rec = registry.load("clitest")
+        assert rec is not None
+        master = Path(rec.run_dir) / "ssh-master.sock"
+        assert master.is_socket() and master.stat().st_mode & 0o077 == 0
+        assert subprocess.run(["pgrep", "-f", str(master)], capture_output=True).returncode == 0
         assert json.loads(tbctl("qmp", "clitest", "query-status").stdout)["status"] == "running"
         bad = tbctl("qmp", "clitest", "device_del", '{"id": "nosuch"}')
         assert bad.returncode == 2 and "Device 'nosuch' not found" in bad.stderr
@@ -300,6 +307,7 @@ def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str
         down = tbctl("down", "clitest")
     assert down.returncode == 0 and "clitest: guest poweroff" in down.stdout, down.stderr
     assert tbctl("status").stdout.strip() == ""
+    assert subprocess.run(["pgrep", "-f", str(master)], capture_output=True).returncode == 1  # no ssh outlives it
 
 
 def test_auto_accel_never_hangs(guest_image: Image) -> None:

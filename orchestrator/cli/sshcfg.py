@@ -31,6 +31,12 @@ CONNECT_TIMEOUT = 10  # s: to reach the VM's sshd
 # 15 s and ssh dropped a command that was still running, silently. The connection ends when the
 # VM's QEMU does (its port closes), and tbctl ssh / ssh-proxy then say so.
 SSH_FAILED = 255  # OpenSSH's own status when the connection, not the command, failed
+# One connection per VM that every ssh, scp and rsync of its Host block shares (OpenSSH's
+# ControlMaster): the second command costs a round trip, not a key exchange. Its socket is in the
+# VM's private run directory; `down` closes it, and it ends by itself when QEMU does.
+MASTER = "ssh-master.sock"
+PERSIST = 600  # s an unused shared connection stays open
+_SOCKET_MAX = 90  # sun_path holds 107 bytes; OpenSSH binds the path plus a 17-byte temporary suffix first
 _WRITTEN = "ssh-config-written"  # in the state dir: the path `--write` keeps in step
 
 
@@ -67,7 +73,34 @@ def options(rec: Record, proxy: bool) -> list[tuple[str, str]]:
         ("User", "root"), ("IdentityFile", _q(img.client_key)), ("IdentitiesOnly", "yes"),
         ("UserKnownHostsFile", _q(img.dir / "known_hosts")), ("HostKeyAlias", image.HOST_KEY_ALIAS),
         ("StrictHostKeyChecking", "yes"), ("ForwardAgent", "no"), ("ForwardX11", "no"),
-        ("ConnectTimeout", str(CONNECT_TIMEOUT)), ("ServerAliveInterval", "0"), ("LogLevel", "ERROR")]
+        ("ConnectTimeout", str(CONNECT_TIMEOUT)), ("ServerAliveInterval", "0"), ("LogLevel", "ERROR"),
+        *_shared(rec)]
+
+
+def _master_path(rec: Record) -> Path | None:
+    path = Path(rec.run_dir) / MASTER
+    return path if len(str(path)) <= _SOCKET_MAX else None
+
+
+def _shared(rec: Record) -> list[tuple[str, str]]:
+    """The options that share one connection to the VM (none where its socket path is too long)."""
+    path = _master_path(rec)
+    if path is None:
+        return []
+    return [("ControlMaster", "auto"), ("ControlPath", _q(path).replace("%", "%%")), ("ControlPersist", str(PERSIST))]
+
+
+def close_shared(rec: Record, timeout: float = 5) -> None:
+    """The VM's shared connection closed (`ssh -O exit`), if one is open: before its QEMU goes,
+    so no ssh process outlives the VM by its wait for a dead peer."""
+    path = _master_path(rec)
+    if path is None or not path.exists():
+        return
+    try:
+        subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={str(path).replace('%', '%%')}", "-O", "exit",
+                        PREFIX + rec.name], capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        pass  # the master ends with the VM's connection anyway
 
 
 def config(recs: list[Record], written: Path | None = None) -> str:

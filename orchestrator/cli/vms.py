@@ -187,6 +187,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         rec = registry.load(name)
         if rec is None:
             raise ConfigError(f"no VM named {name!r}")
+        sshcfg.close_shared(rec)
         how = Machine.attach(rec).shutdown(graceful=not args.force)
         print(f"{name}: {how}")
     sshcfg.refresh()
