@@ -144,10 +144,13 @@ def test_a_marker_fault_that_failed_or_never_came_says_so() -> None:
               marker.MarkerFault("poke y after NEVER", _kind(calls), (("what", "y"),), "NEVER", 0.0),
               marker.MarkerFault("poke z after LATE +30", _kind(calls), (("what", "z"),), "LATE", 30.0)]
     watch = marker.Watch(faults, _Target(), Timing())  # type: ignore[arg-type]
+    before = time.time()
     watch.line("GO")
     watch.line("LATE")
     t0 = time.monotonic()
     problems = watch.finish(5)
+    # the timeline shows where the failed one was fired (beside the step it was meant for)
+    assert [what for _, what in watch.failed] == ["poke x after GO (failed)"] and watch.failed[0][0] >= before
     assert time.monotonic() - t0 < 5  # the script ended: a fault in its delay is dropped at once
     assert sorted(problems) == [
         "fault 'poke x after GO' failed: controller nvme9 is not on the PCI bus",

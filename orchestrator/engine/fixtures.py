@@ -200,6 +200,7 @@ def marker_faults(request: pytest.FixtureRequest, run: Run, fresh_machine: Machi
     yield watch
     watch.finish(0)  # a test that ended early fires no fault after it
     _record(run, request.node, watch.fired)
+    timeline.faults(request.node, watch.failed)  # where a fault that failed was fired, beside the steps
 
 
 FABRIC_KINDS = ("kernel", "spdk")

@@ -14,6 +14,7 @@ import random
 import re
 import shlex
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,6 +75,7 @@ class Watch:
         self.fired: list[Timed] = []  # the schedules, for the test's record and timeline
         self.said: list[str] = []  # what each fault reported, in the order they fired
         self.errors: list[str] = []
+        self.failed: list[tuple[float, str]] = []  # (host time.time(), fault): the timeline shows these too
 
     def line(self, text: str) -> None:
         for f in [f for f in self._waiting if f.marker in text]:
@@ -92,11 +94,13 @@ class Watch:
             with self._lock:
                 self.errors.append(f"fault {f.spec!r} never fired: the script ended within its +{delay:.3g} s")
             return
+        at = time.time()
         try:
             said, timed = f.kind.fire(self.machine, dict(f.args), dataclasses.replace(self.timing, jitter=0.0))
         except Exception as e:  # in a thread of its own: whatever went wrong is said, never lost
             with self._lock:
                 self.errors.append(f"fault {f.spec!r} failed: {e if isinstance(e, TbctlError) else repr(e)}")
+                self.failed.append((at, f"{f.spec} (failed)"))
             return
         timed.schedule[:] = [(what, round(delay, 4)) for what, _ in timed.schedule]
         with self._lock:
