@@ -2,14 +2,22 @@
 faults/stall.py), and what the guest sees: one read that takes the hold's time and then completes,
 the reads around it unaffected. A hold the guest kernel's I/O timeout would end with a controller
 reset is refused: QEMU's reset would wait for the held command and hang.
+
+With --spdk-dir, SPDK's own spdk_nvme_perf reads through its polled userspace driver (which has
+no I/O timeout unless asked): its one held read completes after the hold, and its latency shows it.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
 import pytest
 
-from orchestrator import guest
+from orchestrator import guest, spdk
 from orchestrator.engine.fixtures import Faults
+from orchestrator.engine.session import Run
 from orchestrator.errors import ConfigError
 from orchestrator.machines import Machine
 
@@ -17,6 +25,9 @@ TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
 HOLD = 3.0  # seconds, well below the kernel's default I/O timeout (30 s)
 PID = "/tmp/tbctl-reads.pid"
 LOG = "/tmp/tbctl-reads.log"
+PERF = "build/bin/spdk_nvme_perf"
+PERF_SECONDS = 8  # perf's own run (-t): the hold falls inside it
+_PERF_ROW = re.compile(r"^PCIE \(\S+\) NSID 1 from core +\d+: +(?:[\d.]+ +){3}[\d.]+ +([\d.]+)\s*$", re.M)
 
 
 def disk(machine: Machine) -> str:
@@ -52,3 +63,32 @@ def test_a_hold_the_guests_timeout_would_cut_short_is_refused(machine: Machine, 
             inject(machine, "io-stall nvme0 5")
     finally:
         machine.ssh.run(f"echo {was} > /sys/block/{dev}/queue/io_timeout", timeout=10, check=True)
+
+
+def test_spdk_perf_waits_out_the_hold(machine: Machine, inject: Faults, run: Run, artifacts: Path) -> None:
+    """SPDK's spdk_nvme_perf (from --spdk-dir), one read at a time on nvme0 bound as SPDK's setup.sh
+    binds it: the read the break caught completes once let go, perf ends without an error, and its
+    maximum latency is the hold's."""
+    tree = run.spdk_tree(PERF)
+    ctrl = machine.topology.controller("nvme0")
+    bdf = guest.nvme_state(machine.ssh)[ctrl.serial]["address"]
+    spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology), max(machine.topology.hugepages, spdk.HUGEPAGES))
+    perf = machine.ssh.start(spdk.command(tree, PERF, ["-q", "1", "-o", "4096", "-w", "randread", "-t",
+                                                       str(PERF_SECONDS), "-r", f"trtype:PCIe traddr:{bdf}"]),
+                             timeout=PERF_SECONDS * 6, label="SPDK spdk_nvme_perf")
+    res = None
+    try:
+        deadline = time.monotonic() + PERF_SECONDS * 3
+        while "Launching workers" not in perf.readline(max(0.0, deadline - time.monotonic())):
+            pass
+        inject(machine, f"io-stall nvme0 {HOLD:g}")
+        res = perf.wait(PERF_SECONDS * 3)
+        (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
+    finally:
+        if res is None:
+            perf.kill()
+        guest.bind(machine.ssh, [bdf], "nvme")
+        guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
+    row = _PERF_ROW.search(res.stdout)
+    assert res.rc == 0 and row, f"spdk_nvme_perf: expected exit 0 and its latency row, got {res.ended}:\n{res.tail()}"
+    assert HOLD * 1e6 * 0.9 <= float(row[1]) <= (HOLD + 3) * 1e6, row[0]
