@@ -8,6 +8,8 @@ in a temporary worktree and run on this machine, on each QEMU given. Printed, ne
 - restored from the snapshot -> NVMe ready;
 - `tbctl run sw_hotplug` wall (image cached), and its tests' set-up, body and teardown;
 - `tbctl repro sw_hotplug::test_orderly_hotplug` runs per minute (--jobs 2);
+- `tbctl up`, then its first `tbctl ssh X -- true`, and a warm one (after the first), each a
+  whole command as a person types it;
 - the unit tests (`-m "not vm"`) wall.
 
 Usage: .venv/bin/python bench/speed.py [--runs 5] [--baseline REV] [--qemu NAME ...] [--only FIGURE ...]
@@ -28,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = "91c12e5"  # stop 21: the figures issue 16 was filed with
-FIGURES = ("boot", "restore", "run", "repro", "unit")
+FIGURES = ("boot", "restore", "run", "repro", "ssh", "unit")
 
 # Runs inside the tree being measured (its own orchestrator on PYTHONPATH): only APIs both have.
 BOOTS = r"""
@@ -132,6 +134,29 @@ def repro_rate(tree: Tree, qemu: str | None, runs: int, tmp: Path) -> float:
     return float(rates[-1]) if rates else float("nan")
 
 
+def up_and_ssh(tree: Tree, qemu: str | None, runs: int, tmp: Path) -> dict[str, list[float]]:
+    """Each run: `tbctl up`, the first `tbctl ssh -- true`, a warm one; a registry of its own."""
+    out: dict[str, list[float]] = {"tbctl up": [], "first tbctl ssh -- true": [], "warm tbctl ssh -- true": []}
+    env = {**tree.env(qemu), "TBCTL_STATE": str(tmp / f"state-{tree.rev}")}
+
+    def timed(*args: str) -> float:
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env, cwd=tmp, capture_output=True,
+                           text=True, timeout=600)
+        if r.returncode != 0:
+            raise SystemExit(f"{tree.rev}: tbctl {' '.join(args)} exit {r.returncode}:\n{r.stderr[-3000:]}")
+        return time.monotonic() - t0
+    for i in range(runs):
+        name = f"speed{i}"
+        out["tbctl up"].append(timed("up", "--name", name))
+        try:
+            out["first tbctl ssh -- true"].append(timed("ssh", name, "--", "true"))
+            out["warm tbctl ssh -- true"].append(timed("ssh", name, "--", "true"))
+        finally:
+            timed("down", name)
+    return out
+
+
 def unit_tests(tree: Tree, runs: int, tmp: Path) -> list[float]:
     walls = []
     for _ in range(runs):
@@ -154,6 +179,8 @@ def measure(tree: Tree, qemu: str | None, runs: int, only: set[str], tmp: Path) 
         fig.update({k: med(v) for k, v in suite_run(tree, qemu, runs, tmp).items()})
     if "repro" in only:
         fig["repro runs/min (--jobs 2)"] = repro_rate(tree, qemu, runs, tmp)
+    if "ssh" in only:
+        fig.update({k: med(v) for k, v in up_and_ssh(tree, qemu, runs, tmp).items()})
     if "unit" in only and qemu is None:
         fig["unit tests wall"] = med(unit_tests(tree, runs, tmp))
     return fig
