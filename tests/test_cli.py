@@ -50,3 +50,28 @@ def test_help_lists_commands_with_examples(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     for cmd in ("image", "up", "ssh", "qmp", "hotplug", "status", "down", "smoke", "examples:"):
         assert cmd in out
+
+
+def test_each_command_loads_its_own_group_only() -> None:
+    """app.GROUPS names every command each group's module adds (so a command finds its module
+    without importing the others); `tbctl ssh` then starts without paramiko, pytest or jinja2's
+    other users: the modules only the other commands need stay unimported."""
+    import importlib
+    import subprocess
+    import sys
+
+    from orchestrator.cli import app
+
+    for group, commands in app.GROUPS.items():
+        added: list[str] = []
+
+        def add(name: str, added: list[str] = added, **kw: object) -> app.Parser:
+            added.append(name)
+            return app.Parser(prog=name)
+        importlib.import_module(f"orchestrator.cli.{group}").register(add)
+        assert tuple(added) == commands, group
+    probe = ("import sys; from orchestrator.cli import app; app.parser('ssh'); "
+             "print(sorted(m for m in ('orchestrator.cli.runs', 'orchestrator.cli.common', 'orchestrator.engine', "
+             "'paramiko', 'pytest') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr

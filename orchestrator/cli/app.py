@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.cli import bisect, ci, images, qemu, reports, runs, spdk, sshcfg, vagrant, vms
-from orchestrator.cli.common import Parser
+from orchestrator.cli.argtypes import Parser
 from orchestrator.errors import TbctlError
+
+# Each command group's module (orchestrator/cli/NAME.py, its `register(add)`) and the commands it
+# adds: a command imports its own module only, so `tbctl ssh` costs a round trip, not loading what
+# the other commands need (paramiko, pytest, jinja2); --help and a mistyped command load them all.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "images": ("image",), "qemu": ("qemu",), "spdk": ("spdk",), "runs": ("run", "repro", "list"),
+    "bisect": ("bisect",), "reports": ("merge", "report"), "ci": ("ci-template",),
+    "vms": ("up", "smoke", "qmp", "hotplug", "inject", "status", "down"), "sshcfg": ("ssh-config", "ssh-proxy", "ssh"),
+    "vagrant": ("vagrant",),
+}
 
 EPILOG = """examples:
   tbctl run sw_hotplug                   run a suite on the default guest; summary + artifacts
@@ -43,13 +53,15 @@ EPILOG = """examples:
 """
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """tbctl's parser: `command`'s group alone when it is one, else every group."""
     p = Parser(prog="tbctl", description="QEMU-based VM test-bed for NVMe and SPDK testing.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tbctl {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for group in (images, qemu, spdk, runs, bisect, reports, ci, vms, sshcfg, vagrant):
-        group.register(sub.add_parser)
+    groups = [g for g, commands in GROUPS.items() if command in commands] or list(GROUPS)
+    for group in groups:
+        importlib.import_module(f"orchestrator.cli.{group}").register(sub.add_parser)
     return p
 
 
@@ -64,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     extra: list[str] = []
     if argv[:1] == ["run"] and "--" in argv:  # `tbctl run SUITE -- PYTEST-ARGS`
         extra, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
-    args = parser().parse_args(argv)
+    args = parser(argv[0] if argv else None).parse_args(argv)
     args.pytest_args = extra
     if args.cmd == "ssh" and args.command[:1] == ["--"]:
         args.command = args.command[1:]

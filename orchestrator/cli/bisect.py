@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.cli.common import SECONDS, artifacts_root, ranged, resolve
+from orchestrator.cli.argtypes import SECONDS, ranged
+from orchestrator.cli.common import artifacts_root, resolve
 from orchestrator.cli.runs import run_opts, run_spec, run_target, with_scripts
 from orchestrator.config.runspec import RunSpec
 from orchestrator.errors import ConfigError

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.cli.common import output_file, ranged, suite_paths
+from orchestrator.cli.argtypes import output_file, ranged
+from orchestrator.cli.common import suite_paths
 from orchestrator.errors import ConfigError
 from orchestrator.render import render
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator import image
-from orchestrator.cli.common import MIRROR_HELP, SECONDS, mirror_url
+from orchestrator.cli.argtypes import SECONDS, mirror_url
+from orchestrator.cli.common import MIRROR_HELP
 from orchestrator.errors import ConfigError
 from orchestrator.image import box, shell
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.cli.common import mirror_url
+from orchestrator.cli.argtypes import mirror_url
 from orchestrator.vm import qemu_binary, qemu_install
 
 

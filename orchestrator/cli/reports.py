@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cli.common import output_file, ranged
+from orchestrator.cli.argtypes import output_file, ranged
 from orchestrator.engine.results import test_lines
 from orchestrator.errors import ConfigError
 from orchestrator.results import baseline, html, junit, merge

@@ -14,18 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.cli import reports
+from orchestrator.cli.argtypes import SECONDS, mirror_url, output_file, ranged
 from orchestrator.cli.common import (
     KNOWN_FAILURES,
     MIRROR_HELP,
-    SECONDS,
     SUITES,
     artifacts_root,
     image_opts,
     known_suites,
-    mirror_url,
-    output_file,
     prepare,
-    ranged,
     suite_paths,
     topology_opts,
 )

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator import image
-from orchestrator.cli.common import SECONDS, live_record, output_file, running
+from orchestrator.cli.argtypes import SECONDS, output_file
+from orchestrator.cli.live import live_record, running
 from orchestrator.errors import ConfigError, DeadlineError
 from orchestrator.image import Image
 from orchestrator.paths import private_dir, state_dir

@@ -11,16 +11,8 @@ from pathlib import Path
 
 from orchestrator import guest, spdk
 from orchestrator.cli import sshcfg
-from orchestrator.cli.common import (
-    SECONDS,
-    artifacts_root,
-    attached,
-    boot_opts,
-    image_opts,
-    machine_spec,
-    new_machine,
-    prepare,
-)
+from orchestrator.cli.argtypes import SECONDS
+from orchestrator.cli.common import artifacts_root, attached, boot_opts, image_opts, machine_spec, new_machine, prepare
 from orchestrator.config import bed as beds
 from orchestrator.errors import ConfigError
 from orchestrator.faults import table as fault_table
