@@ -106,22 +106,16 @@ def test_uio_close_clears_bus_master_and_the_next_admin_command_is_fatal(fresh_m
     print(f"diagnosis: controller fatal status (CSTS.CFS=1) after uio close; QEMU trace: {cfs}")
 
 
-def test_spdk_doorbell_aers(machine: Machine, hotplug: Hotplug, run: Run, artifacts: Path) -> None:
+def test_spdk_doorbell_aers(machine: Machine, run: Run, artifacts: Path) -> None:
     """SPDK's own test (test/nvme/doorbell_aers from --spdk-dir) on a controller bound to
     uio_pci_generic: judged by its "Success:" lines, since it exits 0 after "Failure:" too, and
     by QEMU's trace, which must show the three Error AERs posted. An AER that never comes is a
     timeout with QEMU's reason, the app interrupted, never a hang."""
     tree = run.spdk_tree(spdk.DOORBELL_AERS)
-    ctrl = machine.topology.controller("nvme0")
-    bdf = hotplug.address(ctrl.id)
-    spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology), max(machine.topology.hugepages, spdk.HUGEPAGES))
-    try:
-        with faults.NvmeTrace(machine) as trace:
-            run = spdk.doorbell_aers(machine.ssh, tree, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
-            why = trace.aer_diagnosis() if run.hung else ""
-            posted = trace.error_aers()
-    finally:
-        guest.bind(machine.ssh, [bdf], "nvme")
-        guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
+    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller("nvme0")) as bdf, \
+            faults.NvmeTrace(machine) as trace:
+        run = spdk.doorbell_aers(machine.ssh, tree, bdf, artifacts / "doorbell_aers.log", AER_WAIT)
+        why = trace.aer_diagnosis() if run.hung else ""
+        posted = trace.error_aers()
     run.check(AER_WAIT, why)
     assert posted == ["0x0", "0x1", "0x1"], f"QEMU posted Error AERs with info {posted}, expected 0x0, 0x1, 0x1"

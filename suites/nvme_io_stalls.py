@@ -70,25 +70,21 @@ def test_spdk_perf_waits_out_the_hold(machine: Machine, inject: Faults, run: Run
     binds it: the read the break caught completes once let go, perf ends without an error, and its
     maximum latency is the hold's."""
     tree = run.spdk_tree(PERF)
-    ctrl = machine.topology.controller("nvme0")
-    bdf = guest.nvme_state(machine.ssh)[ctrl.serial]["address"]
-    spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology), max(machine.topology.hugepages, spdk.HUGEPAGES))
-    perf = machine.ssh.start(spdk.command(tree, PERF, ["-q", "1", "-o", "4096", "-w", "randread", "-t",
-                                                       str(PERF_SECONDS), "-r", f"trtype:PCIe traddr:{bdf}"]),
-                             timeout=PERF_SECONDS * 6, label="SPDK spdk_nvme_perf")
     res = None
-    try:
-        deadline = time.monotonic() + PERF_SECONDS * 3
-        while "Launching workers" not in perf.readline(max(0.0, deadline - time.monotonic())):
-            pass
-        inject(machine, f"io-stall nvme0 {HOLD:g}")
-        res = perf.wait(PERF_SECONDS * 3)
-        (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
-    finally:
-        if res is None:
-            perf.kill()
-        guest.bind(machine.ssh, [bdf], "nvme")
-        guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
+    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller("nvme0")) as bdf:
+        perf = machine.ssh.start(spdk.command(tree, PERF, ["-q", "1", "-o", "4096", "-w", "randread", "-t",
+                                                           str(PERF_SECONDS), "-r", f"trtype:PCIe traddr:{bdf}"]),
+                                 timeout=PERF_SECONDS * 6, label="SPDK spdk_nvme_perf")
+        try:
+            deadline = time.monotonic() + PERF_SECONDS * 3
+            while "Launching workers" not in perf.readline(max(0.0, deadline - time.monotonic())):
+                pass
+            inject(machine, f"io-stall nvme0 {HOLD:g}")
+            res = perf.wait(PERF_SECONDS * 3)
+            (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
+        finally:
+            if res is None:
+                perf.kill()
     row = _PERF_ROW.search(res.stdout)
     assert res.rc == 0 and row, f"spdk_nvme_perf: expected exit 0 and its latency row, got {res.ended}:\n{res.tail()}"
     assert HOLD * 1e6 * 0.9 <= float(row[1]) <= (HOLD + 3) * 1e6, row[0]

@@ -102,16 +102,10 @@ def test_spdk_perf_gets_the_read_error(machine: Machine, inject: Faults, disk: t
     its own driver on the controller bound as SPDK's setup.sh binds it, gets Unrecovered Read
     Error (sct 2, sc 0x81 = 129) for LBA 0-7 and ends its run failed ("errors occurred")."""
     tree = run.spdk_tree(PERF)
-    ctrl = machine.topology.controller(CTRL)
-    bdf = guest.nvme_state(machine.ssh)[ctrl.serial]["address"]
     inject(machine, f"media-error {CTRL} --lba 0-7 --op read")
-    spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology), max(machine.topology.hugepages, spdk.HUGEPAGES))
-    try:
+    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller(CTRL)) as bdf:
         res = machine.ssh.run(spdk.command(tree, PERF, ["-q", "1", "-o", str(8 * disk[1]), "-w", "read", "-t", "3",
                                                         "-r", f"trtype:PCIe traddr:{bdf}"]), timeout=IO_TIMEOUT)
         (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
-    finally:
-        guest.bind(machine.ssh, [bdf], "nvme")
-        guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
     out = res.stdout + res.stderr
     assert res.rc == 1 and "Read completed with error (sct=2, sc=129)" in out and "errors occurred" in out, res

@@ -53,25 +53,22 @@ def test_spdk_aer_app_gets_the_smart_aer(machine: Machine, inject: Faults, run: 
     (its touch file), it gets the SMART / Health AER of Available Spare below threshold that the
     host's fault made QEMU post, reads the health log page and ends: exit 0, SPDK's own words."""
     tree = run.spdk_tree(AER_APP)
-    ctrl = machine.topology.controller(CTRL)
-    bdf = guest.nvme_state(machine.ssh)[ctrl.serial]["address"]
     ready = "/tmp/tbctl-spdk-aer-ready"
     machine.ssh.run(f"rm -f {ready}", timeout=10, check=True)
-    spdk.prepare(machine.ssh, [bdf], spdk.driver(machine.topology), max(machine.topology.hugepages, spdk.HUGEPAGES))
-    app = machine.ssh.start(spdk.command(tree, AER_APP, ["-n", "2", "-t", ready, "-r", f"trtype:PCIe traddr:{bdf}"]),
-                            timeout=AER_WAIT * 3, label="SPDK aer")
     res = None
-    try:
-        machine.ssh.run(f"until [ -e {shlex.quote(ready)} ]; do sleep 0.1; done", timeout=AER_WAIT, check=True)
-        with faults.NvmeTrace(machine) as trace:
-            inject(machine, f"smart-warning {CTRL} spare")
-            trace.wait("pci_nvme_aer_post_cqe", SMART_AER)
-        res = app.wait(AER_WAIT)
-        (artifacts / "aer.log").write_text(res.stdout + res.stderr)
-    finally:
-        if res is None:  # it never ended on its own: what it printed is logged as it is killed
-            app.kill()
-        inject(machine, f"smart-warning {CTRL} none")
-        guest.bind(machine.ssh, [bdf], "nvme")
-        guest.NvmeWatch(machine.ssh, [ctrl.serial], True, 30, expect_change=False).result()
+    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller(CTRL)) as bdf:
+        app = machine.ssh.start(spdk.command(tree, AER_APP, ["-n", "2", "-t", ready, "-r",
+                                                             f"trtype:PCIe traddr:{bdf}"]),
+                                timeout=AER_WAIT * 3, label="SPDK aer")
+        try:
+            machine.ssh.run(f"until [ -e {shlex.quote(ready)} ]; do sleep 0.1; done", timeout=AER_WAIT, check=True)
+            with faults.NvmeTrace(machine) as trace:
+                inject(machine, f"smart-warning {CTRL} spare")
+                trace.wait("pci_nvme_aer_post_cqe", SMART_AER)
+            res = app.wait(AER_WAIT)
+            (artifacts / "aer.log").write_text(res.stdout + res.stderr)
+        finally:
+            if res is None:  # it never ended on its own: what it printed is logged as it is killed
+                app.kill()
+            inject(machine, f"smart-warning {CTRL} none")
     assert res.rc == 0 and "aer_cb for log page 2, aen_event_type: 0x01, aen_event_info: 0x02" in res.stdout, res

@@ -14,6 +14,7 @@ from orchestrator.spdk.runtime import (
                                        AppDidNotStart,
                                        DoorbellAers,
                                        app,
+                                       claimed,
                                        command,
                                        doorbell_aers,
                                        driver,
@@ -25,5 +26,5 @@ from orchestrator.spdk.runtime import (
 )
 
 __all__ = ["DOORBELL_AERS", "DOORBELL_CASES", "HOTPLUG", "HUGEPAGES", "MOUNT", "PROBE_APPS", "RPC_HUGEPAGES",
-           "AppDidNotStart", "DoorbellAers", "app", "command", "doorbell_aers", "driver", "not_started", "preflight",
+           "AppDidNotStart", "DoorbellAers", "app", "claimed", "command", "doorbell_aers", "driver", "not_started", "preflight",
            "prepare", "serve", "start_probe"]

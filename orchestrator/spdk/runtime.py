@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import guest, image
-from orchestrator.config.topology import Topology
+from orchestrator.config.topology import Controller, Topology
 from orchestrator.errors import DeadlineError, SSHError
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.report.spdk_start import diagnose
@@ -63,6 +65,20 @@ def prepare(ssh: SSH, bdfs: list[str] | None = None, drv: str = "", hugepages: i
     guest.reserve_hugepages(ssh, hugepages)
     if bdfs:
         guest.bind(ssh, bdfs, drv)
+
+
+@contextmanager
+def claimed(ssh: SSH, topo: Topology, ctrl: Controller) -> Iterator[str]:
+    """Controller `ctrl` (its PCI address yielded) bound as SPDK's setup.sh binds it, the tree
+    mounted and hugepages reserved for an app of the tree; afterwards, whatever happened, given
+    back to the kernel's nvme driver and its namespace back in the guest."""
+    bdf = guest.nvme_state(ssh)[ctrl.serial]["address"]
+    prepare(ssh, [bdf], driver(topo), max(topo.hugepages, HUGEPAGES))
+    try:
+        yield str(bdf)
+    finally:
+        guest.bind(ssh, [bdf], "nvme")
+        guest.NvmeWatch(ssh, [ctrl.serial], True, 30, expect_change=False).result()
 
 
 def app(rel: str) -> str:
