@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -205,9 +206,14 @@ def test_a_bed_up_by_hand_takes_network_and_target_faults(tmp_path: Path) -> Non
         r = tbctl(tmp_path, "inject", "hand-target", "nic-add", "fabric0", "--via", "guest")
         assert r.returncode == 0 and "with 10.0.0.1/24" in r.stdout, r.stderr
         assert tbctl(tmp_path, "ssh", "hand-target", *reach).stdout.strip() == "reached"
-        assert tbctl(tmp_path, "inject", "hand-target", "link-down", "fabric0").stdout.strip() == "fabric0: link down"
+        r = tbctl(tmp_path, "inject", "hand-target", "link-down", "fabric0")
+        assert r.returncode == 0 and "fabric0: link down; the guest's " in r.stdout and "lost its carrier" in r.stdout
+        # the fault returns once the guest saw it: the link is down for the very next command
+        nic = re.search(r"the guest's (\S+) lost", r.stdout)
+        assert nic and tbctl(tmp_path, "ssh", "hand-target", "cat", f"/sys/class/net/{nic[1]}/carrier").stdout.strip() == "0"
         assert tbctl(tmp_path, "ssh", "hand-target", *reach).returncode != 0
-        assert tbctl(tmp_path, "inject", "hand-target", "link-up", "fabric0").returncode == 0
+        r = tbctl(tmp_path, "inject", "hand-target", "link-up", "fabric0")
+        assert r.returncode == 0 and "has its carrier" in r.stdout, r.stderr
         assert tbctl(tmp_path, "ssh", "hand-target", *reach).stdout.strip() == "reached"
         tbctl(tmp_path, "ssh", "hand-host", "--", "setsid sleep 600 </dev/null >/dev/null 2>&1 &")
         r = tbctl(tmp_path, "inject", "hand-host", "app-signal", "sleep", "KILL")

@@ -70,13 +70,18 @@ class NicFault(Timed):
                     raise
                 time.sleep(0.5)
 
-    def down(self) -> None:
-        self.delay(f"link-down {self.nic.id}")
-        self.machine.qmp.execute("set_link", {"name": self.nic.id, "up": False})
+    def down(self, timeout: float = 20) -> str:
+        """The NIC's carrier goes; returns once the guest saw it (its name for the NIC)."""
+        return self._link(False, timeout)
 
-    def up(self) -> None:
-        self.delay(f"link-up {self.nic.id}")
-        self.machine.qmp.execute("set_link", {"name": self.nic.id, "up": True})
+    def up(self, timeout: float = 20) -> str:
+        """The NIC's carrier is back; returns once the guest saw it (its name for the NIC)."""
+        return self._link(True, timeout)
+
+    def _link(self, up: bool, timeout: float) -> str:
+        self.delay(f"link-{'up' if up else 'down'} {self.nic.id}")
+        self.machine.qmp.execute("set_link", {"name": self.nic.id, "up": up}, timeout)
+        return net.carrier(self.machine.ssh, self.nic.mac(self.machine.topology.name), up, timeout)
 
 
 def _nic_remove(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
@@ -95,8 +100,9 @@ def _nic_add(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed
 def _link(up: bool) -> Fire:
     def fire(m: Injectable, a: Mapping[str, str], t: Timing) -> tuple[str, Timed]:
         link = NicFault(m, a["nic"], t.rng, t.jitter)
-        (link.up if up else link.down)()
-        return f"{a['nic']}: link {'up' if up else 'down'}", link
+        name = (link.up if up else link.down)(max(t.timeout, 20))
+        return f"{a['nic']}: link {'up' if up else 'down'}; the guest's {name} " + \
+            ("has its carrier" if up else "lost its carrier"), link
     return fire
 
 

@@ -21,6 +21,19 @@ def address(ssh: SSH, mac: str, cidr: str, timeout: float = 20) -> str:
                    "ip link set \"$dev\" up && echo \"$dev\"", timeout=timeout, check=True).stdout.strip()
 
 
+def carrier(ssh: SSH, mac: str, up: bool, timeout: float = 20) -> str:
+    """Wait until the guest's NIC with MAC `mac` has (`up`) or has lost its carrier: QEMU's
+    set_link returns at once, and the guest's link watch sees the change up to seconds later under
+    TCG. Returns the NIC's name; fails at `timeout` if the guest never saw it."""
+    want = "1" if up else "0"
+    tries = max(1, int(timeout * 5))
+    return ssh.run(_FIND.format(mac=shlex.quote(mac)) +
+                   f'for i in $(seq {tries}); do [ "$(cat "/sys/class/net/$dev/carrier" 2>/dev/null)" = {want} ] '
+                   '&& { echo "$dev"; exit 0; }; sleep 0.2; done; '
+                   f'echo "$dev: carrier still $(cat "/sys/class/net/$dev/carrier" 2>&1) after {timeout:g} s" >&2; '
+                   'exit 1', timeout=timeout + 10, check=True).stdout.strip()
+
+
 def pci_remove(ssh: SSH, mac: str, timeout: float = 60) -> str:
     """Remove the NIC with MAC `mac` from the guest's PCI bus, as SPDK's device_removal.sh does
     (`echo 1 > .../remove`: the guest tears it down, QEMU keeps the device); returns its PCI address.
