@@ -7,23 +7,36 @@ the namespace's I/O timeout to IO_TIMEOUT): after an FLR the function has lost i
 so the driver's reset finds it not ready and removes the controller, and the reader gets EIO; after
 CC.EN was cleared, the driver aborts and resets, and the command it requeues times out again
 after every reset (a known failure, its cause not yet found).
+
+With --spdk-dir, SPDK's bdevperf reads and writes the controller through bdev_nvme, with an I/O
+timeout whose action is a reset (bdev_nvme_set_options, as SPDK's users set it for a controller
+that may stop answering), going on after a failed I/O as SPDK's failover.sh runs it: CC.EN
+cleared behind its back, its commands time out, bdev_nvme resets the controller, and its I/O goes
+on. The commands in flight when the controller stopped fail: SPDK's reset aborts them "by
+request" with Do Not Retry, which bdev_nvme does not retry (by design: SPDK's own failover
+tests run bdevperf with -f for it).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from orchestrator import guest
+from orchestrator import guest, spdk
 from orchestrator.engine.fixtures import Faults
+from orchestrator.engine.session import Run
 from orchestrator.errors import DeadlineError
 from orchestrator.guest import load
 from orchestrator.guest.ssh import RemoteProcess
 from orchestrator.machines import Machine
+from orchestrator.spdk.bdevperf import BDEVPERF, Bdevperf
 
 TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
 IO_TIMEOUT_MS = 5000  # the namespace's I/O timeout here (the kernel's default is 30 s)
 READER_WAIT = 60  # seconds for a reader to end after a reset
 STUCK_WAIT = 30  # seconds a reader is given after CC.EN was cleared: a few of the driver's timeouts
+BDEVPERF_SECONDS = 30  # bdevperf's run: the fault, the timeout and the reset fall inside it
+SPDK_IO_TIMEOUT_US = 3_000_000  # bdev_nvme's I/O timeout (timeout_us), whose action is a reset
 
 
 def reader(machine: Machine, ctrl_id: str) -> tuple[RemoteProcess, str]:
@@ -80,3 +93,31 @@ def test_a_controller_disabled_behind_the_drivers_back_is_reset_and_its_io_compl
                              f"controller {len(resets)} times, and its I/O timed out again after each (tags "
                              f"{', '.join(sorted(set(resets), key=int))})\n{log[-3000:]}") from None
     assert done.rc == 0 and everything in done.stderr, done
+
+
+def test_spdk_bdev_nvme_resets_a_controller_disabled_behind_its_back(fresh_machine: Machine, inject: Faults,
+                                                                     run: Run, artifacts: Path) -> None:
+    m = fresh_machine  # a controller SPDK could not bring back is not handed on
+    tree = run.spdk_tree(BDEVPERF)
+    result, log = None, ""
+    with spdk.claimed(m.ssh, m.topology, m.topology.controller("nvme1")) as bdf:
+        perf = Bdevperf(m.ssh, tree, m.run_dir, BDEVPERF_SECONDS,
+                        {"timeout_us": SPDK_IO_TIMEOUT_US, "action_on_timeout": "reset"}, go_on=True)
+        try:
+            perf.attach(trtype="PCIe", traddr=bdf)
+            perf.start()
+            perf.wait_io(60)
+            inject(m, "reset nvme1 controller")
+            perf.wait_io(SPDK_IO_TIMEOUT_US / 1e6 + 30)  # nothing completes until bdev_nvme has reset it
+            assert perf.state() == "enabled"
+            result = perf.finish()
+        finally:
+            perf.close()
+            log = perf.proc.output()
+            (artifacts / "bdevperf.log").write_text(log)
+    assert "Warning: Detected a timeout." in log, log[-3000:]
+    assert "Resetting controller successful." in log and "Resetting controller failed." not in log, log[-3000:]
+    jobs = result["results"]
+    assert [j["status"] for j in jobs] == ["finished"], jobs
+    aborted = re.findall(r"ABORTED - BY REQUEST \(00/07\) qid:1 cid:\d+ cdw0:0 sqhd:\w+ p:\d m:\d dnr:1", log)
+    assert 0 < len(aborted) <= jobs[0]["io_failed"], f"{len(aborted)} aborted by request with DNR; {jobs}"

@@ -31,11 +31,12 @@ from orchestrator.guest import net, nvmf
 from orchestrator.guest.load import Fio
 from orchestrator.machines import Machine
 from orchestrator.spdk import nvmf as spdk_nvmf
+from orchestrator.spdk.bdevperf import BDEVPERF, Bdevperf
 
 BED = "pair"
 TIMEOUT = 150  # seconds per test under KVM (scaled for TCG)
 NQN = "nqn.2026-12.io.tbctl:device-removal"
-SPDK_HOST_APP = spdk_nvmf.BDEVPERF
+SPDK_HOST_APP = BDEVPERF
 FAST_IO_FAIL = 3  # seconds without a path before the kernel host fails I/O
 PATH_LOSS = 30  # seconds for the host to see the path go
 RESTORE = 60  # seconds for the host to be live again once the NIC is back
@@ -58,8 +59,8 @@ def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: Fabric
             device = nvmf.block_device(target.ssh, target.topology.controllers[0].serial)
             nvmf.export(target.ssh, NQN, device, transport, nic.ip)
         if fabric.host == "spdk" and fabric.tree:
-            bdevperf = spdk_nvmf.Bdevperf(host.ssh, fabric.tree, host.run_dir, BDEVPERF_SECONDS)
-            bdevperf.attach(NQN, transport, nic.ip)
+            bdevperf = Bdevperf(host.ssh, fabric.tree, host.run_dir, BDEVPERF_SECONDS)
+            bdevperf.attach(**spdk_nvmf.controller(NQN, transport, nic.ip))
             bdevperf.start()
             bdevperf.wait_io(60)
             wait_state = bdevperf.wait_state

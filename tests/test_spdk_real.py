@@ -59,7 +59,7 @@ def test_the_tree_is_refused_before_a_boot_where_a_library_is_missing(tmp_path: 
 
 def test_the_spdk_suites_run_the_real_apps(tmp_path: Path) -> None:
     r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "nvme_media_errors", "nvme_smart_warnings",
-              "nvme_io_stalls", "-k", "spdk", "--spdk-dir", str(TREE), "--json", str(tmp_path / "r.json"))
+              "nvme_io_stalls", "nvme_resets", "-k", "spdk", "--spdk-dir", str(TREE), "--json", str(tmp_path / "r.json"))
     doc = json.loads((tmp_path / "r.json").read_text())
     res = {t["nodeid"].rsplit("::", 1)[1]: t for t in doc["tests"]}
     assert doc["image"]["name"] == image.SPDK_IMAGE and doc["spdk_dir"] == str(TREE)
@@ -72,10 +72,14 @@ def test_the_spdk_suites_run_the_real_apps(tmp_path: Path) -> None:
     # with SPDK's own three verdicts, and its apps' own words for what QEMU did
     assert res["test_spdk_doorbell_aers"]["outcome"] == "passed"
     for name in ("test_spdk_perf_gets_the_read_error", "test_spdk_aer_app_gets_the_smart_aer",  # and its AER,
-                 "test_spdk_perf_waits_out_the_hold"):  # and a held read's latency
+                 "test_spdk_perf_waits_out_the_hold",  # and a held read's latency,
+                 "test_spdk_bdev_nvme_resets_a_controller_disabled_behind_its_back"):  # and bdev_nvme's reset
         assert res[name]["outcome"] == "passed", res[name]
     log = (Path(res["test_spdk_doorbell_aers"]["artifacts"]) / "doorbell_aers.log").read_text()
     assert log.count("Success: ") == 3
+    reset = (Path(res["test_spdk_bdev_nvme_resets_a_controller_disabled_behind_its_back"]["artifacts"]) /
+             "bdevperf.log").read_text()
+    assert "Starting SPDK v" in reset and "bdev_nvme.c" in reset
     # SPDK's own words, not a stand-in's (the suite itself counted 8 removals and 8 insertions to
     # pass): under vfio-pci SPDK's app prints "Controller removed" twice for one removal, on
     # uio_pci_generic once
