@@ -10,7 +10,6 @@ no I/O timeout unless asked): its one held read completes after the hold, and it
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -72,13 +71,10 @@ def test_spdk_perf_waits_out_the_hold(machine: Machine, inject: Faults, run: Run
     tree = run.spdk_tree(PERF)
     res = None
     with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller("nvme0")) as bdf:
-        perf = machine.ssh.start(spdk.command(tree, PERF, ["-q", "1", "-o", "4096", "-w", "randread", "-t",
-                                                           str(PERF_SECONDS), "-r", f"trtype:PCIe traddr:{bdf}"]),
-                                 timeout=PERF_SECONDS * 6, label="SPDK spdk_nvme_perf")
+        perf = spdk.running(machine.ssh, tree, PERF, ["-q", "1", "-o", "4096", "-w", "randread", "-t",
+                                                      str(PERF_SECONDS), "-r", f"trtype:PCIe traddr:{bdf}"],
+                            "Launching workers", PERF_SECONDS * 6)
         try:
-            deadline = time.monotonic() + PERF_SECONDS * 3
-            while "Launching workers" not in perf.readline(max(0.0, deadline - time.monotonic())):
-                pass
             inject(machine, f"io-stall nvme0 {HOLD:g}")
             res = perf.wait(PERF_SECONDS * 3)
             (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)

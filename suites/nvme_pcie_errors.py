@@ -5,20 +5,29 @@ resets the link under the port, and the nvme driver resets its controller around
 (error_detected "frozen", slot_reset): I/O works again after it (not under QEMU 7.2 or 10.0:
 suites/known_failures.toml). A correctable error reaches the guest from QEMU 10.0; QEMU 7.2
 records it in the port's AER status only.
+
+With --spdk-dir, SPDK's spdk_nvme_perf reads nvme0 bound as SPDK's setup.sh binds it, and a
+non-fatal error lands on its port: SPDK takes no part in PCIe error recovery (neither it nor
+DPDK listens for one), the kernel's AER driver finds no error handler in the device's driver
+(uio_pci_generic) and says it cannot recover, and perf's I/O goes on, none of it failed.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
-from orchestrator import guest
+from orchestrator import guest, spdk
 from orchestrator.engine.fixtures import Faults
+from orchestrator.engine.session import Run
 from orchestrator.errors import DeadlineError
 from orchestrator.machines import Machine
 
 TIMEOUT = 60  # seconds per test under KVM (scaled for TCG)
 RECOVERY = 30  # seconds for the AER driver to say how its recovery ended
+PERF = "build/bin/spdk_nvme_perf"
+PERF_SECONDS = 10  # perf's own run (-t): the error and the AER driver's recovery fall inside it
 
 
 def port_and_disk(machine: Machine, ctrl_id: str) -> tuple[str, str]:
@@ -91,3 +100,27 @@ def test_a_correctable_error_is_reported_or_recorded_as_the_qemu_does(machine: M
     assert status & 0x1, f"{status:#x}"  # Receiver Error Status
     machine.ssh.run(f"setpci -s {port} ECAP_AER+0x10.l=0x1", timeout=10, check=True)  # RW1C: cleared again
     assert not any("AER" in line for line in guest.kernel_log(machine.ssh, before))
+
+
+def test_spdk_perf_reads_on_through_a_non_fatal_error(machine: Machine, inject: Faults, run: Run,
+                                                      artifacts: Path) -> None:
+    tree = run.spdk_tree(PERF)
+    port, _ = port_and_disk(machine, "nvme0")
+    before = len(guest.kernel_log(machine.ssh))
+    res = None
+    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller("nvme0")) as bdf:
+        perf = spdk.running(machine.ssh, tree, PERF, ["-q", "8", "-o", "4096", "-w", "randread", "-t",
+                                                      str(PERF_SECONDS), "-r", f"trtype:PCIe traddr:{bdf}"],
+                            "Launching workers", PERF_SECONDS * 6)
+        try:
+            inject(machine, "pcie-aer nvme0 COMP_TIME")
+            text = "\n".join(wait_log(machine, r"AER: device recovery (successful|failed)", before))
+            res = perf.wait(PERF_SECONDS * 3)
+            (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
+        finally:
+            if res is None:
+                perf.kill()
+    assert f"pcieport {port}: AER: Uncorrected (Non-Fatal) error message received from {port}" in text, text
+    assert re.search(rf"uio_pci_generic {bdf}: AER: can't recover \(no error_detected callback\)", text), text
+    out = res.stdout + res.stderr
+    assert res.rc == 0 and "errors occurred" not in out and re.search(r"^Total\s+:\s+[1-9]", out, re.M), out[-2000:]

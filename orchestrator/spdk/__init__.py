@@ -21,10 +21,11 @@ from orchestrator.spdk.runtime import (
                                        not_started,
                                        preflight,
                                        prepare,
+                                       running,
                                        serve,
                                        start_probe,
 )
 
 __all__ = ["DOORBELL_AERS", "DOORBELL_CASES", "HOTPLUG", "HUGEPAGES", "MOUNT", "PROBE_APPS", "RPC_HUGEPAGES",
            "AppDidNotStart", "DoorbellAers", "app", "claimed", "command", "doorbell_aers", "driver", "not_started", "preflight",
-           "prepare", "serve", "start_probe"]
+           "prepare", "running", "serve", "start_probe"]
