@@ -59,7 +59,8 @@ def test_the_tree_is_refused_before_a_boot_where_a_library_is_missing(tmp_path: 
 
 def test_the_spdk_suites_run_the_real_apps(tmp_path: Path) -> None:
     r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "nvme_media_errors", "nvme_smart_warnings",
-              "nvme_io_stalls", "nvme_resets", "nvme_pcie_errors", "-k", "spdk", "--spdk-dir", str(TREE), "--json", str(tmp_path / "r.json"))
+              "nvme_io_stalls", "nvme_resets", "nvme_pcie_errors", "-k", "spdk", "--spdk-dir", str(TREE), "--json",
+              str(tmp_path / "r.json"))
     doc = json.loads((tmp_path / "r.json").read_text())
     res = {t["nodeid"].rsplit("::", 1)[1]: t for t in doc["tests"]}
     assert doc["image"]["name"] == image.SPDK_IMAGE and doc["spdk_dir"] == str(TREE)

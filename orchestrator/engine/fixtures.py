@@ -153,17 +153,11 @@ def _record(run: Run, node: pytest.Item, injectors: list[Timed]) -> None:
     timeline.faults(node, [f for i in injectors for f in i.fired])
 
 
-@pytest.fixture
-def hotplug(request: pytest.FixtureRequest, machine: Machine, run: Run) -> Iterator[Hotplug]:
-    h = Hotplug(machine, run.rng(request.node), run.settings.spec.jitter)
-    yield h
-    _record(run, request.node, [h])
-
-
 class Faults:
     """The test's faults, all on its seeded schedule, what fired recorded: any kind of the fault
     table as `tbctl inject` takes it (`inject(machine, "media-error nvme0 --lba 8-15")` returns
-    what it did), or a NIC's or an app's injector to drive step by step (`inject.link(...)`)."""
+    what it did), or a controller's, a NIC's or an app's injector to drive step by step
+    (`inject.hotplug(machine)`, `inject.link(...)`)."""
 
     def __init__(self, run: Run, node: pytest.Item):
         self.timing = Timing(run.rng(node), run.settings.spec.jitter)
@@ -174,6 +168,10 @@ class Faults:
         said, timed = k.fire(machine, args, self.timing)
         self.fired.append(timed)
         return said
+
+    def hotplug(self, machine: Machine) -> Hotplug:
+        self.fired.append(h := Hotplug(machine, self.timing.rng, self.timing.jitter))
+        return h
 
     def link(self, machine: Machine, nic_id: str) -> NicFault:
         self.fired.append(link := NicFault(machine, nic_id, self.timing.rng, self.timing.jitter))
@@ -189,6 +187,12 @@ def inject(request: pytest.FixtureRequest, run: Run) -> Iterator[Faults]:
     faults = Faults(run, request.node)
     yield faults
     _record(run, request.node, faults.fired)
+
+
+@pytest.fixture
+def hotplug(machine: Machine, inject: Faults) -> Hotplug:
+    """The default machine's controllers plugged and pulled on the test's schedule (inject.hotplug)."""
+    return inject.hotplug(machine)
 
 
 @pytest.fixture
