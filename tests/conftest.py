@@ -15,7 +15,7 @@ from orchestrator import image, paths
 from orchestrator.cli import main
 from orchestrator.image import shell as image_shell
 from orchestrator.results import shard
-from orchestrator.vm import accel, registry
+from orchestrator.vm import accel, qemu_binary, registry
 
 STANDIN = Path(__file__).resolve().parent / "spdk_standin"
 ENGINE_SUITES = Path(__file__).resolve().parent / "engine_suites"
@@ -88,6 +88,23 @@ def standin() -> Path:
     rc = image_shell.run(img, [STANDIN], ["make", "-s"], timeout=300)
     assert rc == 0, f"building the SPDK stand-in in {img.dir.name}'s userland failed (exit {rc})"
     return STANDIN
+
+
+@pytest.fixture(scope="session")
+def backports(tmp_path_factory: pytest.TempPathFactory) -> qemu_binary.Qemu:
+    """Debian's backports QEMU (10.0 on a bookworm host), installed by tbctl itself: the second QEMU
+    the suites run on."""
+    r = tbctl(tmp_path_factory.mktemp("install"), "qemu", "install", "backports", timeout=900)
+    if "carries no qemu-system-x86" in r.stderr:  # a release whose backports have no newer QEMU (yet)
+        pytest.skip(r.stderr.strip().splitlines()[-1])
+    assert r.returncode == 0, r.stderr
+    q = qemu_binary.probe(Path(r.stdout.strip().splitlines()[-1]), "--qemu")
+    host = qemu_binary.select()
+    assert q.path != host.path and q.version != host.version, (q, host)
+    listed = tbctl(tmp_path_factory.mktemp("list"), "qemu", "list").stdout.splitlines()
+    assert f"PATH       {host.version_text:8} {host.path}  (host)" in listed
+    assert any(ln.startswith(f"backports  {q.version_text:8} {q.path}  (Debian ") for ln in listed), listed
+    return q
 
 
 @pytest.fixture(scope="session")

@@ -19,25 +19,10 @@ from orchestrator.vm import qemu_binary
 pytestmark = pytest.mark.vm
 
 
-@pytest.fixture(scope="module")
-def backports(tmp_path_factory: pytest.TempPathFactory) -> qemu_binary.Qemu:
-    r = tbctl(tmp_path_factory.mktemp("install"), "qemu", "install", "backports", timeout=900)
-    if "carries no qemu-system-x86" in r.stderr:  # a release whose backports have no newer QEMU (yet)
-        pytest.skip(r.stderr.strip().splitlines()[-1])
-    assert r.returncode == 0, r.stderr
-    q = qemu_binary.probe(Path(r.stdout.strip().splitlines()[-1]), "--qemu")
-    host = qemu_binary.select()
-    assert q.path != host.path and q.version != host.version, (q, host)
-    listed = tbctl(tmp_path_factory.mktemp("list"), "qemu", "list").stdout.splitlines()
-    assert f"PATH       {host.version_text:8} {host.path}  (host)" in listed
-    assert any(ln.startswith(f"backports  {q.version_text:8} {q.path}  (Debian ") for ln in listed), listed
-    return q
-
-
 def test_every_suite_passes_on_the_other_qemu(backports: qemu_binary.Qemu, tmp_path: Path, standin: Path) -> None:
-    # (SPDK's perf over PCIe is the real tree's, tests/test_spdk_real.py: the stand-in's perf is fabrics only)
-    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "dm_mount", "nvme_media_errors", "--qemu", "backports",
-              "--spdk-dir", str(standin), "-k", "not test_spdk_perf_gets_the_read_error", "--json", str(tmp_path / "r.json"))
+    # (the device fault suites run on it in tests/test_fault_suites.py)
+    r = tbctl(tmp_path, "run", "sw_hotplug", "nvme_doorbell_aers", "dm_mount", "--qemu", "backports",
+              "--spdk-dir", str(standin), "--json", str(tmp_path / "r.json"))
     res = json.loads((tmp_path / "r.json").read_text())
     failed = [f"{t['outcome']}: {t['nodeid']}\n{(t.get('message') or '')[:2000]}"
               for t in res["tests"] if t["outcome"] not in ("passed", "skipped")]
