@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -170,6 +171,10 @@ def test_bisect_finds_the_commit_in_a_real_repository_goes_around_a_broken_build
     assert doc["doubt"] == pytest.approx(doubt(doc["rate"], [s["runs"] for s in doc["steps"] if s["verdict"] == CLEAN]),
                                          abs=1e-4) and doc["doubt"] > 0
     assert "failing end" in progress.getvalue() and "skipped (the build exited 1" in progress.getvalue()
+    page = (out / "bisect.html").read_text()  # a row per judged commit, in history's order
+    rows = re.findall(r"<td>(change \d+)</td>", page)
+    assert rows == sorted(rows, key=lambda r: int(r.split()[1])) and len(rows) == len(doc["steps"])
+    assert '<td class="s-skipped">skipped<br><small>the build exited 1' in page and doc["bundle"] is None
     # the user's repository: not a file changed, no worktree added
     assert subprocess.run(["git", "-C", str(tmp_path / "spdk"), "status", "--porcelain"], capture_output=True,
                           text=True).stdout == status
@@ -272,3 +277,25 @@ def test_one_real_bisect_names_the_commit_that_broke_the_stand_in(tmp_path: Path
     assert doc["rate"] == 1.0
     assert doc["files"] == ["src/doorbell_aers.py"] and doc["changes_what_is_built"]
     assert "failing end" in r.stderr and (out / "steps" / bad[:12] / "build.log").is_file()
+    # the image's ccache: the failing end built from nothing, the clean end (the same C) from the cache
+    cached = {s["commit"]: re.fullmatch(r"(\d+) of (\d+) compiles from the cache", s["cached"]) for s in doc["steps"]}
+    end = json.loads((out / "steps.jsonl").read_text().splitlines()[0])["step"]["cached"]
+    assert re.fullmatch(r"0 of [1-9]\d* compiles from the cache", end), end
+    hit = cached[good]
+    assert hit and hit[1] == hit[2] != "0", doc["steps"]
+    # the culprit's failing run, bundled for its replay; the page shows the steps
+    bundle = Path(doc["bundle"])
+    assert bundle.parent.parent.parent.name == culprit[:12] and (bundle / "replay.sh").is_file()
+    assert json.loads((bundle / "run.json").read_text())["signature"] == doc["signature"]
+    page = (out / "bisect.html").read_text()
+    assert page.count('<tr class="answer">') == 1 and culprit in page and "expect the other AER" in page
+
+
+def test_a_builds_compiler_cache_use_is_read_from_ccaches_counters(tmp_path: Path) -> None:
+    stats = tmp_path / "stats"
+    stats.write_text("stats_updated_timestamp\t1765000000\ndirect_cache_hit\t900\npreprocessed_cache_hit\t12\n"
+                     "cache_miss\t112\nfiles_in_cache\t3000\n")
+    assert bisect.cache_use(stats) == "912 of 1024 compiles from the cache"
+    stats.write_text("cache_miss\t0\n")
+    assert bisect.cache_use(stats) == ""  # nothing compiled
+    assert bisect.cache_use(tmp_path / "none") == ""  # an image without ccache

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from orchestrator.errors import ConfigError, DeadlineError, ImageError
@@ -42,8 +43,10 @@ def _layer(root: Path, rel: str, targets: list[str], args: list[str], layers: li
             args += ["--ro-bind", str(entry), dest]
 
 
-def argv(img: Image, binds: list[Path], command: list[str], cwd: Path | None) -> list[str]:
-    """The bubblewrap command line for `command` in `img` with `binds` at their own paths."""
+def argv(img: Image, binds: list[Path], command: list[str], cwd: Path | None,
+         env: Mapping[str, str] | None = None) -> list[str]:
+    """The bubblewrap command line for `command` in `img` with `binds` at their own paths, and
+    `env` over the sandbox's few variables."""
     if not img.root.is_dir():
         raise ImageError(f"image {img.dir.name} keeps no root tree (built by an older tbctl): "
                          f"delete {img.dir} and run tbctl image build")
@@ -53,9 +56,10 @@ def argv(img: Image, binds: list[Path], command: list[str], cwd: Path | None) ->
         if str(b) in ("/", *SCRATCH, "/proc", "/dev") or str(b).startswith(("/proc/", "/dev/")):
             raise ConfigError(f"--bind {b}: not allowed; give a directory of your own (a source tree)")
     targets = sorted({*(str(b) for b in binds), *SCRATCH})
-    args = ["bwrap", "--unshare-all", "--die-with-parent", "--hostname", "tbctl-image-shell",
-            "--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", "/root",
-            "--setenv", "TERM", os.environ.get("TERM", "dumb"), "--setenv", "TBCTL_IMAGE", img.dir.name]
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--hostname", "tbctl-image-shell", "--clearenv"]
+    for name, value in {"PATH": PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
+                        "TBCTL_IMAGE": img.dir.name, **(env or {})}.items():
+        args += ["--setenv", name, value]
     layers = ["/"]  # bwrap's own root is a tmpfs too
     _layer(img.root, "/", targets, args, layers)
     for scratch in SCRATCH:
@@ -73,14 +77,14 @@ def argv(img: Image, binds: list[Path], command: list[str], cwd: Path | None) ->
 
 
 def run(img: Image, binds: list[Path], command: list[str], timeout: float | None, cwd: Path | None = None,
-        output: Path | None = None) -> int:
+        output: Path | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run `command` (default: an interactive login shell) in `img`; its exit status. A command
     still running at `timeout` is killed with everything it started. `output`: a file for what it
     prints (default: the terminal)."""
     if shutil.which("bwrap") is None:
         raise ImageError("tbctl image shell needs bubblewrap (apt-get install bubblewrap)")
     binds = [b.resolve() for b in binds]
-    full = argv(img, binds, command, cwd.resolve() if cwd else None)
+    full = argv(img, binds, command, cwd.resolve() if cwd else None, env)
     if not command:  # the user's own shell: Ctrl-C is for the programs in it, not for tbctl
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:

@@ -6,7 +6,9 @@ The user's repository is only read: the commits are checked out in a clone of tb
 repository's own copies (no network), cleaned at each step; each commit is built in the guest
 image's userland (`tbctl image shell`: what it builds runs in the guest) and its runs are
 `tbctl run`s of the test on that tree. A line per step is printed and appended to steps.jsonl,
-so an interrupted bisect resumes from it (`--resume DIR`); bisect.json has the answer.
+so an interrupted bisect resumes from it (`--resume DIR`); bisect.json has the answer,
+bisect.html shows the steps, and the failing run at the answer's edge (the culprit's, or the last
+broken commit's before a fix) is bundled for `tbctl repro`'s replay.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from typing import Any, TextIO
 
 from orchestrator.errors import ConfigError, DeadlineError
 from orchestrator.image import Image, shell
+from orchestrator.render import render
 from orchestrator.results import repro
 from orchestrator.results.bisect_rule import CLEAN, FAILS, SKIPPED, TERMS, Search, Step, clean_runs, doubt
 
 GIT_TIMEOUT = 600.0  # seconds for one git command (a clone of SPDK with its history: minutes)
+# Each build runs the user's command between ccache's counters zeroed and read, when the image has
+# ccache: its compiler wrappers first on PATH, its cache kept in the bisect's directory.
+BUILD = ('command -v ccache >/dev/null && ccache -z >/dev/null; sh -c "$1"; rc=$?; '
+         'command -v ccache >/dev/null && ccache --print-stats > "$2"; exit $rc')
+CCACHE_PATH = "/usr/lib/ccache"
 # Files a commit can change without changing what is built and run (the answer says so: such a
 # culprit is likely a wrong answer, or a flake that moved).
 UNBUILT = ("*.md", "doc/*", "CHANGELOG*", ".github/*", "LICENSE*")
@@ -97,6 +105,7 @@ class Judged:
     build_seconds: float = 0.0
     seconds: float = 0.0
     why: str = ""  # a skip's reason
+    cached: str = ""  # the compiler cache's part in the build: "912 of 1024 compiles from the cache"
 
 
 class Bisect:
@@ -124,27 +133,34 @@ class Bisect:
         git(self.tree, "checkout", "--quiet", "--force", "--detach", commit)
         git(self.tree, "clean", "-ffdxq")
         modules = git(self.tree, "config", "-f", ".gitmodules", "--get-regexp", r"submodule\..*\.path", check=False)
+        paths = []  # the submodules the user has: the others stay empty, as in their own checkout
         for line in modules.splitlines():
-            key, _, _ = line.partition(" ")
+            key, _, path = line.partition(" ")
             name = key.removeprefix("submodule.").removesuffix(".path")
             mine = self.s.repo / ".git" / "modules" / name
             if mine.is_dir():
                 git(self.tree, "config", f"submodule.{name}.url", str(mine))
-        if modules:
-            git(self.tree, "submodule", "update", "--init", "--recursive", "--force", "--quiet")
+                paths.append(path)
+        if paths:
+            git(self.tree, "submodule", "update", "--init", "--recursive", "--force", "--quiet", "--", *paths)
 
-    def build(self, commit: str, where: Path) -> tuple[bool, float, str]:
+    def build(self, commit: str, where: Path) -> tuple[bool, float, str, str]:
+        """Built or not, in how long, why not, and what the compiler cache saved."""
         t0 = time.monotonic()
         try:
             self.checkout(commit)
         except (ConfigError, DeadlineError) as e:
-            return False, time.monotonic() - t0, f"checkout: {e}"
-        log = where / "build.log"
+            return False, time.monotonic() - t0, f"checkout: {e}", ""
+        log, stats, cache = where / "build.log", where / "ccache.stats", self.out / "ccache"
+        cache.mkdir(exist_ok=True)
+        env = {"PATH": f"{CCACHE_PATH}:{shell.PATH}", "CCACHE_DIR": str(cache), "CCACHE_MAXSIZE": "20G"}
         try:
-            rc = shell.run(self.image, [self.tree], ["sh", "-c", self.s.build], self.s.build_timeout, output=log)
+            rc = shell.run(self.image, [self.out], ["sh", "-c", BUILD, "build", self.s.build, str(stats)],
+                           self.s.build_timeout, cwd=self.tree, output=log, env=env)
         except DeadlineError as e:
-            return False, time.monotonic() - t0, str(e)
-        return rc == 0, time.monotonic() - t0, "" if rc == 0 else f"the build exited {rc} (its log: {log})"
+            return False, time.monotonic() - t0, str(e), ""
+        took, cached = time.monotonic() - t0, cache_use(stats)
+        return rc == 0, took, "" if rc == 0 else f"the build exited {rc} (its log: {log})", cached
 
     def step_dir(self, commit: str) -> Path:
         where = self.out / "steps" / commit[:12]
@@ -154,9 +170,9 @@ class Bisect:
     def judge(self, commit: str, needed: int) -> Judged:
         where = self.step_dir(commit)
         t0 = time.monotonic()
-        built, build_s, why = self.build(commit, where)
+        built, build_s, why, cached = self.build(commit, where)
         if not built:
-            return Judged(commit, SKIPPED, build_seconds=round(build_s, 1), why=why)
+            return Judged(commit, SKIPPED, build_seconds=round(build_s, 1), why=why, cached=cached)
         step = Step(needed, self.s.max_runs or 2 * needed, self.matches)
         batch = 0
         while step.wanted():
@@ -167,7 +183,7 @@ class Bisect:
         assert step.verdict is not None
         return Judged(commit, step.verdict, step.runs, step.failures, step.others, round(build_s, 1),
                       round(time.monotonic() - t0, 1), "" if step.verdict != SKIPPED else
-                      f"no verdict in {step.runs} runs ({step.others} failed otherwise)")
+                      f"no verdict in {step.runs} runs ({step.others} failed otherwise)", cached)
 
     def matches(self, signature: str) -> bool:
         """The signature searched for: the glob given, or the failing end's own, as it is."""
@@ -182,7 +198,7 @@ class Bisect:
         (the most common there, unless given)."""
         failing = self.s.old if self.s.fixing else self.s.new
         where = self.step_dir(failing)
-        built, build_s, why = self.build(failing, where)
+        built, build_s, why, cached = self.build(failing, where)
         if not built:
             raise ConfigError(f"the failing end {failing[:12]} does not build: {why}")
         sigs = [s for s in self.runner(self.s, self.spec, self.s.runs, self.s.seed, where / "runs-0") if s]
@@ -194,7 +210,7 @@ class Bisect:
                               f"{self.signature or 'any signature'!r} in {self.s.runs} runs: nothing to bisect "
                               f"(its failures: {sorted(set(sigs)) or 'none'})")
         self.rate = failures / self.s.runs
-        return Judged(failing, FAILS, self.s.runs, failures, len(sigs) - failures, round(build_s, 1))
+        return Judged(failing, FAILS, self.s.runs, failures, len(sigs) - failures, round(build_s, 1), cached=cached)
 
     def execute(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +227,8 @@ class Bisect:
             end = self.measure()
             self.append(log, {"signature": self.signature, "rate": self.rate, "step": asdict(end)})
             self.say(f"failing end {end.commit[:12]}: {end.failures} of {end.runs} runs failed with "
-                     f"{self.signature!r} ({self.rate:.0%}); build {end.build_seconds:g} s")
+                     f"{self.signature!r} ({self.rate:.0%}); build {end.build_seconds:g} s"
+                     + (f" ({end.cached})" if end.cached else ""))
         needed = clean_runs(self.rate, self.s.runs)
         self.say(f"{len(self.commits) - 2} commits between the ends; a commit is clean after {needed} clean runs")
         clean_end = self.s.new if self.s.fixing else self.s.old
@@ -235,7 +252,8 @@ class Bisect:
     def step_line(self, j: Judged) -> str:
         state = {FAILS: self.terms[0] if self.s.fixing else self.terms[1],
                  CLEAN: self.terms[1] if self.s.fixing else self.terms[0], SKIPPED: "skipped"}[j.verdict]
-        return (f"{j.commit[:12]} {self.subject(j.commit)[:60]!r}: build {j.build_seconds:g} s, {j.runs} runs, "
+        cached = f" ({j.cached})" if j.cached else ""
+        return (f"{j.commit[:12]} {self.subject(j.commit)[:60]!r}: build {j.build_seconds:g} s{cached}, {j.runs} runs, "
                 f"{j.failures} failed with the signature, {j.others} otherwise: {state}"
                 + (f" ({j.why})" if j.why else ""))
 
@@ -247,13 +265,43 @@ class Bisect:
         clean = [j.runs for j in self.done.values() if j.verdict == CLEAN]
         files = git(self.s.repo, "show", "--format=", "--name-only", answer[-1]).splitlines() if len(answer) == 1 else []
         built = [f for f in files if not any(fnmatch.fnmatchcase(f, p) for p in UNBUILT)]
+        bundle = self.bundle(answer[-1]) if len(answer) == 1 else None
         doc = {"first": self.terms[1], "answer": [{"commit": c, "subject": self.subject(c)} for c in answer],
                "doubt": round(doubt(self.rate, clean), 4), "rate": self.rate, "signature": self.signature,
                "clean_runs": needed, "skipped": [asdict(j) for j in self.done.values() if j.verdict == SKIPPED],
                "inconsistent": self.search.inconsistent(), "files": files, "changes_what_is_built": bool(built),
-               "steps": [asdict(j) for j in self.done.values()]}
+               "bundle": str(bundle) if bundle else None, "steps": [asdict(j) for j in self.done.values()]}
         (self.out / "bisect.json").write_text(json.dumps(doc, indent=2) + "\n")
+        self.page(doc)
         return doc
+
+    def bundle(self, answer: str) -> Path | None:
+        """`tbctl repro`'s replay bundle of a failing run at the answer's edge: the culprit's own
+        (a regression), or the last broken commit's (a fix): the first of its runs that failed
+        with the signature. None when its runs kept no results (or none matched)."""
+        failing = answer if not self.s.fixing else self.commits[self.commits.index(answer) - 1]
+        for results in sorted((self.out / "steps" / failing[:12]).glob("runs-*/run-*/results.json")):
+            try:
+                doc = json.loads(results.read_text())
+            except (OSError, ValueError):
+                continue
+            outcome, sig = repro.judge(doc)
+            if sig and self.matches(sig):
+                run = repro.ReproRun(int(results.parent.name.removeprefix("run-")), int(doc.get("seed") or 0),
+                                     outcome=outcome, signature=sig, artifacts=results.parent)
+                return repro.Repro(self.s.target, 1, 1, self.s.seed, results.parent.parent, self.spec).bundle(run)
+        return None
+
+    def page(self, doc: dict[str, Any]) -> None:
+        """bisect.html: the answer, its doubt, and a row per judged commit in history's order."""
+        order = {c: i for i, c in enumerate(self.commits)}
+        names = {FAILS: self.terms[0] if self.s.fixing else self.terms[1],
+                 CLEAN: self.terms[1] if self.s.fixing else self.terms[0], SKIPPED: "skipped"}
+        steps = [{**asdict(j), "subject": self.subject(j.commit), "state": names[j.verdict],
+                  "link": f"steps/{j.commit[:12]}/"} for j in sorted(self.done.values(), key=lambda j: order[j.commit])]
+        (self.out / "bisect.html").write_text(render("report/bisect.html.j2", doc=doc, steps=steps, target=self.s.target,
+                                                     bundle=Path(doc["bundle"]).relative_to(self.out).as_posix()
+                                                     if doc["bundle"] else None, commits=len(self.commits)))
 
     def say(self, line: str) -> None:
         self.progress.write(f"bisect: {line}\n")
@@ -263,6 +311,18 @@ class Bisect:
     def append(log: Path, record: dict[str, Any]) -> None:
         with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def cache_use(stats: Path) -> str:
+    """How many of a build's compiles ccache answered, from its `--print-stats` (key, tab, count);
+    "" when the image has no ccache or nothing was compiled."""
+    try:
+        counts = dict(line.split("\t", 1) for line in stats.read_text().splitlines() if "\t" in line)
+    except OSError:
+        return ""
+    hits = sum(int(counts.get(k, 0)) for k in ("direct_cache_hit", "preprocessed_cache_hit"))
+    total = hits + int(counts.get("cache_miss", 0))
+    return f"{hits} of {total} compiles from the cache" if total else ""
 
 
 def run_batch(s: Settings, spec: Path, n: int, seed: int, out: Path) -> list[str]:
