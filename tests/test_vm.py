@@ -253,10 +253,17 @@ def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str
         return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
                               timeout=timeout, env=env, cwd=REPO)
 
-    up = tbctl("up", "--name", "clitest", "--accel", accelerator)
+    up = tbctl("up", "--name", "clitest", "--accel", accelerator, "--timings")
     try:
         assert up.returncode == 0, up.stderr
         assert '"name": "clitest"' in up.stdout
+        # each phase of up, from the process's start, in order, adding up to the whole
+        table = [re.fullmatch(r"(.+?)\s+(\d+\.\d\d) s", ln) for ln in up.stderr.strip().splitlines()[-7:]]
+        assert all(table) and [m[1] for m in table if m] == [
+            "tbctl started (Python, imports)", "checks, image, QEMU probe", "QEMU start to the guest's sshd",
+            "first SSH command", "NVMe controllers in the guest", "registered, ssh-config", "in all"], up.stderr
+        took = [float(m[2]) for m in table if m]
+        assert all(t >= 0 for t in took) and abs(sum(took[:-1]) - took[-1]) < 0.02, took
         assert "clitest" in tbctl("status").stdout
         r = tbctl("ssh", "clitest", "--", "cat", "/sys/class/nvme/nvme0/serial")
         assert r.returncode == 0 and r.stdout.strip() in ("TBCTL0001", "TBCTL0002")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         if name == "up":
             sp.add_argument("--bed", metavar="NAME|FILE", help="boot a bed's machines, joined by its networks "
                                                                f"(built-in: {', '.join(beds.BUILTIN)}; or a file)")
+            sp.add_argument("--timings", action="store_true",
+                            help="print how long each phase took, from tbctl's start (also in machine.log)")
 
     sp = add("qmp", help="send one QMP command to a VM")
     sp.add_argument("name")
@@ -73,7 +76,9 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     if args.bed:
         return _up_bed(args)
+    entered = time.monotonic()
     m = new_machine(args, persistent=True)
+    m.timings["cli"] = entered
     m.launch()
     if args.spdk_dir:  # mounted as the suites mount it, so the tree's apps run as they would there
         guest.mount_share(m.ssh, "spdk", spdk.MOUNT)
@@ -83,7 +88,34 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"ssh: tbctl ssh {m.name}   qmp: tbctl qmp {m.name} query-status   stop: tbctl down {m.name}")
     m.release()
     sshcfg.refresh()
+    m.timings["handed over"] = time.monotonic()
+    table = phases(m.timings)
+    m.log("up: " + ", ".join(f"{what} {took:.2f} s" for what, took in table))
+    if args.timings:
+        width = max(len(what) for what, _ in table)
+        for what, took in [*table, ("in all", sum(t for _, t in table))]:
+            print(f"{what:<{width}}  {took:6.2f} s", file=sys.stderr)
     return 0
+
+
+# The phases of `tbctl up`, each ending at a mark of the machine's timings (after `started`).
+PHASES = (("tbctl started (Python, imports)", "cli"), ("checks, image, QEMU probe", "launched"),
+          ("QEMU start to the guest's sshd", "marker"), ("first SSH command", "ready"),
+          ("NVMe controllers in the guest", "nvme"), ("registered, ssh-config", "handed over"))
+
+
+def phases(timings: dict[str, float]) -> list[tuple[str, float]]:
+    """How long each phase of `up` took: from the process's start (the kernel's record of it)
+    to each mark in turn; a mark the machine did not reach is left out."""
+    ticks, boot_now = os.sysconf("SC_CLK_TCK"), time.clock_gettime(time.CLOCK_BOOTTIME)
+    started = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+    last = time.monotonic() - (boot_now - started)
+    table = []
+    for what, mark in PHASES:
+        if mark in timings:
+            table.append((what, timings[mark] - last))
+            last = timings[mark]
+    return table
 
 
 def _up_bed(args: argparse.Namespace) -> int:

@@ -32,10 +32,13 @@ from orchestrator.results.bisect_rule import CLEAN, FAILS, SKIPPED, TERMS, Searc
 
 GIT_TIMEOUT = 600.0  # seconds for one git command (a clone of SPDK with its history: minutes)
 # Each build runs the user's command between ccache's counters zeroed and read, when the image has
-# ccache: its compiler wrappers first on PATH, its cache kept in the bisect's directory.
+# ccache: the compilers' names (SPDK's and DPDK's builds call `cc`, which Debian's /usr/lib/ccache
+# leaves out) first on PATH as links to it, its cache kept in the bisect's directory. An image
+# without ccache leaves the links dangling, and the shell goes on to the real compilers.
 BUILD = ('command -v ccache >/dev/null && ccache -z >/dev/null; sh -c "$1"; rc=$?; '
          'command -v ccache >/dev/null && ccache --print-stats > "$2"; exit $rc')
-CCACHE_PATH = "/usr/lib/ccache"
+COMPILERS = ("cc", "c++", "gcc", "g++")
+CCACHE = "/usr/bin/ccache"
 # Files a commit can change without changing what is built and run (the answer says so: such a
 # culprit is likely a wrong answer, or a flake that moved).
 UNBUILT = ("*.md", "doc/*", "CHANGELOG*", ".github/*", "LICENSE*")
@@ -151,9 +154,9 @@ class Bisect:
             self.checkout(commit)
         except (ConfigError, DeadlineError) as e:
             return False, time.monotonic() - t0, f"checkout: {e}", ""
-        log, stats, cache = where / "build.log", where / "ccache.stats", self.out / "ccache"
-        cache.mkdir(exist_ok=True)
-        env = {"PATH": f"{CCACHE_PATH}:{shell.PATH}", "CCACHE_DIR": str(cache), "CCACHE_MAXSIZE": "20G"}
+        log, stats = where / "build.log", where / "ccache.stats"
+        env = {"PATH": f"{compiler_links(self.out / 'ccache-bin')}:{shell.PATH}",
+               "CCACHE_DIR": str(self.out / "ccache"), "CCACHE_MAXSIZE": "20G"}
         try:
             rc = shell.run(self.image, [self.out], ["sh", "-c", BUILD, "build", self.s.build, str(stats)],
                            self.s.build_timeout, cwd=self.tree, output=log, env=env)
@@ -311,6 +314,16 @@ class Bisect:
     def append(log: Path, record: dict[str, Any]) -> None:
         with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def compiler_links(where: Path) -> Path:
+    """A directory of the compilers' names, each a link to ccache (masquerading: ccache runs the
+    compiler of that name found further along PATH)."""
+    where.mkdir(exist_ok=True)
+    for name in COMPILERS:
+        if not (where / name).is_symlink():
+            (where / name).symlink_to(CCACHE)
+    return where
 
 
 def cache_use(stats: Path) -> str:
