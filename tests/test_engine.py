@@ -45,6 +45,14 @@ def test_unknown_suite_is_one_line_exit_2(tmp_path: Path) -> None:
     assert all((REPO / "suites" / f"{n}.py").is_file() for n in listed), listed
 
 
+def test_a_node_id_as_tbctl_prints_it_names_the_suite_from_any_directory(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.cli.common import suite_paths
+    monkeypatch.chdir(tmp_path)  # where no suites/ directory is
+    (got,) = suite_paths(["suites/dm_mount.py::test_dm_mount"])
+    assert got == f"{REPO / 'suites' / 'dm_mount.py'}::test_dm_mount"
+
+
 def test_a_test_body_cannot_catch_its_own_deadline(tmp_path: Path) -> None:
     r = tbctl(tmp_path, "run", str(DEADLINE), "--json", str(tmp_path / "r.json"))
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]

@@ -109,12 +109,14 @@ def known_suites() -> list[str]:
 
 
 def suite_paths(names: list[str]) -> list[str]:
-    """Suite names (suites/<name>.py, optionally ::test) or paths to suite files -> pytest args."""
+    """Suite names (suites/<name>.py, optionally ::test), the node ids tbctl prints (suites/<name>.py::test,
+    from any directory) or paths to suite files -> pytest args."""
     out = []
     known = known_suites()
     for name in names:
         base, sep, rest = name.partition("::")
-        path = SUITES / f"{base}.py" if (SUITES / f"{base}.py").is_file() else Path(base)
+        ours = [SUITES / f"{base}.py"] + ([SUITES / Path(base).name] if base.startswith("suites/") else [])
+        path = next((p for p in ours if p.is_file()), Path(base))
         if not path.is_file() or path.suffix != ".py":
             raise ConfigError(f"suite {base!r}: no suites/{base}.py and no such file; known suites: {', '.join(known)}")
         if rest:
