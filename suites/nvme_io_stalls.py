@@ -69,18 +69,13 @@ def test_spdk_perf_waits_out_the_hold(machine: Machine, inject: Faults, run: Run
     binds it: the read the break caught completes once let go, perf ends without an error, and its
     maximum latency is the hold's."""
     tree = run.spdk_tree(PERF)
-    res = None
-    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller("nvme0")) as bdf:
-        perf = spdk.running(machine.ssh, tree, PERF, ["-q", "1", "-o", "4096", "-w", "randread", "-t",
-                                                      str(PERF_SECONDS), "-r", f"trtype:PCIe traddr:{bdf}"],
-                            "Launching workers", PERF_SECONDS * 6)
-        try:
-            inject(machine, f"io-stall nvme0 {HOLD:g}")
-            res = perf.wait(PERF_SECONDS * 3)
-            (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
-        finally:
-            if res is None:
-                perf.kill()
+    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller("nvme0")) as bdf, \
+            spdk.running(machine.ssh, tree, PERF, ["-q", "1", "-o", "4096", "-w", "randread", "-t", str(PERF_SECONDS),
+                                                   "-r", f"trtype:PCIe traddr:{bdf}"],
+                         "Launching workers", PERF_SECONDS * 6) as perf:
+        inject(machine, f"io-stall nvme0 {HOLD:g}")
+        res = perf.wait(PERF_SECONDS * 3)
+    (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
     row = _PERF_ROW.search(res.stdout)
     assert res.rc == 0 and row, f"spdk_nvme_perf: expected exit 0 and its latency row, got {res.ended}:\n{res.tail()}"
     assert HOLD * 1e6 * 0.9 <= float(row[1]) <= (HOLD + 3) * 1e6, row[0]

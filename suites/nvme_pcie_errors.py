@@ -107,19 +107,14 @@ def test_spdk_perf_reads_on_through_a_non_fatal_error(machine: Machine, inject: 
     tree = run.spdk_tree(PERF)
     port, _ = port_and_disk(machine, "nvme0")
     before = len(guest.kernel_log(machine.ssh))
-    res = None
-    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller("nvme0")) as bdf:
-        perf = spdk.running(machine.ssh, tree, PERF, ["-q", "8", "-o", "4096", "-w", "randread", "-t",
-                                                      str(PERF_SECONDS), "-r", f"trtype:PCIe traddr:{bdf}"],
-                            "Launching workers", PERF_SECONDS * 6)
-        try:
-            inject(machine, "pcie-aer nvme0 COMP_TIME")
-            text = "\n".join(wait_log(machine, r"AER: device recovery (successful|failed)", before))
-            res = perf.wait(PERF_SECONDS * 3)
-            (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
-        finally:
-            if res is None:
-                perf.kill()
+    with spdk.claimed(machine.ssh, machine.topology, machine.topology.controller("nvme0")) as bdf, \
+            spdk.running(machine.ssh, tree, PERF, ["-q", "8", "-o", "4096", "-w", "randread", "-t", str(PERF_SECONDS),
+                                                   "-r", f"trtype:PCIe traddr:{bdf}"],
+                         "Launching workers", PERF_SECONDS * 6) as perf:
+        inject(machine, "pcie-aer nvme0 COMP_TIME")
+        text = "\n".join(wait_log(machine, r"AER: device recovery (successful|failed)", before))
+        res = perf.wait(PERF_SECONDS * 3)
+    (artifacts / "spdk_nvme_perf.log").write_text(res.stdout + res.stderr)
     assert f"pcieport {port}: AER: Uncorrected (Non-Fatal) error message received from {port}" in text, text
     assert re.search(rf"uio_pci_generic {bdf}: AER: can't recover \(no error_detected callback\)", text), text
     out = res.stdout + res.stderr

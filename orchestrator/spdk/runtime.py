@@ -95,18 +95,20 @@ def command(tree: Tree, rel: str, args: list[str]) -> str:
     return f"exec {env}stdbuf -oL -eL {shlex.quote(app(rel))} {shlex.join(args)} 2>&1"
 
 
-def running(ssh: SSH, tree: Tree, rel: str, args: list[str], ready: str, timeout: float) -> RemoteProcess:
-    """App `rel` started, once it printed a line with `ready` (spdk_nvme_perf's "Launching
-    workers": its I/O begins), for a fault to land in its run; killed if it never does."""
+@contextmanager
+def running(ssh: SSH, tree: Tree, rel: str, args: list[str], ready: str, timeout: float) -> Iterator[RemoteProcess]:
+    """App `rel` started, yielded once it printed a line with `ready` (spdk_nvme_perf's
+    "Launching workers": its I/O begins) for a fault to land in its run; killed if it never
+    does, or if it still runs when the block ends (its output is logged as it is killed)."""
     proc = ssh.start(command(tree, rel, args), timeout=timeout, label=f"SPDK {rel.rsplit('/', 1)[-1]}")
-    deadline = time.monotonic() + timeout / 2
     try:
+        deadline = time.monotonic() + timeout / 2
         while ready not in proc.readline(max(0.0, deadline - time.monotonic())):
             pass
-    except BaseException:
-        proc.kill()
-        raise
-    return proc
+        yield proc
+    finally:
+        if proc in ssh.active:
+            proc.kill()
 
 
 # Read-only apps that initialize SPDK's environment, claim the controllers and exit: the start
