@@ -98,7 +98,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-# The phases of `tbctl up`, each ending at a mark of the machine's timings (after `started`).
+# The phases of `tbctl up`, each ending at a mark of the machine's timings, the first starting with the process.
 PHASES = (("tbctl started (Python, imports)", "cli"), ("checks, image, QEMU probe", "launched"),
           ("QEMU start to the guest's sshd", "marker"), ("first SSH command", "ready"),
           ("NVMe controllers in the guest", "nvme"), ("registered, ssh-config", "handed over"))

@@ -252,9 +252,13 @@ class Bisect:
         self.append(log, {"step": asdict(j)})
         self.say(self.step_line(j))
 
+    def state(self, verdict: str) -> str:
+        """A verdict in the search's terms: bad/good for a regression, broken/fixed for a fix."""
+        return {FAILS: self.terms[0] if self.s.fixing else self.terms[1],
+                CLEAN: self.terms[1] if self.s.fixing else self.terms[0], SKIPPED: "skipped"}[verdict]
+
     def step_line(self, j: Judged) -> str:
-        state = {FAILS: self.terms[0] if self.s.fixing else self.terms[1],
-                 CLEAN: self.terms[1] if self.s.fixing else self.terms[0], SKIPPED: "skipped"}[j.verdict]
+        state = self.state(j.verdict)
         cached = f" ({j.cached})" if j.cached else ""
         return (f"{j.commit[:12]} {self.subject(j.commit)[:60]!r}: build {j.build_seconds:g} s{cached}, {j.runs} runs, "
                 f"{j.failures} failed with the signature, {j.others} otherwise: {state}"
@@ -298,9 +302,7 @@ class Bisect:
     def page(self, doc: dict[str, Any]) -> None:
         """bisect.html: the answer, its doubt, and a row per judged commit in history's order."""
         order = {c: i for i, c in enumerate(self.commits)}
-        names = {FAILS: self.terms[0] if self.s.fixing else self.terms[1],
-                 CLEAN: self.terms[1] if self.s.fixing else self.terms[0], SKIPPED: "skipped"}
-        steps = [{**asdict(j), "subject": self.subject(j.commit), "state": names[j.verdict],
+        steps = [{**asdict(j), "subject": self.subject(j.commit), "state": self.state(j.verdict),
                   "link": f"steps/{j.commit[:12]}/"} for j in sorted(self.done.values(), key=lambda j: order[j.commit])]
         (self.out / "bisect.html").write_text(render("report/bisect.html.j2", doc=doc, steps=steps, target=self.s.target,
                                                      bundle=Path(doc["bundle"]).relative_to(self.out).as_posix()
