@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator import faults, guest
 from orchestrator.config import topology
+from orchestrator.config.topology import Controller
 from orchestrator.errors import DeadlineError, QMPError
 from orchestrator.image import MARKER_READY, SIGNAL_TRACE, Image
 from orchestrator.machines import Machine
@@ -223,6 +224,35 @@ def test_a_guest_whose_sshd_is_up_but_never_answers_gets_one_more_boot(guest_ima
     assert "TBCTL-READY sshd" in (tmp_path / "art" / "console-boot1.log").read_text()
     cpus = (tmp_path / "art" / "cpus-boot1.txt").read_text()  # what QEMU held of each vCPU then
     assert "CPU#1" in cpus and "dumping local APIC state for CPU 1" in cpus and "ISR" in cpus, cpus
+
+
+class StuckAfterSession(Machine):
+    """A guest whose vCPUs stop once it gave its first SSH session, on its first boot: the first
+    command waits for a guest that does nothing."""
+
+    stuck = 1
+
+    def _plug(self, wanted: list[Controller]) -> dict[str, str | None]:
+        if self.stuck:
+            self.stuck -= 1
+            self.qmp.execute("stop")
+        else:
+            self.boot_timeout = DEFAULT_BOOT_TIMEOUT
+        return super()._plug(wanted)
+
+
+def test_a_guest_that_gives_a_session_and_runs_no_command_gets_one_more_boot(guest_image: Image,
+                                                                              tmp_path: Path) -> None:
+    """CI, stop 39 (QEMU 10.0): a fresh guest's sshd and udev markers, a session, then its first
+    command hung 56 s with the VM idle; the machine was never ready and its test an infrastructure
+    error."""
+    m = StuckAfterSession(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
+    with m:
+        assert m.ssh.run("true", timeout=10).rc == 0
+    log = (tmp_path / "art" / "machine.log").read_text()
+    assert re.search(r"boot 1 failed \(vm-\w+: guest not ready \(first SSH command\) within 20 s: vm-\w+: guest "
+                     r"runs no command though it gave an SSH session: (guest command hung past [0-9.]+ s|ssh 127\.0\.0\.1:\d+: "
+                     r"cannot start 'true': Timeout opening channel)", log), log
 
 
 def test_sigkilled_tbctl_leaves_nothing_after_the_next_start(guest_image: Image, accelerator: str,

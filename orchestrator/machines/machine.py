@@ -9,7 +9,7 @@ import time
 
 from orchestrator import guest
 from orchestrator.config.topology import Controller
-from orchestrator.errors import DeadlineError
+from orchestrator.errors import DeadlineError, SSHError
 from orchestrator.guest import net
 from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.vm.machine import QemuMachine
@@ -49,7 +49,12 @@ class Machine(QemuMachine):
         # look for its controllers, below). Crash reporting (pvpanic) was armed by the guest's
         # boot script before sshd started.
         if not (restored and wanted):
-            self.ssh.run("true", timeout=max(1.0, deadline - time.monotonic()), check=True)
+            self.stage = "first SSH command"
+            try:
+                self.ssh.run("true", timeout=max(1.0, deadline - time.monotonic()), check=True)
+            except (DeadlineError, SSHError) as e:  # CI, stop 39 (QEMU 10.0): a session, then a guest gone idle
+                self.hung_at_boot(e, f"runs no command though it gave an SSH session: {e}", "it gave an SSH session",
+                                  since)
         self.timings["ready"] = time.monotonic()
         for nic in self.topology.nics:
             self.stage = f"NIC {nic.id} on network {nic.network}"

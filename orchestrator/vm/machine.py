@@ -463,7 +463,7 @@ class QemuMachine:
             raise MachineError(f"{self.name}: guest boot failed: {m.group(0)}")
         self.timings["marker"] = time.monotonic()
 
-    def hung_at_boot(self, e: DeadlineError, what: str, detail: str, since: int) -> NoReturn:
+    def hung_at_boot(self, e: TbctlError, what: str, detail: str, since: int) -> NoReturn:
         """A boot step that printed, or answered, and then went silent to its deadline: the guest
         is asked what it does (SysRq) and, unless this is its last boot, gets one more
         (StuckBoot); the last boot's error keeps its fields and says the same. `since`: where
