@@ -174,29 +174,40 @@ class StuckAfter(Machine):
     more, and answers no SysRq."""
 
     stuck = 1
-    line = r"TBCTL-BOOT initrd [0-9.]+, root mounted [0-9.]+\r?\n"
+    line: str | None = r"TBCTL-BOOT initrd [0-9.]+, root mounted [0-9.]+\r?\n"  # None: not on the console
+
+    def _stuck_now(self) -> bool:
+        """Whether this boot gets stuck (counted down); one that does not gets the usual deadline
+        (a short one failed beside a busy VM)."""
+        if self.stuck:
+            self.stuck -= 1
+            return True
+        self.boot_timeout = DEFAULT_BOOT_TIMEOUT
+        return False
 
     def _spawn(self) -> None:
         super()._spawn()
-        if self.stuck:
-            self.stuck -= 1
+        if self.line is not None and self._stuck_now():
             assert self.console is not None
             self.console.wait_for([re.compile(self.line)], 60)
             self.qmp.execute("stop")
-        else:  # a boot that is not stuck gets the usual deadline (a short one failed beside a busy VM)
-            self.boot_timeout = DEFAULT_BOOT_TIMEOUT
 
 
 class StuckAfterSshd(StuckAfter):
     line = r"TBCTL-READY sshd [0-9.]+"
 
 
-def test_a_boot_stuck_after_printing_is_asked_what_it_does_and_gets_one_more(guest_image: Image,
-                                                                             tmp_path: Path) -> None:
-    m = StuckAfter(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
+def booted_again(cls: type[StuckAfter], image: Image, art: Path) -> str:
+    """A machine of `cls` stuck on its first boot, ready on its second: its machine.log."""
+    m = cls(topology.default(), image, art, accel="tcg", boot_timeout=20)
     with m:
         assert m.ssh.run("true", timeout=10).rc == 0
-    log = (tmp_path / "art" / "machine.log").read_text()
+    return (art / "machine.log").read_text()
+
+
+def test_a_boot_stuck_after_printing_is_asked_what_it_does_and_gets_one_more(guest_image: Image,
+                                                                             tmp_path: Path) -> None:
+    log = booted_again(StuckAfter, guest_image, tmp_path / "art")
     assert re.search(r"boot 1 failed \(vm-\w+: guest not ready \(console marker\) within 20 s: vm-\w+: guest boot "
                      r"stuck after its last line 'TBCTL-BOOT initrd [0-9.]+, root mounted [0-9.]+'; the kernel did "
                      r"not answer SysRq\); booting again", log), log
@@ -214,10 +225,7 @@ def test_a_boot_stuck_after_printing_is_asked_what_it_does_and_gets_one_more(gue
 def test_a_guest_whose_sshd_is_up_but_never_answers_gets_one_more_boot(guest_image: Image, tmp_path: Path) -> None:
     """CI, stop 36: a fresh guest's sshd marker at 2.2 s, then 57 s of key exchanges that never
     finished; the machine was never ready and its test an infrastructure error."""
-    m = StuckAfterSshd(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
-    with m:
-        assert m.ssh.run("true", timeout=10).rc == 0
-    log = (tmp_path / "art" / "machine.log").read_text()
+    log = booted_again(StuckAfterSshd, guest_image, tmp_path / "art")
     assert re.search(r"boot 1 failed \(vm-\w+: guest not ready \(first SSH command\) within 20 s: vm-\w+: guest "
                      r"gives no SSH session though its sshd was up: ssh 127\.0\.0\.1:\d+: no session within [0-9.]+ s "
                      r"\(.*\); the kernel did not answer SysRq\); booting again", log), log
@@ -226,18 +234,15 @@ def test_a_guest_whose_sshd_is_up_but_never_answers_gets_one_more_boot(guest_ima
     assert "CPU#1" in cpus and "dumping local APIC state for CPU 1" in cpus and "ISR" in cpus, cpus
 
 
-class StuckAfterSession(Machine):
+class StuckAfterSession(StuckAfter):
     """A guest whose vCPUs stop once it gave its first SSH session, on its first boot: the first
     command waits for a guest that does nothing."""
 
-    stuck = 1
+    line = None
 
     def _plug(self, wanted: list[Controller]) -> dict[str, str | None]:
-        if self.stuck:
-            self.stuck -= 1
+        if self._stuck_now():
             self.qmp.execute("stop")
-        else:
-            self.boot_timeout = DEFAULT_BOOT_TIMEOUT
         return super()._plug(wanted)
 
 
@@ -246,10 +251,7 @@ def test_a_guest_that_gives_a_session_and_runs_no_command_gets_one_more_boot(gue
     """CI, stop 39 (QEMU 10.0): a fresh guest's sshd and udev markers, a session, then its first
     command hung 56 s with the VM idle; the machine was never ready and its test an infrastructure
     error."""
-    m = StuckAfterSession(topology.default(), guest_image, tmp_path / "art", accel="tcg", boot_timeout=20)
-    with m:
-        assert m.ssh.run("true", timeout=10).rc == 0
-    log = (tmp_path / "art" / "machine.log").read_text()
+    log = booted_again(StuckAfterSession, guest_image, tmp_path / "art")
     assert re.search(r"boot 1 failed \(vm-\w+: guest not ready \(first SSH command\) within 20 s: vm-\w+: guest "
                      r"runs no command though it gave an SSH session: (guest command hung past [0-9.]+ s|ssh 127\.0\.0\.1:\d+: "
                      r"cannot start 'true': Timeout opening channel)", log), log
