@@ -12,14 +12,16 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Tbctl, tbctl
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, TbctlError
 from orchestrator.image import Image
-from orchestrator.results import bisect
+from orchestrator.results import bisect, bisect_fanout
 from orchestrator.results.bisect_rule import ALPHA, CLEAN, FAILS, SKIPPED, Search, Step, clean_runs, doubt
+from orchestrator.results.shard import Shard
 
 REPO = Path(__file__).resolve().parent.parent
 SIG = "guest crashed: Assertion `qpair->poll_group' failed in nvme_rdma_qpair_destroy"
@@ -215,6 +217,101 @@ def test_a_clean_end_that_fails_too_is_refused(guest_image: Image, tmp_path: Pat
         bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, io.StringIO(), fake_runs(out, 1.0)).execute()
 
 
+class Pipeline:
+    """A CI pipeline of a planned bisect, simulated: each round's shard jobs start from a copy of
+    the last merge's directory (what a scheduler's artifacts carry: no tree, no cache), on a
+    machine of their own; the merge job gets the last merge's directory and the shards' parts
+    and runs. `lost` says which shard jobs of which round never deliver."""
+
+    def __init__(self, state: Path, image: Image, rate: float, lost: dict[int, set[int]] | None = None):
+        self.state, self.image, self.rate, self.lost = state, image, rate, lost or {}
+        self.settings = bisect.Settings.load(state / "settings.json")
+        self.plan = bisect_fanout.Plan.load(state)
+        self.said = io.StringIO()
+        self.parts: list[dict[str, Any]] = []
+
+    def fan(self, out: Path, image: Image | None) -> bisect_fanout.FanOut:
+        b = bisect.Bisect(self.settings, out, out / "spec.json", image, self.said, fake_runs(out, self.rate))
+        return bisect_fanout.FanOut(b, self.plan)
+
+    def round(self, r: int) -> dict[str, Any] | None:
+        merge = self.state.parent / f"merge-{r}"
+        shutil.copytree(self.state, merge)
+        for k in range(1, self.plan.shards + 1):
+            job = self.state.parent / f"round-{r}-shard-{k}"
+            shutil.copytree(self.state, job)
+            part = self.fan(job, self.image).run_share(Shard(k, self.plan.shards))
+            if part is not None:
+                self.parts.append(part)
+            if part is not None and k not in self.lost.get(r, set()):
+                for d in ("parts", "steps"):
+                    shutil.copytree(job / d, merge / d, dirs_exist_ok=True)
+        self.state = merge
+        return self.fan(merge, None).merge()
+
+
+def planned(tmp_path: Path, shas: list[str], shards: int, rounds: int, runs: int = 4) -> Path:
+    state = tmp_path / "plan"
+    state.mkdir()
+    bisect.Settings(tmp_path / "spdk", shas[0], shas[-1], False, "sw_hotplug", None, runs, None, "sh build.sh", 60, 1,
+                    7).dump(state / "settings.json")
+    bisect_fanout.Plan(shards, rounds).dump(state)
+    return state
+
+
+def test_a_bisect_fanned_out_over_shards_splits_each_steps_runs_and_its_merges_decide(
+        guest_image: Image, tmp_path: Path) -> None:
+    shas = history(tmp_path / "spdk", first_flaky=6, broken=5)
+    assert bisect_fanout.min_rounds(len(shas)) == 6  # the failing end, the clean end, 4 halvings of 9
+    pipe = Pipeline(planned(tmp_path, shas, shards=3, rounds=10), guest_image, 1.0, lost={2: {2}})
+    doc = None
+    for r in range(1, 11):
+        doc = pipe.round(r)
+        if doc is not None:
+            break
+    assert doc is not None, pipe.said.getvalue()
+    said = pipe.said.getvalue()
+    assert [a["subject"] for a in doc["answer"]] == ["change 5", "change 6"], said
+    # round 1: the failing end's 4 runs, split 2, 1, 1; every run of a measure is made
+    first = [p for p in pipe.parts if p["round"] == 1]
+    assert [len(p["signatures"]) for p in first] == [2, 1, 1] and all(p["commit"] == shas[-1] for p in first)
+    assert doc["rate"] == 1.0 and doc["clean_runs"] == 4
+    # round 2: the clean end's 4 clean runs, but shard 2's part never came: 3 runs, no verdict,
+    # and round 3 runs the one still wanted on shard 1 alone
+    assert "round 2: no part from shards [2]" in said and f"round 2: {shas[0][:12]} has no verdict after 3 runs" in said
+    third = [p for p in pipe.parts if p["round"] == 3]
+    assert [len(p["signatures"]) for p in third] == [1, 0, 0] and third[0]["commit"] == shas[0]
+    assert third[1]["built"] is None  # a shard with no runs builds nothing
+    steps = {s["commit"]: s for s in doc["steps"]}
+    assert (steps[shas[0]]["verdict"], steps[shas[0]]["runs"]) == ("clean", 4)
+    # a failing commit: each shard stops at its first failure; the merge calls it at any one
+    fails = [s for s in doc["steps"] if s["verdict"] == "fails"]
+    assert fails and all(1 <= s["runs"] <= 3 for s in fails)
+    # the broken build: skipped, with the shard that saw it
+    assert [s["commit"] for s in doc["skipped"]] == [shas[5]] and doc["skipped"][0]["why"].startswith("shard 1: ")
+    # the log the one-machine bisect resumes from, and a round per merge
+    rounds = (pipe.state / "rounds.jsonl").read_text().splitlines()
+    assert len(rounds) == r and json.loads(rounds[-1])["round"] == r
+    # a job after the answer has nothing to run, and its merge says the answer again
+    assert pipe.fan(pipe.state, guest_image).run_share(Shard(1, 3)) is None
+    assert pipe.fan(pipe.state, None).merge() == doc
+    with pytest.raises(ConfigError, match=r"^--shard 1/2: this bisect was planned for 3 shards$"):
+        pipe.fan(pipe.state, None).check(Shard(1, 2))
+
+
+def test_a_pipeline_whose_rounds_run_out_says_where_the_search_stands(guest_image: Image, tmp_path: Path) -> None:
+    shas = history(tmp_path / "spdk", first_flaky=6, broken=-1)
+    pipe = Pipeline(planned(tmp_path, shas, shards=2, rounds=6), guest_image, 1.0, lost={r: {2} for r in range(2, 7)})
+    for r in range(1, 6):  # shard 2 never delivers after round 1: a clean verdict takes rounds
+        assert pipe.round(r) is None
+    with pytest.raises(bisect_fanout.NotOver, match=r"^the pipeline's 6 rounds are merged and the search is not over: "
+                                                    r"\d+ commits left between \w{12} and \w{12}; go on with "
+                                                    r"`tbctl bisect --resume .*merge-6`$"):
+        pipe.round(6)
+    with pytest.raises(TbctlError, match=r"^round 7: no shard's part in .*/parts/round-7: nothing to merge$"):
+        pipe.fan(pipe.state, None).merge()
+
+
 def test_bisect_input_mistakes_are_one_line_before_anything_is_built(tbctl_main: Tbctl, tmp_path: Path) -> None:
     shas = history(tmp_path / "spdk", first_flaky=3, broken=-1, commits=4)
     repo = str(tmp_path / "spdk")
@@ -232,10 +329,25 @@ def test_bisect_input_mistakes_are_one_line_before_anything_is_built(tbctl_main:
                                                                               "suites/nosuch.py and no such file"),
             (["sw_hotplug", "--repo", repo, "--good", shas[0], "--bad", shas[3], "--spdk-dir", repo],
              "tbctl: --spdk-dir: bisect builds its own tree of --repo at each commit"),
-            (["--resume", str(tmp_path)], f"tbctl: --resume {tmp_path}: no settings.json: not a bisect's directory")):
+            (["--resume", str(tmp_path)], f"tbctl: --resume {tmp_path}: no settings.json: not a bisect's directory"),
+            (["--shard", "1/2"], "tbctl: --shard and --merge go with --resume DIR: the directory --plan wrote"),
+            (["--resume", str(tmp_path), "--shard", "1/2", "--merge"], "tbctl: --shard K/N or --merge: a job does one"),
+            (["sw_hotplug", "--repo", repo, "--good", shas[0], "--bad", shas[3], "--plan", str(tmp_path / "p"),
+              "--rounds", "3"], "tbctl: --rounds 3: a search over 4 commits takes at least 4 (the failing end, the "
+                                "clean end, then halving)"),
+            (["sw_hotplug", "--repo", repo, "--good", shas[0], "--bad", shas[3], "--plan", repo],
+             f"tbctl: --plan {repo}: not empty: a plan starts a bisect of its own")):
         r = tbctl_main("bisect", *args)
         assert r.returncode == 2 and r.stderr.strip().startswith(says), (args, r.stderr)
-    assert not (tmp_path / "art").exists()  # nothing made
+    assert not (tmp_path / "art").exists() and not (tmp_path / "p").exists()  # nothing made
+    # a plan: checked, written, nothing built; its shards are held to it
+    r = tbctl_main("bisect", "sw_hotplug", "--repo", repo, "--good", shas[0], "--bad", shas[3], "--plan",
+                   str(tmp_path / "p"), "--shards", "3")
+    assert (r.returncode, r.stdout) == (0, f"bisect: planned in {tmp_path / 'p'}: 4 commits, 3 shards, 8 rounds "
+                                           "(at least 4)\n"), r.stderr
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["asked.json", "fanout.json", "settings.json"]
+    r = tbctl_main("bisect", "--resume", str(tmp_path / "p"), "--shard", "1/2")
+    assert (r.returncode, r.stderr.strip()) == (2, "tbctl: --shard 1/2: this bisect was planned for 3 shards")
 
 
 @pytest.mark.vm

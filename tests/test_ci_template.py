@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +17,17 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from test_bisect import fake_runs, history
+
+from orchestrator import image
+from orchestrator.cli import bisect as cli_bisect
+from orchestrator.cli.app import main
+from orchestrator.results import bisect
 
 REPO = Path(__file__).resolve().parent.parent
 DEMOS = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests" / "engine_suites" / "shards").glob("*.py"))
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+BISECT = "nvmf_shutdown --repo /srv/spdk --broken v24.09 --fixed v25.01-rc1 --runs 20"
 SCHEMAS = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
 
 
@@ -52,6 +61,8 @@ def schema_errors(kind: str, text: str, tmp_path: Path) -> str:
     ("k8s", ["--shards", "1", "--kvm", "--expunge", "suites/known_failures.toml"], ("restartPolicy", "restartpolicy")),
     ("github", ["--shards", "4"], ("    steps:", "    stepz:")),
     ("gitlab", ["--shards", "2", "--suite", "sw_hotplug", "--suite", "dm_mount"], ("when: always", "when: sometimes")),
+    ("gitlab", ["--shards", "3", "--bisect", BISECT], ("parallel: 3", "parallel: three")),
+    ("github", ["--shards", "2", "--rounds", "4", "--bisect", BISECT], ("    needs: merge-3", "    needz: merge-3")),
 ])
 def test_the_schedulers_schemas_accept_the_files_and_would_refuse_a_broken_one(
         tmp_path: Path, kind: str, args: list[str], broken: tuple[str, str]) -> None:
@@ -126,9 +137,84 @@ def test_the_shard_and_merge_commands_run_for_real(tmp_path: Path, kind: str) ->
     (["k8s", "--shards", "2", "--claim", "Work_Space"],
      "tbctl: --claim 'Work_Space': a Kubernetes name: lower-case letters, digits and '-'"),
     (["jenkins", "--shards", "2", "--expunge", "nosuch.toml"], "tbctl: --expunge nosuch.toml: no such file"),
+    (["k8s", "--shards", "2", "--bisect", "sw_hotplug --repo r --good a --bad b"],
+     "tbctl: --bisect: k8s has no pipeline of rounds: gitlab, github, jenkins do"),
+    (["gitlab", "--shards", "2", "--bisect", "sw_hotplug --repo r --good a --bad b --shard=1/2"],
+     "tbctl: --bisect: --shard=1/2: the pipeline sets it, job by job"),
+    (["github", "--shards", "2", "--bisect", "--repo r sw_hotplug"],
+     "tbctl: --bisect: the test comes first: 'SUITE::TEST --repo DIR --good REF --bad REF ...'"),
+    (["jenkins", "--shards", "2", "--bisect", "nosuch::test_x --repo r"],
+     "tbctl: suite 'nosuch': no suites/nosuch.py and no such file; known suites: {suites}"),
 ])
 def test_bad_template_input_is_one_line(args: list[str], line: str) -> None:
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "ci-template", *args],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     suites = ", ".join(sorted(p.stem for p in (REPO / "suites").glob("[!_]*.py") if p.stem != "conftest"))
     assert (r.returncode, r.stderr.strip(), r.stdout) == (2, line.format(suites=suites), "")
+
+
+def test_a_bisect_pipeline_runs_round_by_round_as_gitlab_runs_it(
+        tmp_path: Path, guest_image: image.Image, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The GitLab pipeline of `--bisect`, its jobs run in stage order as GitLab runs them: each in
+    a checkout of its own holding only the artifacts of the jobs it needs (the paths and
+    exclusions the file declares), its script's tbctl command run for real (in this process),
+    but for the test's runs: a stand-in history's, on the tree the job built (tests/test_bisect)."""
+    shas = history(tmp_path / "spdk", first_flaky=6, broken=5)
+    text = template("gitlab", "--shards", "2", "--rounds", "9", "--bisect",
+                    f"sw_hotplug --repo {tmp_path / 'spdk'} --good {shas[0]} --bad {shas[-1]} --runs 2 "
+                    "--build 'sh build.sh'")
+    doc = yaml.safe_load(text)
+    assert doc["stages"][:3] == ["plan", "round-1", "merge-1"] and len(doc["stages"]) == 19
+
+    def machine(args: object, settings: object, out: Path, base: object = None) -> tuple[Path, image.Image]:
+        return out / "spec.json", guest_image  # the image is the test's; what resolves it is tested elsewhere
+    monkeypatch.setattr(cli_bisect, "machine", machine)
+    monkeypatch.setattr(bisect, "run_batch", lambda s, spec, n, seed, where: fake_runs(where.parents[3], 1.0)(
+        s, spec, n, seed, where))
+    artifacts: dict[str, list[Path]] = {}
+    said: list[str] = []
+    for stage in doc["stages"]:
+        (name,) = [n for n, job in doc.items() if isinstance(job, dict) and job.get("stage") == stage]
+        job = doc[name]
+        for k in range(1, job.get("parallel", 1) + 1):
+            checkout = tmp_path / "jobs" / f"{name}-{k}"
+            checkout.mkdir(parents=True)
+            for need in job.get("needs", []):
+                for art in artifacts[need["job"]]:
+                    shutil.copytree(art, checkout, dirs_exist_ok=True)
+            (cmd,) = job["script"]
+            argv = shlex.split(cmd.replace("$CI_NODE_INDEX", str(k)))
+            assert argv[:2] == ["scripts/dev", "tbctl"], cmd
+            monkeypatch.chdir(checkout)
+            rc = main(argv[2:])
+            out, err = capsys.readouterr()
+            said.append(out + err)
+            assert rc == 0, f"{name} {k}: {cmd}: {err[-3000:]}"
+            kept = tmp_path / "artifacts" / f"{name}-{k}"
+            excluded = [re.sub(r"/\*\*/\*$", "/", e) for e in job["artifacts"].get("exclude", [])]
+            for path in job["artifacts"]["paths"]:
+                for f in (checkout / path).rglob("*") if (checkout / path).is_dir() else []:
+                    rel = f.relative_to(checkout).as_posix()
+                    if f.is_file() and not any(rel.startswith(e) for e in excluded):
+                        (kept / rel).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(f, kept / rel)
+            artifacts.setdefault(name, []).append(kept)
+    answered = [i for i, s in enumerate(said) if "the first bad commit is one of 2" in s]
+    assert answered, "\n".join(said)[-5000:]
+    # the answer from the merges, each round's commit built by each shard, the state without trees
+    final = json.loads((tmp_path / "artifacts" / "merge-9-1" / "results" / "bisect" / "bisect.json").read_text())
+    assert [a["subject"] for a in final["answer"]] == ["change 5", "change 6"]
+    assert {s["commit"] for s in final["skipped"]} == {shas[5]}
+    assert not list((tmp_path / "artifacts").glob("merge-*/results/bisect/tree"))
+    assert list((tmp_path / "artifacts").glob("round-1-2/results/bisect/parts/round-1/shard-2.json"))
+    # rounds after the answer: nothing to run, the answer said again
+    assert "nothing left to run in round" in said[-2] and "the first bad commit is one of 2" in said[-1]
+
+
+def test_the_jenkins_bisect_pipeline_runs_the_plan_then_rounds_until_the_answer() -> None:
+    text = template("jenkins", "--shards", "2", "--rounds", "5", "--bisect", BISECT)
+    assert f"sh '''scripts/dev tbctl bisect {BISECT} --plan results/bisect --shards 2 --rounds 5'''" in text
+    assert 'sh "scripts/dev tbctl bisect --resume results/bisect --shard ${index}/2"' in text
+    assert "sh '''scripts/dev tbctl bisect --resume results/bisect --merge'''" in text
+    assert "for (int r = 1; r <= 5; r++)" in text and "if (answered) {" in text

@@ -9,14 +9,20 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from orchestrator.cli.argtypes import SECONDS, ranged
+from orchestrator.cli.ci import MAX_SHARDS
 from orchestrator.cli.common import artifacts_root, resolve
 from orchestrator.cli.runs import run_opts, run_spec, run_target, with_scripts
+from orchestrator.config import runspec
 from orchestrator.config.runspec import RunSpec
 from orchestrator.errors import ConfigError
-from orchestrator.results import bisect, bisect_rule
+from orchestrator.image import Image
+from orchestrator.results import bisect, bisect_fanout, bisect_rule, shard
 
+ASKED = "asked.json"  # a planned bisect's run options, as its plan was given them
+SPARE_ROUNDS = 4  # a planned pipeline's rounds beyond the fewest: for skipped and undecided commits
 DEFAULT_BUILD = "./configure --target-arch=x86-64-v2 --disable-unit-tests && make -j$(nproc)"
 
 
@@ -41,6 +47,17 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--jobs", "-j", type=ranged(int, 1, 64), default=1, metavar="J", help="runs at once (1)")
     sp.add_argument("--seed", type=ranged(int, 0, (1 << 31) - 1), help="the runs' seed")
     sp.add_argument("--resume", metavar="DIR", help="go on with an interrupted bisect from its directory")
+    fan = sp.add_argument_group("fanned out over CI machines, in rounds (tbctl ci-template --bisect writes the pipeline)")
+    fan.add_argument("--plan", metavar="DIR", help="check the bisect and write its directory for a pipeline; nothing "
+                                                   "is built")
+    fan.add_argument("--shards", type=ranged(int, 1, MAX_SHARDS), default=1, metavar="N",
+                     help="with --plan: machines per round (1)")
+    fan.add_argument("--rounds", type=ranged(int, 1, 1000), metavar="R",
+                     help="with --plan: the pipeline's rounds (default: what the search takes, and 4 more for "
+                          "skipped or undecided commits)")
+    fan.add_argument("--shard", metavar="K/N", help="with --resume: build this round's commit and run shard K's "
+                                                    "share of its runs")
+    fan.add_argument("--merge", action="store_true", help="with --resume: add this round's shards up")
     run_opts(sp)
     sp.set_defaults(fn=cmd_bisect)
 
@@ -69,6 +86,12 @@ def _settings(args: argparse.Namespace) -> bisect.Settings:
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
+    if (args.shard or args.merge) and not args.resume:
+        raise ConfigError("--shard and --merge go with --resume DIR: the directory --plan wrote")
+    if args.shard and args.merge:
+        raise ConfigError("--shard K/N or --merge: a job does one")
+    if args.plan:
+        return plan(args)
     if args.resume:
         out = Path(args.resume).resolve()
         if not (out / "settings.json").is_file():
@@ -79,13 +102,64 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         out = artifacts_root() / time.strftime("bisect-%Y%m%d-%H%M%S")
         out.mkdir(parents=True)
         settings.dump(out / "settings.json")
+    if not (args.shard or args.merge):
+        return answer(bisect.Bisect(settings, out, *machine(args, settings, out)).execute(), out)
+    run = bisect.Bisect(settings, out, out / "spec.json", None)  # the shards' spec; a merge builds nothing
+    fan = bisect_fanout.FanOut(run, bisect_fanout.Plan.load(out))
+    if args.merge:
+        doc = fan.merge()
+        if doc is None:
+            print(f"bisect: round {fan.round - 1} merged; round {fan.round} runs {fan.b.next_commit()}")
+            return 0
+        return answer(doc, out)
+    part = shard.parse(args.shard, "--shard")
+    fan.check(part)
+    if fan.work() is None:
+        print(f"bisect: nothing left to run in round {fan.round}: the search is over")
+        return 0
+    run.spec, run.image = machine(args, settings, out, runspec.load(out / ASKED))
+    fan.run_share(part)
+    return 0
+
+
+def machine(args: argparse.Namespace, settings: bisect.Settings, out: Path,
+            base: RunSpec | None = None) -> tuple[Path, Image]:
+    """The runs' spec (on the bisect's own tree) and the image the commits are built in: the run
+    options given, on top of `base` (a planned bisect's: what its plan was given)."""
     tree = out / "tree"
     tree.mkdir(exist_ok=True)
     given = argparse.Namespace(**{**vars(args), "spdk_dir": str(tree), "seed": None})
-    spec = with_scripts(run_spec(given, RunSpec()), [settings.target], check=False)
+    spec = with_scripts(run_spec(given, base or RunSpec()), [settings.target], check=False)
     env = resolve(spec, args.mirror)
     spec = dataclasses.replace(spec, image=env.image.manifest["name"], accel=env.accel)
-    doc = bisect.Bisect(settings, out, spec.dump(out / "spec.json"), env.image).execute()
+    return spec.dump(out / "spec.json"), env.image
+
+
+def plan(args: argparse.Namespace) -> int:
+    """A bisect's directory for a pipeline of rounds: its settings and its fan-out, checked now."""
+    settings = _settings(args)
+    commits = len(bisect.line_of_commits(settings.repo, settings.old, settings.new,
+                                         bisect_rule.TERMS["fix" if settings.fixing else "regression"]))
+    least = bisect_fanout.min_rounds(commits)
+    rounds = args.rounds or least + SPARE_ROUNDS
+    if rounds < least:
+        raise ConfigError(f"--rounds {rounds}: a search over {commits} commits takes at least {least} "
+                          "(the failing end, the clean end, then halving)")
+    out = Path(args.plan)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--plan {args.plan}: not empty: a plan starts a bisect of its own")
+    asked = run_spec(args, RunSpec())  # the run options, checked now, for every shard
+    out.mkdir(parents=True, exist_ok=True)
+    settings.dump(out / "settings.json")
+    asked.dump(out / ASKED)
+    bisect_fanout.Plan(args.shards, rounds).dump(out)
+    print(f"bisect: planned in {out}: {commits} commits, {args.shards} shards, {rounds} rounds "
+          f"(at least {least})")
+    return 0
+
+
+def answer(doc: dict[str, Any], out: Path) -> int:
+    """The answer, as a person reads it."""
     first = doc["answer"]
     says = (f"the first {doc['first']} commit: {first[0]['commit'][:12]} {first[0]['subject']!r}" if len(first) == 1
             else f"the first {doc['first']} commit is one of {len(first)}: " +

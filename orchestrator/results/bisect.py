@@ -115,10 +115,10 @@ class Bisect:
     """One bisect in `out`: settings.json, the clone (tree/), each step's build log and runs
     (steps/COMMIT/), steps.jsonl, bisect.json."""
 
-    def __init__(self, settings: Settings, out: Path, spec: Path, image: Image, progress: TextIO = sys.stderr,
+    def __init__(self, settings: Settings, out: Path, spec: Path, image: Image | None, progress: TextIO = sys.stderr,
                  runner: Callable[[Settings, Path, int, int, Path], list[str]] | None = None):
         self.s, self.out, self.spec, self.image, self.progress = settings, out, spec, image, progress
-        self.tree = out / "tree"
+        self.tree, self.log = out / "tree", out / "steps.jsonl"
         self.runner = runner or run_batch
         self.terms = TERMS["fix" if settings.fixing else "regression"]
         self.commits = line_of_commits(settings.repo, settings.old, settings.new, self.terms)
@@ -149,6 +149,8 @@ class Bisect:
 
     def build(self, commit: str, where: Path) -> tuple[bool, float, str, str]:
         """Built or not, in how long, why not, and what the compiler cache saved."""
+        if self.image is None:
+            raise ConfigError("this bisect was given no image to build in")
         t0 = time.monotonic()
         try:
             self.checkout(commit)
@@ -170,22 +172,30 @@ class Bisect:
         where.mkdir(parents=True, exist_ok=True)
         return where
 
-    def judge(self, commit: str, needed: int) -> Judged:
+    def judge(self, commit: str) -> Judged:
         where = self.step_dir(commit)
         t0 = time.monotonic()
         built, build_s, why, cached = self.build(commit, where)
         if not built:
             return Judged(commit, SKIPPED, build_seconds=round(build_s, 1), why=why, cached=cached)
-        step = Step(needed, self.s.max_runs or 2 * needed, self.matches)
+        step = self.step()
         batch = 0
         while step.wanted():
             batch += 1
             n = min(step.wanted(), self.s.jobs)
             for sig in self.runner(self.s, self.spec, n, self.s.seed + batch, where / f"runs-{batch}"):
                 step.add(sig)
+        return self.judged(commit, step, build_s, time.monotonic() - t0, cached)
+
+    def step(self) -> Step:
+        """A commit's verdict as its runs come in, by the rule at the failing end's rate."""
+        return Step(self.needed, self.s.max_runs or 2 * self.needed, self.matches)
+
+    @staticmethod
+    def judged(commit: str, step: Step, build_s: float, seconds: float, cached: str) -> Judged:
         assert step.verdict is not None
-        return Judged(commit, step.verdict, step.runs, step.failures, step.others, round(build_s, 1),
-                      round(time.monotonic() - t0, 1), "" if step.verdict != SKIPPED else
+        return Judged(commit, step.verdict, step.runs, step.failures, step.others, round(build_s, 1), round(seconds, 1),
+                      "" if step.verdict != SKIPPED else
                       f"no verdict in {step.runs} runs ({step.others} failed otherwise)", cached)
 
     def matches(self, signature: str) -> bool:
@@ -196,60 +206,89 @@ class Bisect:
 
     # -- the whole search -----------------------------------------------------------------------
 
-    def measure(self) -> Judged:
-        """The failing end, `runs` times: the rate the rest is judged against, and the signature
-        (the most common there, unless given)."""
-        failing = self.s.old if self.s.fixing else self.s.new
-        where = self.step_dir(failing)
-        built, build_s, why, cached = self.build(failing, where)
+    @property
+    def failing_end(self) -> str:
+        return self.s.old if self.s.fixing else self.s.new
+
+    @property
+    def clean_end(self) -> str:
+        return self.s.new if self.s.fixing else self.s.old
+
+    @property
+    def needed(self) -> int:
+        """Clean runs a clean verdict needs, at the failing end's rate."""
+        return clean_runs(self.rate, self.s.runs)
+
+    def measure(self) -> None:
+        """The failing end, `runs` times."""
+        where = self.step_dir(self.failing_end)
+        built, build_s, why, cached = self.build(self.failing_end, where)
         if not built:
-            raise ConfigError(f"the failing end {failing[:12]} does not build: {why}")
-        sigs = [s for s in self.runner(self.s, self.spec, self.s.runs, self.s.seed, where / "runs-0") if s]
+            raise ConfigError(f"the failing end {self.failing_end[:12]} does not build: {why}")
+        self.measured(self.runner(self.s, self.spec, self.s.runs, self.s.seed, where / "runs-0"), build_s, cached)
+
+    def measured(self, runs: list[str], build_s: float, cached: str) -> None:
+        """The failing end's runs (each one's signature, "" for a pass): the rate the rest is
+        judged against, and the signature (the most common there, unless given), into the log."""
+        sigs = [s for s in runs if s]
         if self.signature is None and sigs:
             self.signature = collections.Counter(sigs).most_common(1)[0][0]
         failures = sum(self.matches(s) for s in sigs)
         if not failures:
-            raise ConfigError(f"the failing end {failing[:12]} did not fail with "
-                              f"{self.signature or 'any signature'!r} in {self.s.runs} runs: nothing to bisect "
+            raise ConfigError(f"the failing end {self.failing_end[:12]} did not fail with "
+                              f"{self.signature or 'any signature'!r} in {len(runs)} runs: nothing to bisect "
                               f"(its failures: {sorted(set(sigs)) or 'none'})")
-        self.rate = failures / self.s.runs
-        return Judged(failing, FAILS, self.s.runs, failures, len(sigs) - failures, round(build_s, 1), cached=cached)
+        self.rate = failures / len(runs)
+        end = Judged(self.failing_end, FAILS, len(runs), failures, len(sigs) - failures, round(build_s, 1), cached=cached)
+        self.append(self.log, {"signature": self.signature, "rate": self.rate, "step": asdict(end)})
+        self.say(f"failing end {end.commit[:12]}: {end.failures} of {end.runs} runs failed with "
+                 f"{self.signature!r} ({self.rate:.0%}); build {end.build_seconds:g} s"
+                 + (f" ({end.cached})" if end.cached else ""))
+        self.say_rule()
 
-    def execute(self) -> dict[str, Any]:
+    def say_rule(self) -> None:
+        self.say(f"{len(self.commits) - 2} commits between the ends; a commit is clean after {self.needed} clean runs")
+
+    def load(self) -> None:
+        """What this directory's log already holds: the failing end's measure and every verdict."""
         self.out.mkdir(parents=True, exist_ok=True)
-        log = self.out / "steps.jsonl"
-        earlier = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-        if earlier:  # resumed: the failing end's measure and every verdict, from the log
+        earlier = [json.loads(x) for x in self.log.read_text().splitlines()] if self.log.exists() else []
+        if earlier and not self.rate:
             first = earlier[0]
             self.signature, self.rate = first["signature"], first["rate"]
             self.done = {j["step"]["commit"]: Judged(**j["step"]) for j in earlier[1:]}
             for j in self.done.values():
                 self.search.record(j.commit, j.verdict)
             self.say(f"resumed: {len(self.done)} commits judged, rate {self.rate:.0%}, signature {self.signature!r}")
-        else:
-            end = self.measure()
-            self.append(log, {"signature": self.signature, "rate": self.rate, "step": asdict(end)})
-            self.say(f"failing end {end.commit[:12]}: {end.failures} of {end.runs} runs failed with "
-                     f"{self.signature!r} ({self.rate:.0%}); build {end.build_seconds:g} s"
-                     + (f" ({end.cached})" if end.cached else ""))
-        needed = clean_runs(self.rate, self.s.runs)
-        self.say(f"{len(self.commits) - 2} commits between the ends; a commit is clean after {needed} clean runs")
-        clean_end = self.s.new if self.s.fixing else self.s.old
-        if clean_end not in self.done:  # the other end is judged too, by the same rule, not taken on trust
-            j = self.judge(clean_end, needed)
-            if j.verdict != CLEAN:
-                term = self.terms[1] if self.s.fixing else self.terms[0]
-                raise ConfigError(f"--{term} {clean_end[:12]} is not clean: {self.step_line(j)}; nothing to bisect")
-            self.keep(j, log)
-        while (commit := self.search.next()) is not None:
-            self.keep(self.judge(commit, needed), log)
-        return self.report(needed)
+            self.say_rule()
 
-    def keep(self, j: Judged, log: Path) -> None:
-        """A judged commit: its verdict in the search, a line in the log to resume from, a line for the user."""
+    def next_commit(self) -> str | None:
+        """The commit to run next: the failing end until it is measured, then the clean end (judged
+        like any commit, not taken on trust), then the search's; None once the search is over."""
+        if not self.rate:
+            return self.failing_end
+        if self.clean_end not in self.done:
+            return self.clean_end
+        return self.search.next()
+
+    def execute(self) -> dict[str, Any]:
+        self.load()
+        while (commit := self.next_commit()) is not None:
+            if self.rate:
+                self.keep(self.judge(commit))
+            else:
+                self.measure()
+        return self.report()
+
+    def keep(self, j: Judged) -> None:
+        """A judged commit: its verdict in the search, a line in the log to resume from, a line for
+        the user; a clean end that is not clean ends the bisect."""
+        if j.commit == self.clean_end and j.verdict != CLEAN:
+            term = self.terms[1] if self.s.fixing else self.terms[0]
+            raise ConfigError(f"--{term} {j.commit[:12]} is not clean: {self.step_line(j)}; nothing to bisect")
         self.done[j.commit] = j
         self.search.record(j.commit, j.verdict)
-        self.append(log, {"step": asdict(j)})
+        self.append(self.log, {"step": asdict(j)})
         self.say(self.step_line(j))
 
     def state(self, verdict: str) -> str:
@@ -267,7 +306,7 @@ class Bisect:
     def subject(self, commit: str) -> str:
         return git(self.s.repo, "log", "-1", "--format=%s", commit)
 
-    def report(self, needed: int) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         answer = self.search.answer()
         clean = [j.runs for j in self.done.values() if j.verdict == CLEAN]
         files = git(self.s.repo, "show", "--format=", "--name-only", answer[-1]).splitlines() if len(answer) == 1 else []
@@ -275,7 +314,7 @@ class Bisect:
         bundle = self.bundle(answer[-1]) if len(answer) == 1 else None
         doc = {"first": self.terms[1], "answer": [{"commit": c, "subject": self.subject(c)} for c in answer],
                "doubt": round(doubt(self.rate, clean), 4), "rate": self.rate, "signature": self.signature,
-               "clean_runs": needed, "skipped": [asdict(j) for j in self.done.values() if j.verdict == SKIPPED],
+               "clean_runs": self.needed, "skipped": [asdict(j) for j in self.done.values() if j.verdict == SKIPPED],
                "inconsistent": self.search.inconsistent(), "files": files, "changes_what_is_built": bool(built),
                "bundle": str(bundle) if bundle else None, "steps": [asdict(j) for j in self.done.values()]}
         (self.out / "bisect.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -287,7 +326,7 @@ class Bisect:
         (a regression), or the last broken commit's (a fix): the first of its runs that failed
         with the signature. None when its runs kept no results (or none matched)."""
         failing = answer if not self.s.fixing else self.commits[self.commits.index(answer) - 1]
-        for results in sorted((self.out / "steps" / failing[:12]).glob("runs-*/run-*/results.json")):
+        for results in sorted((self.out / "steps" / failing[:12]).glob("*/run-*/results.json")):
             try:
                 doc = json.loads(results.read_text())
             except (OSError, ValueError):
