@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import Tbctl, tbctl
 
+from orchestrator.config.runspec import RunSpec
 from orchestrator.errors import ConfigError, TbctlError
 from orchestrator.image import Image
 from orchestrator.results import bisect, bisect_fanout
@@ -151,7 +152,13 @@ def fake_runs(out: Path, rate: float) -> Callable[..., list[str]]:
         assert (tree / "built").is_file()  # judged only after its build
         rng = random.Random(seed)
         flaky = (tree / "state").read_text() == "flaky\n"
-        return [SIG if flaky and rng.random() < rate else "" for _ in range(n)]
+        sigs = [SIG if flaky and rng.random() < rate else "" for _ in range(n)]
+        for i, sig in enumerate(sigs):  # each run's results.json, as `tbctl repro` leaves it
+            (where / f"run-{i + 1:04d}").mkdir(parents=True)
+            outcome, _, message = sig.partition(": ") if sig else ("passed", "", "")
+            (where / f"run-{i + 1:04d}" / "results.json").write_text(json.dumps(
+                {"seed": seed + i, "tests": [{"outcome": outcome, "message": message}]}))
+        return sigs
     return runner
 
 
@@ -164,7 +171,7 @@ def test_bisect_finds_the_commit_in_a_real_repository_goes_around_a_broken_build
                                60, 1, 7)
     out = tmp_path / "b"
     progress = io.StringIO()
-    doc = bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, progress, fake_runs(out, 0.5)).execute()
+    doc = bisect.Bisect(settings, out, RunSpec().dump(tmp_path / "spec.json"), guest_image, progress, fake_runs(out, 0.5)).execute()
     # commit 5 did not build: the answer is 5 or 6, and says so
     assert [a["subject"] for a in doc["answer"]] == ["change 5", "change 6"], progress.getvalue()
     assert doc["signature"] == SIG and [s["commit"] for s in doc["skipped"]] == [shas[5]]
@@ -184,7 +191,7 @@ def test_bisect_finds_the_commit_in_a_real_repository_goes_around_a_broken_build
                           text=True).stdout.count("\n") == 1
     # resumed from its log: nothing judged again, the same answer
     steps = (out / "steps.jsonl").read_text()
-    again = bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, io.StringIO(),
+    again = bisect.Bisect(settings, out, RunSpec().dump(tmp_path / "spec.json"), guest_image, io.StringIO(),
                           lambda *a: pytest.fail("a judged commit was run again")).execute()
     assert again["answer"] == doc["answer"] and (out / "steps.jsonl").read_text() == steps
 
@@ -201,7 +208,7 @@ def test_the_fix_of_a_failure_is_found_with_the_fixed_and_broken_terms(guest_ima
     settings = bisect.Settings(repo, shas[0], fixed, True, "sw_hotplug", "guest crashed: Assertion*", 3, None,
                                "sh build.sh", 60, 1, 3)
     out = tmp_path / "b"
-    doc = bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, io.StringIO(), fake_runs(out, 1.0)).execute()
+    doc = bisect.Bisect(settings, out, RunSpec().dump(tmp_path / "spec.json"), guest_image, io.StringIO(), fake_runs(out, 1.0)).execute()
     assert (doc["first"], [a["subject"] for a in doc["answer"]], doc["changes_what_is_built"]) == \
         ("fixed", ["fix 0"], True)
     assert doc["steps"][0]["commit"] == fixed and doc["steps"][0]["verdict"] == "clean"  # the clean end, judged
@@ -214,7 +221,7 @@ def test_a_clean_end_that_fails_too_is_refused(guest_image: Image, tmp_path: Pat
     out = tmp_path / "b"
     with pytest.raises(ConfigError, match=f"^--good {shas[0][:12]} is not clean: {shas[0][:12]} 'change 0': .* 1 "
                                           "failed with the signature, 0 otherwise: bad; nothing to bisect"):
-        bisect.Bisect(settings, out, tmp_path / "spec.json", guest_image, io.StringIO(), fake_runs(out, 1.0)).execute()
+        bisect.Bisect(settings, out, RunSpec().dump(tmp_path / "spec.json"), guest_image, io.StringIO(), fake_runs(out, 1.0)).execute()
 
 
 class Pipeline:
@@ -231,7 +238,8 @@ class Pipeline:
         self.parts: list[dict[str, Any]] = []
 
     def fan(self, out: Path, image: Image | None) -> bisect_fanout.FanOut:
-        b = bisect.Bisect(self.settings, out, out / "spec.json", image, self.said, fake_runs(out, self.rate))
+        spec = out / "spec.json" if image is None else RunSpec().dump(out / "spec.json")  # a shard's machine's
+        b = bisect.Bisect(self.settings, out, spec, image, self.said, fake_runs(out, self.rate))
         return bisect_fanout.FanOut(b, self.plan)
 
     def round(self, r: int) -> dict[str, Any] | None:
@@ -261,7 +269,7 @@ def planned(tmp_path: Path, shas: list[str], shards: int, rounds: int, runs: int
 
 def test_a_bisect_fanned_out_over_shards_splits_each_steps_runs_and_its_merges_decide(
         guest_image: Image, tmp_path: Path) -> None:
-    shas = history(tmp_path / "spdk", first_flaky=6, broken=5)
+    shas = history(tmp_path / "spdk", first_flaky=6, broken=4)
     assert bisect_fanout.min_rounds(len(shas)) == 6  # the failing end, the clean end, 4 halvings of 9
     pipe = Pipeline(planned(tmp_path, shas, shards=3, rounds=10), guest_image, 1.0, lost={2: {2}})
     doc = None
@@ -271,7 +279,7 @@ def test_a_bisect_fanned_out_over_shards_splits_each_steps_runs_and_its_merges_d
             break
     assert doc is not None, pipe.said.getvalue()
     said = pipe.said.getvalue()
-    assert [a["subject"] for a in doc["answer"]] == ["change 5", "change 6"], said
+    assert [a["subject"] for a in doc["answer"]] == ["change 6"], said
     # round 1: the failing end's 4 runs, split 2, 1, 1; every run of a measure is made
     first = [p for p in pipe.parts if p["round"] == 1]
     assert [len(p["signatures"]) for p in first] == [2, 1, 1] and all(p["commit"] == shas[-1] for p in first)
@@ -287,8 +295,12 @@ def test_a_bisect_fanned_out_over_shards_splits_each_steps_runs_and_its_merges_d
     # a failing commit: each shard stops at its first failure; the merge calls it at any one
     fails = [s for s in doc["steps"] if s["verdict"] == "fails"]
     assert fails and all(1 <= s["runs"] <= 3 for s in fails)
+    # the failing run at the answer's edge, bundled by the merge from a shard's runs and spec
+    bundle = Path(doc["bundle"])
+    assert bundle.relative_to(pipe.state / "steps" / shas[6][:12]).parts[0].startswith("round-")
+    assert json.loads((bundle / "run.json").read_text())["signature"] == SIG and (bundle / "spec.json").is_file()
     # the broken build: skipped, with the shard that saw it
-    assert [s["commit"] for s in doc["skipped"]] == [shas[5]] and doc["skipped"][0]["why"].startswith("shard 1: ")
+    assert [s["commit"] for s in doc["skipped"]] == [shas[4]] and doc["skipped"][0]["why"].startswith("shard 1: ")
     # the log the one-machine bisect resumes from, and a round per merge
     rounds = (pipe.state / "rounds.jsonl").read_text().splitlines()
     assert len(rounds) == r and json.loads(rounds[-1])["round"] == r

@@ -78,3 +78,13 @@ def test_repro_measures_a_flaky_test_and_replays_a_failure(tmp_path: Path) -> No
     assert replay.returncode == 1, replay.stdout[-2000:]
     again = json.loads((tmp_path / "replay.json").read_text())
     assert again["seed"] == meta["seed"] and repro.judge(again) == (meta["outcome"], meta["signature"])
+
+
+def test_a_repro_inside_one_shard_of_a_pipeline_runs_its_test_every_time(tmp_path: Path) -> None:
+    """A repro (or a bisect's runs) started by a job that is itself shard 2 of 2 (GitLab's
+    `parallel:` variables) runs the whole test each run: the runs are not shards of anything."""
+    demo = str(REPO / "tests" / "engine_suites" / "shards" / "gamma.py") + "::test_passes"
+    env = dict(os.environ, CI_NODE_INDEX="2", CI_NODE_TOTAL="2", TBCTL_ARTIFACTS=str(tmp_path / "art"))
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "repro", demo, "-n", "2", "--jobs", "1"],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "repro: 2 of 2 runs, 0 failed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]

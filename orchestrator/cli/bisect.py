@@ -55,7 +55,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     fan.add_argument("--rounds", type=ranged(int, 1, 1000), metavar="R",
                      help="with --plan: the pipeline's rounds (default: what the search takes, and 4 more for "
                           "skipped or undecided commits)")
-    fan.add_argument("--shard", metavar="K/N", help="with --resume: build this round's commit and run shard K's "
+    fan.add_argument("--shard", dest="fan_shard", metavar="K/N", help="with --resume: build this round's commit and run shard K's "
                                                     "share of its runs")
     fan.add_argument("--merge", action="store_true", help="with --resume: add this round's shards up")
     run_opts(sp)
@@ -86,9 +86,9 @@ def _settings(args: argparse.Namespace) -> bisect.Settings:
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
-    if (args.shard or args.merge) and not args.resume:
+    if (args.fan_shard or args.merge) and not args.resume:
         raise ConfigError("--shard and --merge go with --resume DIR: the directory --plan wrote")
-    if args.shard and args.merge:
+    if args.fan_shard and args.merge:
         raise ConfigError("--shard K/N or --merge: a job does one")
     if args.plan:
         return plan(args)
@@ -102,7 +102,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         out = artifacts_root() / time.strftime("bisect-%Y%m%d-%H%M%S")
         out.mkdir(parents=True)
         settings.dump(out / "settings.json")
-    if not (args.shard or args.merge):
+    if not (args.fan_shard or args.merge):
         return answer(bisect.Bisect(settings, out, *machine(args, settings, out)).execute(), out)
     run = bisect.Bisect(settings, out, out / "spec.json", None)  # the shards' spec; a merge builds nothing
     fan = bisect_fanout.FanOut(run, bisect_fanout.Plan.load(out))
@@ -112,7 +112,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
             print(f"bisect: round {fan.round - 1} merged; round {fan.round} runs {fan.b.next_commit()}")
             return 0
         return answer(doc, out)
-    part = shard.parse(args.shard, "--shard")
+    part = shard.parse(args.fan_shard, "--shard")
     fan.check(part)
     if fan.work() is None:
         print(f"bisect: nothing left to run in round {fan.round}: the search is over")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
+
+from orchestrator.config.runspec import RunSpec
 
 PLUGIN = "orchestrator.pytest_plugin"
 
@@ -45,5 +50,8 @@ def list_tests(paths: list[str]) -> int:
 
 
 def names_of(path: str) -> list[str]:
-    """The test ids (with their parameters) of one suite file."""
-    return [item.name for item in _collect([path])[1]]
+    """The test ids (with their parameters) of one suite file, all of them: a job that is one
+    shard of a pipeline (its scheduler's variables) still names any test."""
+    with tempfile.TemporaryDirectory(prefix="tbctl-names-") as tmp:
+        whole = RunSpec(shard="1/1").dump(Path(tmp) / "spec.json")
+        return [item.name for item in _collect([path, "--tb-spec", str(whole)])[1]]

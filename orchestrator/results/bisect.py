@@ -37,6 +37,7 @@ GIT_TIMEOUT = 600.0  # seconds for one git command (a clone of SPDK with its his
 # without ccache leaves the links dangling, and the shell goes on to the real compilers.
 BUILD = ('command -v ccache >/dev/null && ccache -z >/dev/null; sh -c "$1"; rc=$?; '
          'command -v ccache >/dev/null && ccache --print-stats > "$2"; exit $rc')
+SPEC = "spec.json"  # the runs' settings, beside a shard's runs (bisect_fanout)
 COMPILERS = ("cc", "c++", "gcc", "g++")
 CCACHE = "/usr/bin/ccache"
 # Files a commit can change without changing what is built and run (the answer says so: such a
@@ -326,7 +327,7 @@ class Bisect:
         (a regression), or the last broken commit's (a fix): the first of its runs that failed
         with the signature. None when its runs kept no results (or none matched)."""
         failing = answer if not self.s.fixing else self.commits[self.commits.index(answer) - 1]
-        for results in sorted((self.out / "steps" / failing[:12]).glob("*/run-*/results.json")):
+        for results in sorted((self.out / "steps" / failing[:12]).glob("**/run-*/results.json")):
             try:
                 doc = json.loads(results.read_text())
             except (OSError, ValueError):
@@ -335,7 +336,11 @@ class Bisect:
             if sig and self.matches(sig):
                 run = repro.ReproRun(int(results.parent.name.removeprefix("run-")), int(doc.get("seed") or 0),
                                      outcome=outcome, signature=sig, artifacts=results.parent)
-                return repro.Repro(self.s.target, 1, 1, self.s.seed, results.parent.parent, self.spec).bundle(run)
+                runs = results.parent.parent  # a shard's runs have the spec of the machine that ran them beside
+                spec = runs.parent / SPEC if (runs.parent / SPEC).is_file() else self.spec
+                if not spec.is_file():  # a merge given a shard's runs without the spec they ran with
+                    return None
+                return repro.Repro(self.s.target, 1, 1, self.s.seed, runs, spec).bundle(run)
         return None
 
     def page(self, doc: dict[str, Any]) -> None:

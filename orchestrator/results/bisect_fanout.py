@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError, TbctlError
-from orchestrator.results.bisect import Bisect, Judged
+from orchestrator.results.bisect import SPEC, Bisect, Judged
 from orchestrator.results.bisect_rule import SKIPPED, Step
 from orchestrator.results.shard import Shard
 
@@ -115,7 +116,10 @@ class FanOut:
             built, build_s, why, cached = self.b.build(commit, where)
             doc.update(built=built, build_seconds=round(build_s, 1), cached=cached, why=why)
             if built:
-                doc["signatures"] = self.runs(n, where / f"round-{self.round}-shard-{shard.index}", shard.index)
+                mine = where / f"round-{self.round}-shard-{shard.index}"
+                mine.mkdir(parents=True, exist_ok=True)
+                shutil.copy(self.b.spec, mine / SPEC)  # for the merge's replay bundle, made on another machine
+                doc["signatures"] = self.runs(n, mine, shard.index)
         doc["seconds"] = round(time.monotonic() - t0, 1)
         part = self.part(shard.index)
         part.parent.mkdir(parents=True, exist_ok=True)

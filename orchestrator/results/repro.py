@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from orchestrator.config import runspec
 from orchestrator.errors import OUTCOMES
 from orchestrator.render import render
+from orchestrator.results import shard
 
 RUN_TIMEOUT = 3600.0  # a run's hard deadline on top of its own per-test deadlines
 
@@ -122,7 +123,7 @@ class Repro:
             return run
         d = self.out / f"run-{run.index:04d}"
         d.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, TBCTL_ARTIFACTS=str(d))
+        env = dict(shard.unsharded(os.environ), TBCTL_ARTIFACTS=str(d))
         t0 = time.monotonic()
         with open(d / "tbctl.log", "w") as log:
             try:

@@ -59,6 +59,13 @@ def from_env(env: Mapping[str, str], by: str = "module") -> Shard | None:
     return None
 
 
+def unsharded(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without what says which shard a run is: for runs that are each a whole run (`tbctl
+    repro`'s, a bisect's), started from a job that is itself one shard of a pipeline."""
+    said = {"TBCTL_SHARD", *(v for index, total, _ in SCHEDULERS for v in (index, total))}
+    return {k: v for k, v in env.items() if k not in said}
+
+
 def run_id(env: Mapping[str, str]) -> str | None:
     """The CI run the shards belong to, as its scheduler names it."""
     return next((env[v] for v in RUN_IDS if env.get(v)), None)
