@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.engine import host
+from orchestrator.results import lines
 
 
 def write(root: Path, rel: str, text: str) -> None:
@@ -38,7 +39,7 @@ def test_a_hot_busy_host_is_recorded_and_flagged(tmp_path: Path) -> None:
     assert cond["pressure_pct"] == {"cpu": 63.2}
     assert cond["load"][0] == 9.75
     cond["cpus"] = 2
-    assert host.flag(cond) == "CPU throttled 12 times, max 81 °C, load 9.8 on 2 CPUs, CPU pressure 63 %, steal 29 %"
+    assert lines.flag(cond) == "CPU throttled 12 times, max 81 °C, load 9.8 on 2 CPUs, CPU pressure 63 %, steal 29 %"
 
 
 def test_what_the_host_does_not_expose_is_said_so(tmp_path: Path) -> None:
@@ -47,7 +48,7 @@ def test_what_the_host_does_not_expose_is_said_so(tmp_path: Path) -> None:
     assert cond["load"] == [0.1, 0.2, 0.3]
     for key in ("steal_pct", "throttle_events", "cpu_freq", "temperatures_c", "pressure_pct"):
         assert cond[key] == host.NA, key
-    assert host.flag(cond) is None
+    assert lines.flag(cond) is None
 
 
 def test_thermal_zones_stand_in_for_hwmon(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.argtypes import output_file, ranged
-from orchestrator.engine.results import test_lines
 from orchestrator.errors import ConfigError
 from orchestrator.results import baseline, html, junit, merge
+from orchestrator.results.lines import test_lines
 
 SLOWER_HELP = "with --baseline: a passing test is slower when it took this fraction longer (default 0.5) and 1 s more"
 

@@ -29,7 +29,6 @@ from orchestrator.cli.common import (
 from orchestrator.config import bed as beds
 from orchestrator.config import expunge, runspec, topology
 from orchestrator.config.runspec import RunSpec
-from orchestrator.engine import run
 from orchestrator.errors import ConfigError
 from orchestrator.faults import marker
 from orchestrator.faults import table as fault_table
@@ -212,6 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--junitxml", args.junit]
     if args.retries:
         argv += ["--reruns", str(args.retries)]  # pytest-rerunfailures; orchestrator.engine.attempts
+    from orchestrator.engine import run  # pytest: loaded by the commands that run it, not by every tbctl command
+
     run.run(argv + args.pytest_args)
     try:
         doc = json.loads(results.read_text())
@@ -276,4 +277,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         args.all = True
     paths, spec = selection(args), with_scripts(run_spec(args, RunSpec()), args.suites, check=False)
     with tempfile.TemporaryDirectory(prefix="tbctl-list-") as tmp:  # the shard's, if one is asked for
+        from orchestrator.engine import run
+
         return run.list_tests([*paths, "--tb-spec", str(spec.dump(Path(tmp) / "spec.json"))])

@@ -1,7 +1,8 @@
 """What the host went through while a test ran: load, CPU frequency and thermal throttling,
 temperatures, pressure (PSI) and steal time. A flake under TCG is often the host's doing (the
 seed's analysis of a crashed NVMe-oF node could not rule out 80 °C and throttling), so every
-test's results carry these, and the summary flags a test that ran throttled or overloaded.
+test's results carry these, and the summary flags a test that ran throttled or overloaded
+(orchestrator.results.lines).
 What the host does not expose is recorded as "not available", never guessed."""
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 NA = "not available"
-HEAVY_LOAD = 2.0  # load average per CPU above which a test ran on an overloaded host
-HEAVY_PRESSURE = 50.0  # % of the last 10 s some task waited for a CPU (PSI "some avg10")
-HEAVY_STEAL = 10.0  # % of CPU time the hypervisor under this host took
 
 
 @dataclass
@@ -96,22 +94,3 @@ def conditions(before: Sample, after: Sample) -> dict[str, Any]:
     out["temperatures_c"] = _temperatures(root)
     out["pressure_pct"] = _pressure(root)
     return out
-
-
-def flag(cond: dict[str, Any]) -> str | None:
-    """Why this test's host conditions deserve a look, in a few words, or None."""
-    why = []
-    if isinstance(cond.get("throttle_events"), int) and cond["throttle_events"] > 0:
-        why.append(f"CPU throttled {cond['throttle_events']} times")
-    temps = cond.get("temperatures_c")
-    if isinstance(temps, dict) and temps and why:
-        why.append(f"max {max(temps.values()):.0f} °C")
-    load, cpus = cond.get("load"), cond.get("cpus") or 1
-    if isinstance(load, list) and load[0] > HEAVY_LOAD * cpus:
-        why.append(f"load {load[0]:.1f} on {cpus} CPUs")
-    psi = cond.get("pressure_pct")
-    if isinstance(psi, dict) and psi.get("cpu", 0) > HEAVY_PRESSURE:
-        why.append(f"CPU pressure {psi['cpu']:.0f} %")
-    if isinstance(cond.get("steal_pct"), float) and cond["steal_pct"] > HEAVY_STEAL:
-        why.append(f"steal {cond['steal_pct']:.0f} %")
-    return ", ".join(why) or None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,11 @@ from typing import Any
 import pytest
 
 from orchestrator import __version__
-from orchestrator.engine import host
 from orchestrator.engine.deadline import GuestCrashed
 from orchestrator.engine.session import Run
 from orchestrator.errors import OUTCOMES, TbctlError
 from orchestrator.results import outcome
-from orchestrator.results.junit import known_text
+from orchestrator.results.lines import test_lines
 from orchestrator.vm import qemu_binary
 
 
@@ -111,21 +109,3 @@ def summary(run: Run) -> list[str]:
     kept = [f"kept up after {test}: {name}   get in: tbctl ssh {name}   drop: tbctl down {name}"
             for name, test in run.kept.items()]
     return lines + test_lines(run.results.values()) + kept
-
-
-def test_lines(tests: Iterable[dict[str, Any]]) -> list[str]:
-    """One line per test (flagged when the host was throttled or overloaded), a failure's first
-    line and a known failure's reason."""
-    lines = []
-    for r in tests:
-        busy = host.flag(r["host"]) if "host" in r else None
-        lines.append(f"{r.get('outcome', '?'):21} {r['duration']:7.1f} s  {r['nodeid']}"
-                     + (f"  [host: {busy}]" if busy else ""))
-        if r.get("outcome") != "passed" and r.get("message"):
-            lines.append(f"{'':21} {r['message'].splitlines()[0][:300]}")
-        for k, a in enumerate(r.get("attempts", []), 1):
-            lines.append(f"{'':21} {'flaky: ' if r.get('outcome') == 'passed' else ''}attempt {k}: {a['signature']}")
-        if r.get("known"):
-            k = r["known"]
-            lines.append(f"{'':21} known {known_text(k)}")
-    return lines
