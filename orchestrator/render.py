@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import shlex
 from functools import lru_cache
-from typing import Any
-
-import jinja2
-import markupsafe
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.paths import TEMPLATES
+
+if TYPE_CHECKING:
+    import jinja2
 
 # XML 1.0 has no place for most control characters (a console's ESC, a stray NUL): dropped
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -18,11 +18,15 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 def _xml(value: Any) -> str:
     """Text or attribute value for an XML file: escaped, control characters dropped."""
+    import markupsafe
+
     return str(markupsafe.escape(_NOT_XML.sub("", str(value))))
 
 
 @lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
+    import jinja2  # here, not at the top: a command that renders nothing (tbctl ssh) starts without it
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,

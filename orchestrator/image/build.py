@@ -29,10 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import zstandard
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from orchestrator.errors import ConfigError, ImageError
 from orchestrator.image import apt
 from orchestrator.paths import IMAGES, TEMPLATES, cache_dir, recipe_names
@@ -270,6 +266,10 @@ def _build(recipe: Recipe, dest: Path, mirror: str | None, progress: Progress) -
 
 def _make_keys(work: Path) -> None:
     """A per-image client key and a pre-generated host key, so the client can pin the host key."""
+    # imported here, as zstandard below: every tbctl command reads an image's paths, few build one
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     for name in ("id_ed25519", "ssh_host_ed25519_key"):
         key = Ed25519PrivateKey.generate()
         priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
@@ -351,8 +351,14 @@ def _kernel_version(rootfs: Path) -> str:
 # trixie's zstd.
 _PAYLOADS: dict[bytes, tuple[str, Callable[[bytes], bytes]]] = {
     b"\xfd7zXZ\x00": ("XZ", lambda d: lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(d)),
-    b"\x28\xb5\x2f\xfd": ("zstd", lambda d: zstandard.ZstdDecompressor().decompressobj().decompress(d)),
+    b"\x28\xb5\x2f\xfd": ("zstd", lambda d: _unzstd(d)),
 }
+
+
+def _unzstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
 
 
 def extract_vmlinux(bzimage: bytes) -> bytes:
