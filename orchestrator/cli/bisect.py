@@ -55,8 +55,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     fan.add_argument("--rounds", type=ranged(int, 1, 1000), metavar="R",
                      help="with --plan: the pipeline's rounds (default: what the search takes, and 4 more for "
                           "skipped or undecided commits)")
-    fan.add_argument("--shard", dest="fan_shard", metavar="K/N", help="with --resume: build this round's commit and run shard K's "
-                                                    "share of its runs")
+    fan.add_argument("--shard", dest="fan_shard", metavar="K/N",  # not `shard`: a run spec's field
+                     help="with --resume: build this round's commit and run shard K's share of its runs")
     fan.add_argument("--merge", action="store_true", help="with --resume: add this round's shards up")
     run_opts(sp)
     sp.set_defaults(fn=cmd_bisect)
@@ -109,7 +109,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     if args.merge:
         doc = fan.merge()
         if doc is None:
-            print(f"bisect: round {fan.round - 1} merged; round {fan.round} runs {fan.b.next_commit()}")
+            print(f"bisect: round {fan.round - 1} merged; round {fan.round} runs {(fan.b.next_commit() or '')[:12]}")
             return 0
         return answer(doc, out)
     part = shard.parse(args.fan_shard, "--shard")
@@ -148,7 +148,7 @@ def plan(args: argparse.Namespace) -> int:
     out = Path(args.plan)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--plan {args.plan}: not empty: a plan starts a bisect of its own")
-    asked = run_spec(args, RunSpec())  # the run options, checked now, for every shard
+    asked = run_spec(argparse.Namespace(**{**vars(args), "seed": None}), RunSpec())  # for every shard; checked now
     out.mkdir(parents=True, exist_ok=True)
     settings.dump(out / "settings.json")
     asked.dump(out / ASKED)
