@@ -96,7 +96,9 @@ def test_a_command_stuck_in_the_kernel_is_killed_and_says_where(guest_image: Ima
     outlives SIGKILL, and the deadline names it and its kernel frames, not just "still running"."""
     topo = topology.parse({"nvme": []}, "no-nvme")
     with Machine(topo, guest_image, tmp_path / "art", accel=accelerator) as m:
-        m.ssh.run("dmsetup create stall --table '0 2048 zero' && dmsetup suspend stall", timeout=30, check=True)
+        # mknodes: /dev/mapper/stall now, not when udev (started in the background at boot) gets to it
+        m.ssh.run("dmsetup create stall --table '0 2048 zero' && dmsetup mknodes stall && dmsetup suspend stall",
+                  timeout=30, check=True)
         proc = m.ssh.start("dd if=/dev/mapper/stall of=/dev/null bs=4k count=1 iflag=direct", timeout=60,
                            label="dd from a suspended device")
         proc.wait_pid(10)
