@@ -177,8 +177,8 @@ class FanOut:
         else:
             step = self.step(commit)
             if step.verdict is not None:
-                rounds = [r for r in self.merged() if r["commit"] == commit]
-                self.b.keep(self.b.judged(commit, step, build_s, sum(r["seconds"] for r in rounds), cached))
+                took = sum(x["seconds"] for x in self.merged() if x["commit"] == commit)  # its rounds' time
+                self.b.keep(self.b.judged(commit, step, build_s, took, cached))
             else:
                 self.b.say(f"round {r}: {commit[:12]} has no verdict after {step.runs} runs: "
                            "the next round runs it again")
