@@ -62,21 +62,20 @@ class FanOut:
     def __init__(self, bisect: Bisect, plan: Plan):
         self.b, self.plan = bisect, plan
         self.rounds_log = bisect.out / "rounds.jsonl"
-        bisect.load()
-
-    def merged(self) -> list[dict[str, Any]]:
         log = self.rounds_log
-        return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        self.merged: list[dict[str, Any]] = ([json.loads(x) for x in log.read_text().splitlines()]
+                                             if log.exists() else [])  # each merged round, oldest first
+        bisect.load()
 
     @property
     def round(self) -> int:
         """The round running now: one after the last merged."""
-        return len(self.merged()) + 1
+        return len(self.merged) + 1
 
     def step(self, commit: str) -> Step:
         """A commit's step with the runs earlier rounds gave it."""
         step = self.b.step()
-        for r in self.merged():
+        for r in self.merged:
             if r["commit"] == commit:
                 for sig in r["signatures"]:
                     step.add(sig)
@@ -163,10 +162,11 @@ class FanOut:
         broken = [p for p in parts if p["built"] is False]
         build_s = max(p["build_seconds"] for p in parts)
         cached = next((p["cached"] for p in parts if p["built"]), "")
+        self.merged.append({"round": r, "commit": commit, "shards": [p["shard"] for p in parts],
+                            "signatures": [] if broken else sigs, "build_seconds": build_s,
+                            "seconds": max(p["seconds"] for p in parts)})
         with open(self.rounds_log, "a") as f:
-            f.write(json.dumps({"round": r, "commit": commit, "shards": [p["shard"] for p in parts],
-                                "signatures": [] if broken else sigs, "build_seconds": build_s,
-                                "seconds": max(p["seconds"] for p in parts)}) + "\n")
+            f.write(json.dumps(self.merged[-1]) + "\n")
         if not self.b.rate:
             if broken:
                 raise ConfigError(f"the failing end {commit[:12]} does not build: {broken[0]['why']}")
@@ -177,7 +177,7 @@ class FanOut:
         else:
             step = self.step(commit)
             if step.verdict is not None:
-                took = sum(x["seconds"] for x in self.merged() if x["commit"] == commit)  # its rounds' time
+                took = sum(x["seconds"] for x in self.merged if x["commit"] == commit)  # its rounds' time
                 self.b.keep(self.b.judged(commit, step, build_s, took, cached))
             else:
                 self.b.say(f"round {r}: {commit[:12]} has no verdict after {step.runs} runs: "
