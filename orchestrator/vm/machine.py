@@ -175,7 +175,8 @@ class QemuMachine:
             raise MachineError(f"{self.name}: NIC(s) {', '.join(unlinked)} have no network peer: boot the machine "
                                "as part of its bed")
         cmdline = kernel_cmdline(self.image, topo, self.accel) + (f" {EARLY_CONSOLE}" if self.early_console else "")
-        text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name, accel=self.accel,
+        text = render("qemu/argv.j2", qemu=self.qemu.argv(), name=self.name,
+                      accel=self.qemu.accel_option(self.accel),
                       bios=self.qemu.firmware(BIOS),
                       cpu=cpu.model(self.accel),
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
