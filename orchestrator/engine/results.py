@@ -79,6 +79,12 @@ def _message(call: pytest.CallInfo[None]) -> str:
 
 def write(run: Run, session_status: int, path: Path) -> int:
     """results.json; returns the run's exit code."""
+    for e in run.results.values():
+        if "outcome" not in e:  # the run ended inside it (Ctrl-C, SIGTERM): what the exit code counts it as
+            e["outcome"] = "infrastructure error"
+            e.setdefault("message", "the run was interrupted during this test, before it had an outcome"
+                         if session_status == pytest.ExitCode.INTERRUPTED else
+                         "the run ended during this test, before it had an outcome")
     part = run.shard_record
     empty_shard = part is not None and not part["tests"]  # more shards than groups: nothing to do is fine
     code = outcome.EXIT_PASSED if empty_shard else outcome.exit_code(run.results, session_status)
