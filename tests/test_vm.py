@@ -297,7 +297,8 @@ def test_cli_up_ssh_qmp_hotplug_status_down(guest_image: Image, accelerator: str
             "tbctl started (Python, imports)", "checks, image, QEMU probe", "QEMU start to the guest's sshd",
             "first SSH command", "NVMe controllers in the guest", "registered, ssh-config", "in all"], up.stderr
         took = [float(m[2]) for m in table if m]
-        assert all(t >= 0 for t in took) and abs(sum(took[:-1]) - took[-1]) < 0.02, took
+        # each figure is rounded to 0.01 s on its own: their sum may miss the whole by 0.005 s per figure
+        assert all(t >= 0 for t in took) and abs(sum(took[:-1]) - took[-1]) <= 0.005 * len(took) + 1e-9, took
         assert "clitest" in tbctl("status").stdout
         r = tbctl("ssh", "clitest", "--", "cat", "/sys/class/nvme/nvme0/serial")
         assert r.returncode == 0 and r.stdout.strip() in ("TBCTL0001", "TBCTL0002")
