@@ -10,6 +10,7 @@ parsed a report that was not there ("substring not found").
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from orchestrator.guest.ssh import SSH, RemoteProcess, Result
 from orchestrator.render import render
 
 LOOK = 0.1  # seconds between two looks at a device's I/O counters (io_moving.sh.j2)
+_WRITES = re.compile(r"--rw=(?:rand)?(?:write|rw|readwrite|trimwrite)\b")  # a fio job that writes
 
 
 def failed(label: str, res: Result, why: str) -> LoadFailed:
@@ -29,10 +31,12 @@ def failed(label: str, res: Result, why: str) -> LoadFailed:
                       output=res.stdout + res.stderr)
 
 
-def wait_io(ssh: SSH, proc: RemoteProcess, device: str, timeout: float) -> str:
+def wait_io(ssh: SSH, proc: RemoteProcess, device: str, timeout: float, writes_only: bool = False) -> str:
     """Until `device`'s completed I/O count grows while `proc` runs (its I/O is under way, not
     only its start): what the guest counted. LoadFailed if `proc` ends first or no I/O is seen
-    within `timeout`."""
+    within `timeout`. `writes_only`: only completed writes count, for a load that writes: udev's
+    probes read a namespace too (seen: "moving: 3 -> 6 I/Os" while fio was still setting up, its
+    report then empty)."""
     started = time.monotonic()
     pid = proc.wait_pid(timeout)
     if pid is None:
@@ -40,7 +44,8 @@ def wait_io(ssh: SSH, proc: RemoteProcess, device: str, timeout: float) -> str:
             raise failed(proc.label, proc.wait(), "before doing any I/O")
         raise LoadFailed(f"{proc.label}: its guest wrapper reported no pid within {timeout:g} s", label=proc.label)
     left = max(LOOK, timeout - (time.monotonic() - started))
-    script = render("guest/io_moving.sh.j2", dev=device.removeprefix("/dev/"), pid=pid, looks=int(left / LOOK) + 1)
+    script = render("guest/io_moving.sh.j2", dev=device.removeprefix("/dev/"), pid=pid, looks=int(left / LOOK) + 1,
+                    writes_only=writes_only)
     res = ssh.run("sh -s", timeout=left * 3 + 30, stdin=script.encode())
     if res.rc == 0:
         return res.stdout.strip()
@@ -57,12 +62,13 @@ class Fio:
 
     def __init__(self, ssh: SSH, device: str, job: str, timeout: float, label: str = ""):
         self.ssh, self.device = ssh, device
+        self.writes = bool(_WRITES.search(job))
         self.label = label or f"fio on {device}"
         self.proc = ssh.start(f"exec fio --filename={shlex.quote(device)} {job} --output-format=json",
                               timeout=timeout, label=self.label)
 
     def wait_io(self, timeout: float = 60) -> str:
-        return wait_io(self.ssh, self.proc, self.device, timeout)
+        return wait_io(self.ssh, self.proc, self.device, timeout, writes_only=self.writes)
 
     def stop(self, timeout: float = 60) -> dict[str, Any]:
         """SIGINT, then its report (LoadFailed when it printed none)."""
