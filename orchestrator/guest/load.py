@@ -51,7 +51,7 @@ def wait_io(ssh: SSH, proc: RemoteProcess, device: str, timeout: float, writes_o
         return res.stdout.strip()
     if res.rc == 3 or proc.poll():
         raise failed(proc.label, proc.wait(30), f"before doing any I/O on {device}")
-    raise LoadFailed(f"{proc.label}: no I/O completed on {device} within {timeout:g} s of its start "
+    raise LoadFailed(f"{proc.label}: no {'write' if writes_only else 'I/O'} completed on {device} within {timeout:g} s of its start "
                      f"({res.stdout.strip() or res.tail()}); it runs on: {proc.output()[-500:] or 'no output'}",
                      label=proc.label, seconds=timeout, output=proc.output())
 
