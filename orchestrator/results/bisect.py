@@ -39,6 +39,9 @@ BUILD = ('command -v ccache >/dev/null && ccache -z >/dev/null; sh -c "$1"; rc=$
          'command -v ccache >/dev/null && ccache --print-stats > "$2"; exit $rc')
 SPEC = "spec.json"  # the runs' settings, beside a shard's runs (bisect_fanout)
 COMPILERS = ("cc", "c++", "gcc", "g++")
+# The submodules are cloned from the user's own copies, paths on this machine: git ≥ 2.38 refuses
+# that by default (CVE-2022-39253: a repository from elsewhere naming a local one).
+LOCAL = ("-c", "protocol.file.allow=always")
 CCACHE = "/usr/bin/ccache"
 # Files a commit can change without changing what is built and run (the answer says so: such a
 # culprit is likely a wrong answer, or a flake that moved).
@@ -110,6 +113,19 @@ class Judged:
     seconds: float = 0.0
     why: str = ""  # a skip's reason
     cached: str = ""  # the compiler cache's part in the build: "912 of 1024 compiles from the cache"
+    unpinned: str = ""  # submodules built from the user's own checkout, their pins not being in it
+
+
+@dataclass(frozen=True)
+class Built:
+    """A commit's build: whether it built, in how long, why not, what the compiler cache saved,
+    and the submodules it had at other commits than their pins."""
+
+    ok: bool
+    seconds: float
+    why: str = ""
+    cached: str = ""
+    unpinned: str = ""
 
 
 class Bisect:
@@ -130,33 +146,45 @@ class Bisect:
 
     # -- the steps ------------------------------------------------------------------------------
 
-    def checkout(self, commit: str) -> None:
-        """The commit in tbctl's clone, clean, with its submodules at its pins from the user's copies."""
+    def checkout(self, commit: str) -> str:
+        """The commit in tbctl's clone, clean, with its submodules at its pins from the user's
+        copies. A pin the user's copy does not have (a commit since dropped upstream, a machine
+        without the network) is taken from what the user's own checkout has there, as their own
+        build would: said in the step's line, not a step skipped for good at every commit."""
         if not (self.tree / ".git").exists():
             git(self.out, "clone", "--quiet", "--shared", "--no-checkout", str(self.s.repo), str(self.tree))
         git(self.tree, "checkout", "--quiet", "--force", "--detach", commit)
         git(self.tree, "clean", "-ffdxq")
         modules = git(self.tree, "config", "-f", ".gitmodules", "--get-regexp", r"submodule\..*\.path", check=False)
-        paths = []  # the submodules the user has: the others stay empty, as in their own checkout
-        for line in modules.splitlines():
+        unpinned = []
+        for line in modules.splitlines():  # the submodules the user has: the others stay empty, as in their checkout
             key, _, path = line.partition(" ")
             name = key.removeprefix("submodule.").removesuffix(".path")
             mine = self.s.repo / ".git" / "modules" / name
-            if mine.is_dir():
-                git(self.tree, "config", f"submodule.{name}.url", str(mine))
-                paths.append(path)
-        if paths:
-            git(self.tree, "submodule", "update", "--init", "--recursive", "--force", "--quiet", "--", *paths)
+            if not mine.is_dir():
+                continue
+            git(self.tree, "config", f"submodule.{name}.url", str(mine))
+            pin = git(self.tree, "rev-parse", f"HEAD:{path}")
+            if subprocess.run(["git", "-C", str(mine), "cat-file", "-e", f"{pin}^{{commit}}"], capture_output=True,
+                              timeout=GIT_TIMEOUT).returncode == 0:
+                git(self.tree, *LOCAL, "submodule", "update", "--init", "--recursive", "--force", "--quiet", "--", path)
+            else:
+                theirs = git(mine, "rev-parse", "HEAD")
+                git(self.tree, *LOCAL, "submodule", "update", "--init", "--force", "--quiet", "--no-fetch", "--", path,
+                    check=False)  # clones the user's copy; its checkout of the pin fails
+                git(self.tree / path, "checkout", "--quiet", "--force", "--detach", theirs)
+                unpinned.append(f"{path} at {theirs[:12]}, yours (its pin {pin[:12]} is not in your copy)")
+            git(self.tree / path, "clean", "-ffdxq")  # the last step's build products too (DPDK builds in its tree)
+        return "; ".join(unpinned)
 
-    def build(self, commit: str, where: Path) -> tuple[bool, float, str, str]:
-        """Built or not, in how long, why not, and what the compiler cache saved."""
+    def build(self, commit: str, where: Path) -> Built:
         if self.image is None:
             raise ConfigError("this bisect was given no image to build in")
         t0 = time.monotonic()
         try:
-            self.checkout(commit)
+            unpinned = self.checkout(commit)
         except (ConfigError, DeadlineError) as e:
-            return False, time.monotonic() - t0, f"checkout: {e}", ""
+            return Built(False, time.monotonic() - t0, f"checkout: {e}")
         log, stats = where / "build.log", where / "ccache.stats"
         env = {"PATH": f"{compiler_links(self.out / 'ccache-bin')}:{shell.PATH}",
                "CCACHE_DIR": str(self.out / "ccache"), "CCACHE_MAXSIZE": "20G"}
@@ -164,9 +192,9 @@ class Bisect:
             rc = shell.run(self.image, [self.out], ["sh", "-c", BUILD, "build", self.s.build, str(stats)],
                            self.s.build_timeout, cwd=self.tree, output=log, env=env)
         except DeadlineError as e:
-            return False, time.monotonic() - t0, str(e), ""
-        took, cached = time.monotonic() - t0, cache_use(stats)
-        return rc == 0, took, "" if rc == 0 else f"the build exited {rc} (its log: {log})", cached
+            return Built(False, time.monotonic() - t0, str(e), unpinned=unpinned)
+        return Built(rc == 0, time.monotonic() - t0, "" if rc == 0 else f"the build exited {rc} (its log: {log})",
+                     cache_use(stats), unpinned)
 
     def step_dir(self, commit: str) -> Path:
         where = self.out / "steps" / commit[:12]
@@ -176,9 +204,10 @@ class Bisect:
     def judge(self, commit: str) -> Judged:
         where = self.step_dir(commit)
         t0 = time.monotonic()
-        built, build_s, why, cached = self.build(commit, where)
-        if not built:
-            return Judged(commit, SKIPPED, build_seconds=round(build_s, 1), why=why, cached=cached)
+        built = self.build(commit, where)
+        if not built.ok:
+            return Judged(commit, SKIPPED, build_seconds=round(built.seconds, 1), why=built.why, cached=built.cached,
+                          unpinned=built.unpinned)
         step = self.step()
         batch = 0
         while step.wanted():
@@ -186,18 +215,18 @@ class Bisect:
             n = min(step.wanted(), self.s.jobs)
             for sig in self.runner(self.s, self.spec, n, self.s.seed + batch, where / f"runs-{batch}"):
                 step.add(sig)
-        return self.judged(commit, step, build_s, time.monotonic() - t0, cached)
+        return self.judged(commit, step, built, time.monotonic() - t0)
 
     def step(self) -> Step:
         """A commit's verdict as its runs come in, by the rule at the failing end's rate."""
         return Step(self.needed, self.s.max_runs or 2 * self.needed, self.matches)
 
     @staticmethod
-    def judged(commit: str, step: Step, build_s: float, seconds: float, cached: str) -> Judged:
+    def judged(commit: str, step: Step, built: Built, seconds: float) -> Judged:
         assert step.verdict is not None
-        return Judged(commit, step.verdict, step.runs, step.failures, step.others, round(build_s, 1), round(seconds, 1),
-                      "" if step.verdict != SKIPPED else
-                      f"no verdict in {step.runs} runs ({step.others} failed otherwise)", cached)
+        return Judged(commit, step.verdict, step.runs, step.failures, step.others, round(built.seconds, 1),
+                      round(seconds, 1), "" if step.verdict != SKIPPED else
+                      f"no verdict in {step.runs} runs ({step.others} failed otherwise)", built.cached, built.unpinned)
 
     def matches(self, signature: str) -> bool:
         """The signature searched for: the glob given, or the failing end's own, as it is."""
@@ -223,12 +252,12 @@ class Bisect:
     def measure(self) -> None:
         """The failing end, `runs` times."""
         where = self.step_dir(self.failing_end)
-        built, build_s, why, cached = self.build(self.failing_end, where)
-        if not built:
-            raise ConfigError(f"the failing end {self.failing_end[:12]} does not build: {why}")
-        self.measured(self.runner(self.s, self.spec, self.s.runs, self.s.seed, where / "runs-0"), build_s, cached)
+        built = self.build(self.failing_end, where)
+        if not built.ok:
+            raise ConfigError(f"the failing end {self.failing_end[:12]} does not build: {built.why}")
+        self.measured(self.runner(self.s, self.spec, self.s.runs, self.s.seed, where / "runs-0"), built)
 
-    def measured(self, runs: list[str], build_s: float, cached: str) -> None:
+    def measured(self, runs: list[str], built: Built) -> None:
         """The failing end's runs (each one's signature, "" for a pass): the rate the rest is
         judged against, and the signature (the most common there, unless given), into the log."""
         sigs = [s for s in runs if s]
@@ -240,11 +269,12 @@ class Bisect:
                               f"{self.signature or 'any signature'!r} in {len(runs)} runs: nothing to bisect "
                               f"(its failures: {sorted(set(sigs)) or 'none'})")
         self.rate = failures / len(runs)
-        end = Judged(self.failing_end, FAILS, len(runs), failures, len(sigs) - failures, round(build_s, 1), cached=cached)
+        end = Judged(self.failing_end, FAILS, len(runs), failures, len(sigs) - failures, round(built.seconds, 1),
+                     cached=built.cached, unpinned=built.unpinned)
         self.append(self.log, {"signature": self.signature, "rate": self.rate, "step": asdict(end)})
         self.say(f"failing end {end.commit[:12]}: {end.failures} of {end.runs} runs failed with "
                  f"{self.signature!r} ({self.rate:.0%}); build {end.build_seconds:g} s"
-                 + (f" ({end.cached})" if end.cached else ""))
+                 + (f" ({end.cached})" if end.cached else "") + (f"; {end.unpinned}" if end.unpinned else ""))
         self.say_rule()
 
     def say_rule(self) -> None:
@@ -302,7 +332,7 @@ class Bisect:
         cached = f" ({j.cached})" if j.cached else ""
         return (f"{j.commit[:12]} {self.subject(j.commit)[:60]!r}: build {j.build_seconds:g} s{cached}, {j.runs} runs, "
                 f"{j.failures} failed with the signature, {j.others} otherwise: {state}"
-                + (f" ({j.why})" if j.why else ""))
+                + (f" ({j.why})" if j.why else "") + (f"; {j.unpinned}" if j.unpinned else ""))
 
     def subject(self, commit: str) -> str:
         return git(self.s.repo, "log", "-1", "--format=%s", commit)

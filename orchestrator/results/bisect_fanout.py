@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError, TbctlError
-from orchestrator.results.bisect import SPEC, Bisect, Judged
+from orchestrator.results.bisect import SPEC, Bisect, Built, Judged
 from orchestrator.results.bisect_rule import SKIPPED, Step
 from orchestrator.results.shard import Shard
 
@@ -109,12 +109,14 @@ class FanOut:
         commit, wanted = work
         n, t0 = self.share(wanted, shard), time.monotonic()
         doc: dict[str, Any] = {"round": self.round, "shard": shard.index, "commit": commit, "wanted": wanted,
-                               "built": None, "build_seconds": 0.0, "cached": "", "why": "", "signatures": []}
+                               "built": None, "build_seconds": 0.0, "cached": "", "why": "", "unpinned": "",
+                               "signatures": []}
         if n:
             where = self.b.step_dir(commit)
-            built, build_s, why, cached = self.b.build(commit, where)
-            doc.update(built=built, build_seconds=round(build_s, 1), cached=cached, why=why)
-            if built:
+            built = self.b.build(commit, where)
+            doc.update(built=built.ok, build_seconds=round(built.seconds, 1), cached=built.cached, why=built.why,
+                       unpinned=built.unpinned)
+            if built.ok:
                 mine = where / f"round-{self.round}-shard-{shard.index}"
                 mine.mkdir(parents=True, exist_ok=True)
                 shutil.copy(self.b.spec, mine / SPEC)  # for the merge's replay bundle, made on another machine
@@ -161,7 +163,8 @@ class FanOut:
         sigs = [s for p in parts for s in p["signatures"]]
         broken = [p for p in parts if p["built"] is False]
         build_s = max(p["build_seconds"] for p in parts)
-        cached = next((p["cached"] for p in parts if p["built"]), "")
+        built = Built(not broken, build_s, cached=next((p["cached"] for p in parts if p["built"]), ""),
+                      unpinned=next((p["unpinned"] for p in parts if p["built"] is not None), ""))
         self.merged.append({"round": r, "commit": commit, "shards": [p["shard"] for p in parts],
                             "signatures": [] if broken else sigs, "build_seconds": build_s,
                             "seconds": max(p["seconds"] for p in parts)})
@@ -170,15 +173,15 @@ class FanOut:
         if not self.b.rate:
             if broken:
                 raise ConfigError(f"the failing end {commit[:12]} does not build: {broken[0]['why']}")
-            self.b.measured(sigs, build_s, cached)
+            self.b.measured(sigs, built)
         elif broken:
             self.b.keep(Judged(commit, SKIPPED, build_seconds=build_s, why=f"shard {broken[0]['shard']}: "
-                               f"{broken[0]['why']}", cached=cached))
+                               f"{broken[0]['why']}", cached=built.cached, unpinned=built.unpinned))
         else:
             step = self.step(commit)
             if step.verdict is not None:
                 took = sum(x["seconds"] for x in self.merged if x["commit"] == commit)  # its rounds' time
-                self.b.keep(self.b.judged(commit, step, build_s, took, cached))
+                self.b.keep(self.b.judged(commit, step, built, took))
             else:
                 self.b.say(f"round {r}: {commit[:12]} has no verdict after {step.runs} runs: "
                            "the next round runs it again")
