@@ -423,3 +423,44 @@ def test_a_builds_compiler_cache_use_is_read_from_ccaches_counters(tmp_path: Pat
     stats.write_text("cache_miss\t0\n")
     assert bisect.cache_use(stats) == ""  # nothing compiled
     assert bisect.cache_use(tmp_path / "none") == ""  # an image without ccache
+
+
+def test_submodules_come_from_the_users_copies_at_their_pins_or_as_the_user_has_them(tmp_path: Path) -> None:
+    """A submodule is checked out at each commit's pin from the user's own copy (a local path:
+    git >= 2.38 refuses that unless told), with the last step's build products gone; a pin the
+    user's copy lacks is the user's own checkout of it, said, and the commit still built."""
+    def git(repo: Path, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid",
+                               "-c", "protocol.file.allow=always", *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    lib, user = tmp_path / "isa-l", tmp_path / "spdk"
+    for repo in (lib, user):
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "master")
+    (lib / "v").write_text("1\n")
+    git(lib, "add", "-A")
+    git(lib, "commit", "-qm", "one")
+    one = git(lib, "rev-parse", "HEAD")
+    git(user, "submodule", "add", "-q", str(lib), "isa-l")
+    git(user, "commit", "-qm", "isa-l at one")
+    first = git(user, "rev-parse", "HEAD")
+    (lib / "v").write_text("2\n")
+    git(lib, "commit", "-qam", "two")  # upstream moved on, and SPDK with it; the user's copy never fetched it
+    two = git(lib, "rev-parse", "HEAD")
+    git(user, "update-index", "--cacheinfo", f"160000,{two},isa-l")
+    git(user, "commit", "-qm", "isa-l at two")
+    (user / "lib.c").write_text("int x;\n")
+    git(user, "add", "lib.c")
+    git(user, "commit", "-qm", "later")
+    last = git(user, "rev-parse", "HEAD")
+    b = bisect.Bisect(bisect.Settings(user, first, last, False, "sw_hotplug", None, 2, None, "true", 60, 1, 1),
+                      tmp_path / "b", tmp_path / "spec.json", None)
+    tree = tmp_path / "b" / "tree"
+    tree.parent.mkdir()
+    assert b.checkout(first) == "" and (tree / "isa-l" / "v").read_text() == "1\n"
+    (tree / "isa-l" / "built.o").write_text("")
+    assert b.checkout(last) == f"isa-l at {one[:12]}, yours (its pin {two[:12]} is not in your copy)"
+    assert (tree / "isa-l" / "v").read_text() == "1\n" and not (tree / "isa-l" / "built.o").exists()
+    assert git(user / "isa-l", "rev-parse", "HEAD") == one  # the user's copy untouched
+    line = b.step_line(bisect.Judged(last, CLEAN, 2, unpinned=b.checkout(last)))
+    assert line.endswith(f"good; isa-l at {one[:12]}, yours (its pin {two[:12]} is not in your copy)"), line
