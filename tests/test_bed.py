@@ -110,6 +110,29 @@ def test_the_command_lines_join_the_two_ends(tmp_path: Path) -> None:
         Machine(b.machine("target"), Image(img), tmp_path / "art", name="t2").argv(40022)
 
 
+def test_a_saved_guest_has_its_nics_root_ports_and_no_nic(tmp_path: Path) -> None:
+    """A bed's machine is saved as its controllers are: its NIC's root port empty (the NIC's MAC
+    and its network's ends are each machine's own, hot-added after the restore); a NIC that is not
+    hot-pluggable cannot be saved, and says so."""
+    from orchestrator.machines import snapshot
+    from orchestrator.vm.machine import Saved
+
+    img = tmp_path / "img"
+    img.mkdir()
+    (img / "manifest.json").write_text(json.dumps({"cmdline": "console=ttyS0", "digest": "x"}))
+    target = beds.pair().machine("target")
+    argv = Machine(target, Image(img), tmp_path / "art", name="t1", empty_ports=True).argv(40022)  # no peer needed
+    devs = [json.loads(argv[i + 1]) for i, a in enumerate(argv) if a == "-device"]
+    assert [d["id"] for d in devs if d["driver"] == "pcie-root-port"] == ["rp-nvme0", "rp-nvme1", "rp-fabric0"]
+    assert not [d for d in devs if d["id"] == "fabric0"] and "fabric0" not in " ".join(argv[i + 1] for i, a in
+                                                                                      enumerate(argv) if a == "-netdev")
+    with pytest.raises(Exception, match="NIC.s. fabric0 have no network peer"):  # a restored one hot-adds it
+        Machine(target, Image(img), tmp_path / "art", name="t2", restore=Saved(tmp_path / "s")).argv(40022)
+    assert snapshot.unsupported(target, "kvm") is None
+    fixed = beds.parse(tomllib.loads(GOOD), "bed.toml").machine("host")
+    assert (snapshot.unsupported(fixed, "kvm") or "").startswith("NIC(s) eth_fabric not hot-pluggable: ")
+
+
 def test_a_qemu_without_dgram_is_refused() -> None:
     q = dataclasses.replace(qemu_binary.current(), netdevs=frozenset({"user"}))
     with pytest.raises(ConfigError, match="nic: QEMU .* has no dgram netdev"):
@@ -128,6 +151,37 @@ def test_two_machines_boot_together_and_talk(guest_image: Image, accelerator: st
         assert f"{dev}    inet 10.0.0.2/24" in shown
     finally:
         machine_beds.shutdown(machines)
+
+
+@pytest.mark.vm
+def test_a_restored_bed_gets_its_nics_hot_added_and_talks(guest_image: Image, accelerator: str,
+                                                          tmp_path: Path) -> None:
+    """Both machines of the pair restored from their saved guests: each NIC hot-added with its
+    own MAC on the network's ends of this start, given its address, the peer reachable; the NIC
+    can still be pulled and put back."""
+    from orchestrator.faults import NicFault
+    from orchestrator.machines import snapshot
+
+    b = beds.pair()
+    if snapshot.unsupported(b.machine("target"), accelerator):
+        pytest.skip(f"no saved guests here: {snapshot.unsupported(b.machine('target'), accelerator)}")
+    saved = {role: snapshot.ensure(topo, guest_image, accelerator) for role, topo in b.machines.items()}
+    machines = machine_beds.boot(b, guest_image, accelerator, tmp_path / "art", restore=saved)
+    try:
+        target, host = machines["target"], machines["host"]
+        assert net.reachable(host.ssh, "10.0.0.1") and net.reachable(target.ssh, "10.0.0.2")
+        mac = host.topology.nics[0].mac(host.topology.name)
+        assert host.ssh.run(f"ip -o -4 addr show dev {net.device(host.ssh, mac)}", timeout=10,
+                            check=True).stdout.split()[3] == "10.0.0.2/24"
+        fault = NicFault(target, "fabric0")
+        fault.remove()
+        fault.add()
+        assert net.reachable(host.ssh, "10.0.0.1")
+    finally:
+        machine_beds.shutdown(machines)
+    for role in b.machines:
+        assert "ready (restored from" in (tmp_path / "art" / role / "machine.log").read_text()
+        assert "dgram" not in (tmp_path / "art" / role / "qemu.argv").read_text()  # the NIC came after the restore
 
 
 @pytest.mark.vm

@@ -98,10 +98,8 @@ class ModuleBed:
         if not self.machines or broken:
             let_go(self.run, self.machines)
             self.boots += 1
-            env = self.run.resolved()
-            self.machines = machine_beds.boot(self.run.bed_for(self.module), env.image, env.accel,
-                                              self.run.settings.artifacts / self.name / f"bed-{self.boots}", env.shares,
-                                              keepable=self.run.settings.spec.keep_vm)
+            self.machines = self.run.boot_bed(self.run.bed_for(self.module),
+                                              self.run.settings.artifacts / self.name / f"bed-{self.boots}")
         return self.machines
 
     def close(self) -> None:

@@ -19,9 +19,11 @@ from orchestrator.config import bed as beds
 from orchestrator.config import expunge, runspec, topology
 from orchestrator.errors import TbctlError
 from orchestrator.machines import Machine, environment, snapshot
+from orchestrator.machines import bed as machine_beds
 from orchestrator.results import shard
 from orchestrator.spdk.tree import Tree
 from orchestrator.vm import qemu_binary
+from orchestrator.vm.machine import Saved
 
 DEFAULT_TIMEOUT = 120.0
 ACCEL_SCALE = {"kvm": 1.0, "tcg": 3.0}  # suite deadlines are written for KVM
@@ -142,20 +144,32 @@ class Run:
                   for k, v in marker.kwargs.items()}  # min_FIELD: at least this much, more if the topology has it
         return dataclasses.replace(topo, **fields)
 
+    def saved(self, topo: topology.Topology) -> Saved | None:
+        """The saved guest a machine of `topo` starts from when the spec asks for snapshots and
+        the topology allows it; None: it boots cold (`start` says why)."""
+        if not self.settings.spec.snapshot:
+            return None
+        env = self.resolved()
+        reason = snapshot.unsupported(topo, env.accel)
+        if reason:
+            self.start = f"cold boot: {reason}"
+            return None
+        saved = snapshot.ensure(topo, env.image, env.accel, env.shares)
+        self.start = f"snapshot {saved.dir.name}"
+        return saved
+
     def boot(self, artifacts: Path, topo: topology.Topology | None = None) -> Machine:
-        """A ready machine of `topo` (default: the run's): restored from a saved guest when the
-        spec asks for snapshots and the topology allows it, booted cold otherwise (`start` says why)."""
+        """A ready machine of `topo` (default: the run's), restored or cold (`saved`)."""
         topo, env = topo or self.settings.topology, self.resolved()
-        saved = None
-        if self.settings.spec.snapshot:
-            reason = snapshot.unsupported(topo, env.accel)
-            if reason:
-                self.start = f"cold boot: {reason}"
-            else:
-                saved = snapshot.ensure(topo, env.image, env.accel, env.shares)
-                self.start = f"snapshot {saved.dir.name}"
         return Machine(topo, env.image, artifacts, accel=env.accel, shares=env.shares, persistent=False,
-                       restore=saved, keepable=self.settings.spec.keep_vm).launch()
+                       restore=self.saved(topo), keepable=self.settings.spec.keep_vm).launch()
+
+    def boot_bed(self, bed: beds.Bed, artifacts: Path) -> dict[str, Machine]:
+        """Every machine of `bed`, ready, by role: each restored or cold as `boot`'s."""
+        env = self.resolved()
+        return machine_beds.boot(bed, env.image, env.accel, artifacts, env.shares,
+                                 restore={role: self.saved(topo) for role, topo in bed.machines.items()},
+                                 keepable=self.settings.spec.keep_vm)
 
 
 def _load_bed(path: Path | None) -> beds.Bed | None:

@@ -7,11 +7,10 @@ carrier goes)."""
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.errors import CommandFailed, MachineError
+from orchestrator.errors import MachineError
 from orchestrator.faults.injectable import Injectable
 from orchestrator.faults.kind import Fire, Kind, Param, Timing
 from orchestrator.faults.timing import Timed
@@ -55,20 +54,9 @@ class NicFault(Timed):
         if via == "guest":
             net.pci_rescan(self.machine.ssh, timeout)
         else:
-            end = self.machine.links[self.nic.id]
-            self.machine.qmp.execute("netdev_add", {
-                "type": "dgram", "id": self.nic.id,
-                "local": {"type": "inet", "host": "127.0.0.1", "port": str(end.local)},
-                "remote": {"type": "inet", "host": "127.0.0.1", "port": str(end.remote)}}, timeout)
-            self.machine.qmp.execute("device_add", self.nic.device(self.machine.topology.name), timeout)
-        deadline = time.monotonic() + timeout
-        while True:  # the guest names the NIC once its driver probed it
-            try:
-                return net.address(self.machine.ssh, self.nic.mac(self.machine.topology.name), self.nic.address)
-            except CommandFailed:  # no NIC with that MAC yet
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+            self.machine.qmp.hot_add_nic(self.nic, self.machine.topology.name, self.machine.links[self.nic.id], timeout)
+        return net.address_when_probed(self.machine.ssh, self.nic.mac(self.machine.topology.name), self.nic.address,
+                                       timeout)
 
     def down(self, timeout: float = 20) -> str:
         """The NIC's carrier goes; returns once the guest saw it (its name for the NIC)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import time
 
+from orchestrator.errors import CommandFailed
 from orchestrator.guest.ssh import SSH
 
 _FIND = ("for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {mac} ] && dev=${{d##*/}}; done; "
@@ -19,6 +21,19 @@ def address(ssh: SSH, mac: str, cidr: str, timeout: float = 20) -> str:
     """Give the NIC with MAC `mac` the address `cidr` and bring it up; returns its name."""
     return ssh.run(_FIND.format(mac=shlex.quote(mac)) + f"ip addr replace {shlex.quote(cidr)} dev \"$dev\" && "
                    "ip link set \"$dev\" up && echo \"$dev\"", timeout=timeout, check=True).stdout.strip()
+
+
+def address_when_probed(ssh: SSH, mac: str, cidr: str, timeout: float) -> str:
+    """`address` of a NIC just plugged in: retried until the guest's driver has probed it (it has
+    no name before), failing at `timeout` with the guest's own word."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return address(ssh, mac, cidr, timeout=max(1.0, deadline - time.monotonic()))
+        except CommandFailed:  # no NIC with that MAC yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def carrier(ssh: SSH, mac: str, up: bool, timeout: float = 20) -> str:

@@ -12,20 +12,21 @@ from orchestrator.config.bed import Bed
 from orchestrator.image import Image
 from orchestrator.machines.machine import Machine
 from orchestrator.net import links
+from orchestrator.vm.machine import Saved
 
 
 def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, Path] | None = None,
          boot_timeout: float | None = None, name: str | None = None, persistent: bool = False,
-         keepable: bool = False) -> dict[str, Machine]:
+         keepable: bool = False, restore: dict[str, Saved | None] | None = None) -> dict[str, Machine]:
     """Every machine of `bed`, ready, by role; artifacts in `artifacts`/ROLE, each named NAME-ROLE
     when a name is given. All QEMUs start first, then each is waited for in turn: they boot side
     by side, and every QEMU (but a persistent one, `tbctl up`'s) is started from this thread,
-    which it must not outlive."""
+    which it must not outlive. `restore`: role -> the saved guest it starts from (None: cold)."""
     ends = links.allocate(bed)
     extra: dict[str, Any] = {"boot_timeout": boot_timeout} if boot_timeout else {}
     machines = {role: Machine(topo, image, artifacts / role, accel=accel, shares=shares, links=ends[role],
                               name=f"{name}-{role}" if name else None, persistent=persistent, keepable=keepable,
-                              bed=(beds.ref(bed), role), **extra)
+                              bed=(beds.ref(bed), role), restore=(restore or {}).get(role), **extra)
                 for role, topo in bed.machines.items()}
     try:
         for m in machines.values():

@@ -29,8 +29,9 @@ class Machine(QemuMachine):
     _ssh: SSH | None = None
 
     def ready_steps(self, deadline: float) -> None:
-        """The console marker, then a first SSH command, then every NVMe controller live with its
-        namespaces (a restored guest gets its hot-pluggable ones now)."""
+        """The console marker, then a first SSH command, then the bed's NICs with their addresses
+        and every NVMe controller live with its namespaces (a restored guest gets its hot-pluggable
+        ones now)."""
         super().ready_steps(deadline)
         restored = self.restore is not None
         wanted = list(self.topology.controllers) if restored else self.boot_controllers()
@@ -56,9 +57,12 @@ class Machine(QemuMachine):
                 self.hung_at_boot(e, f"runs no command though it gave an SSH session: {e}", "it gave an SSH session",
                                   since)
         self.timings["ready"] = time.monotonic()
-        for nic in self.topology.nics:
-            self.stage = f"NIC {nic.id} on network {nic.network}"
-            net.address(self.ssh, nic.mac(self.topology.name), nic.address)
+        for nic in self.topology.nics if restored else self.boot_nics():  # a save's template has none
+            self.stage = f"NIC {nic.id} on network {nic.network}" + (" hot-added" if restored else "")
+            if restored:
+                self.qmp.hot_add_nic(nic, self.topology.name, self.links[nic.id])
+            net.address_when_probed(self.ssh, nic.mac(self.topology.name), nic.address,
+                                    max(1.0, deadline - time.monotonic()))
         self.stage = "NVMe controllers in the guest"
         self._controllers_ready(wanted, where, deadline)
         self.timings["nvme"] = time.monotonic()

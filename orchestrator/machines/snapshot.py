@@ -1,10 +1,11 @@
 """Snapshot fast restore: boot a guest once, save it ready, start later machines from the save.
 
 QEMU 7.2's NVMe controller cannot be migrated or saved, so the saved guest has its hot-pluggable
-controllers' root ports empty: a machine restored from it hot-adds them, as a test would. The
+controllers' root ports empty: a machine restored from it hot-adds them, as a test would. A bed's
+NICs, too: their MACs and their networks' ends are each machine's own. The
 save is QEMU's migration stream to a file plus the root disk as it was at that moment; each
-restored machine gets a fresh overlay on that disk. A topology with a controller that is not
-hot-pluggable cannot be saved, nor can a guest of QEMU 10 under TCG (its restored guests lost
+restored machine gets a fresh overlay on that disk. A topology with a controller or NIC that is
+not hot-pluggable cannot be saved, nor can a guest of QEMU 10 under TCG (its restored guests lost
 timer interrupts): such machines boot cold, and `unsupported` says why.
 
 Saves are cached under $TBCTL_CACHE/snapshots, keyed by everything that shapes the machine
@@ -57,8 +58,10 @@ def unsupported(topology: Topology, accel: str) -> str | None:
                 "so only controllers hot-added after the restore can be used")
     if any(c.pmr_size_mib for c in topology.controllers):
         return "a controller with a PMR (its memory backend is not hot-added)"
-    if topology.nics:
-        return "a NIC on a bed's network (its ends are set anew at each start)"
+    fixed = [n.id for n in topology.nics if not n.hotplug]
+    if fixed:
+        return (f"NIC(s) {', '.join(fixed)} not hot-pluggable: a restored guest gets its NICs hot-added (a saved "
+                "guest has none: a NIC's MAC and its network's ends are each machine's own)")
     return None
 
 
@@ -69,7 +72,8 @@ def key(topology: Topology, image: Image, accel: str, shares: dict[str, Path]) -
              "prepare": prepare(),
              "machine": [topology.memory_mib, topology.cpus, topology.iommu, topology.hugepages, topology.qtest,
                          topology.kernel_args(), TCG_KERNEL_ARGS],
-             "ports": [c.root_port for c in topology.controllers if c.hotplug],
+             "ports": [c.root_port for c in topology.controllers if c.hotplug] +
+                      [n.root_port for n in topology.nics if n.hotplug],
              "shares": {tag: str(p) for tag, p in sorted(shares.items())}}
     return hashlib.sha256(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Self
 
 from orchestrator import logs
-from orchestrator.config.topology import Controller, Topology
+from orchestrator.config.topology import Controller, Nic, Topology
 from orchestrator.errors import ConfigError, DeadlineError, MachineError, QemuCrashed, QemuLaunchFailure, TbctlError
 from orchestrator.image import MARKER_FAILED, MARKER_READY, Image
 from orchestrator.net.links import Link
@@ -164,13 +164,19 @@ class QemuMachine:
         started with empty root ports."""
         return [c for c in self.topology.controllers if not (self.empty_ports and c.hotplug)]
 
+    def boot_nics(self) -> list[Nic]:
+        """The bed's NICs on the command line, as the controllers: a saved guest has none (a
+        restored one gets its NICs hot-added, with its own MAC and its network's ends of now)."""
+        return [n for n in self.topology.nics if not (self.empty_ports and n.hotplug)]
+
     def backing(self, ctrl: Controller, nsid: int) -> Path:
         return devices.backing(self.run_dir / "nvme", ctrl, nsid)
 
     def argv(self, ssh_port: int) -> list[str]:
         topo = self.topology
         attached = self.boot_controllers()
-        unlinked = [n.id for n in topo.nics if n.id not in self.links]
+        networked = topo.nics if self.restore is not None else self.boot_nics()  # a save's template has none
+        unlinked = [n.id for n in networked if n.id not in self.links]
         if unlinked:
             raise MachineError(f"{self.name}: NIC(s) {', '.join(unlinked)} have no network peer: boot the machine "
                                "as part of its bed")
@@ -181,7 +187,7 @@ class QemuMachine:
                       cpu=cpu.model(self.accel),
                       image=self.image, cmdline=cmdline, overlay=self.run_dir / "root.qcow2", ssh_port=ssh_port,
                       run_dir=self.run_dir, console_log=self.artifacts / "console.log",
-                      incoming=self.restore is not None, traces=self._traces(), links=self.links,
+                      incoming=self.restore is not None, traces=self._traces(), links=self.links, nics=self.boot_nics(),
                       **devices.context(topo, self.run_dir / "nvme", attached, self.shares))
         return [line for line in text.splitlines() if line]
 

@@ -22,8 +22,9 @@ from qemu.qmp import ExecuteError, QMPClient
 from qemu.qmp import QMPError as LibraryError
 from qemu.qmp.protocol import Runstate
 
-from orchestrator.config.topology import Controller
+from orchestrator.config.topology import Controller, Nic
 from orchestrator.errors import DeadlineError, MachineError, QMPError
+from orchestrator.net.links import Link
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
@@ -227,6 +228,15 @@ class QMP:
             raise MachineError(f"controller {ctrl.id} is not hot-pluggable (hotplug = false in the topology)")
         self.execute("blockdev-add", blockdev(ctrl.node(1), backing), timeout)
         self.execute("device_add", ctrl.device(), timeout)
+
+    def hot_add_nic(self, nic: Nic, machine: str, end: Link, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """netdev_add the NIC's end of its network, then device_add the NIC on its root port."""
+        if not nic.hotplug:
+            raise MachineError(f"NIC {nic.id} is not hot-pluggable (hotplug = false in the topology)")
+        self.execute("netdev_add", {"type": "dgram", "id": nic.id,
+                                    "local": {"type": "inet", "host": "127.0.0.1", "port": str(end.local)},
+                                    "remote": {"type": "inet", "host": "127.0.0.1", "port": str(end.remote)}}, timeout)
+        self.execute("device_add", nic.device(machine), timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Disconnect and stop the loop thread; never raises, QEMU may already be gone. Idempotent;
