@@ -8,6 +8,9 @@ in a temporary worktree and run on this machine, on each QEMU given. Printed, ne
 - restored from the snapshot -> NVMe ready;
 - `tbctl run sw_hotplug` wall (image cached), and its tests' set-up, body and teardown;
 - `tbctl repro sw_hotplug::test_orderly_hotplug` runs per minute (--jobs 2);
+- a bed test's run from restored beds (`tbctl run --snapshot`, what each run of a repro is: a
+  revision without restored beds boots them cold), whole command against the test's body, and
+  the overhead around the body as a part of it (after one run that makes the saves);
 - `tbctl up`, then its first `tbctl ssh X -- true`, and a warm one (after the first), each a
   whole command as a person types it;
 - the unit tests (`-m "not vm"`) wall.
@@ -30,7 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = "91c12e5"  # stop 21: the figures issue 16 was filed with
-FIGURES = ("boot", "restore", "run", "repro", "ssh", "unit")
+FIGURES = ("boot", "restore", "run", "repro", "bed", "ssh", "unit")
+BED_TEST = "nvmf_shutdown::test_target_stopped_under_io[kernel_target-kernel_host-tcp]"
 
 # Runs inside the tree being measured (its own orchestrator on PYTHONPATH): only APIs both have.
 BOOTS = r"""
@@ -116,14 +120,38 @@ def suite_run(tree: Tree, qemu: str | None, runs: int, tmp: Path) -> dict[str, l
         out["tbctl run sw_hotplug wall"].append(time.monotonic() - t0)
         if r.returncode not in (0, 1):
             raise SystemExit(f"{tree.rev}: tbctl run sw_hotplug exit {r.returncode}:\n{r.stdout[-3000:]}")
-        tests = json.loads((tmp / f"r{i}.json").read_text())["tests"]
-        spent = dict.fromkeys(("setup", "call", "teardown"), 0.0)
-        for t in (tests.values() if isinstance(tests, dict) else tests):
-            for e in t.get("events", []):
-                if e["kind"] == "phase" and e["what"] in spent:
-                    spent[e["what"]] += e["end"] - e["at"]
-        for k, v in spent.items():
+        for k, v in phase_seconds(tmp / f"r{i}.json").items():
             out[k].append(v)
+    return out
+
+
+def phase_seconds(results: Path) -> dict[str, float]:
+    """A run's tests' set-up, body and teardown, added up, from its results.json."""
+    tests = json.loads(results.read_text())["tests"]
+    spent = dict.fromkeys(("setup", "call", "teardown"), 0.0)
+    for t in (tests.values() if isinstance(tests, dict) else tests):
+        for e in t.get("events", []):
+            if e["kind"] == "phase" and e["what"] in spent:
+                spent[e["what"]] += e["end"] - e["at"]
+    return spent
+
+
+def bed_runs(tree: Tree, qemu: str | None, runs: int, tmp: Path) -> dict[str, list[float]]:
+    """`tbctl run BED_TEST --snapshot`, as a repro's run: the whole command, the test's body, and
+    what is around the body as a part of it; one run first makes the saves and is not counted."""
+    out: dict[str, list[float]] = {"bed test run wall (--snapshot)": [], "bed test body": [],
+                                   "bed overhead / body (ratio)": []}
+    for i in range(runs + 1):
+        t0 = time.monotonic()
+        r = tree.run(["-m", "orchestrator.cli", "run", BED_TEST, "--snapshot", "--json", f"bed{i}.json"], qemu, tmp)
+        wall = time.monotonic() - t0
+        if r.returncode != 0:
+            raise SystemExit(f"{tree.rev}: tbctl run {BED_TEST} exit {r.returncode}:\n{r.stdout[-3000:]}")
+        if i:
+            body = phase_seconds(tmp / f"bed{i}.json")["call"]
+            out["bed test run wall (--snapshot)"].append(wall)
+            out["bed test body"].append(body)
+            out["bed overhead / body (ratio)"].append((wall - body) / body)
     return out
 
 
@@ -179,6 +207,8 @@ def measure(tree: Tree, qemu: str | None, runs: int, only: set[str], tmp: Path) 
         fig.update({k: med(v) for k, v in suite_run(tree, qemu, runs, tmp).items()})
     if "repro" in only:
         fig["repro runs/min (--jobs 2)"] = repro_rate(tree, qemu, runs, tmp)
+    if "bed" in only:
+        fig.update({k: med(v) for k, v in bed_runs(tree, qemu, runs, tmp).items()})
     if "ssh" in only:
         fig.update({k: med(v) for k, v in up_and_ssh(tree, qemu, runs, tmp).items()})
     if "unit" in only and qemu is None:
