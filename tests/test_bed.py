@@ -204,8 +204,15 @@ def test_a_suite_gets_its_bed_by_role_and_another_from_a_file(tmp_path: Path) ->
     art = Path(doc["artifacts"]) / "demo_bed" / "bed-1"
     assert {p.name for p in art.iterdir()} == {"target", "host"}  # one bed for the module, booted once
     (tmp_path / "mine.toml").write_text(GOOD.replace("10.0.0.", "192.168.7."))
-    r = tbctl(tmp_path, "run", str(suite), "--bed", str(tmp_path / "mine.toml"), "--json", str(tmp_path / "r2.json"))
+    r = tbctl(tmp_path, "run", str(suite), "--bed", str(tmp_path / "mine.toml"), "--snapshot", "--json",
+              str(tmp_path / "r2.json"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    # with snapshots: the target restored (its NIC hot-added), the host cold (its NIC is not hot-pluggable)
+    start = json.loads((tmp_path / "r2.json").read_text())["start"]
+    if qemu_binary.current().at_least(10):  # no saves under QEMU 10's TCG (machines.snapshot)
+        assert start.startswith("cold boot: QEMU "), start
+    else:
+        assert re.fullmatch(r"snapshot [0-9a-f]{16}; cold boot: NIC\(s\) eth_fabric not hot-pluggable: .*", start), start
     (tmp_path / "bad.toml").write_text(GOOD.replace('kind = "dgram"', 'kind = "tap"'))
     r = tbctl(tmp_path, "run", str(suite), "--bed", str(tmp_path / "bad.toml"))
     assert r.returncode == 2 and f"{tmp_path / 'bad.toml'}: networks.fabric.kind: must be one of dgram" in r.stderr

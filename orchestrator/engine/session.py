@@ -167,8 +167,13 @@ class Run:
     def boot_bed(self, bed: beds.Bed, artifacts: Path) -> dict[str, Machine]:
         """Every machine of `bed`, ready, by role: each restored or cold as `boot`'s."""
         env = self.resolved()
-        return machine_beds.boot(bed, env.image, env.accel, artifacts, env.shares,
-                                 restore={role: self.saved(topo) for role, topo in bed.machines.items()},
+        restore: dict[str, Saved | None] = {}
+        starts: dict[str, None] = {}
+        for role, topo in bed.machines.items():
+            restore[role] = self.saved(topo)
+            starts[self.start] = None
+        self.start = "; ".join(starts)  # each distinct start once: its roles may share a save
+        return machine_beds.boot(bed, env.image, env.accel, artifacts, env.shares, restore=restore,
                                  keepable=self.settings.spec.keep_vm)
 
 
