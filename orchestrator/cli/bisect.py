@@ -14,7 +14,7 @@ from typing import Any
 from orchestrator.cli.argtypes import SECONDS, ranged
 from orchestrator.cli.ci import MAX_SHARDS
 from orchestrator.cli.common import artifacts_root, resolve
-from orchestrator.cli.runs import run_opts, run_spec, run_target, with_scripts
+from orchestrator.cli.runs import cold_opt, run_opts, run_spec, run_target, with_scripts
 from orchestrator.config import runspec
 from orchestrator.config.runspec import RunSpec
 from orchestrator.errors import ConfigError
@@ -58,6 +58,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     fan.add_argument("--shard", dest="fan_shard", metavar="K/N",  # not `shard`: a run spec's field
                      help="with --resume: build this round's commit and run shard K's share of its runs")
     fan.add_argument("--merge", action="store_true", help="with --resume: add this round's shards up")
+    cold_opt(sp)
     run_opts(sp)
     sp.set_defaults(fn=cmd_bisect)
 
@@ -131,7 +132,9 @@ def machine(args: argparse.Namespace, settings: bisect.Settings, out: Path,
     given = argparse.Namespace(**{**vars(args), "spdk_dir": str(tree), "seed": None})
     spec = with_scripts(run_spec(given, base or RunSpec()), [settings.target], check=False)
     env = resolve(spec, args.mirror)
-    spec = dataclasses.replace(spec, image=env.image.manifest["name"], accel=env.accel)
+    # as repro's runs: from saved guests (each made by the first run that needs it), unless --cold
+    spec = dataclasses.replace(spec, image=env.image.manifest["name"], accel=env.accel,
+                               snapshot=spec.snapshot or not args.cold)
     return spec.dump(out / "spec.json"), env.image
 
 

@@ -88,6 +88,11 @@ def selection(args: argparse.Namespace) -> list[str]:
     return argv + ["-k", args.k] if args.k is not None else argv
 
 
+def cold_opt(sp: argparse.ArgumentParser) -> None:
+    """Repeated runs (repro's, bisect's) start from saved guests unless told."""
+    sp.add_argument("--cold", action="store_true", help="boot every run's machine instead of restoring a saved guest")
+
+
 def with_scripts(spec: RunSpec, targets: list[str], check: bool = True) -> RunSpec:
     """The spec with the `spdk:PATH` targets among `targets`, each a script of its SPDK tree
     (`check`: there; `tbctl list` names them as given). Scripts alone, with no topology named,
@@ -177,9 +182,10 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp.add_argument("--until-fail", action="store_true", help="stop starting runs after the first failure")
     sp.add_argument("--jobs", "-j", type=ranged(int, 1, 256), help="runs at once (default: from host cores and memory)")
     sp.add_argument("--seed", type=SEED, help="the repro's seed: the same seed replays the same run schedules")
-    sp.add_argument("--cold", action="store_true", help="boot every run's machine instead of restoring a saved guest")
+    cold_opt(sp)
     run_opts(sp)
     sp.set_defaults(fn=cmd_repro)
+
 
     sp = add("list", help="list suites and their tests (all, or those named; of one shard with --shard), "
                           "or the faults tbctl can fire (--faults)")
