@@ -38,7 +38,6 @@ TIMEOUT = 180  # seconds per test under KVM (scaled for TCG)
 NQN = "nqn.2026-12.io.tbctl:shutdown"
 LOAD_SECONDS = 20  # tc4: perf -t 20
 LOAD_BEFORE_STOP = 5  # tc4: sleep 5, then killprocess
-TEARDOWN_LEAD = 1.5  # seconds before the load's own end that test_target_stopped_as_the_host_ends_its_run stops it
 MUST_EXIT = 60  # seconds for the initiator to give up once its target is gone
 FAST_IO_FAIL = 3  # the kernel initiator's bound on I/O without a path
 GONE_GRACE = 20  # seconds for a kernel initiator's load to end once its controller began its removal
@@ -100,24 +99,6 @@ def kernel_load(host: Machine, transport: str, address: str) -> Load:
 
 def test_target_stopped_under_io(machines: dict[str, Machine], fabric: Fabric, inject: Faults) -> None:
     """Stop the target while the initiator writes 128 deep; the initiator exits with an error."""
-    stopped_under_io(machines, fabric, inject, LOAD_BEFORE_STOP)
-
-
-@pytest.mark.parametrize("fabric", [("spdk", "spdk", t) for t in nvmf.TRANSPORTS], indirect=True,
-                         ids=lambda v: f"{v[0]}_target-{v[1]}_host-{v[2]}")
-def test_target_stopped_as_the_host_ends_its_run(machines: dict[str, Machine], fabric: Fabric,
-                                                 inject: Faults) -> None:
-    """Stop the target a moment before spdk_nvme_perf's run ends: perf frees its qpairs while they
-    are still disconnecting from the target that went. SPDK #3569 needs that moment: perf removes
-    from its poll group a qpair whose RDMA poller still holds the group (fixed in v25.01 by
-    0354bb8e85, "nvme/rdma: Force qp disconnect on pg remove"). Stopped at tc4's 5 s, the race
-    came in 1 of 20 runs of a v24.09 release build here, and in none of 10 of a debug build."""
-    stopped_under_io(machines, fabric, inject, LOAD_SECONDS - TEARDOWN_LEAD)
-
-
-def stopped_under_io(machines: dict[str, Machine], fabric: Fabric, inject: Faults, after: float) -> None:
-    """The target stopped `after` seconds into the initiator's I/O (and the fault's seeded delay);
-    the initiator must exit with an error."""
     transport = fabric.transport
     target, host = machines["target"], machines["host"]
     address = target.topology.nics[0].ip
@@ -137,7 +118,7 @@ def stopped_under_io(machines: dict[str, Machine], fabric: Fabric, inject: Fault
         else:
             io = kernel_load(host, transport, address)
         io.wait_running(60)
-        time.sleep(after)
+        time.sleep(LOAD_BEFORE_STOP)
         stopped_at = time.monotonic()
         if app is not None:
             stop.app(app.proc, "TERM")
