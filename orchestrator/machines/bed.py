@@ -31,12 +31,30 @@ def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, 
     try:
         for m in machines.values():
             m.start()
-        for m in machines.values():
-            m.finish()
+        if all(m.restore is not None for m in machines.values()):
+            _finish_side_by_side(list(machines.values()))
+        else:
+            for m in machines.values():
+                m.finish()
     except BaseException:  # one failed, or tbctl was interrupted: none is left up
         shutdown(machines, graceful=False)
         raise
     return machines
+
+
+def _finish_side_by_side(machines: list[Machine]) -> None:
+    """Restored machines made ready at once (their SSH sessions, hot-adds and checks), not in
+    turn: a restored machine's finish starts no QEMU (vm.machine), so it may run in a thread of
+    its own. The first error is raised once all are done; an interrupted wait leaves the threads
+    to fail on their own, against machines the caller then shuts down."""
+    pool = concurrent.futures.ThreadPoolExecutor(len(machines), thread_name_prefix="ready")
+    try:
+        futures = [pool.submit(m.finish) for m in machines]
+        concurrent.futures.wait(futures)
+        for f in futures:
+            f.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def shutdown(machines: dict[str, Machine], graceful: bool = True) -> None:

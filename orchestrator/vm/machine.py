@@ -241,15 +241,17 @@ class QemuMachine:
 
     def finish(self) -> Self:
         """Wait until the started guest is ready; a kernel that panicked or stalled at boot gets one
-        more boot. Whatever fails, the VM is shut down."""
+        more boot (a restored guest was not booted: it gets none, and this never starts a QEMU).
+        Whatever fails, the VM is shut down."""
+        boots = BOOTS if self.restore is None else 1
         try:
-            for boot in range(1, BOOTS + 1):
-                self.boot, self.last_boot = boot, boot == BOOTS
+            for boot in range(1, boots + 1):
+                self.boot, self.last_boot = boot, boot == boots
                 try:
                     self.wait_ready(self.boot_timeout)
                     return self
                 except KernelBrokeAtBoot as e:
-                    if boot == BOOTS:
+                    if boot == boots:
                         raise
                     self._discard_boot(boot, str(e).splitlines()[0])
                     self.early_console = isinstance(e, SilentBoot)
