@@ -44,15 +44,20 @@ def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, 
 
 def _finish_side_by_side(machines: list[Machine]) -> None:
     """Restored machines made ready at once (their SSH sessions, hot-adds and checks), not in
-    turn: a restored machine's finish starts no QEMU (vm.machine), so it may run in a thread of
-    its own. The first error is raised once all are done; an interrupted wait leaves the threads
-    to fail on their own, against machines the caller then shuts down."""
+    turn: each waits in a thread of its own (`wait_boot` starts no QEMU), and one whose guest
+    broke is started again from this thread, which its QEMU must not outlive. The first error is
+    raised once all are done; an interrupted wait leaves the threads to fail on their own,
+    against machines the caller then shuts down."""
     pool = concurrent.futures.ThreadPoolExecutor(len(machines), thread_name_prefix="ready")
     try:
-        futures = [pool.submit(m.finish) for m in machines]
-        concurrent.futures.wait(futures)
-        for f in futures:
-            f.result()
+        while machines:
+            futures = {m: pool.submit(m.wait_boot) for m in machines}
+            concurrent.futures.wait(futures.values())
+            machines = []
+            for m, f in futures.items():
+                if (broke := f.result()) is not None:
+                    m.boot_again(broke)
+                    machines.append(m)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 

@@ -227,6 +227,7 @@ class QemuMachine:
                                  role=self.bed[1] if self.bed else None,
                                  links={n: [e.local, e.remote] for n, e in self.links.items()} or None)
             registry.save(self.record)
+        self.boot = 0  # wait_boot counts them
         try:
             self._spawn()
         except BaseException:
@@ -241,25 +242,34 @@ class QemuMachine:
 
     def finish(self) -> Self:
         """Wait until the started guest is ready; a kernel that panicked or stalled at boot gets one
-        more boot (a restored guest was not booted: it gets none, and this never starts a QEMU).
-        Whatever fails, the VM is shut down."""
-        boots = BOOTS if self.restore is None else 1
+        more boot. Whatever fails, the VM is shut down."""
         try:
-            for boot in range(1, boots + 1):
-                self.boot, self.last_boot = boot, boot == boots
-                try:
-                    self.wait_ready(self.boot_timeout)
-                    return self
-                except KernelBrokeAtBoot as e:
-                    if boot == boots:
-                        raise
-                    self._discard_boot(boot, str(e).splitlines()[0])
-                    self.early_console = isinstance(e, SilentBoot)
-                    self._spawn()
+            while (broke := self.wait_boot()) is not None:
+                self.boot_again(broke)
         except BaseException:
             self.shutdown(graceful=False)
             raise
         return self
+
+    def wait_boot(self) -> KernelBrokeAtBoot | None:
+        """The next boot's wait until the guest is ready: None once it is; the error when its
+        kernel broke and it gets one more boot (raised on the last). Starts no QEMU: machines may
+        wait side by side (machines.bed), each in a thread."""
+        self.boot += 1
+        self.last_boot = self.boot == BOOTS
+        try:
+            self.wait_ready(self.boot_timeout)
+            return None
+        except KernelBrokeAtBoot as e:
+            if self.last_boot:
+                raise
+            return e
+
+    def boot_again(self, broke: KernelBrokeAtBoot) -> None:
+        """One more boot after `broke`; it starts QEMU, so from the thread the QEMU must not outlive."""
+        self._discard_boot(self.boot, str(broke).splitlines()[0])
+        self.early_console = isinstance(broke, SilentBoot)
+        self._spawn()
 
     def _discard_boot(self, boot: int, why: str) -> None:
         """Throw a boot whose kernel panicked or stalled away (QEMU, its disks; its console log is kept) so
