@@ -186,7 +186,6 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     run_opts(sp)
     sp.set_defaults(fn=cmd_repro)
 
-
     sp = add("list", help="list suites and their tests (all, or those named; of one shard with --shard), "
                           "or the faults tbctl can fire (--faults)")
     selection_opts(sp)

@@ -19,9 +19,10 @@ def boot(bed: Bed, image: Image, accel: str, artifacts: Path, shares: dict[str, 
          boot_timeout: float | None = None, name: str | None = None, persistent: bool = False,
          keepable: bool = False, restore: dict[str, Saved | None] | None = None) -> dict[str, Machine]:
     """Every machine of `bed`, ready, by role; artifacts in `artifacts`/ROLE, each named NAME-ROLE
-    when a name is given. All QEMUs start first, then each is waited for in turn: they boot side
-    by side, and every QEMU (but a persistent one, `tbctl up`'s) is started from this thread,
-    which it must not outlive. `restore`: role -> the saved guest it starts from (None: cold)."""
+    when a name is given. All QEMUs start first, then each is waited for in turn (restored ones
+    side by side): they boot side by side, and every QEMU (but a persistent one, `tbctl up`'s) is
+    started from this thread, which it must not outlive. `restore`: role -> the saved guest it
+    starts from (None: cold)."""
     ends = links.allocate(bed)
     extra: dict[str, Any] = {"boot_timeout": boot_timeout} if boot_timeout else {}
     machines = {role: Machine(topo, image, artifacts / role, accel=accel, shares=shares, links=ends[role],

@@ -178,6 +178,7 @@ class Bisect:
         return "; ".join(unpinned)
 
     def build(self, commit: str, where: Path) -> Built:
+        """The commit checked out and built in the image's userland, its log in `where`."""
         if self.image is None:
             raise ConfigError("this bisect was given no image to build in")
         t0 = time.monotonic()
