@@ -145,7 +145,7 @@ def bed_runs(tree: Tree, qemu: str | None, runs: int, tmp: Path) -> dict[str, li
         t0 = time.monotonic()
         r = tree.run(["-m", "orchestrator.cli", "run", BED_TEST, "--snapshot", "--json", f"bed{i}.json"], qemu, tmp)
         wall = time.monotonic() - t0
-        if r.returncode != 0:
+        if r.returncode not in (0, 1):  # a failed test still took its time: the guest kernel's fio bugs
             raise SystemExit(f"{tree.rev}: tbctl run {BED_TEST} exit {r.returncode}:\n{r.stdout[-3000:]}")
         if i:
             body = phase_seconds(tmp / f"bed{i}.json")["call"]
