@@ -88,3 +88,16 @@ def test_a_repro_inside_one_shard_of_a_pipeline_runs_its_test_every_time(tmp_pat
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "repro", demo, "-n", "2", "--jobs", "1"],
                        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0 and "repro: 2 of 2 runs, 0 failed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_a_repro_makes_the_saves_of_the_machines_its_test_starts(tmp_path: Path) -> None:
+    """The shapes a repro saves before its runs are those its test starts: a bed suite's
+    machines by role, a one-machine test's topology (each once), not the run's default."""
+    from orchestrator.config import bed as beds
+    from orchestrator.config import topology
+    from orchestrator.engine import run as engine_run
+
+    spec = runspec.RunSpec().dump(tmp_path / "spec.json")
+    bed_suite = str(REPO / "tests" / "engine_suites" / "demo_bed.py")
+    assert engine_run.topologies_of([bed_suite], spec) == list(beds.pair().machines.values())
+    assert engine_run.topologies_of([str(FLAKY)], spec) == [topology.default()]

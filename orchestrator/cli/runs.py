@@ -253,17 +253,21 @@ def cmd_repro(args: argparse.Namespace) -> int:
     spec = dataclasses.replace(pinned(spec, env), qemu=str(qemu_binary.current().path) if spec.qemu else None)
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     jobs = args.jobs or repro.default_jobs(env.topology.memory_mib)
-    if not args.cold:
-        reason = snapshot.unsupported(env.topology, env.accel)
-        if reason:
-            print(f"repro: cold boot for every run: {reason}", file=sys.stderr)
-        else:  # made here once, before the runs, so they all start from it at once
-            saved = snapshot.ensure(env.topology, env.image, env.accel, env.shares,
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.cold:  # each save made here once, before the runs, so they all start from it at once
+        from orchestrator.engine import run as engine_run  # pytest is loaded only here
+
+        shapes = [env.topology] if spec.scripts else engine_run.topologies_of([target], spec.dump(out / "spec.json"))
+        for topo in shapes:
+            reason = snapshot.unsupported(topo, env.accel)
+            if reason:
+                print(f"repro: machines of {topo.name} boot cold in every run: {reason}", file=sys.stderr)
+                continue
+            saved = snapshot.ensure(topo, env.image, env.accel, env.shares,
                                     log=lambda msg: print(f"repro: {msg}", file=sys.stderr))
-            print(f"repro: every run starts from the saved guest {saved.dir}", file=sys.stderr)
+            print(f"repro: machines of {topo.name} start from the saved guest {saved.dir}", file=sys.stderr)
             spec = dataclasses.replace(spec, snapshot=True)
     print(f"repro: {args.target}, {args.runs} runs, {jobs} at once, seed {seed}, artifacts {out}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
     r = repro.Repro(target, args.runs, jobs, seed, out, spec.dump(out / "spec.json"), args.until_fail)
     runs = r.execute()
     repro.summary(runs, args.runs, seed, print)

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.runspec import RunSpec
+from orchestrator.config.topology import Topology
+from orchestrator.engine.session import run_of
+from orchestrator.errors import ConfigError
 
 PLUGIN = "orchestrator.pytest_plugin"
 
@@ -31,6 +34,21 @@ def _collect(paths: list[str]) -> tuple[int, list[pytest.Item]]:
     rc = pytest.main([*paths, "--collect-only", "-o", "addopts=", "-p", "no:terminal", "-p", "no:cacheprovider",
                       "-p", PLUGIN], plugins=[found])
     return int(rc), found.items
+
+
+def topologies_of(paths: list[str], spec: Path) -> list[Topology]:
+    """The machine shapes the tests of `paths` start under `spec`, each once: a test's own
+    machine's, or its module's bed's (a test that takes `machines`)."""
+    rc, items = _collect([*paths, "--tb-spec", str(spec)])
+    if rc != 0 or not items:
+        raise ConfigError(f"{' '.join(paths)}: no test collected (pytest status {rc})")
+    shapes: dict[Topology, None] = {}
+    for item in items:
+        run = run_of(item.config)
+        bed = "machines" in getattr(item, "fixturenames", ())
+        shapes.update(dict.fromkeys(run.bed_for(item.module).machines.values() if bed  # type: ignore[attr-defined]
+                                    else [run.topology_for(item)]))
+    return list(shapes)
 
 
 def list_tests(paths: list[str]) -> int:
