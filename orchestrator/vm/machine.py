@@ -237,8 +237,8 @@ class QemuMachine:
     def _spawn(self) -> None:
         self._prepare_disks()
         self._start_qemu()
-        if self.restore is not None:
-            self._load(self.restore)
+        if self.restore is not None:  # loaded while start returns: a bed's machines load side by side
+            self.qmp.execute("migrate-incoming", {"uri": "exec:cat " + shlex.quote(str(self.restore.state))})
 
     def finish(self) -> Self:
         """Wait until the started guest is ready; a kernel that panicked or stalled at boot gets one
@@ -425,10 +425,8 @@ class QemuMachine:
             return self._proc.poll() is None
         return self.record is not None and self.record.qemu_alive()
 
-    def _load(self, saved: Saved, timeout: float = 120) -> None:
-        """Load a saved guest into this (incoming) QEMU; the guest runs on from where it was saved."""
-        self.qmp.execute("migrate-incoming", {"uri": "exec:cat " + shlex.quote(str(saved.state))})
-        deadline = time.monotonic() + timeout
+    def _loaded(self, saved: Saved, deadline: float) -> None:
+        """Until the saved guest (its load begun by _spawn) runs on from where it was saved."""
         while (status := self.qmp.execute("query-status")["status"]) != "running":
             if status not in ("inmigrate", "paused", "prelaunch") or time.monotonic() > deadline:
                 raise MachineError(f"{self.name}: loading {saved.state} failed or hung (status {status}); "
@@ -457,9 +455,11 @@ class QemuMachine:
         """The guest's own word that it booted: its marker on the console (a restored guest was
         past it when saved). A kernel that panicked or stalled first is KernelBrokeAtBoot."""
         assert self.console is not None
-        self.stage = "console marker"
         if self.restore is not None:
+            self.stage = "the saved guest loaded"
+            self._loaded(self.restore, deadline)
             return
+        self.stage = "console marker"
         try:
             m = self.console.wait_for([_READY, _BOOT_FAILED], max(0.0, deadline - time.monotonic()))
         except DeadlineError as e:
