@@ -49,7 +49,7 @@ img = image.ensure()
 acc = accel.resolve("auto", img)
 topo = topology.default()
 saved = snapshot.ensure(topo, img, acc) if restore else None
-out = Path(tempfile.mkdtemp(prefix="tbctl-speed-"))
+out = Path(tempfile.mkdtemp(prefix="boots-", dir="."))  # in the run's temporary directory, removed with it
 for i in range(n):
     with Machine(topo, img, out / str(i), accel=acc, restore=saved) as m:
         t = dict(m.timings)
