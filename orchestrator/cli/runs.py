@@ -257,7 +257,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
     if not args.cold:  # each save made here once, before the runs, so they all start from it at once
         from orchestrator.engine import run as engine_run  # pytest is loaded only here
 
-        shapes = [env.topology] if spec.scripts else engine_run.topologies_of([target], spec.dump(out / "spec.json"))
+        whole = dataclasses.replace(spec, shard="1/1")  # a repro started by one shard of a pipeline runs it all
+        shapes = [env.topology] if spec.scripts else engine_run.topologies_of([target], whole.dump(out / "spec.json"))
         for topo in shapes:
             reason = snapshot.unsupported(topo, env.accel)
             if reason:
