@@ -6,6 +6,7 @@ target and host), `artifacts` (the test's directory), `run` (the run: its settin
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import shlex
@@ -232,11 +233,16 @@ def fabric(request: pytest.FixtureRequest, machines: dict[str, Machine], run: Ru
         tree = run.spdk_tree(spdk_nvmf.NVMF_TGT)
     if host_kind == "spdk":
         tree = run.spdk_tree(request.module.SPDK_HOST_APP)
-    for role, m in machines.items():
-        nvmf.prepare(m.ssh, role, transport, m.topology.nics[0].mac(m.topology.name))
-    for role, m in machines.items():  # cold or restored, the fabric carries what the test will use
-        peer = next(p for r, p in machines.items() if r != role)
-        nvmf.ready(m.ssh, transport, m.topology.nics[0].mac(m.topology.name), peer.topology.nics[0].ip)
+    # side by side, cold or restored: each sets its fabric up and checks it carries what the test will use;
+    # interrupted, the commands end on their own deadlines against machines the bed then shuts down
+    pool = concurrent.futures.ThreadPoolExecutor(len(machines), thread_name_prefix="fabric")
+    try:
+        for f in [pool.submit(nvmf.prepare, m.ssh, role, transport, m.topology.nics[0].mac(m.topology.name),
+                              next(p for r, p in machines.items() if r != role).topology.nics[0].ip)
+                  for role, m in machines.items()]:
+            f.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     yield Fabric(target_kind, host_kind, transport, tree)
     for m in machines.values():
         if m.name in run.tainted or not (m.qemu_alive() and m.ssh_alive()):

@@ -12,14 +12,19 @@ _FIND = ("for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {mac} ] && dev
          "[ -n \"${{dev:-}}\" ] || {{ echo no NIC with MAC {mac} >&2; exit 1; }}; ")
 
 
+def find(mac: str) -> str:
+    """Shell that sets $dev to the guest's name of the NIC with MAC `mac` (exits 1 without one)."""
+    return _FIND.format(mac=shlex.quote(mac))
+
+
 def device(ssh: SSH, mac: str, timeout: float = 20) -> str:
     """The guest's name of the NIC with MAC `mac`."""
-    return ssh.run(_FIND.format(mac=shlex.quote(mac)) + 'echo "$dev"', timeout=timeout, check=True).stdout.strip()
+    return ssh.run(find(mac) + 'echo "$dev"', timeout=timeout, check=True).stdout.strip()
 
 
 def address(ssh: SSH, mac: str, cidr: str, timeout: float = 20) -> str:
     """Give the NIC with MAC `mac` the address `cidr` and bring it up; returns its name."""
-    return ssh.run(_FIND.format(mac=shlex.quote(mac)) + f"ip addr replace {shlex.quote(cidr)} dev \"$dev\" && "
+    return ssh.run(find(mac) + f"ip addr replace {shlex.quote(cidr)} dev \"$dev\" && "
                    "ip link set \"$dev\" up && echo \"$dev\"", timeout=timeout, check=True).stdout.strip()
 
 
@@ -42,7 +47,7 @@ def carrier(ssh: SSH, mac: str, up: bool, timeout: float = 20) -> str:
     TCG. Returns the NIC's name; fails at `timeout` if the guest never saw it."""
     want = "1" if up else "0"
     tries = max(1, int(timeout * 5))
-    return ssh.run(_FIND.format(mac=shlex.quote(mac)) +
+    return ssh.run(find(mac) +
                    f'for i in $(seq {tries}); do [ "$(cat "/sys/class/net/$dev/carrier" 2>/dev/null)" = {want} ] '
                    '&& { echo "$dev"; exit 0; }; sleep 0.2; done; '
                    f'echo "$dev: carrier still $(cat "/sys/class/net/$dev/carrier" 2>&1) after {timeout:g} s" >&2; '
@@ -53,7 +58,7 @@ def pci_remove(ssh: SSH, mac: str, timeout: float = 60) -> str:
     """Remove the NIC with MAC `mac` from the guest's PCI bus, as SPDK's device_removal.sh does
     (`echo 1 > .../remove`: the guest tears it down, QEMU keeps the device); returns its PCI address.
     A guest that cannot let go blocks here, until `timeout`."""
-    return ssh.run(_FIND.format(mac=shlex.quote(mac)) +
+    return ssh.run(find(mac) +
                    'd=$(readlink -f "/sys/class/net/$dev/device"); '
                    'while [ ! -e "$d/remove" ] && [ "$d" != / ]; do d=${d%/*}; done; '  # virtio's PCI parent
                    '[ -e "$d/remove" ] || { echo "$dev is on no PCI device" >&2; exit 1; }; '

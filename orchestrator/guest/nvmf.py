@@ -19,34 +19,22 @@ from orchestrator.render import render
 
 TRANSPORTS = ("tcp", "rdma")
 SERVICE = 4420
+RXE_PREFIX = "rxe_"  # soft-RoCE device NAME is on NIC NAME (rdma link add rxe_NAME)
 _IDS = uuid.UUID("5b2a1c3e-8f0d-4a6b-9d7e-1c2b3a4d5e6f")  # tbctl's namespace for host IDs
 
 
-def identity(ssh: SSH, name: str) -> str:
-    """A host NQN and host ID derived from the machine's name, written where nvme-cli reads them."""
+def prepare(ssh: SSH, name: str, transport: str, fabric_mac: str, peer: str, timeout: float = 30) -> None:
+    """This guest ready for NVMe-oF over `transport`, in one guest command: a host NQN and host ID
+    of its own, derived from the machine's name; for RDMA a soft-RoCE device on its fabric NIC
+    (MAC `fabric_mac`); then, until `timeout`, its fabric carrying what a test will use: for RDMA
+    that device's port ACTIVE, and (both transports) a connection to the peer's address possible,
+    its route and neighbour resolved. Restored beds met SPDK's perf with "RDMA address resolution
+    error" 5 runs in 8 when the load started before this held. MachineError saying what is missing."""
     host_id = uuid.uuid5(_IDS, name)
-    nqn = f"nqn.2014-08.org.nvmexpress:uuid:{host_id}"
-    ssh.run(f"mkdir -p /etc/nvme && echo {nqn} > /etc/nvme/hostnqn && echo {host_id} > /etc/nvme/hostid",
-            timeout=10, check=True)
-    return nqn
-
-
-def prepare(ssh: SSH, name: str, transport: str, fabric_mac: str) -> None:
-    """This guest ready for NVMe-oF over `transport`: its own host identity, and for RDMA a
-    soft-RoCE device on its fabric NIC (MAC `fabric_mac`)."""
-    identity(ssh, name)
-    if transport == "rdma":
-        rxe(ssh, net.device(ssh, fabric_mac))
-
-
-def ready(ssh: SSH, transport: str, fabric_mac: str, peer: str, timeout: float = 30) -> None:
-    """Until this guest's fabric carries what a test will use: for RDMA its soft-RoCE port
-    ACTIVE, and (both transports) a connection to the peer's address possible, its route and
-    neighbour resolved. Restored beds met SPDK's perf with "RDMA address resolution error" 5 runs
-    in 8 when the load started before this held. MachineError saying what is missing."""
-    rxe_name = f"rxe_{net.device(ssh, fabric_mac)}" if transport == "rdma" else ""
-    script = render("guest/fabric_ready.py.j2", rxe=rxe_name, peer=peer, deadline=timeout)
-    res = ssh.run("python3 -", timeout=timeout + 30, stdin=script.encode())
+    script = render("guest/fabric.sh.j2", nqn=f"nqn.2014-08.org.nvmexpress:uuid:{host_id}", host_id=str(host_id),
+                    rdma=transport == "rdma", find_nic=net.find(fabric_mac), rxe_prefix=RXE_PREFIX, peer=peer,
+                    deadline=timeout)
+    res = ssh.run("bash -s", timeout=timeout + 30, stdin=script.encode())
     if res.rc != 0:
         raise MachineError(f"the {transport} fabric is not ready within {timeout:g} s: "
                            f"{res.stdout.strip() or res.tail()}")
@@ -59,7 +47,7 @@ def block_device(ssh: SSH, serial: str) -> str:
 
 def rxe(ssh: SSH, netdev: str, timeout: float = 30) -> str:
     """The soft-RoCE device on NIC `netdev` (made if it is not there); returns its name."""
-    name = f"rxe_{netdev}"
+    name = RXE_PREFIX + netdev
     q = shlex.quote
     ssh.run(f"modprobe rdma_rxe && (rdma link show {q(name)}/1 >/dev/null 2>&1 || "
             f"rdma link add {q(name)} type rxe netdev {q(netdev)})", timeout=timeout, check=True)
