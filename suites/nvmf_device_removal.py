@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 
 from orchestrator.engine.fixtures import Fabric, Faults
-from orchestrator.guest import net, nvmf
+from orchestrator.guest import nvmf
 from orchestrator.guest.load import Fio
 from orchestrator.machines import Machine
 from orchestrator.spdk import nvmf as spdk_nvmf
@@ -85,7 +85,7 @@ def test_target_nic_pulled_under_io(machines: dict[str, Machine], fabric: Fabric
             lost, after = bdevperf.state(), 0.0
         link.add(via=via)
         if transport == "rdma":  # a new NIC: a new soft-RoCE device on it
-            nvmf.rxe(target.ssh, net.device(target.ssh, nic.mac(target.topology.name)))
+            nvmf.rxe(target.ssh, nic.mac(target.topology.name))
         if app is None:
             nvmf.export(target.ssh, NQN, device, transport, nic.ip)  # the port linked anew
         elif transport == "rdma":

@@ -19,7 +19,7 @@ from orchestrator.render import render
 
 TRANSPORTS = ("tcp", "rdma")
 SERVICE = 4420
-RXE_PREFIX = "rxe_"  # soft-RoCE device NAME is on NIC NAME (rdma link add rxe_NAME)
+RXE_PREFIX = "rxe_"  # soft-RoCE device rxe_NAME is on NIC NAME
 _IDS = uuid.UUID("5b2a1c3e-8f0d-4a6b-9d7e-1c2b3a4d5e6f")  # tbctl's namespace for host IDs
 
 
@@ -32,8 +32,7 @@ def prepare(ssh: SSH, name: str, transport: str, fabric_mac: str, peer: str, tim
     error" 5 runs in 8 when the load started before this held. MachineError saying what is missing."""
     host_id = uuid.uuid5(_IDS, name)
     script = render("guest/fabric.sh.j2", nqn=f"nqn.2014-08.org.nvmexpress:uuid:{host_id}", host_id=str(host_id),
-                    rdma=transport == "rdma", find_nic=net.find(fabric_mac), rxe_prefix=RXE_PREFIX, peer=peer,
-                    deadline=timeout)
+                    rdma=transport == "rdma", soft_roce=soft_roce(fabric_mac), peer=peer, deadline=timeout)
     res = ssh.run("bash -s", timeout=timeout + 30, stdin=script.encode())
     if res.rc != 0:
         raise MachineError(f"the {transport} fabric is not ready within {timeout:g} s: "
@@ -45,13 +44,16 @@ def block_device(ssh: SSH, serial: str) -> str:
     return "/dev/" + str(nvme.nvme_state(ssh)[serial]["block"][0])
 
 
-def rxe(ssh: SSH, netdev: str, timeout: float = 30) -> str:
-    """The soft-RoCE device on NIC `netdev` (made if it is not there); returns its name."""
-    name = RXE_PREFIX + netdev
-    q = shlex.quote
-    ssh.run(f"modprobe rdma_rxe && (rdma link show {q(name)}/1 >/dev/null 2>&1 || "
-            f"rdma link add {q(name)} type rxe netdev {q(netdev)})", timeout=timeout, check=True)
-    return name
+def soft_roce(mac: str) -> str:
+    """Shell that makes the soft-RoCE device on the NIC with MAC `mac` unless it is there, and
+    sets $rxe to its name (exits non-zero where it cannot)."""
+    return (net.find(mac) + f'rxe={shlex.quote(RXE_PREFIX)}"$dev"; modprobe rdma_rxe && '
+            '{ rdma link show "$rxe/1" >/dev/null 2>&1 || rdma link add "$rxe" type rxe netdev "$dev"; }')
+
+
+def rxe(ssh: SSH, mac: str, timeout: float = 30) -> str:
+    """The soft-RoCE device on the NIC with MAC `mac` (made if it is not there); returns its name."""
+    return ssh.run(soft_roce(mac) + ' && echo "$rxe"', timeout=timeout, check=True).stdout.strip()
 
 
 def export(ssh: SSH, nqn: str, device: str, transport: str, address: str, port_id: int = 1,
